@@ -1,0 +1,356 @@
+//! Configuration: raw TOML and overrides become one validated [`Config`].
+//!
+//! Precedence, lowest first: built-in defaults, the TOML file given with
+//! `--config`, `TESSERA_*` environment variables, command-line flags. The
+//! binary merges the last two through clap; this module owns the first two and
+//! the validation, so no handler ever re-parses a setting.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::model::AeTitle;
+
+/// What to do when an instance arrives whose SOP Instance UID is already
+/// stored with different content. Identical content is always accepted once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DuplicatePolicy {
+    /// Keep the stored object and answer success; the new copy is discarded.
+    #[default]
+    KeepFirst,
+    /// Store the new object and make it the current version of the instance.
+    Replace,
+    /// Refuse the new object with status 0111H (Duplicate SOP Instance).
+    Reject,
+}
+
+impl std::str::FromStr for DuplicatePolicy {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "keep-first" => Ok(Self::KeepFirst),
+            "replace" => Ok(Self::Replace),
+            "reject" => Ok(Self::Reject),
+            other => Err(ConfigError::Invalid {
+                key: "dicom.duplicate_policy",
+                reason: format!("unknown policy {other:?} (keep-first, replace, reject)"),
+            }),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid setting {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// The TOML file as written. Every field is optional so a file only names
+/// what it changes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub dicom: RawDicom,
+    #[serde(default)]
+    pub http: RawHttp,
+    #[serde(default)]
+    pub storage: RawStorage,
+    #[serde(default)]
+    pub index: RawIndex,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDicom {
+    pub ae_title: Option<String>,
+    pub bind: Option<SocketAddr>,
+    pub max_associations: Option<usize>,
+    pub max_pdu_length: Option<u32>,
+    pub idle_timeout_secs: Option<u64>,
+    pub artim_timeout_secs: Option<u64>,
+    pub allowed_calling_ae_titles: Option<Vec<String>>,
+    pub require_called_ae_title: Option<bool>,
+    pub duplicate_policy: Option<DuplicatePolicy>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub bind: Option<SocketAddr>,
+    /// When set, `/api/*` requires `Authorization: Bearer <token>`.
+    pub api_token: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorage {
+    pub data_dir: Option<PathBuf>,
+    /// `file:///abs/path` or `s3://bucket/prefix`; default: `<data_dir>/objects`.
+    pub url: Option<String>,
+    pub fsync: Option<bool>,
+    #[serde(default)]
+    pub s3: RawS3,
+}
+
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawS3 {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub allow_http: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIndex {
+    /// `sqlite://path` or `postgres://…`; default: `<data_dir>/index.sqlite`.
+    pub url: Option<String>,
+    pub max_connections: Option<u32>,
+}
+
+impl RawConfig {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+}
+
+/// Where objects live.
+#[derive(Debug, Clone)]
+pub enum StorageLocation {
+    /// A local directory: RAID/DAS, NAS (NFS/SMB) or iSCSI mount.
+    Local { root: PathBuf },
+    /// An S3-compatible bucket.
+    S3 {
+        bucket: String,
+        prefix: String,
+        settings: RawS3,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct DicomConfig {
+    pub ae_title: AeTitle,
+    pub bind: SocketAddr,
+    pub max_associations: usize,
+    pub max_pdu_length: u32,
+    pub idle_timeout: Duration,
+    pub artim_timeout: Duration,
+    /// Empty means any calling AE title is accepted.
+    pub allowed_calling_ae_titles: Vec<AeTitle>,
+    pub require_called_ae_title: bool,
+    pub duplicate_policy: DuplicatePolicy,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub dicom: DicomConfig,
+    pub http_bind: SocketAddr,
+    pub http_api_token: Option<String>,
+    pub data_dir: PathBuf,
+    pub storage: StorageLocation,
+    /// fsync files and directories before acknowledging. Only for benchmarks
+    /// that want to see the cost; never turn it off in production.
+    pub fsync: bool,
+    pub index_url: String,
+    pub index_max_connections: u32,
+}
+
+pub const DEFAULT_AE_TITLE: &str = "TESSERA";
+pub const DEFAULT_DICOM_BIND: &str = "0.0.0.0:11112";
+pub const DEFAULT_HTTP_BIND: &str = "0.0.0.0:8042";
+pub const DEFAULT_DATA_DIR: &str = "./tessera-data";
+
+impl Config {
+    /// Validate raw settings, filling in defaults.
+    pub fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+        let d = raw.dicom;
+        let ae_title =
+            AeTitle::new(d.ae_title.as_deref().unwrap_or(DEFAULT_AE_TITLE)).map_err(|e| {
+                ConfigError::Invalid {
+                    key: "dicom.ae_title",
+                    reason: e.to_string(),
+                }
+            })?;
+        let allowed = d
+            .allowed_calling_ae_titles
+            .unwrap_or_default()
+            .iter()
+            .map(|t| AeTitle::new(t))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ConfigError::Invalid {
+                key: "dicom.allowed_calling_ae_titles",
+                reason: e.to_string(),
+            })?;
+        let max_pdu_length = d.max_pdu_length.unwrap_or(262_144);
+        if !(4_096..=16_777_216).contains(&max_pdu_length) {
+            return Err(ConfigError::Invalid {
+                key: "dicom.max_pdu_length",
+                reason: format!("{max_pdu_length} is outside 4096..=16777216"),
+            });
+        }
+        let max_associations = d.max_associations.unwrap_or(64);
+        if max_associations == 0 {
+            return Err(ConfigError::Invalid {
+                key: "dicom.max_associations",
+                reason: "must be at least 1".into(),
+            });
+        }
+        let dicom = DicomConfig {
+            ae_title,
+            bind: d.bind.unwrap_or_else(|| parse_addr(DEFAULT_DICOM_BIND)),
+            max_associations,
+            max_pdu_length,
+            idle_timeout: Duration::from_secs(d.idle_timeout_secs.unwrap_or(300)),
+            artim_timeout: Duration::from_secs(d.artim_timeout_secs.unwrap_or(30)),
+            allowed_calling_ae_titles: allowed,
+            require_called_ae_title: d.require_called_ae_title.unwrap_or(false),
+            duplicate_policy: d.duplicate_policy.unwrap_or_default(),
+        };
+
+        let data_dir = raw
+            .storage
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let storage = match raw.storage.url.as_deref() {
+            None => StorageLocation::Local {
+                root: data_dir.join("objects"),
+            },
+            Some(url) => parse_storage_url(url, raw.storage.s3)?,
+        };
+        let index_url = raw
+            .index
+            .url
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("index.sqlite").display()));
+        if !(index_url.starts_with("sqlite:")
+            || index_url.starts_with("postgres://")
+            || index_url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::Invalid {
+                key: "index.url",
+                reason: format!("{index_url:?} is neither sqlite:… nor postgres://…"),
+            });
+        }
+        Ok(Config {
+            dicom,
+            http_bind: raw
+                .http
+                .bind
+                .unwrap_or_else(|| parse_addr(DEFAULT_HTTP_BIND)),
+            http_api_token: raw.http.api_token.filter(|t| !t.is_empty()),
+            data_dir,
+            storage,
+            fsync: raw.storage.fsync.unwrap_or(true),
+            index_url,
+            index_max_connections: raw.index.max_connections.unwrap_or(8).max(1),
+        })
+    }
+
+    /// Directory for objects being received; always local, so a crash can only
+    /// ever leave debris here, never under the object root.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.data_dir.join("spool")
+    }
+}
+
+fn parse_addr(s: &str) -> SocketAddr {
+    s.parse().expect("built-in default address is valid")
+}
+
+fn parse_storage_url(url: &str, s3: RawS3) -> Result<StorageLocation, ConfigError> {
+    if let Some(path) = url.strip_prefix("file://") {
+        if path.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "storage.url",
+                reason: "file:// URL has no path".into(),
+            });
+        }
+        return Ok(StorageLocation::Local {
+            root: PathBuf::from(path),
+        });
+    }
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "storage.url",
+                reason: "s3:// URL has no bucket".into(),
+            });
+        }
+        return Ok(StorageLocation::S3 {
+            bucket: bucket.to_owned(),
+            prefix: prefix.trim_matches('/').to_owned(),
+            settings: s3,
+        });
+    }
+    Err(ConfigError::Invalid {
+        key: "storage.url",
+        reason: format!("{url:?}: expected file:///path or s3://bucket/prefix"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_file() {
+        let c = Config::from_raw(RawConfig::default()).expect("defaults are valid");
+        assert_eq!(c.dicom.ae_title.as_str(), "TESSERA");
+        assert_eq!(c.dicom.bind.port(), 11112);
+        assert_eq!(c.http_bind.port(), 8042);
+        assert!(c.index_url.starts_with("sqlite://"));
+        assert!(matches!(c.storage, StorageLocation::Local { .. }));
+        assert!(c.fsync);
+    }
+
+    #[test]
+    fn toml_overrides_and_validation() {
+        let raw: RawConfig = toml::from_str(
+            r#"
+            [dicom]
+            ae_title = "ARCHIVE1"
+            duplicate_policy = "reject"
+            [storage]
+            url = "s3://bucket/some/prefix/"
+            "#,
+        )
+        .expect("valid toml");
+        let c = Config::from_raw(raw).expect("valid config");
+        assert_eq!(c.dicom.ae_title.as_str(), "ARCHIVE1");
+        assert_eq!(c.dicom.duplicate_policy, DuplicatePolicy::Reject);
+        match c.storage {
+            StorageLocation::S3 { bucket, prefix, .. } => {
+                assert_eq!(bucket, "bucket");
+                assert_eq!(prefix, "some/prefix");
+            }
+            other => panic!("expected S3, got {other:?}"),
+        }
+        let bad: RawConfig = toml::from_str("[dicom]\nae_title = \"THIS TITLE IS FAR TOO LONG\"")
+            .expect("valid toml");
+        assert!(Config::from_raw(bad).is_err());
+        assert!(toml::from_str::<RawConfig>("[dicom]\nunknown = 1").is_err());
+    }
+}

@@ -1,0 +1,330 @@
+//! Association handling on top of dicom-ul: the acceptor options built from
+//! config (AE policy, abstract syntaxes, max PDU, timeouts), and
+//! [`Association`], which turns P-DATA PDUs into whole commands and streamed
+//! data-set fragments. Nothing here knows what a command means.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use dicom_ul::association::server::{AccessControl, ServerAssociationOptions};
+use dicom_ul::association::{Association as _, AsyncServerAssociation};
+use dicom_ul::pdu::{
+    AssociationRJServiceUserReason, PDataValue, PDataValueType, PresentationContextResultReason,
+    UserIdentity,
+};
+use dicom_ul::Pdu;
+use tokio::net::TcpStream;
+
+use super::command::{Command, CommandError};
+use super::storage_classes::STORAGE_SOP_CLASSES;
+use crate::config::DicomConfig;
+use crate::model::{AeTitle, Uid};
+
+pub const VERIFICATION: &str = "1.2.840.10008.1.1";
+/// Command sets are a few hundred bytes; anything near this is hostile.
+const MAX_COMMAND_SET: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AssociationError {
+    #[error("upper layer: {0}")]
+    Ul(#[from] dicom_ul::association::Error),
+    #[error("no PDU within the idle timeout of {0:?}")]
+    IdleTimeout(Duration),
+    #[error("peer aborted the association")]
+    PeerAborted,
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+}
+
+/// Called/calling AE title policy, from config.
+#[derive(Debug, Clone)]
+pub struct AePolicy {
+    allowed_calling: Vec<AeTitle>,
+    require_called: bool,
+}
+
+impl AccessControl for AePolicy {
+    fn check_access(
+        &self,
+        this_ae_title: &str,
+        calling_ae_title: &str,
+        called_ae_title: &str,
+        _user_identity: Option<&UserIdentity>,
+    ) -> Result<(), AssociationRJServiceUserReason> {
+        if self.require_called && called_ae_title.trim() != this_ae_title {
+            return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
+        }
+        if !self.allowed_calling.is_empty()
+            && !self
+                .allowed_calling
+                .iter()
+                .any(|a| a.as_str() == calling_ae_title.trim())
+        {
+            return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
+        }
+        Ok(())
+    }
+}
+
+/// Acceptor options for every inbound association: Verification plus every
+/// storage SOP class, any transfer syntax the registry knows (data sets are
+/// stored as received), and the configured AE policy and limits.
+pub fn acceptor_options(
+    config: &DicomConfig,
+) -> ServerAssociationOptions<'static, AePolicy, dicom_ul::association::server::DefaultNegotiation>
+{
+    let policy = AePolicy {
+        allowed_calling: config.allowed_calling_ae_titles.clone(),
+        require_called: config.require_called_ae_title,
+    };
+    let mut options = ServerAssociationOptions::new()
+        .ae_access_control(policy)
+        .ae_title(config.ae_title.as_str().to_owned())
+        .max_pdu_length(config.max_pdu_length)
+        .strict(true)
+        .read_timeout(config.artim_timeout)
+        .with_abstract_syntax(VERIFICATION);
+    for (uid, _) in STORAGE_SOP_CLASSES {
+        options = options.with_abstract_syntax(*uid);
+    }
+    options
+}
+
+/// An accepted presentation context.
+#[derive(Debug, Clone)]
+pub struct PresentationContext {
+    pub abstract_syntax: String,
+    pub transfer_syntax: Uid,
+}
+
+/// A command and the presentation context it arrived on.
+#[derive(Debug)]
+pub struct Request {
+    pub context_id: u8,
+    pub command: Command,
+}
+
+/// An established association, read one message at a time.
+pub struct Association {
+    inner: AsyncServerAssociation<TcpStream>,
+    contexts: HashMap<u8, PresentationContext>,
+    calling_ae: AeTitle,
+    idle_timeout: Duration,
+    pending: VecDeque<PDataValue>,
+    released: bool,
+}
+
+impl Association {
+    pub fn new(inner: AsyncServerAssociation<TcpStream>, idle_timeout: Duration) -> Self {
+        let contexts = inner
+            .presentation_contexts()
+            .iter()
+            .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+            .filter_map(|pc| {
+                Some((
+                    pc.id,
+                    PresentationContext {
+                        abstract_syntax: pc.abstract_syntax.trim_end_matches('\0').to_owned(),
+                        transfer_syntax: Uid::new(&pc.transfer_syntax).ok()?,
+                    },
+                ))
+            })
+            .collect();
+        // A title with odd characters is still served, under a placeholder.
+        let calling_ae =
+            AeTitle::new(inner.peer_ae_title()).unwrap_or_else(|_| AeTitle::placeholder());
+        Association {
+            inner,
+            contexts,
+            calling_ae,
+            idle_timeout,
+            pending: VecDeque::new(),
+            released: false,
+        }
+    }
+
+    pub fn calling_ae(&self) -> &AeTitle {
+        &self.calling_ae
+    }
+
+    pub fn context(&self, id: u8) -> Option<&PresentationContext> {
+        self.contexts.get(&id)
+    }
+
+    /// Whether the peer released the association.
+    pub fn is_released(&self) -> bool {
+        self.released
+    }
+
+    /// The next PDV; `None` once the peer has released the association.
+    async fn next_pdv(&mut self) -> Result<Option<PDataValue>, AssociationError> {
+        loop {
+            if let Some(pdv) = self.pending.pop_front() {
+                return Ok(Some(pdv));
+            }
+            if self.released {
+                return Ok(None);
+            }
+            let pdu = tokio::time::timeout(self.idle_timeout, self.inner.receive())
+                .await
+                .map_err(|_| AssociationError::IdleTimeout(self.idle_timeout))??;
+            match pdu {
+                Pdu::PData { data } => self.pending.extend(data),
+                Pdu::ReleaseRQ => {
+                    self.inner.send(&Pdu::ReleaseRP).await?;
+                    self.released = true;
+                }
+                Pdu::AbortRQ { .. } => return Err(AssociationError::PeerAborted),
+                other => {
+                    return Err(AssociationError::Protocol(format!(
+                        "unexpected {} PDU",
+                        pdu_name(&other)
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Wait for the next command. `None` means the peer released.
+    pub async fn next_request(&mut self) -> Result<Option<Request>, AssociationError> {
+        let mut bytes = Vec::new();
+        let mut context_id = None;
+        loop {
+            let Some(pdv) = self.next_pdv().await? else {
+                if bytes.is_empty() {
+                    return Ok(None);
+                }
+                return Err(AssociationError::Protocol(
+                    "release inside a command".into(),
+                ));
+            };
+            if pdv.value_type != PDataValueType::Command {
+                return Err(AssociationError::Protocol(
+                    "data set fragment where a command was expected".into(),
+                ));
+            }
+            if *context_id.get_or_insert(pdv.presentation_context_id) != pdv.presentation_context_id
+            {
+                return Err(AssociationError::Protocol(
+                    "command fragments on different presentation contexts".into(),
+                ));
+            }
+            if bytes.len() + pdv.data.len() > MAX_COMMAND_SET {
+                return Err(AssociationError::Protocol("command set too large".into()));
+            }
+            bytes.extend_from_slice(&pdv.data);
+            if pdv.is_last {
+                break;
+            }
+        }
+        let context_id = context_id.unwrap_or_default();
+        if !self.contexts.contains_key(&context_id) {
+            return Err(AssociationError::Protocol(format!(
+                "command on presentation context {context_id}, which was not accepted"
+            )));
+        }
+        Ok(Some(Request {
+            context_id,
+            command: Command::decode(&bytes)?,
+        }))
+    }
+
+    /// The next fragment of the data set that follows a command. Returns the
+    /// bytes and whether this was the last fragment.
+    pub async fn next_data_fragment(
+        &mut self,
+        context_id: u8,
+    ) -> Result<(Vec<u8>, bool), AssociationError> {
+        let pdv = self
+            .next_pdv()
+            .await?
+            .ok_or_else(|| AssociationError::Protocol("release inside a data set".into()))?;
+        if pdv.value_type != PDataValueType::Data {
+            return Err(AssociationError::Protocol(
+                "command fragment inside a data set".into(),
+            ));
+        }
+        if pdv.presentation_context_id != context_id {
+            return Err(AssociationError::Protocol(
+                "data set fragments on different presentation contexts".into(),
+            ));
+        }
+        Ok((pdv.data, pdv.is_last))
+    }
+
+    /// Read and discard the rest of a data set, so the association stays in
+    /// step after a request we refuse.
+    pub async fn drain_data_set(&mut self, context_id: u8) -> Result<(), AssociationError> {
+        loop {
+            let (_, last) = self.next_data_fragment(context_id).await?;
+            if last {
+                return Ok(());
+            }
+        }
+    }
+
+    pub async fn send_command(
+        &mut self,
+        context_id: u8,
+        command: &Command,
+    ) -> Result<(), AssociationError> {
+        let bytes = command.encode()?;
+        self.send_fragments(context_id, PDataValueType::Command, bytes)
+            .await
+    }
+
+    /// Send bytes as one or more PDVs within the peer's maximum PDU length.
+    async fn send_fragments(
+        &mut self,
+        context_id: u8,
+        value_type: PDataValueType,
+        bytes: Vec<u8>,
+    ) -> Result<(), AssociationError> {
+        // PDU header (6) is outside the limit; each PDV item adds 6 bytes.
+        let max = (self.inner.requestor_max_pdu_length() as usize)
+            .saturating_sub(6)
+            .max(1024);
+        if bytes.len() <= max {
+            let pdv = PDataValue {
+                presentation_context_id: context_id,
+                value_type,
+                is_last: true,
+                data: bytes,
+            };
+            self.inner.send(&Pdu::PData { data: vec![pdv] }).await?;
+            return Ok(());
+        }
+        let count = bytes.len().div_ceil(max);
+        for (i, chunk) in bytes.chunks(max).enumerate() {
+            let pdv = PDataValue {
+                presentation_context_id: context_id,
+                value_type: value_type.clone(),
+                is_last: i + 1 == count,
+                data: chunk.to_vec(),
+            };
+            self.inner.send(&Pdu::PData { data: vec![pdv] }).await?;
+        }
+        Ok(())
+    }
+
+    /// Abort as service provider; used on protocol errors and shutdown.
+    pub async fn abort(self) {
+        let _ = self.inner.abort().await;
+    }
+
+    /// Close after a release (the socket closes on drop).
+    pub fn close(self) {}
+}
+
+fn pdu_name(pdu: &Pdu) -> &'static str {
+    match pdu {
+        Pdu::AssociationRQ(_) => "A-ASSOCIATE-RQ",
+        Pdu::AssociationAC(_) => "A-ASSOCIATE-AC",
+        Pdu::AssociationRJ(_) => "A-ASSOCIATE-RJ",
+        Pdu::ReleaseRP => "A-RELEASE-RP",
+        Pdu::Unknown { .. } => "unknown",
+        _ => "other",
+    }
+}

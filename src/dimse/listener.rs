@@ -1,0 +1,176 @@
+//! The DICOM port: accept loop, association cap, and one task and span per
+//! association. On shutdown it stops accepting, lets each association finish
+//! the message it is handling, then aborts it.
+
+use std::sync::Arc;
+
+use dicom_ul::pdu::{
+    AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason,
+    AssociationRJSource,
+};
+use dicom_ul::Pdu;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::association::{acceptor_options, Association};
+use super::service::{dispatch, ServiceContext};
+use crate::config::DicomConfig;
+
+/// Decrements the active-association gauge however the task ends.
+struct ActiveGuard(Arc<crate::telemetry::Metrics>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.associations_active.dec();
+    }
+}
+
+/// Serve associations until `shutdown` is cancelled.
+pub async fn run(
+    listener: TcpListener,
+    config: DicomConfig,
+    ctx: ServiceContext,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let options = Arc::new(acceptor_options(&config));
+    let limit = Arc::new(Semaphore::new(config.max_associations));
+    tracing::info!(
+        ae_title = %config.ae_title,
+        addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        "DICOM listener ready"
+    );
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (socket, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Usually EMFILE: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            ctx.metrics.associations_rejected.inc();
+            tracing::warn!(%peer, max = config.max_associations, "association limit reached");
+            tracker.spawn(reject_busy(socket));
+            continue;
+        };
+        let options = options.clone();
+        let ctx = ctx.clone();
+        let shutdown = shutdown.clone();
+        let idle = config.idle_timeout;
+        let span = tracing::info_span!("association", %peer, calling_ae = tracing::field::Empty);
+        tracker.spawn(
+            async move {
+                let _permit = permit;
+                let inner = match options.establish_async(socket).await {
+                    Ok(inner) => inner,
+                    Err(e) => {
+                        ctx.metrics.associations_rejected.inc();
+                        tracing::info!(error = %e, "association not established");
+                        return;
+                    }
+                };
+                ctx.metrics.associations_total.inc();
+                ctx.metrics.associations_active.inc();
+                let _active = ActiveGuard(ctx.metrics.clone());
+                let mut assoc = Association::new(inner, idle);
+                tracing::Span::current().record("calling_ae", assoc.calling_ae().as_str());
+                tracing::debug!("association established");
+                let end = serve(&mut assoc, &ctx, &shutdown).await;
+                end.finish(assoc).await;
+            }
+            .instrument(span),
+        );
+    }
+    tracing::info!("DICOM listener stopped accepting");
+}
+
+/// How an association's message loop ended.
+enum End {
+    Released,
+    Abort,
+}
+
+impl End {
+    async fn finish(self, assoc: Association) {
+        match self {
+            End::Released => {
+                tracing::debug!("association released");
+                assoc.close();
+            }
+            End::Abort => assoc.abort().await,
+        }
+    }
+}
+
+async fn serve(assoc: &mut Association, ctx: &ServiceContext, shutdown: &CancellationToken) -> End {
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => {
+                tracing::info!("aborting idle association for shutdown");
+                return End::Abort;
+            }
+            next = assoc.next_request() => next,
+        };
+        let request = match next {
+            Ok(Some(request)) => request,
+            Ok(None) => return End::Released,
+            Err(e) => {
+                ctx.metrics.error("association");
+                tracing::warn!(error = %e, "association ended");
+                return End::Abort;
+            }
+        };
+        // A message in progress is finished even during shutdown.
+        if let Err(e) = dispatch(assoc, request, ctx).await {
+            ctx.metrics.error("association");
+            tracing::warn!(error = %e, "association ended during a request");
+            return End::Abort;
+        }
+        if assoc.is_released() {
+            return End::Released;
+        }
+    }
+}
+
+/// Refuse a connection over the limit with a transient A-ASSOCIATE-RJ
+/// (local limit exceeded), after reading the request so the peer sees it.
+async fn reject_busy(mut socket: TcpStream) {
+    let mut header = [0u8; 6];
+    let read = async {
+        socket.read_exact(&mut header).await?;
+        let len = u32::from_be_bytes([header[2], header[3], header[4], header[5]]) as u64;
+        let mut sink = tokio::io::sink();
+        tokio::io::copy(&mut (&mut socket).take(len.min(256 * 1024)), &mut sink).await?;
+        Ok::<_, std::io::Error>(())
+    };
+    if tokio::time::timeout(std::time::Duration::from_secs(10), read)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let rj = Pdu::AssociationRJ(AssociationRJ {
+        result: AssociationRJResult::Transient,
+        source: AssociationRJSource::ServiceProviderPresentation(
+            AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
+        ),
+    });
+    let mut bytes = Vec::new();
+    if dicom_ul::write_pdu(&mut bytes, &rj).is_ok() {
+        let _ = socket.write_all(&bytes).await;
+        let _ = socket.shutdown().await;
+    }
+}

@@ -1,0 +1,16 @@
+//! The DIMSE service layer on dicom-ul (async): what dicom-rs leaves out.
+//!
+//! - [`listener`]: accept loop, association cap, shutdown.
+//! - [`association`]: negotiation policy and P-DATA ↔ commands and data-set
+//!   fragments. Framing never decides what a command means.
+//! - [`command`]: typed command sets and status codes.
+//! - [`service`]: one module per DIMSE service (C-ECHO, C-STORE, …).
+//!
+//! An instance arrives here, is streamed to [`crate::ingest`], and is
+//! answered only once ingest reports it durable.
+
+pub mod association;
+pub mod command;
+pub mod listener;
+pub mod service;
+pub mod storage_classes;

@@ -1,0 +1,42 @@
+//! DIMSE services: one file per service, each with a `handle` that takes the
+//! parsed request and answers on the association. [`serve`] dispatches.
+
+mod echo;
+mod store;
+
+use std::sync::Arc;
+
+use super::association::{Association, AssociationError, Request};
+use super::command::{Command, CommandField, Status};
+use crate::ingest::Ingest;
+use crate::telemetry::Metrics;
+
+/// What a service handler needs from the rest of Tessera.
+#[derive(Clone)]
+pub struct ServiceContext {
+    pub ingest: Ingest,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Answer one request.
+pub async fn dispatch(
+    assoc: &mut Association,
+    request: Request,
+    ctx: &ServiceContext,
+) -> Result<(), AssociationError> {
+    match request.command.field {
+        CommandField::CEchoRq => echo::handle(assoc, request).await,
+        CommandField::CStoreRq => store::handle(assoc, request, ctx).await,
+        // C-CANCEL for an operation that is not running needs no answer.
+        CommandField::CCancelRq => Ok(()),
+        other => {
+            tracing::info!(command = ?other, "unsupported DIMSE operation");
+            if request.command.has_dataset {
+                assoc.drain_data_set(request.context_id).await?;
+            }
+            let rsp = Command::response_to(&request.command, Status::UnrecognizedOperation)
+                .with_error_comment("operation not supported by this SCP");
+            assoc.send_command(request.context_id, &rsp).await
+        }
+    }
+}

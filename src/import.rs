@@ -1,0 +1,89 @@
+//! `tessera import`: recursive import of Part-10 files and DICOMDIR folders
+//! through the same ingest path as C-STORE. DICOMDIR files themselves are
+//! directory records, not instances; the files they reference are found by
+//! the walk.
+
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt;
+
+use crate::ingest::{Ingest, IngestOutcome};
+
+/// What an import did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ImportSummary {
+    pub files: usize,
+    pub stored: usize,
+    pub already_stored: usize,
+    pub kept_existing: usize,
+    pub replaced: usize,
+    pub directory_records: usize,
+    pub failed: Vec<(PathBuf, String)>,
+}
+
+/// Every regular file below the given paths, in a stable order.
+pub async fn collect_files(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut stack: Vec<PathBuf> = paths.iter().rev().cloned().collect();
+    while let Some(path) = stack.pop() {
+        let meta = tokio::fs::metadata(&path).await?;
+        if meta.is_dir() {
+            let mut entries = tokio::fs::read_dir(&path).await?;
+            let mut children = Vec::new();
+            while let Some(entry) = entries.next_entry().await? {
+                children.push(entry.path());
+            }
+            children.sort();
+            stack.extend(children.into_iter().rev());
+        } else if meta.is_file() {
+            files.push(path);
+        }
+    }
+    Ok(files)
+}
+
+fn is_dicomdir(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.eq_ignore_ascii_case("DICOMDIR"))
+}
+
+/// Import `files`, `parallel` at a time; `progress` is called after each.
+pub async fn import_files(
+    ingest: &Ingest,
+    files: Vec<PathBuf>,
+    parallel: usize,
+    progress: impl Fn(&Path, &Result<IngestOutcome, String>),
+) -> ImportSummary {
+    let mut summary = ImportSummary {
+        files: files.len(),
+        ..Default::default()
+    };
+    let mut results = futures::stream::iter(files)
+        .map(|path| async move {
+            if is_dicomdir(&path) {
+                return (path, None);
+            }
+            let result = ingest
+                .import_file(&path, "IMPORT")
+                .await
+                .map_err(|e| e.to_string());
+            (path, Some(result))
+        })
+        .buffer_unordered(parallel.max(1));
+    while let Some((path, result)) = results.next().await {
+        let Some(result) = result else {
+            summary.directory_records += 1;
+            continue;
+        };
+        progress(&path, &result);
+        match result {
+            Ok(IngestOutcome::Stored) => summary.stored += 1,
+            Ok(IngestOutcome::AlreadyStored) => summary.already_stored += 1,
+            Ok(IngestOutcome::KeptExisting) => summary.kept_existing += 1,
+            Ok(IngestOutcome::Replaced) => summary.replaced += 1,
+            Err(e) => summary.failed.push((path, e)),
+        }
+    }
+    summary
+}

@@ -1,0 +1,156 @@
+//! The index: every SQL statement Tessera runs lives under this module.
+//!
+//! [`Index`] wraps one sqlx `Any` pool so the same code serves SQLite (the
+//! embedded default) and PostgreSQL (selected by a `postgres://` URL). Schema
+//! changes are the numbered files in `migrations/sqlite` and
+//! `migrations/postgres`, embedded at build time and applied at startup by
+//! sqlx's migrator. Writes arrive in batches from the ingest group committer
+//! ([`Index::record_batch`]); reads are typed functions, never raw SQL in
+//! callers.
+
+mod read;
+mod schema;
+mod write;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, ConnectOptions, Executor};
+
+pub use read::{IndexStats, IndexedObject, StudySummary};
+pub use write::{Recorded, StoreRequest};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("cannot open index at {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("index migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("index query failed: {0}")]
+    Query(#[from] sqlx::Error),
+    #[error("index holds an invalid value in {column}: {value:?}")]
+    Corrupt { column: &'static str, value: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A handle on the index database; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Index {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Index {
+    /// Connect, creating the SQLite file if needed, and apply migrations.
+    pub async fn open(url: &str, max_connections: u32) -> Result<Self, IndexError> {
+        sqlx::any::install_default_drivers();
+        let connect_err = |source| IndexError::Connect {
+            url: redact(url),
+            source,
+        };
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        let url = match backend {
+            Backend::Sqlite if !url.contains("mode=") => {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}mode=rwc")
+            }
+            _ => url.to_owned(),
+        };
+        if backend == Backend::Sqlite {
+            create_sqlite_parent(&url).await;
+        }
+        let options = AnyConnectOptions::from_str(&url)
+            .map_err(connect_err)?
+            .log_statements(tracing::log::LevelFilter::Trace)
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
+        let pool = AnyPoolOptions::new()
+            .max_connections(match backend {
+                // One writer at a time is all SQLite allows; extra
+                // connections serve concurrent readers under WAL.
+                Backend::Sqlite => max_connections.max(2),
+                Backend::Postgres => max_connections,
+            })
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // synchronous=FULL: a commit is on disk before we
+                        // acknowledge; NORMAL could lose it on power loss.
+                        conn.execute(
+                            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
+                             PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(connect_err)?;
+        schema::migrator(backend).run(&pool).await?;
+        Ok(Index { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// True when the database answers; used by `/readyz`.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Hide a password in a database URL before it reaches a log line.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let creds = &url[scheme_end + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn create_sqlite_parent(url: &str) {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or_default();
+    if let Some(parent) = std::path::Path::new(path).parent() {
+        if !parent.as_os_str().is_empty() {
+            // A failure here resurfaces as a clear connect error.
+            let _ = tokio::fs::create_dir_all(parent).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            super::redact("postgres://user:secret@host/db"),
+            "postgres://user:***@host/db"
+        );
+        assert_eq!(super::redact("sqlite://x.db"), "sqlite://x.db");
+    }
+}

@@ -1,0 +1,324 @@
+//! Recording received instances: patient/study/series/instance rows, the
+//! related-series/instance counters and ModalitiesInStudy, and the
+//! duplicate policy, all inside one transaction per batch.
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use super::{Index, IndexError};
+use crate::config::DuplicatePolicy;
+use crate::model::{fold_for_matching, InstanceMeta, StoredObject};
+
+/// One instance to record, with its stored object.
+#[derive(Debug, Clone)]
+pub struct StoreRequest {
+    pub meta: InstanceMeta,
+    pub object: StoredObject,
+    pub source_ae_title: String,
+}
+
+/// What recording did. Keys named here are no longer referenced by the index
+/// and may be deleted from storage by the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// A new instance.
+    Inserted,
+    /// The same SOP Instance UID with identical bytes was already stored.
+    Identical,
+    /// Different bytes under a known UID; the stored version was kept.
+    KeptExisting { unreferenced_key: String },
+    /// Different bytes under a known UID, refused by policy.
+    Rejected { unreferenced_key: String },
+    /// Different bytes under a known UID replaced the stored version.
+    Replaced { unreferenced_key: String },
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Index {
+    /// Record a batch in one transaction (the group commit). Either every
+    /// request is recorded or none is.
+    pub async fn record_batch(
+        &self,
+        batch: &[StoreRequest],
+        policy: DuplicatePolicy,
+    ) -> Result<Vec<Recorded>, IndexError> {
+        let mut tx = self.pool.begin().await?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for req in batch {
+            outcomes.push(record_one(&mut tx, req, policy).await?);
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    /// The object currently recorded for a SOP Instance UID, if any.
+    pub async fn object_for(&self, sop_instance_uid: &str) -> Result<Option<String>, IndexError> {
+        let row = sqlx::query("SELECT sha256 FROM instances WHERE sop_instance_uid = $1")
+            .bind(sop_instance_uid)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get::<String, _>(0)).transpose()?)
+    }
+}
+
+async fn record_one(
+    tx: &mut Transaction<'static, Any>,
+    req: &StoreRequest,
+    policy: DuplicatePolicy,
+) -> Result<Recorded, IndexError> {
+    let meta = &req.meta;
+    let obj = &req.object;
+    let existing =
+        sqlx::query("SELECT id, sha256, object_key FROM instances WHERE sop_instance_uid = $1")
+            .bind(meta.sop_instance_uid.as_str())
+            .fetch_optional(&mut **tx)
+            .await?;
+    if let Some(row) = existing {
+        let id: i64 = row.try_get(0)?;
+        let sha: String = row.try_get(1)?;
+        let old_key: String = row.try_get(2)?;
+        if sha == obj.sha256 {
+            return Ok(Recorded::Identical);
+        }
+        return match policy {
+            DuplicatePolicy::KeepFirst => Ok(Recorded::KeptExisting {
+                unreferenced_key: obj.key.clone(),
+            }),
+            DuplicatePolicy::Reject => Ok(Recorded::Rejected {
+                unreferenced_key: obj.key.clone(),
+            }),
+            DuplicatePolicy::Replace => {
+                sqlx::query(
+                    "UPDATE instances SET object_key = $1, size_bytes = $2, sha256 = $3, \
+                     transfer_syntax_uid = $4, source_ae_title = $5, received_at = $6 WHERE id = $7",
+                )
+                .bind(obj.key.as_str())
+                .bind(obj.size as i64)
+                .bind(obj.sha256.as_str())
+                .bind(obj.transfer_syntax_uid.as_str())
+                .bind(req.source_ae_title.as_str())
+                .bind(now())
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+                Ok(Recorded::Replaced {
+                    unreferenced_key: old_key,
+                })
+            }
+        };
+    }
+
+    let (patient_id, _) = upsert_patient(tx, meta).await?;
+    let (study_id, new_study) = upsert_study(tx, meta, patient_id).await?;
+    let (series_id, new_series) = upsert_series(tx, meta, study_id).await?;
+    let ts = now();
+    sqlx::query(
+        "INSERT INTO instances (series_fk, sop_instance_uid, sop_class_uid, instance_number, \
+         number_of_frames, pixel_rows, pixel_columns, transfer_syntax_uid, specific_character_set, \
+         content_date, content_time, object_key, size_bytes, sha256, source_ae_title, received_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+    )
+    .bind(series_id)
+    .bind(meta.sop_instance_uid.as_str())
+    .bind(meta.sop_class_uid.as_str())
+    .bind(meta.instance_number)
+    .bind(meta.number_of_frames)
+    .bind(meta.rows)
+    .bind(meta.columns)
+    .bind(obj.transfer_syntax_uid.as_str())
+    .bind(meta.specific_character_set.as_str())
+    .bind(meta.content_date.as_str())
+    .bind(meta.content_time.as_str())
+    .bind(obj.key.as_str())
+    .bind(obj.size as i64)
+    .bind(obj.sha256.as_str())
+    .bind(req.source_ae_title.as_str())
+    .bind(ts)
+    .execute(&mut **tx)
+    .await?;
+
+    let new_study = i64::from(new_study);
+    let new_series = i64::from(new_series);
+    sqlx::query(
+        "UPDATE series SET num_instances = num_instances + 1, updated_at = $1 WHERE id = $2",
+    )
+    .bind(ts)
+    .bind(series_id)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE studies SET num_instances = num_instances + 1, num_series = num_series + $1, \
+         size_bytes = size_bytes + $2, updated_at = $3 WHERE id = $4",
+    )
+    .bind(new_series)
+    .bind(obj.size as i64)
+    .bind(ts)
+    .bind(study_id)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE patients SET num_instances = num_instances + 1, num_series = num_series + $1, \
+         num_studies = num_studies + $2 WHERE id = $3",
+    )
+    .bind(new_series)
+    .bind(new_study)
+    .bind(patient_id)
+    .execute(&mut **tx)
+    .await?;
+    if new_series == 1 && !meta.series.modality.is_empty() {
+        add_modality(tx, study_id, &meta.series.modality).await?;
+    }
+    Ok(Recorded::Inserted)
+}
+
+/// INSERT … ON CONFLICT DO NOTHING RETURNING id, then SELECT when the row
+/// existed; this tells "new" from "existing" on both backends and stays
+/// correct when several nodes share one PostgreSQL.
+async fn insert_or_get<'q>(
+    tx: &mut Transaction<'static, Any>,
+    insert: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    select: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+) -> Result<(i64, bool), IndexError> {
+    if let Some(row) = insert.fetch_optional(&mut **tx).await? {
+        return Ok((id_of(&row)?, true));
+    }
+    let row = select.fetch_one(&mut **tx).await?;
+    Ok((id_of(&row)?, false))
+}
+
+fn id_of(row: &AnyRow) -> Result<i64, IndexError> {
+    Ok(row.try_get::<i64, _>(0)?)
+}
+
+async fn upsert_patient(
+    tx: &mut Transaction<'static, Any>,
+    meta: &InstanceMeta,
+) -> Result<(i64, bool), IndexError> {
+    let p = &meta.patient;
+    let (id, created) = insert_or_get(
+        tx,
+        sqlx::query(
+            "INSERT INTO patients (patient_id, issuer_of_patient_id, patient_name, \
+             patient_name_folded, patient_birth_date, patient_sex) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (patient_id, issuer_of_patient_id) DO NOTHING RETURNING id",
+        )
+        .bind(p.patient_id.as_str())
+        .bind(p.issuer_of_patient_id.as_str())
+        .bind(p.patient_name.as_str())
+        .bind(fold_for_matching(&p.patient_name))
+        .bind(p.patient_birth_date.as_str())
+        .bind(p.patient_sex.as_str()),
+        sqlx::query("SELECT id FROM patients WHERE patient_id = $1 AND issuer_of_patient_id = $2")
+            .bind(p.patient_id.as_str())
+            .bind(p.issuer_of_patient_id.as_str()),
+    )
+    .await?;
+    if !created && !p.patient_name.is_empty() {
+        // The newest instance carries the current demographics.
+        sqlx::query(
+            "UPDATE patients SET patient_name = $1, patient_name_folded = $2, \
+             patient_birth_date = $3, patient_sex = $4 WHERE id = $5",
+        )
+        .bind(p.patient_name.as_str())
+        .bind(fold_for_matching(&p.patient_name))
+        .bind(p.patient_birth_date.as_str())
+        .bind(p.patient_sex.as_str())
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok((id, created))
+}
+
+async fn upsert_study(
+    tx: &mut Transaction<'static, Any>,
+    meta: &InstanceMeta,
+    patient_fk: i64,
+) -> Result<(i64, bool), IndexError> {
+    let s = &meta.study;
+    let ts = now();
+    insert_or_get(
+        tx,
+        sqlx::query(
+            "INSERT INTO studies (patient_fk, study_instance_uid, study_date, study_time, \
+             accession_number, study_id, study_description, referring_physician_name, \
+             referring_physician_name_folded, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
+             ON CONFLICT (study_instance_uid) DO NOTHING RETURNING id",
+        )
+        .bind(patient_fk)
+        .bind(s.study_instance_uid.as_str())
+        .bind(s.study_date.as_str())
+        .bind(s.study_time.as_str())
+        .bind(s.accession_number.as_str())
+        .bind(s.study_id.as_str())
+        .bind(s.study_description.as_str())
+        .bind(s.referring_physician_name.as_str())
+        .bind(fold_for_matching(&s.referring_physician_name))
+        .bind(ts),
+        sqlx::query("SELECT id FROM studies WHERE study_instance_uid = $1")
+            .bind(s.study_instance_uid.as_str()),
+    )
+    .await
+}
+
+async fn upsert_series(
+    tx: &mut Transaction<'static, Any>,
+    meta: &InstanceMeta,
+    study_fk: i64,
+) -> Result<(i64, bool), IndexError> {
+    let s = &meta.series;
+    let ts = now();
+    insert_or_get(
+        tx,
+        sqlx::query(
+            "INSERT INTO series (study_fk, series_instance_uid, modality, series_number, \
+             series_description, body_part_examined, pps_start_date, pps_start_time, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
+             ON CONFLICT (series_instance_uid) DO NOTHING RETURNING id",
+        )
+        .bind(study_fk)
+        .bind(s.series_instance_uid.as_str())
+        .bind(s.modality.as_str())
+        .bind(s.series_number)
+        .bind(s.series_description.as_str())
+        .bind(s.body_part_examined.as_str())
+        .bind(s.performed_procedure_step_start_date.as_str())
+        .bind(s.performed_procedure_step_start_time.as_str())
+        .bind(ts),
+        sqlx::query("SELECT id FROM series WHERE series_instance_uid = $1")
+            .bind(s.series_instance_uid.as_str()),
+    )
+    .await
+}
+
+/// ModalitiesInStudy is kept as a sorted, backslash-separated value.
+async fn add_modality(
+    tx: &mut Transaction<'static, Any>,
+    study_id: i64,
+    modality: &str,
+) -> Result<(), IndexError> {
+    let row = sqlx::query("SELECT modalities_in_study FROM studies WHERE id = $1")
+        .bind(study_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    let current: String = row.try_get(0)?;
+    let mut all: Vec<&str> = current.split('\\').filter(|m| !m.is_empty()).collect();
+    if all.contains(&modality) {
+        return Ok(());
+    }
+    all.push(modality);
+    all.sort_unstable();
+    sqlx::query("UPDATE studies SET modalities_in_study = $1 WHERE id = $2")
+        .bind(all.join("\\"))
+        .bind(study_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,315 @@
+//! Reading what the index needs from a spooled Part-10 object, without
+//! holding it in memory.
+//!
+//! The file meta group is parsed by dicom-object; the data set is walked
+//! token by token with dicom-parser's lazy reader. Top-level attributes the
+//! index needs are read as raw bytes (so text can be decoded with the full
+//! ISO 2022 rules in [`crate::model::decode_text`]); everything else,
+//! including multi-gigabyte pixel data, is skipped. Walking to the end also
+//! proves the data set is complete: a truncated or malformed object fails
+//! here and is never committed. Blocking: call from `spawn_blocking`.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use dicom_core::{Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_object::meta::FileMetaTable;
+use dicom_parser::dataset::lazy_read::LazyDataSetReader;
+use dicom_parser::dataset::LazyDataToken;
+use dicom_parser::stateful::decode::{DynStatefulDecoder, StatefulDecode};
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+
+use crate::model::{decode_text, InstanceMeta, PatientMeta, SeriesMeta, StudyMeta, Uid};
+
+const DEFLATED_EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1.99";
+const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+/// No indexed attribute is anywhere near this long; a longer value is
+/// skipped rather than read.
+const MAX_INDEXED_VALUE: u32 = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HeaderError {
+    #[error("cannot read object: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("not a DICOM Part-10 object: {0}")]
+    Meta(String),
+    #[error("unknown or unsupported transfer syntax {0}")]
+    TransferSyntax(String),
+    #[error("malformed data set at byte {offset}: {reason}")]
+    Malformed { offset: u64, reason: String },
+    #[error("data set is truncated: {declared} bytes declared, {actual} present")]
+    Truncated { declared: u64, actual: u64 },
+    #[error("required attribute {0} is missing or invalid")]
+    Missing(&'static str),
+    #[error("{0}")]
+    Mismatch(String),
+}
+
+/// What the header walk found.
+#[derive(Debug, Clone)]
+pub struct ParsedHeader {
+    pub meta: InstanceMeta,
+    pub transfer_syntax_uid: Uid,
+}
+
+/// The attributes the index keeps, read at the top level of the data set.
+const WANTED: &[Tag] = &[
+    tags::SPECIFIC_CHARACTER_SET,
+    tags::SOP_CLASS_UID,
+    tags::SOP_INSTANCE_UID,
+    tags::STUDY_DATE,
+    tags::CONTENT_DATE,
+    tags::STUDY_TIME,
+    tags::CONTENT_TIME,
+    tags::ACCESSION_NUMBER,
+    tags::MODALITY,
+    tags::REFERRING_PHYSICIAN_NAME,
+    tags::STUDY_DESCRIPTION,
+    tags::SERIES_DESCRIPTION,
+    tags::PATIENT_NAME,
+    tags::PATIENT_ID,
+    tags::ISSUER_OF_PATIENT_ID,
+    tags::PATIENT_BIRTH_DATE,
+    tags::PATIENT_SEX,
+    tags::BODY_PART_EXAMINED,
+    tags::STUDY_INSTANCE_UID,
+    tags::SERIES_INSTANCE_UID,
+    tags::STUDY_ID,
+    tags::SERIES_NUMBER,
+    tags::INSTANCE_NUMBER,
+    tags::NUMBER_OF_FRAMES,
+    tags::ROWS,
+    tags::COLUMNS,
+    tags::PERFORMED_PROCEDURE_STEP_START_DATE,
+    tags::PERFORMED_PROCEDURE_STEP_START_TIME,
+];
+
+struct RawValue {
+    vr: VR,
+    bytes: Vec<u8>,
+}
+
+/// Parse and validate the object at `path`.
+pub fn parse(path: &Path) -> Result<ParsedHeader, HeaderError> {
+    let mut file = BufReader::with_capacity(128 * 1024, File::open(path)?);
+    let total = file.get_ref().metadata()?.len();
+    let mut preamble = [0u8; 128];
+    file.read_exact(&mut preamble)
+        .map_err(|_| HeaderError::Meta("shorter than the 128-byte preamble".into()))?;
+    let file_meta =
+        FileMetaTable::from_reader(&mut file).map_err(|e| HeaderError::Meta(e.to_string()))?;
+    let ts_uid = Uid::new(file_meta.transfer_syntax())
+        .map_err(|_| HeaderError::TransferSyntax(file_meta.transfer_syntax().to_owned()))?;
+    let dataset_start = file.stream_position()?;
+    let raw = walk_dataset(file, ts_uid.as_str(), total - dataset_start.min(total))?;
+    let meta = build_meta(&raw, &file_meta)?;
+    Ok(ParsedHeader {
+        meta,
+        transfer_syntax_uid: ts_uid,
+    })
+}
+
+fn walk_dataset<R: Read + Seek>(
+    mut source: R,
+    ts_uid: &str,
+    dataset_len: u64,
+) -> Result<HashMap<Tag, RawValue>, HeaderError> {
+    let deflated = ts_uid == DEFLATED_EXPLICIT_VR_LE;
+    let effective = if deflated { EXPLICIT_VR_LE } else { ts_uid };
+    let ts = TransferSyntaxRegistry
+        .get(effective)
+        .filter(|ts| !ts.is_unsupported())
+        .ok_or_else(|| HeaderError::TransferSyntax(ts_uid.to_owned()))?;
+    let big_endian = ts_uid == "1.2.840.10008.1.2.2";
+    let charset = dicom_encoding::text::SpecificCharacterSet::default();
+    let start = source.stream_position()?;
+    if deflated {
+        let inflater = flate2::read::DeflateDecoder::new(source);
+        let decoder = DynStatefulDecoder::new_with(BufReader::new(inflater), ts, charset, 0)
+            .map_err(|e| HeaderError::TransferSyntax(format!("{ts_uid}: {e}")))?;
+        let (values, _) = collect(LazyDataSetReader::new(decoder), big_endian)?;
+        return Ok(values);
+    }
+    source.seek(SeekFrom::Start(start))?;
+    let decoder = DynStatefulDecoder::new_with(source, ts, charset, 0)
+        .map_err(|e| HeaderError::TransferSyntax(format!("{ts_uid}: {e}")))?;
+    let (values, consumed) = collect(LazyDataSetReader::new(decoder), big_endian)?;
+    // The lazy reader skips values by length without noticing a short read,
+    // so completeness is checked here.
+    if consumed != dataset_len {
+        return Err(HeaderError::Truncated {
+            declared: consumed,
+            actual: dataset_len,
+        });
+    }
+    Ok(values)
+}
+
+type Decoder<R> = DynStatefulDecoder<R>;
+
+fn collect<R: Read>(
+    mut reader: LazyDataSetReader<Decoder<R>>,
+    big_endian: bool,
+) -> Result<(HashMap<Tag, RawValue>, u64), HeaderError> {
+    let mut values = HashMap::new();
+    let mut depth = 0usize;
+    while let Some(token) = reader.advance() {
+        let token = token.map_err(|e| HeaderError::Malformed {
+            offset: 0,
+            reason: e.to_string(),
+        })?;
+        match token {
+            LazyDataToken::SequenceStart { .. } | LazyDataToken::PixelSequenceStart => depth += 1,
+            LazyDataToken::SequenceEnd => depth = depth.saturating_sub(1),
+            LazyDataToken::LazyValue { header, decoder } => {
+                let wanted =
+                    depth == 0 && header.len.0 <= MAX_INDEXED_VALUE && WANTED.contains(&header.tag);
+                let offset = decoder.position();
+                let result = if wanted {
+                    let mut bytes = Vec::with_capacity(header.len.0 as usize);
+                    let r =
+                        LazyDataToken::LazyValue { header, decoder }.read_value_into(&mut bytes);
+                    if big_endian && matches!(header.vr, VR::US) {
+                        for pair in bytes.chunks_exact_mut(2) {
+                            pair.swap(0, 1);
+                        }
+                    }
+                    if bytes.len() as u32 != header.len.0 && !header.len.is_undefined() {
+                        return Err(HeaderError::Malformed {
+                            offset,
+                            reason: format!("value of {} ends early", header.tag),
+                        });
+                    }
+                    values.insert(
+                        header.tag,
+                        RawValue {
+                            vr: header.vr,
+                            bytes,
+                        },
+                    );
+                    r.map_err(|e| e.to_string())
+                } else {
+                    LazyDataToken::LazyValue { header, decoder }
+                        .skip()
+                        .map_err(|e| e.to_string())
+                };
+                result.map_err(|reason| HeaderError::Malformed { offset, reason })?;
+            }
+            other @ LazyDataToken::LazyItemValue { .. } => {
+                other.skip().map_err(|e| HeaderError::Malformed {
+                    offset: 0,
+                    reason: e.to_string(),
+                })?;
+            }
+            _ => {}
+        }
+    }
+    let consumed = reader.into_decoder().position();
+    if depth != 0 {
+        return Err(HeaderError::Malformed {
+            offset: consumed,
+            reason: "data set ends inside a sequence".into(),
+        });
+    }
+    Ok((values, consumed))
+}
+
+fn build_meta(
+    raw: &HashMap<Tag, RawValue>,
+    file_meta: &FileMetaTable,
+) -> Result<InstanceMeta, HeaderError> {
+    let charset = ascii(raw, tags::SPECIFIC_CHARACTER_SET);
+    let text = |tag: Tag| -> String {
+        match raw.get(&tag) {
+            Some(v)
+                if matches!(
+                    v.vr,
+                    VR::PN | VR::LO | VR::SH | VR::LT | VR::ST | VR::UT | VR::UC
+                ) =>
+            {
+                decode_text(&charset, &v.bytes)
+            }
+            Some(_) => ascii(raw, tag),
+            None => String::new(),
+        }
+    };
+    let uid = |tag: Tag, name: &'static str| -> Result<Uid, HeaderError> {
+        Uid::new(&ascii(raw, tag)).map_err(|_| HeaderError::Missing(name))
+    };
+    let sop_instance_uid = uid(tags::SOP_INSTANCE_UID, "SOPInstanceUID")?;
+    let sop_class_uid = uid(tags::SOP_CLASS_UID, "SOPClassUID")?;
+    let meta_uid = file_meta.media_storage_sop_instance_uid();
+    if meta_uid != sop_instance_uid.as_str() {
+        return Err(HeaderError::Mismatch(format!(
+            "SOP Instance UID {sop_instance_uid} differs from the one announced ({meta_uid})"
+        )));
+    }
+    Ok(InstanceMeta {
+        patient: PatientMeta {
+            patient_id: text(tags::PATIENT_ID),
+            issuer_of_patient_id: text(tags::ISSUER_OF_PATIENT_ID),
+            patient_name: text(tags::PATIENT_NAME),
+            patient_birth_date: ascii(raw, tags::PATIENT_BIRTH_DATE),
+            patient_sex: ascii(raw, tags::PATIENT_SEX),
+        },
+        study: StudyMeta {
+            study_instance_uid: uid(tags::STUDY_INSTANCE_UID, "StudyInstanceUID")?,
+            study_date: ascii(raw, tags::STUDY_DATE),
+            study_time: ascii(raw, tags::STUDY_TIME),
+            accession_number: text(tags::ACCESSION_NUMBER),
+            study_id: text(tags::STUDY_ID),
+            study_description: text(tags::STUDY_DESCRIPTION),
+            referring_physician_name: text(tags::REFERRING_PHYSICIAN_NAME),
+        },
+        series: SeriesMeta {
+            series_instance_uid: uid(tags::SERIES_INSTANCE_UID, "SeriesInstanceUID")?,
+            modality: ascii(raw, tags::MODALITY),
+            series_number: integer(raw, tags::SERIES_NUMBER),
+            series_description: text(tags::SERIES_DESCRIPTION),
+            body_part_examined: ascii(raw, tags::BODY_PART_EXAMINED),
+            performed_procedure_step_start_date: ascii(
+                raw,
+                tags::PERFORMED_PROCEDURE_STEP_START_DATE,
+            ),
+            performed_procedure_step_start_time: ascii(
+                raw,
+                tags::PERFORMED_PROCEDURE_STEP_START_TIME,
+            ),
+        },
+        sop_instance_uid,
+        sop_class_uid,
+        instance_number: integer(raw, tags::INSTANCE_NUMBER),
+        number_of_frames: integer(raw, tags::NUMBER_OF_FRAMES),
+        rows: integer(raw, tags::ROWS),
+        columns: integer(raw, tags::COLUMNS),
+        specific_character_set: charset.clone(),
+        content_date: ascii(raw, tags::CONTENT_DATE),
+        content_time: ascii(raw, tags::CONTENT_TIME),
+    })
+}
+
+/// A value of the default repertoire (UI, CS, DA, TM, IS …), trimmed.
+fn ascii(raw: &HashMap<Tag, RawValue>, tag: Tag) -> String {
+    raw.get(&tag)
+        .map(|v| {
+            String::from_utf8_lossy(&v.bytes)
+                .trim_matches(['\0', ' '])
+                .to_owned()
+        })
+        .unwrap_or_default()
+}
+
+/// IS values are text; US values are binary (already little endian here).
+fn integer(raw: &HashMap<Tag, RawValue>, tag: Tag) -> Option<i64> {
+    let v = raw.get(&tag)?;
+    match v.vr {
+        VR::US if v.bytes.len() >= 2 => {
+            Some(i64::from(u16::from_le_bytes([v.bytes[0], v.bytes[1]])))
+        }
+        _ => ascii(raw, tag).split('\\').next()?.trim().parse().ok(),
+    }
+}

@@ -1,0 +1,234 @@
+//! The single write path for instances from any protocol:
+//! spool (streamed, hashed) → header walk (validate, extract) → storage
+//! commit (durable) → index (group commit) → outcome.
+//!
+//! C-STORE and `tessera import` both come through here, so the durability
+//! rule is enforced in one place: an [`IngestOutcome`] exists only after the
+//! object is fsync'd (or uploaded) and its index row is committed.
+
+mod committer;
+mod header;
+mod part10;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::AsyncReadExt;
+
+use crate::config::DuplicatePolicy;
+use crate::index::{Index, IndexError, Recorded, StoreRequest};
+use crate::model::{AeTitle, StoredObject, Uid};
+use crate::storage::{SpoolWriter, Storage, StorageError};
+use crate::telemetry::Metrics;
+pub use committer::GroupCommitter;
+pub use header::HeaderError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error("invalid object: {0}")]
+    Invalid(#[from] HeaderError),
+    #[error("an instance with SOP Instance UID {0} and different content is already stored")]
+    Duplicate(Uid),
+    #[error("the archive is shutting down")]
+    ShuttingDown,
+}
+
+impl IngestError {
+    /// Problems with the sender's data, as opposed to ours.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, IngestError::Invalid(_))
+    }
+}
+
+/// How a stored instance ended up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestOutcome {
+    Stored,
+    /// Identical bytes were already stored under this SOP Instance UID.
+    AlreadyStored,
+    /// Different bytes under a known UID; the first version was kept.
+    KeptExisting,
+    /// Different bytes under a known UID replaced the stored version.
+    Replaced,
+}
+
+/// Shared handle on the write path.
+#[derive(Clone)]
+pub struct Ingest {
+    storage: Storage,
+    index: Index,
+    committer: GroupCommitter,
+    policy: DuplicatePolicy,
+    metrics: Arc<Metrics>,
+}
+
+/// An object being received.
+pub struct Incoming {
+    spool: SpoolWriter,
+    source: String,
+}
+
+impl Incoming {
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), IngestError> {
+        Ok(self.spool.write(bytes).await?)
+    }
+
+    pub fn size(&self) -> u64 {
+        self.spool.size()
+    }
+}
+
+impl Ingest {
+    pub fn new(
+        storage: Storage,
+        index: Index,
+        committer: GroupCommitter,
+        policy: DuplicatePolicy,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Ingest {
+            storage,
+            index,
+            committer,
+            policy,
+            metrics,
+        }
+    }
+
+    /// Begin receiving a data set sent over the network in `transfer_syntax`.
+    /// The Part-10 header is written first, so the stored object is a
+    /// standard file holding the data set exactly as received.
+    pub async fn begin_dataset(
+        &self,
+        sop_class: &Uid,
+        sop_instance: &Uid,
+        transfer_syntax: &Uid,
+        calling_ae: &AeTitle,
+    ) -> Result<Incoming, IngestError> {
+        let mut spool = self.storage.spool().await?;
+        let head = part10::header(sop_class, sop_instance, transfer_syntax, calling_ae)?;
+        spool.write(&head).await?;
+        Ok(Incoming {
+            spool,
+            source: calling_ae.to_string(),
+        })
+    }
+
+    /// Validate, store durably and index an object received in full.
+    pub async fn finish(&self, incoming: Incoming) -> Result<IngestOutcome, IngestError> {
+        let started = Instant::now();
+        let result = self.finish_inner(incoming).await;
+        self.metrics.observe_store(started.elapsed(), &result);
+        result
+    }
+
+    async fn finish_inner(&self, incoming: Incoming) -> Result<IngestOutcome, IngestError> {
+        let spooled = incoming.spool.finish().await?;
+        let path = spooled.path().to_owned();
+        let parsed = tokio::task::spawn_blocking(move || header::parse(&path))
+            .await
+            .map_err(|e| HeaderError::Meta(format!("header task failed: {e}")))??;
+        let size = spooled.size;
+        let sha256 = spooled.sha256.clone();
+
+        // Cheap pre-check so a resend of identical bytes or a refused
+        // duplicate costs no storage write.
+        if let Some(existing) = self
+            .index
+            .object_for(parsed.meta.sop_instance_uid.as_str())
+            .await?
+        {
+            if existing == sha256 {
+                return Ok(IngestOutcome::AlreadyStored);
+            }
+            match self.policy {
+                DuplicatePolicy::KeepFirst => return Ok(IngestOutcome::KeptExisting),
+                DuplicatePolicy::Reject => {
+                    return Err(IngestError::Duplicate(parsed.meta.sop_instance_uid))
+                }
+                DuplicatePolicy::Replace => {}
+            }
+        }
+
+        let key = self.storage.commit(spooled).await?;
+        let sop_uid = parsed.meta.sop_instance_uid.clone();
+        let request = StoreRequest {
+            meta: parsed.meta,
+            object: StoredObject {
+                key,
+                size,
+                sha256,
+                transfer_syntax_uid: parsed.transfer_syntax_uid,
+            },
+            source_ae_title: incoming.source,
+        };
+        let recorded = self.committer.record(request).await?;
+        let outcome = match recorded {
+            Recorded::Inserted => IngestOutcome::Stored,
+            Recorded::Identical => IngestOutcome::AlreadyStored,
+            Recorded::KeptExisting { unreferenced_key } => {
+                self.drop_unreferenced(&unreferenced_key).await;
+                IngestOutcome::KeptExisting
+            }
+            Recorded::Rejected { unreferenced_key } => {
+                self.drop_unreferenced(&unreferenced_key).await;
+                return Err(IngestError::Duplicate(sop_uid));
+            }
+            Recorded::Replaced { unreferenced_key } => {
+                self.drop_unreferenced(&unreferenced_key).await;
+                IngestOutcome::Replaced
+            }
+        };
+        if outcome == IngestOutcome::Stored {
+            self.metrics.instance_stored(size);
+        }
+        Ok(outcome)
+    }
+
+    /// Delete an object the index no longer points at. Failure only leaves
+    /// an orphan that `tessera verify` reports, so it is logged, not raised.
+    async fn drop_unreferenced(&self, key: &str) {
+        match self.index.references_key(key).await {
+            Ok(false) => {
+                if let Err(e) = self.storage.delete(key).await {
+                    tracing::warn!(key, error = %e, "could not delete unreferenced object");
+                }
+            }
+            Ok(true) => {}
+            Err(e) => tracing::warn!(key, error = %e, "could not check object references"),
+        }
+    }
+
+    /// Import a Part-10 file from disk, stored byte for byte.
+    pub async fn import_file(
+        &self,
+        path: &Path,
+        source: &str,
+    ) -> Result<IngestOutcome, IngestError> {
+        let mut file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| StorageError::io(path, e))?;
+        let mut spool = self.storage.spool().await?;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = file
+                .read(&mut buf)
+                .await
+                .map_err(|e| StorageError::io(path, e))?;
+            if n == 0 {
+                break;
+            }
+            spool.write(&buf[..n]).await?;
+        }
+        self.finish(Incoming {
+            spool,
+            source: source.to_owned(),
+        })
+        .await
+    }
+}

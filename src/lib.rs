@@ -1,0 +1,32 @@
+//! # Tessera
+//!
+//! A DICOM archive (PACS): one binary that receives, stores, indexes and
+//! serves medical images.
+//!
+//! ## Module map, in the order an instance travels
+//!
+//! - [`dimse`]: the DICOM port. Associations, command sets, and one module
+//!   per DIMSE service. C-STORE streams data sets into ingest.
+//! - [`ingest`]: the single write path: spool → header walk → storage commit
+//!   → index group commit. Success is reported only when durable.
+//! - [`storage`]: object bytes, under hash-derived keys, on a local directory
+//!   or S3-compatible storage.
+//! - [`index`]: the SQL index (SQLite or PostgreSQL) of patients, studies,
+//!   series and instances. All SQL lives there.
+//! - [`web`]: the HTTP port: health, metrics, JSON API.
+//! - [`model`]: identifiers and metadata types shared by all of the above.
+//! - [`config`], [`telemetry`], [`server`]: settings, logs and metrics,
+//!   ordered startup and shutdown.
+//! - [`import`], [`verify`]: the `tessera import` and `tessera verify` tools.
+
+pub mod config;
+pub mod dimse;
+pub mod import;
+pub mod index;
+pub mod ingest;
+pub mod model;
+pub mod server;
+pub mod storage;
+pub mod telemetry;
+pub mod verify;
+pub mod web;

@@ -1,0 +1,268 @@
+//! The `tessera` binary: parse the command line, load the configuration,
+//! and run a subcommand. The only place errors become exit codes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tessera::config::{Config, DuplicatePolicy, RawConfig};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Parser)]
+#[command(name = "tessera", version, about = "Tessera DICOM archive")]
+struct Cli {
+    #[command(flatten)]
+    settings: Settings,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Overrides shared by every subcommand: flag > TESSERA_* variable > file > default.
+#[derive(Args)]
+struct Settings {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "TESSERA_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory for the SQLite index, objects and spool.
+    #[arg(long, global = true, env = "TESSERA_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Our AE title.
+    #[arg(long, global = true, env = "TESSERA_AE_TITLE")]
+    ae_title: Option<String>,
+    /// DICOM listen address, e.g. 0.0.0.0:11112.
+    #[arg(long, global = true, env = "TESSERA_DICOM_BIND")]
+    dicom_bind: Option<std::net::SocketAddr>,
+    /// HTTP listen address, e.g. 0.0.0.0:8042.
+    #[arg(long, global = true, env = "TESSERA_HTTP_BIND")]
+    http_bind: Option<std::net::SocketAddr>,
+    /// Object storage: file:///path or s3://bucket/prefix.
+    #[arg(long, global = true, env = "TESSERA_STORAGE_URL")]
+    storage_url: Option<String>,
+    /// Index database: sqlite://path or postgres://user@host/db.
+    #[arg(long, global = true, env = "TESSERA_INDEX_URL")]
+    index_url: Option<String>,
+    /// What to do with a known SOP Instance UID and different content:
+    /// keep-first, replace or reject.
+    #[arg(long, global = true, env = "TESSERA_DUPLICATE_POLICY")]
+    duplicate_policy: Option<DuplicatePolicy>,
+    /// Log as JSON lines.
+    #[arg(long, global = true, env = "TESSERA_LOG_JSON")]
+    log_json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the archive: DICOM and HTTP listeners.
+    Serve,
+    /// Import Part-10 files and DICOMDIR folders, recursively.
+    Import {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Files imported at once.
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+    },
+    /// Re-hash every object and cross-check index and storage.
+    Verify {
+        /// Delete stored objects no index entry refers to (server stopped!).
+        #[arg(long)]
+        prune_unreferenced: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print counts of patients, studies, series, instances and bytes.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl Settings {
+    fn load(&self) -> anyhow::Result<Config> {
+        let mut raw = match &self.config {
+            Some(path) => RawConfig::from_file(path)?,
+            None => RawConfig::default(),
+        };
+        if let Some(v) = &self.data_dir {
+            raw.storage.data_dir = Some(v.clone());
+        }
+        if let Some(v) = &self.ae_title {
+            raw.dicom.ae_title = Some(v.clone());
+        }
+        if let Some(v) = self.dicom_bind {
+            raw.dicom.bind = Some(v);
+        }
+        if let Some(v) = self.http_bind {
+            raw.http.bind = Some(v);
+        }
+        if let Some(v) = &self.storage_url {
+            raw.storage.url = Some(v.clone());
+        }
+        if let Some(v) = &self.index_url {
+            raw.index.url = Some(v.clone());
+        }
+        if let Some(v) = self.duplicate_policy {
+            raw.dicom.duplicate_policy = Some(v);
+        }
+        Ok(Config::from_raw(raw)?)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tessera::telemetry::init_logging("info,sqlx=warn", cli.settings.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = cli.settings.load()?;
+    match cli.command {
+        Command::Serve => serve(config).await,
+        Command::Import { paths, parallel } => import(config, paths, parallel).await,
+        Command::Verify {
+            prune_unreferenced,
+            json,
+        } => verify(config, prune_unreferenced, json).await,
+        Command::Stats { json } => stats(config, json).await,
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    let shutdown = CancellationToken::new();
+    let running = tessera::server::start(config, shutdown.clone()).await?;
+    let token = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        token.cancel();
+    });
+    running.wait().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+async fn import(config: Config, paths: Vec<PathBuf>, parallel: usize) -> anyhow::Result<ExitCode> {
+    let core = tessera::server::Core::open(&config).await?;
+    let tracker = TaskTracker::new();
+    let ingest = core.ingest(&config, &tracker);
+    let files = tessera::import::collect_files(&paths)
+        .await
+        .context("cannot list the files to import")?;
+    let bar = indicatif::ProgressBar::new(files.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} files, {per_sec}, eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let summary = tessera::import::import_files(&ingest, files, parallel, |path, result| {
+        bar.inc(1);
+        if let Err(e) = result {
+            bar.println(format!("error: {}: {e}", path.display()));
+        }
+    })
+    .await;
+    bar.finish_and_clear();
+    drop(ingest);
+    tracker.close();
+    tracker.wait().await;
+    core.index.close().await;
+    println!(
+        "{} files: {} stored, {} already stored, {} duplicates kept, {} replaced, {} DICOMDIR skipped, {} failed",
+        summary.files,
+        summary.stored,
+        summary.already_stored,
+        summary.kept_existing,
+        summary.replaced,
+        summary.directory_records,
+        summary.failed.len()
+    );
+    Ok(if summary.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+async fn verify(config: Config, prune: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let core = tessera::server::Core::open(&config).await?;
+    let report = tessera::verify::verify(&core.index, &core.storage, prune).await?;
+    core.index.close().await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for m in &report.missing {
+            println!("MISSING  {m}");
+        }
+        for c in &report.corrupt {
+            println!("CORRUPT  {c}");
+        }
+        for u in &report.unreferenced {
+            println!("UNREFERENCED  {u}");
+        }
+        println!(
+            "{} objects checked ({} bytes): {} missing, {} corrupt, {} unreferenced{}",
+            report.checked,
+            report.bytes,
+            report.missing.len(),
+            report.corrupt.len(),
+            report.unreferenced.len(),
+            if prune {
+                format!(" ({} pruned)", report.pruned)
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+async fn stats(config: Config, json: bool) -> anyhow::Result<ExitCode> {
+    let core = tessera::server::Core::open(&config).await?;
+    let stats = core.index.stats().await?;
+    core.index.close().await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&stats)?);
+    } else {
+        println!("patients:  {}", stats.patients);
+        println!("studies:   {}", stats.studies);
+        println!("series:    {}", stats.series);
+        println!("instances: {}", stats.instances);
+        println!("bytes:     {}", stats.stored_bytes);
+        println!("storage:   {}", core.storage.describe());
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,10 @@
+//! Leaf types shared by every layer: validated identifiers and the record an
+//! instance leaves in the index. Nothing here does I/O.
+
+mod charset;
+mod ids;
+mod instance;
+
+pub use charset::{decode_text, fold_for_matching};
+pub use ids::{AeTitle, IdError, Uid};
+pub use instance::{InstanceMeta, PatientMeta, SeriesMeta, StoredObject, StudyMeta};

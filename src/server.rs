@@ -1,0 +1,183 @@
+//! Startup and shutdown in order. Start: storage (spool recovery) → index
+//! (migrations) → group committer → HTTP → DICOM. Stop: DICOM stops
+//! accepting and lets in-flight messages finish, HTTP drains, then the
+//! committer flushes its last batch and the index closes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::dimse::listener;
+use crate::dimse::service::ServiceContext;
+use crate::index::{Index, IndexError};
+use crate::ingest::{GroupCommitter, Ingest};
+use crate::storage::{Storage, StorageError};
+use crate::telemetry::Metrics;
+use crate::web::{self, AppState, AuthPolicy};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The opened core of a node: what the CLI subcommands and the server share.
+pub struct Core {
+    pub storage: Storage,
+    pub index: Index,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Core {
+    pub async fn open(config: &Config) -> Result<Self, ServerError> {
+        let storage = Storage::open(config).await?;
+        tracing::info!(storage = %storage.describe(), "storage ready");
+        let index = Index::open(&config.index_url, config.index_max_connections).await?;
+        tracing::info!(backend = ?index.backend(), "index ready");
+        Ok(Core {
+            storage,
+            index,
+            metrics: Arc::new(Metrics::new()),
+        })
+    }
+
+    /// The write path, with its group committer tracked by `tracker`.
+    pub fn ingest(&self, config: &Config, tracker: &TaskTracker) -> Ingest {
+        let policy = config.dicom.duplicate_policy;
+        let committer = GroupCommitter::start(self.index.clone(), policy, tracker);
+        Ingest::new(
+            self.storage.clone(),
+            self.index.clone(),
+            committer,
+            policy,
+            self.metrics.clone(),
+        )
+    }
+}
+
+/// Addresses actually bound (useful when the config asks for port 0).
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub dicom: SocketAddr,
+    pub http: SocketAddr,
+}
+
+/// A running server; [`Running::wait`] resolves after an ordered shutdown.
+pub struct Running {
+    pub bound: Bound,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Open everything, bind both ports, and serve until `shutdown` fires.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, ServerError> {
+    let core = Core::open(&config).await?;
+    let dicom_listener = TcpListener::bind(config.dicom.bind)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.dicom.bind,
+            source,
+        })?;
+    let http_listener =
+        std::net::TcpListener::bind(config.http_bind).map_err(|source| ServerError::Bind {
+            addr: config.http_bind,
+            source,
+        })?;
+    let bound = Bound {
+        dicom: dicom_listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind {
+                addr: config.dicom.bind,
+                source,
+            })?,
+        http: http_listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind {
+                addr: config.http_bind,
+                source,
+            })?,
+    };
+
+    let committer_tracker = TaskTracker::new();
+    let ingest = core.ingest(&config, &committer_tracker);
+    let state = AppState {
+        index: core.index.clone(),
+        storage: core.storage.clone(),
+        metrics: core.metrics.clone(),
+        started: Instant::now(),
+        auth: config
+            .http_api_token
+            .clone()
+            .map_or(AuthPolicy::Open, AuthPolicy::BearerToken),
+    };
+    let http = web::start(http_listener, state).map_err(|source| ServerError::Bind {
+        addr: config.http_bind,
+        source,
+    })?;
+    let http_handle = http.handle();
+    let http_task = tokio::spawn(http);
+    tracing::info!(addr = %bound.http, "HTTP listener ready");
+
+    let associations = TaskTracker::new();
+    let ctx = ServiceContext {
+        ingest,
+        metrics: core.metrics.clone(),
+    };
+    let dicom_task = tokio::spawn(listener::run(
+        dicom_listener,
+        config.dicom.clone(),
+        ctx,
+        shutdown.clone(),
+        associations.clone(),
+    ));
+
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move {
+        token.cancelled().await;
+        tracing::info!("shutting down: refusing new associations");
+        let _ = dicom_task.await;
+        associations.close();
+        associations.wait().await;
+        tracing::info!("associations finished");
+        http_handle.stop(true).await;
+        let _ = http_task.await;
+        // The last Ingest handle went with the DICOM listener; the committer
+        // drains what is queued and exits.
+        committer_tracker.close();
+        committer_tracker.wait().await;
+        core.index.close().await;
+        tracing::info!("shutdown complete");
+    });
+    Ok(Running {
+        bound,
+        shutdown,
+        task,
+    })
+}

@@ -1,0 +1,143 @@
+//! S3-compatible backend through `object_store`. A PUT (or a completed
+//! multipart upload) is atomic on S3, so an object under its key is always
+//! whole; success is reported only after the upload completes.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt, TryStreamExt};
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, PutPayload, WriteMultipart};
+use tokio::io::AsyncReadExt;
+
+use super::{ObjectReader, Spooled, StorageError};
+use crate::config::RawS3;
+
+/// Objects up to this size go up in one PUT; larger ones in parts this big.
+const PART_SIZE: usize = 8 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub(super) struct S3Store {
+    store: Arc<dyn ObjectStore>,
+    bucket: String,
+    prefix: String,
+}
+
+impl S3Store {
+    pub(super) fn new(bucket: &str, prefix: &str, s: &RawS3) -> Result<Self, StorageError> {
+        // Environment first (AWS_ACCESS_KEY_ID, AWS_ENDPOINT, …), then the
+        // config file's explicit settings.
+        let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if let Some(v) = &s.endpoint {
+            b = b.with_endpoint(v);
+        }
+        if let Some(v) = &s.region {
+            b = b.with_region(v);
+        }
+        if let Some(v) = &s.access_key_id {
+            b = b.with_access_key_id(v);
+        }
+        if let Some(v) = &s.secret_access_key {
+            b = b.with_secret_access_key(v);
+        }
+        if let Some(v) = s.allow_http {
+            b = b.with_allow_http(v);
+        }
+        Ok(S3Store {
+            store: Arc::new(b.build()?),
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    pub(super) fn describe(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
+    }
+
+    fn path(&self, key: &str) -> ObjectPath {
+        if self.prefix.is_empty() {
+            ObjectPath::from(key)
+        } else {
+            ObjectPath::from(format!("{}/{key}", self.prefix))
+        }
+    }
+
+    pub(super) async fn commit(&self, spooled: Spooled, key: &str) -> Result<(), StorageError> {
+        let path = self.path(key);
+        match self.store.head(&path).await {
+            Ok(_) => return Ok(()),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let local = spooled.path().to_owned();
+        let mut file = tokio::fs::File::open(&local)
+            .await
+            .map_err(|e| StorageError::io(&local, e))?;
+        if spooled.size as usize <= PART_SIZE {
+            let mut buf = Vec::with_capacity(spooled.size as usize);
+            file.read_to_end(&mut buf)
+                .await
+                .map_err(|e| StorageError::io(&local, e))?;
+            self.store.put(&path, PutPayload::from(buf)).await?;
+        } else {
+            let upload = self.store.put_multipart(&path).await?;
+            let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+            let mut buf = vec![0u8; 1024 * 1024];
+            loop {
+                let n = file
+                    .read(&mut buf)
+                    .await
+                    .map_err(|e| StorageError::io(&local, e))?;
+                if n == 0 {
+                    break;
+                }
+                // Bound memory to a couple of parts in flight.
+                writer.wait_for_capacity(2).await?;
+                writer.write(&buf[..n]);
+            }
+            writer.finish().await?;
+        }
+        drop(spooled);
+        Ok(())
+    }
+
+    pub(super) async fn open_read(&self, key: &str) -> Result<ObjectReader, StorageError> {
+        let result = match self.store.get(&self.path(key)).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(StorageError::NotFound(key.to_owned()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let stream = result
+            .into_stream()
+            .map_err(|e| std::io::Error::other(e.to_string()));
+        Ok(Box::pin(tokio_util::io::StreamReader::new(stream)))
+    }
+
+    pub(super) async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        match self.store.delete(&self.path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub(super) fn keys(
+        &self,
+    ) -> Pin<Box<dyn Stream<Item = Result<String, StorageError>> + Send + '_>> {
+        let prefix = (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.as_str()));
+        let strip = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        Box::pin(self.store.list(prefix.as_ref()).map(move |r| {
+            r.map(|meta| {
+                let full = meta.location.to_string();
+                full.strip_prefix(&strip).unwrap_or(&full).to_owned()
+            })
+            .map_err(StorageError::from)
+        }))
+    }
+}

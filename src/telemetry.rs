@@ -1,0 +1,134 @@
+//! Logging and metrics, shared by the binary and the tests.
+//!
+//! Logs go through `tracing` (plain text or JSON lines). Metrics are kept in
+//! a prometheus-client registry and served as text by `/metrics`.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::ingest::{IngestError, IngestOutcome};
+
+/// Install the global tracing subscriber. `RUST_LOG` overrides `default`.
+pub fn init_logging(default: &str, json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second init (tests) is harmless; ignore it.
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub kind: String,
+}
+
+/// Every metric Tessera exports.
+pub struct Metrics {
+    registry: Registry,
+    pub associations_total: Counter,
+    pub associations_active: Gauge,
+    pub associations_rejected: Counter,
+    pub instances_received: Counter,
+    pub bytes_received: Counter<u64, AtomicU64>,
+    pub store_latency: Histogram,
+    pub errors: Family<ErrorLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tessera");
+        let m = Metrics {
+            associations_total: Counter::default(),
+            associations_active: Gauge::default(),
+            associations_rejected: Counter::default(),
+            instances_received: Counter::default(),
+            bytes_received: Counter::default(),
+            store_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            errors: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "dicom_associations",
+            "DICOM associations accepted",
+            m.associations_total.clone(),
+        );
+        registry.register(
+            "dicom_associations_active",
+            "DICOM associations currently open",
+            m.associations_active.clone(),
+        );
+        registry.register(
+            "dicom_associations_rejected",
+            "DICOM associations rejected or refused at the connection limit",
+            m.associations_rejected.clone(),
+        );
+        registry.register(
+            "instances_received",
+            "New instances stored",
+            m.instances_received.clone(),
+        );
+        registry.register(
+            "received_bytes",
+            "Bytes of new instances stored",
+            m.bytes_received.clone(),
+        );
+        registry.register(
+            "store_latency_seconds",
+            "Time from the end of a received data set to its durable commit",
+            m.store_latency.clone(),
+        );
+        registry.register("errors", "Errors by kind", m.errors.clone());
+        Metrics { registry, ..m }
+    }
+
+    pub fn instance_stored(&self, bytes: u64) {
+        self.instances_received.inc();
+        self.bytes_received.inc_by(bytes);
+    }
+
+    pub fn error(&self, kind: &str) {
+        self.errors
+            .get_or_create(&ErrorLabels { kind: kind.into() })
+            .inc();
+    }
+
+    pub fn observe_store(&self, elapsed: Duration, result: &Result<IngestOutcome, IngestError>) {
+        self.store_latency.observe(elapsed.as_secs_f64());
+        if let Err(e) = result {
+            self.error(match e {
+                IngestError::Invalid(_) => "invalid_object",
+                IngestError::Duplicate(_) => "duplicate_rejected",
+                IngestError::Storage(_) => "storage",
+                IngestError::Index(_) => "index",
+                IngestError::ShuttingDown => "shutting_down",
+            });
+        }
+    }
+
+    /// Prometheus text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
