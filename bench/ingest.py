@@ -52,6 +52,13 @@ CALLING_AET = "BENCHSCU"
 STORESCU_PROFILE = "Bench"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
+# Environment of every child (servers, echoscu, storescu). Debian's DCMTK
+# (used by storescu, echoscu and Debian's Orthanc) leaves Nagle's algorithm on
+# unless TCP_NODELAY is set in the environment; on loopback that costs a
+# delayed-ACK stall (~40 ms) per C-STORE. main() sets TCP_NODELAY=1 here unless
+# --dcmtk-nagle is given.
+CHILD_ENV = dict(os.environ)
+
 
 class BenchError(Exception):
     pass
@@ -123,6 +130,29 @@ def dir_bytes(path: str) -> int:
             except OSError:
                 pass
     return total
+
+
+def fsync_probe(directory: str, size: int = 512 * 1024, rounds: int = 20) -> float:
+    """Median ms to create a file of `size` bytes, fdatasync it and fsync its dir."""
+    buf = os.urandom(size)
+    times = []
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        for i in range(rounds):
+            path = os.path.join(directory, f"fsync-probe-{i}")
+            t = time.perf_counter()
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, buf)
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+            os.fsync(dfd)
+            times.append(time.perf_counter() - t)
+            os.unlink(path)
+    finally:
+        os.close(dfd)
+    return 1000 * statistics.median(times)
 
 
 def tool_version(cmd: list[str]) -> str:
@@ -299,7 +329,7 @@ class Server:
     def start(self) -> None:
         self._log_fh = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            self.cmd, stdout=self._log_fh, stderr=subprocess.STDOUT,
+            self.cmd, stdout=self._log_fh, stderr=subprocess.STDOUT, env=CHILD_ENV,
             stdin=subprocess.DEVNULL, cwd=os.path.dirname(self.data_dir),
             start_new_session=True,  # own process group: Ctrl-C goes to us only
         )
@@ -380,7 +410,7 @@ def wait_ready(args, srv: Server) -> float:
                              f"log {srv.log_path}:\n{tail(srv.log_path)}")
         attempts += 1
         try:
-            r = subprocess.run(echo_cmd(args, srv), capture_output=True, timeout=10)
+            r = subprocess.run(echo_cmd(args, srv), capture_output=True, timeout=10, env=CHILD_ENV)
             if r.returncode == 0:
                 return time.monotonic() - t0
         except subprocess.TimeoutExpired:
@@ -401,6 +431,10 @@ def storescu_cmd(args, srv: Server, shard: Shard, cfg: str) -> tuple[list[str], 
 
     -xf CFG Bench  propose one presentation context per (SOP class, transfer
                    syntax) of the corpus, so each file goes in its own syntax;
+    +cl L          deflate level for files in Deflated Explicit VR LE: storescu
+                   inflates them on reading and deflates again on sending;
+                   level 6 (its default) costs ~8 s of client CPU per 1000
+                   instances of the default corpus on this box, level 1 ~3 s;
     -nh            do not stop at the first failed store (we count failures);
     -v             one "Received Store Response (...)" line per file;
     files          all files of the shard, in corpus order, over ONE
@@ -409,7 +443,7 @@ def storescu_cmd(args, srv: Server, shard: Shard, cfg: str) -> tuple[list[str], 
     Returns (argv, short form for the report).
     """
     base = [args.storescu, "-v", "-aet", CALLING_AET, "-aec", srv.aet,
-            "-xf", cfg, STORESCU_PROFILE, "-nh", "-to", "10", "-ta", "30", "-ts", "120",
+            "-xf", cfg, STORESCU_PROFILE, "+cl", str(args.deflate_level), "-nh", "-to", "10", "-ta", "30", "-ts", "120",
             HOST, str(srv.dicom_port)]
     if sum(len(x) + 1 for x in shard.names) < ARG_BUDGET:
         files = shard.names
@@ -523,7 +557,7 @@ def run_once(args, corpus: Corpus, target: str, n: int, rep: int, base: str,
             res.storescu_cmds.append(short)
             lpath = os.path.join(run_dir, f"storescu{i:02d}.log")
             with open(lpath, "wb") as lf:
-                p = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT, cwd=shard.dir,
+                p = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT, cwd=shard.dir, env=CHILD_ENV,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
             senders.append((p, lpath, len(shard.names)))
         deadline = time.monotonic() + args.send_timeout
@@ -613,8 +647,16 @@ def render(args, corpus: Corpus, results: list[RunResult], env: dict) -> str:
                 f"{corpus.manifest.get('series')} series; by modality {corpus.manifest.get('by_modality')}; "
                 f"by transfer syntax {corpus.manifest.get('by_transfer_syntax')})" if corpus.manifest else ""))
     L.append("")
+    L.append("Network: loopback (127.0.0.1). "
+             + (f"All child processes run with `TCP_NODELAY={env['nodelay']}` in their environment "
+                "(Debian's DCMTK, used by storescu and Orthanc, keeps Nagle's algorithm on without it)."
+                if env["nodelay"] else
+                "`TCP_NODELAY` is not set (--dcmtk-nagle): storescu and Orthanc run with Nagle's algorithm on, "
+                "as Debian's DCMTK does by default."))
+    L.append("")
     L.append(f"Machine: {env['cpus']} CPUs ({env['cpu']}), {env['mem']}, kernel {env['kernel']}; "
-             f"server data on {env['fs']}. Servers and storescu share the same CPUs.")
+             f"server data on {env['fs']}; write 512 KiB + fdatasync + dir fsync there: "
+             f"{env['fsync_ms']:.1f} ms median. Servers and storescu share the same CPUs.")
     L.append("")
     if args.repeat > 1:
         L.append(f"Each cell is the run with the median wall time of {args.repeat} repeats "
@@ -708,16 +750,18 @@ def render(args, corpus: Corpus, results: list[RunResult], env: dict) -> str:
         L.append(f"{r.target}, {r.assocs} association(s) (ports and temp paths differ per run):")
         L.append("")
         L.append("```")
-        L.append(r.server_cmd)
-        L.extend(r.storescu_cmds)
+        pre = f"TCP_NODELAY={env['nodelay']} " if env["nodelay"] else ""
+        L.append(pre + r.server_cmd)
+        L.extend(pre + c for c in r.storescu_cmds)
         L.append("```")
         L.append("")
     orth = next((r for r in results if r.config_text), None)
     if orth:
-        L.append("Orthanc configuration (everything else is Orthanc's built-in default: SQLite index, "
-                 "SyncStorageArea=true, i.e. fsync after each stored file; the SQLite index runs "
-                 "WAL with synchronous=NORMAL; StorageCompression=false, StoreMD5ForAttachments=true, "
-                 "DicomThreadsCount=4):")
+        L.append("Orthanc configuration. Everything else is Orthanc's built-in default: SQLite index; "
+                 "SyncStorageArea=true (fdatasync of each stored DICOM file before the C-STORE response); "
+                 "the SQLite index in WAL mode with synchronous=NORMAL (commits are not synced one by one, "
+                 "only at WAL checkpoints); StorageCompression=false; StoreMD5ForAttachments=true; "
+                 "DicomThreadsCount=4; no ingest transcoding; no plugins:")
         L.append("")
         L.append("```json")
         L.append(orth.config_text)
@@ -756,6 +800,12 @@ def parse_args(argv=None):
     # and 'echoscu' apps that may come first on PATH (e.g. pyenv shims).
     ap.add_argument("--storescu", default="/usr/bin/storescu", help="DCMTK storescu")
     ap.add_argument("--echoscu", default="/usr/bin/echoscu", help="DCMTK echoscu")
+    ap.add_argument("--dcmtk-nagle", action="store_true",
+                    help="do NOT set TCP_NODELAY=1 for the child processes: Debian's DCMTK (storescu, "
+                         "Orthanc's DICOM server) then keeps Nagle's algorithm on")
+    ap.add_argument("--deflate-level", type=int, default=1, choices=range(0, 10), metavar="0-9",
+                    help="zlib level storescu uses to re-deflate Deflated-TS files on the wire "
+                         "(default 1: keeps the client's CPU share small; the corpus files use 6)")
     ap.add_argument("--startup-timeout", type=float, default=60.0, help="seconds to wait for C-ECHO")
     ap.add_argument("--send-timeout", type=float, default=3600.0, help="seconds allowed for one run's sends")
     a = ap.parse_args(argv)
@@ -796,6 +846,10 @@ def _raise_on_sigterm(signum, frame):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.dcmtk_nagle:
+        CHILD_ENV.pop("TCP_NODELAY", None)
+    else:
+        CHILD_ENV["TCP_NODELAY"] = "1"
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
     signal.signal(signal.SIGHUP, _raise_on_sigterm)
 
@@ -824,7 +878,9 @@ def main(argv=None) -> int:
         "mem": f"{mem_kib / 1024 / 1024:.0f} GiB RAM",
         "kernel": platform.release(),
         "fs": fs,
+        "fsync_ms": (os.sync(), fsync_probe(base))[1],
         "argv": shlex.join([sys.executable, *sys.argv]),
+        "nodelay": CHILD_ENV.get("TCP_NODELAY"),
         "tools": {"storescu": tool_version([args.storescu, "--version"])},
     }
     if "orthanc" in args.target_list:

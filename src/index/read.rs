@@ -65,6 +65,34 @@ impl Index {
         })
     }
 
+    /// One instance with its place in the hierarchy, by SOP Instance UID.
+    pub async fn instance(&self, sop_instance_uid: &str) -> Result<Option<InstanceRecord>, IndexError> {
+        let row = sqlx::query(
+            "SELECT i.sop_class_uid, i.transfer_syntax_uid, i.object_key, i.size_bytes, i.sha256, \
+             se.series_instance_uid, st.study_instance_uid, p.patient_name, p.patient_id \
+             FROM instances i JOIN series se ON se.id = i.series_fk \
+             JOIN studies st ON st.id = se.study_fk JOIN patients p ON p.id = st.patient_fk \
+             WHERE i.sop_instance_uid = $1",
+        )
+        .bind(sop_instance_uid)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(InstanceRecord {
+                sop_class_uid: r.try_get(0)?,
+                transfer_syntax_uid: r.try_get(1)?,
+                key: r.try_get(2)?,
+                size: r.try_get(3)?,
+                sha256: r.try_get(4)?,
+                series_instance_uid: r.try_get(5)?,
+                study_instance_uid: r.try_get(6)?,
+                patient_name: r.try_get(7)?,
+                patient_id: r.try_get(8)?,
+            })
+        })
+        .transpose()
+    }
+
     /// Whether any instance references this storage key.
     pub async fn references_key(&self, key: &str) -> Result<bool, IndexError> {
         let row = sqlx::query("SELECT COUNT(*) FROM instances WHERE object_key = $1")
@@ -104,6 +132,19 @@ pub struct StudySummary {
     pub num_series: i64,
     pub num_instances: i64,
     pub modalities_in_study: String,
+    pub patient_name: String,
+    pub patient_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstanceRecord {
+    pub sop_class_uid: String,
+    pub transfer_syntax_uid: String,
+    pub key: String,
+    pub size: i64,
+    pub sha256: String,
+    pub series_instance_uid: String,
+    pub study_instance_uid: String,
     pub patient_name: String,
     pub patient_id: String,
 }

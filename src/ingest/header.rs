@@ -225,10 +225,11 @@ fn build_meta(
     let charset = ascii(raw, tags::SPECIFIC_CHARACTER_SET);
     let text = |tag: Tag| -> String {
         match raw.get(&tag) {
+            Some(v) if v.vr == VR::PN => normalize_person_name(&decode_text(&charset, &v.bytes)),
             Some(v)
                 if matches!(
                     v.vr,
-                    VR::PN | VR::LO | VR::SH | VR::LT | VR::ST | VR::UT | VR::UC
+                    VR::LO | VR::SH | VR::LT | VR::ST | VR::UT | VR::UC
                 ) =>
             {
                 decode_text(&charset, &v.bytes)
@@ -292,6 +293,14 @@ fn build_meta(
     })
 }
 
+/// Drop the trailing empty components and groups PS3.5 6.2 allows, so
+/// "Wang^XiaoDong=王^小東=" and "Wang^XiaoDong=王^小東" are one name.
+fn normalize_person_name(name: &str) -> String {
+    let groups: Vec<&str> = name.split('=').map(|g| g.trim_end_matches(['^', ' '])).collect();
+    let keep = groups.iter().rposition(|g| !g.is_empty()).map_or(0, |i| i + 1);
+    groups[..keep].join("=")
+}
+
 /// A value of the default repertoire (UI, CS, DA, TM, IS …), trimmed.
 fn ascii(raw: &HashMap<Tag, RawValue>, tag: Tag) -> String {
     raw.get(&tag)
@@ -311,5 +320,18 @@ fn integer(raw: &HashMap<Tag, RawValue>, tag: Tag) -> Option<i64> {
             Some(i64::from(u16::from_le_bytes([v.bytes[0], v.bytes[1]])))
         }
         _ => ascii(raw, tag).split('\\').next()?.trim().parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_person_name;
+
+    #[test]
+    fn person_names_lose_trailing_empty_parts() {
+        assert_eq!(normalize_person_name("Wang^XiaoDong=王^小東="), "Wang^XiaoDong=王^小東");
+        assert_eq!(normalize_person_name("DOE^JOHN^^^"), "DOE^JOHN");
+        assert_eq!(normalize_person_name("=山田^太郎"), "=山田^太郎");
+        assert_eq!(normalize_person_name(""), "");
     }
 }

@@ -5,13 +5,14 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, PutPayload, WriteMultipart};
+use object_store::{ObjectStore, PutPayload};
 use tokio::io::AsyncReadExt;
 
-use super::{ObjectReader, Spooled, StorageError};
+use super::{check_key, ObjectReader, Spooled, StorageError};
 use crate::config::RawS3;
 
 /// Objects up to this size go up in one PUT; larger ones in parts this big.
@@ -81,24 +82,63 @@ impl S3Store {
                 .map_err(|e| StorageError::io(&local, e))?;
             self.store.put(&path, PutPayload::from(buf)).await?;
         } else {
-            let upload = self.store.put_multipart(&path).await?;
-            let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-            let mut buf = vec![0u8; 1024 * 1024];
+            self.put_multipart(&path, &mut file, &local).await?;
+        }
+        drop(spooled);
+        Ok(())
+    }
+
+    /// Upload in `PART_SIZE` parts, at most two in flight. Any failure
+    /// aborts the upload, so no incomplete multipart upload (invisible, but
+    /// still stored and billed) is left behind in the bucket.
+    async fn put_multipart(
+        &self,
+        path: &ObjectPath,
+        file: &mut tokio::fs::File,
+        local: &std::path::Path,
+    ) -> Result<(), StorageError> {
+        let mut upload = self.store.put_multipart(path).await?;
+        let mut in_flight = FuturesUnordered::new();
+        let sent: Result<(), StorageError> = async {
             loop {
-                let n = file
-                    .read(&mut buf)
+                let mut part = Vec::with_capacity(PART_SIZE);
+                (&mut *file)
+                    .take(PART_SIZE as u64)
+                    .read_to_end(&mut part)
                     .await
-                    .map_err(|e| StorageError::io(&local, e))?;
-                if n == 0 {
+                    .map_err(|e| StorageError::io(local, e))?;
+                if part.is_empty() {
                     break;
                 }
                 // Bound memory to a couple of parts in flight.
-                writer.wait_for_capacity(2).await?;
-                writer.write(&buf[..n]);
+                while in_flight.len() >= 2 {
+                    if let Some(result) = in_flight.next().await {
+                        result?;
+                    }
+                }
+                in_flight.push(upload.put_part(PutPayload::from(part)));
             }
-            writer.finish().await?;
+            while let Some(result) = in_flight.next().await {
+                result?;
+            }
+            Ok(())
         }
-        drop(spooled);
+        .await;
+        drop(in_flight);
+        let result = match sent {
+            Ok(()) => upload
+                .complete()
+                .await
+                .map(|_| ())
+                .map_err(StorageError::from),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            if let Err(abort) = upload.abort().await {
+                tracing::warn!(path = %path, error = %abort, "could not abort multipart upload");
+            }
+            return Err(e);
+        }
         Ok(())
     }
 
@@ -132,12 +172,20 @@ impl S3Store {
         } else {
             format!("{}/", self.prefix)
         };
-        Box::pin(self.store.list(prefix.as_ref()).map(move |r| {
-            r.map(|meta| {
-                let full = meta.location.to_string();
-                full.strip_prefix(&strip).unwrap_or(&full).to_owned()
-            })
-            .map_err(StorageError::from)
+        // Like the local walk, yield only well-formed object keys: anything
+        // else under the prefix (or in the whole bucket when there is no
+        // prefix) is not ours, must not be reported as unreferenced, and
+        // must not reach `delete`, which would refuse it.
+        Box::pin(self.store.list(prefix.as_ref()).filter_map(move |r| {
+            let item = match r {
+                Ok(meta) => {
+                    let full = meta.location.to_string();
+                    let key = full.strip_prefix(&strip).unwrap_or(&full).to_owned();
+                    check_key(&key).is_ok().then_some(Ok(key))
+                }
+                Err(e) => Some(Err(StorageError::from(e))),
+            };
+            futures::future::ready(item)
         }))
     }
 }

@@ -1,0 +1,302 @@
+//! Shared harness for black-box tests: start Tessera on port 0 with a temp
+//! data directory and a fresh SQLite or PostgreSQL index, find the external
+//! peers (DCMTK, pynetdicom), and skip by name when one is missing.
+//!
+//! Set `TESSERA_REQUIRE_ALL_TOOLS=1` (CI does) to turn every skip into a
+//! failure, so nothing is skipped silently there.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+use tessera::config::{Config, RawConfig};
+use tessera::index::Index;
+use tessera::server::{self, Running};
+use tokio_util::sync::CancellationToken;
+
+pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generate one `#[tokio::test]` per backend for each named async fn
+/// taking a [`Backend`].
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    if !$crate::common::postgres_available().await {
+                        $crate::common::skip(stringify!($name), "PostgreSQL is not reachable on 127.0.0.1:5432");
+                        return;
+                    }
+                    super::$name($crate::common::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+/// Report a skipped test by name, or fail when every tool is required.
+pub fn skip(test: &str, reason: &str) {
+    if std::env::var_os("TESSERA_REQUIRE_ALL_TOOLS").is_some_and(|v| v == "1") {
+        panic!("{test}: required tool missing: {reason}");
+    }
+    eprintln!("SKIPPED {test}: {reason}");
+}
+
+pub fn init_logging() {
+    tessera::telemetry::init_logging("warn", false);
+}
+
+/// A DCMTK tool, looked up in /usr/bin first: pynetdicom installs
+/// commands with the same names into Python's bin directory.
+pub fn dcmtk(tool: &str) -> Option<PathBuf> {
+    let candidates = [PathBuf::from("/usr/bin").join(tool), PathBuf::from("/usr/local/bin").join(tool)];
+    candidates.into_iter().find(|p| {
+        std::process::Command::new(p)
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains("dcmtk"))
+            .unwrap_or(false)
+    })
+}
+
+/// `python3` if it can import pynetdicom and pydicom.
+pub fn python() -> Option<&'static str> {
+    static FOUND: OnceLock<bool> = OnceLock::new();
+    let ok = *FOUND.get_or_init(|| {
+        std::process::Command::new("python3")
+            .args(["-c", "import pynetdicom, pydicom, numpy"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    });
+    ok.then_some("python3")
+}
+
+pub fn peers_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
+}
+
+/// Run a peer script from tests/peers with python3.
+pub async fn run_peer(script: &str, args: &[&str]) -> Output {
+    let out = tokio::process::Command::new("python3")
+        .arg(peers_dir().join(script))
+        .args(args)
+        .output()
+        .await
+        .expect("python3 runs");
+    if !out.status.success() {
+        eprintln!(
+            "{script} failed:\nstdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
+/// A fresh PostgreSQL database, dropped when this goes away.
+pub struct PgDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+static DB_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl PgDatabase {
+    pub async fn create() -> Self {
+        use sqlx::Connection;
+        let name = format!(
+            "tessera_test_{}_{}",
+            std::process::id(),
+            DB_COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut conn = sqlx::PgConnection::connect(PG_ADMIN_URL)
+            .await
+            .expect("connect to PostgreSQL");
+        sqlx::Executor::execute(&mut conn, format!("DROP DATABASE IF EXISTS {name}").as_str())
+            .await
+            .expect("drop old test database");
+        sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str())
+            .await
+            .expect("create test database");
+        let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+        PgDatabase { name, url }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside a runtime; use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            rt.block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut conn) = sqlx::PgConnection::connect(PG_ADMIN_URL).await {
+                    let _ = sqlx::Executor::execute(
+                        &mut conn,
+                        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str(),
+                    )
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub async fn postgres_available() -> bool {
+    use sqlx::Connection;
+    static AVAILABLE: tokio::sync::OnceCell<bool> = tokio::sync::OnceCell::const_new();
+    *AVAILABLE
+        .get_or_init(|| async {
+            tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                sqlx::PgConnection::connect(PG_ADMIN_URL),
+            )
+            .await
+            .map(|r| r.is_ok())
+            .unwrap_or(false)
+        })
+        .await
+}
+
+/// A running in-process Tessera with its own data directory and index.
+pub struct Archive {
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+    pub dicom_port: u16,
+    pub http_port: u16,
+    running: Option<Running>,
+    pub pg: Option<PgDatabase>,
+}
+
+impl Archive {
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Start with settings adjusted by `tweak` (applied to the raw config).
+    pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut RawConfig)) -> Self {
+        init_logging();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pg = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(PgDatabase::create().await),
+        };
+        let mut raw = RawConfig::default();
+        raw.storage.data_dir = Some(dir.path().join("data"));
+        raw.dicom.bind = Some("127.0.0.1:0".parse().expect("addr"));
+        raw.http.bind = Some("127.0.0.1:0".parse().expect("addr"));
+        raw.dicom.idle_timeout_secs = Some(30);
+        raw.index.url = pg.as_ref().map(|db| db.url.clone());
+        tweak(&mut raw);
+        let config = Config::from_raw(raw).expect("valid test config");
+        let running = server::start(config.clone(), CancellationToken::new())
+            .await
+            .expect("server starts");
+        Archive {
+            dicom_port: running.bound.dicom.port(),
+            http_port: running.bound.http.port(),
+            dir,
+            config,
+            running: Some(running),
+            pg,
+        }
+    }
+
+    pub fn ae_args(&self) -> Vec<String> {
+        vec![
+            "-aec".into(),
+            "TESSERA".into(),
+            "127.0.0.1".into(),
+            self.dicom_port.to_string(),
+        ]
+    }
+
+    /// A second handle on the index, for assertions.
+    pub async fn index(&self) -> Index {
+        Index::open(&self.config.index_url, 2).await.expect("index opens")
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await;
+        }
+    }
+
+    /// Plain HTTP GET on the archive's HTTP port; returns (status, body).
+    pub async fn http_get(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+        http_get(self.http_port, path, headers).await
+    }
+}
+
+impl Drop for Archive {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown_token().cancel();
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 client, enough for status endpoints.
+pub async fn http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect HTTP");
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).await.expect("send request");
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await.expect("read response");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// Where pydicom's and pydicom-data's sample files live.
+pub fn sample_dirs() -> Option<(PathBuf, PathBuf)> {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import os, pydicom, data_store; print(os.path.dirname(pydicom.__file__) + '/data'); print(os.path.dirname(data_store.__file__) + '/data')",
+        ])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = text.lines();
+    Some((PathBuf::from(lines.next()?), PathBuf::from(lines.next()?)))
+}

@@ -1,0 +1,351 @@
+//! C-ECHO and C-STORE against independent peers (DCMTK, pynetdicom), on
+//! SQLite and PostgreSQL: every transfer syntax, parallel associations,
+//! duplicates and character sets.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{dcmtk, python, run_peer, skip, Archive, Backend};
+
+/// SOP Instance UID and transfer syntax of a file, via pydicom.
+fn describe(files: &[PathBuf]) -> Vec<(String, String)> {
+    let script = "import sys, pydicom\nfor f in sys.argv[1:]:\n    d = pydicom.dcmread(f, stop_before_pixels=True)\n    print(d.file_meta.MediaStorageSOPInstanceUID, d.file_meta.TransferSyntaxUID)";
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(files)
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let (a, b) = l.split_once(' ').expect("two fields");
+            (a.to_owned(), b.to_owned())
+        })
+        .collect()
+}
+
+fn stored_path(archive: &Archive, key: &str) -> PathBuf {
+    archive.config.data_dir.join("objects").join(key)
+}
+
+async fn storescu(archive: &Archive, extra: &[&str], files: &[PathBuf]) -> std::process::Output {
+    let tool = dcmtk("storescu").expect("checked by caller");
+    tokio::process::Command::new(tool)
+        .args(archive.ae_args())
+        .args(extra)
+        .args(files)
+        .output()
+        .await
+        .expect("storescu runs")
+}
+
+async fn echo(backend: Backend) {
+    let Some(echoscu) = dcmtk("echoscu") else {
+        return skip("echo", "DCMTK echoscu not installed");
+    };
+    let archive = Archive::start(backend).await;
+    let out = tokio::process::Command::new(echoscu)
+        .args(archive.ae_args())
+        .output()
+        .await
+        .expect("echoscu runs");
+    assert!(out.status.success(), "echoscu: {}", String::from_utf8_lossy(&out.stderr));
+    if python().is_none() {
+        return skip("echo (pynetdicom)", "pynetdicom not installed");
+    }
+    let port = archive.dicom_port.to_string();
+    let out = run_peer("send.py", &["127.0.0.1", &port, "--echo"]).await;
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(r#""echo": "0x0000""#));
+}
+
+/// One sample file per transfer syntax from pydicom and pydicom-data, sent
+/// with DCMTK storescu proposing exactly the file's transfer syntax. The
+/// stored data set must be byte-identical to the file's.
+async fn every_transfer_syntax_stored_as_received(backend: Backend) {
+    let (Some(_), Some(_)) = (dcmtk("storescu"), python()) else {
+        return skip("every_transfer_syntax_stored_as_received", "DCMTK or pydicom missing");
+    };
+    let Some((pydicom_data, store_data)) = common::sample_dirs() else {
+        return skip("every_transfer_syntax_stored_as_received", "pydicom-data not installed");
+    };
+    let t = pydicom_data.join("test_files");
+    let samples: Vec<PathBuf> = vec![
+        t.join("MR_small_implicit.dcm"),
+        t.join("CT_small.dcm"),
+        t.join("MR_small_bigendian.dcm"),
+        t.join("image_dfl.dcm"),
+        t.join("SC_jpeg_no_color_transform.dcm"),
+        t.join("JPGExtended.dcm"),
+        store_data.join("JPEG-LL.dcm"),
+        store_data.join("JPGLosslessP14SV1_1s_1f_8b.dcm"),
+        t.join("MR_small_jpeg_ls_lossless.dcm"),
+        t.join("JPEGLSNearLossless_16.dcm"),
+        t.join("MR_small_jp2klossless.dcm"),
+        t.join("JPEG2000.dcm"),
+        t.join("MR_small_RLE.dcm"),
+        store_data.join("emri_small_RLE.dcm"),
+        store_data.join("gdcm-US-ALOKA-16.dcm"),
+    ];
+    let archive = Archive::start(backend).await;
+    // Several samples share one SOP Instance UID; give each its own.
+    let unique_dir = archive.dir.path().join("unique");
+    let mut args = vec![unique_dir.to_str().expect("utf8").to_owned()];
+    args.extend(samples.iter().map(|p| p.to_str().expect("utf8").to_owned()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_peer("unique_uids.py", &args).await;
+    assert!(out.status.success());
+    let samples: Vec<PathBuf> = samples
+        .iter()
+        .map(|p| unique_dir.join(p.file_name().expect("file name")))
+        .collect();
+    // Generated files for the syntaxes no wheel ships: HTJ2K, JPEG
+    // process 14, JPEG 2000 Part 2, MPEG-2/4 and HEVC video.
+    let gen_dir = archive.dir.path().join("generated");
+    let out = run_peer("relabel.py", &[gen_dir.to_str().expect("utf8"), t.join("JPEG2000.dcm").to_str().expect("utf8")]).await;
+    assert!(out.status.success());
+    let mut files = samples;
+    let mut generated: Vec<PathBuf> = std::fs::read_dir(&gen_dir)
+        .expect("generated dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    generated.sort();
+    files.extend(generated);
+
+    let described = describe(&files);
+    for (file, (_, ts)) in files.iter().zip(&described) {
+        assert!(file.exists(), "sample {} is missing", file.display());
+        // Propose only the file's own syntax (storescu otherwise converts
+        // uncompressed data on the fly). DCMTK 3.6.7 has no option for
+        // HTJ2K, JPEG 2000 Part 2 or JPEG process 14: pynetdicom sends those.
+        let propose = match ts.as_str() {
+            "1.2.840.10008.1.2" => Some("-xi"),
+            "1.2.840.10008.1.2.1" => Some("-xe"),
+            "1.2.840.10008.1.2.2" => Some("-xb"),
+            "1.2.840.10008.1.2.1.99" => Some("-xd"),
+            "1.2.840.10008.1.2.4.50" => Some("-xy"),
+            "1.2.840.10008.1.2.4.51" => Some("-xx"),
+            "1.2.840.10008.1.2.4.70" => Some("-xs"),
+            "1.2.840.10008.1.2.4.80" => Some("-xt"),
+            "1.2.840.10008.1.2.4.81" => Some("-xu"),
+            "1.2.840.10008.1.2.4.90" => Some("-xv"),
+            "1.2.840.10008.1.2.4.91" => Some("-xw"),
+            "1.2.840.10008.1.2.5" => Some("-xr"),
+            "1.2.840.10008.1.2.4.100" => Some("-xm"),
+            "1.2.840.10008.1.2.4.102" => Some("-xn"),
+            "1.2.840.10008.1.2.4.107" => Some("-x4"),
+            _ => None,
+        };
+        let out = match propose {
+            Some(option) => storescu(&archive, &["-R", option], std::slice::from_ref(file)).await,
+            None => {
+                let port = archive.dicom_port.to_string();
+                run_peer("send.py", &["127.0.0.1", &port, file.to_str().expect("utf8")]).await
+            }
+        };
+        assert!(
+            out.status.success(),
+            "sending {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let index = archive.index().await;
+    let mut syntaxes = std::collections::BTreeSet::new();
+    let mut pairs = Vec::new();
+    for (file, (sop_uid, ts)) in files.iter().zip(&described) {
+        let record = index
+            .instance(sop_uid)
+            .await
+            .expect("query")
+            .unwrap_or_else(|| panic!("{} ({sop_uid}) not indexed", file.display()));
+        assert_eq!(&record.transfer_syntax_uid, ts, "{} stored in another syntax", file.display());
+        pairs.push(file.to_str().expect("utf8").to_owned());
+        pairs.push(stored_path(&archive, &record.key).to_str().expect("utf8").to_owned());
+        syntaxes.insert(ts.clone());
+    }
+    // Senders re-encode data sets (group lengths, padding), so the check
+    // is semantic: same syntax, same elements, identical pixel bytes.
+    let args: Vec<&str> = pairs.iter().map(String::as_str).collect();
+    let out = run_peer("same_dataset.py", &args).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    for required in [
+        "1.2.840.10008.1.2",
+        "1.2.840.10008.1.2.1",
+        "1.2.840.10008.1.2.2",
+        "1.2.840.10008.1.2.1.99",
+        "1.2.840.10008.1.2.4.50",
+        "1.2.840.10008.1.2.4.51",
+        "1.2.840.10008.1.2.4.57",
+        "1.2.840.10008.1.2.4.70",
+        "1.2.840.10008.1.2.4.80",
+        "1.2.840.10008.1.2.4.81",
+        "1.2.840.10008.1.2.4.90",
+        "1.2.840.10008.1.2.4.91",
+        "1.2.840.10008.1.2.4.201",
+        "1.2.840.10008.1.2.4.202",
+        "1.2.840.10008.1.2.4.203",
+        "1.2.840.10008.1.2.5",
+        "1.2.840.10008.1.2.4.100",
+        "1.2.840.10008.1.2.4.102",
+        "1.2.840.10008.1.2.4.107",
+    ] {
+        assert!(syntaxes.contains(required), "no sample was stored in {required}");
+    }
+}
+
+/// 10 parallel associations, with DCMTK and with pynetdicom.
+async fn ten_parallel_associations(backend: Backend) {
+    let (Some(_), Some(_)) = (dcmtk("storescu"), python()) else {
+        return skip("ten_parallel_associations", "DCMTK or pynetdicom missing");
+    };
+    let archive = Archive::start(backend).await;
+    let root = archive.dir.path().to_owned();
+    let py_dir = root.join("py");
+    let out = run_peer("gen.py", &[py_dir.to_str().expect("utf8"), "--count", "200", "--studies", "4", "--seed", "7"]).await;
+    assert!(out.status.success());
+    let port = archive.dicom_port.to_string();
+    let out = run_peer("send.py", &["127.0.0.1", &port, py_dir.to_str().expect("utf8"), "--assocs", "10"]).await;
+    assert!(out.status.success(), "pynetdicom sends: {}", String::from_utf8_lossy(&out.stdout));
+
+    let dcmtk_dir = root.join("dcmtk");
+    let out = run_peer("gen.py", &[dcmtk_dir.to_str().expect("utf8"), "--count", "100", "--studies", "10", "--seed", "8"]).await;
+    assert!(out.status.success());
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dcmtk_dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    let mut senders = Vec::new();
+    for chunk in files.chunks(10) {
+        senders.push(storescu(&archive, &[], chunk));
+    }
+    for out in futures::future::join_all(senders).await {
+        assert!(out.status.success(), "storescu: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    let index = archive.index().await;
+    let stats = index.stats().await.expect("stats");
+    assert_eq!(stats.instances, 300);
+    assert_eq!(stats.studies, 14);
+    assert_eq!(stats.series, 14);
+    let described = describe(&files[..1]);
+    let record = index.instance(&described[0].0).await.expect("query").expect("indexed");
+    let summary = index
+        .study_summary(&record.study_instance_uid)
+        .await
+        .expect("query")
+        .expect("study");
+    assert_eq!(summary.num_instances, 10);
+    assert_eq!(summary.num_series, 1);
+    assert_eq!(summary.modalities_in_study, "CT");
+    assert_eq!(summary.patient_name, "Nguyễn^Văn");
+    let storage = tessera::storage::Storage::open(&archive.config).await.expect("storage");
+    let report = tessera::verify::verify(&index, &storage, false).await.expect("verify runs");
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.checked, 300);
+    assert!(report.unreferenced.is_empty(), "{report:?}");
+}
+
+/// Identical resend is stored once; different bytes follow the policy.
+async fn duplicates_follow_policy(backend: Backend) {
+    let (Some(_), Some(_)) = (dcmtk("storescu"), python()) else {
+        return skip("duplicates_follow_policy", "DCMTK or pydicom missing");
+    };
+    for policy in ["keep-first", "replace", "reject"] {
+        let archive = Archive::start_with(backend, |raw| {
+            raw.dicom.duplicate_policy = Some(policy.parse().expect("policy"));
+        })
+        .await;
+        let dir = archive.dir.path().join("dups");
+        let out = run_peer("variant.py", &[dir.to_str().expect("utf8")]).await;
+        assert!(out.status.success());
+        let original = dir.join("original.dcm");
+        let variant = dir.join("variant.dcm");
+        for _ in 0..2 {
+            let out = storescu(&archive, &[], std::slice::from_ref(&original)).await;
+            assert!(out.status.success());
+        }
+        let index = archive.index().await;
+        let uid = describe(std::slice::from_ref(&original)).remove(0).0;
+        let first = index.instance(&uid).await.expect("query").expect("indexed");
+        let stats = index.stats().await.expect("stats");
+        assert_eq!(stats.instances, 1, "identical resend stored once");
+
+        let port = archive.dicom_port.to_string();
+        let out = run_peer("send.py", &["127.0.0.1", &port, variant.to_str().expect("utf8"), "--allow-failures"]).await;
+        let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+        let after = index.instance(&uid).await.expect("query").expect("indexed");
+        match policy {
+            "keep-first" => {
+                assert!(summary.contains(r#""0x0000": 1"#), "{summary}");
+                assert_eq!(after.sha256, first.sha256);
+            }
+            "replace" => {
+                assert!(summary.contains(r#""0x0000": 1"#), "{summary}");
+                assert_ne!(after.sha256, first.sha256);
+                assert!(!stored_path(&archive, &first.key).exists(), "old version removed");
+            }
+            _ => {
+                assert!(summary.contains(r#""0x0111": 1"#), "{summary}");
+                assert_eq!(after.sha256, first.sha256);
+            }
+        }
+        assert_eq!(index.stats().await.expect("stats").instances, 1);
+        let storage = tessera::storage::Storage::open(&archive.config).await.expect("storage");
+        let report = tessera::verify::verify(&index, &storage, false).await.expect("verify");
+        assert!(report.is_clean() && report.unreferenced.is_empty(), "{policy}: {report:?}");
+    }
+}
+
+/// Names in every character set pydicom ships samples for are stored as
+/// the same Unicode text pydicom decodes.
+async fn character_sets_decoded_to_utf8(backend: Backend) {
+    let (Some(_), Some(_)) = (dcmtk("storescu"), python()) else {
+        return skip("character_sets_decoded_to_utf8", "DCMTK or pydicom missing");
+    };
+    let Some((pydicom_data, _)) = common::sample_dirs() else {
+        return skip("character_sets_decoded_to_utf8", "pydicom data not found");
+    };
+    let dir = pydicom_data.join("charset_files");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("charset dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "dcm"))
+        .collect();
+    files.sort();
+    // pydicom is the oracle; samples without a SOP class cannot be sent.
+    let script = "import sys, json, pydicom\nout = {}\nfor f in sys.argv[1:]:\n    d = pydicom.dcmread(f)\n    if 'SOPClassUID' in d and 'SOPInstanceUID' in d:\n        out[str(d.SOPInstanceUID)] = [f, str(d.get('PatientName', ''))]\nprint(json.dumps(out))";
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(&files)
+        .output()
+        .expect("python3");
+    let expected: std::collections::BTreeMap<String, (String, String)> =
+        serde_json::from_slice(&out.stdout).expect("json");
+    // Samples share patient IDs, and a patient's name follows its newest
+    // instance: check each right after it is stored.
+    let archive = Archive::start(backend).await;
+    let index = archive.index().await;
+    let mut checked = 0;
+    for (uid, (file, name)) in &expected {
+        let out = storescu(&archive, &["-R"], &[PathBuf::from(file)]).await;
+        assert!(out.status.success(), "storescu {file}: {}", String::from_utf8_lossy(&out.stderr));
+        let record = index.instance(uid).await.expect("query").unwrap_or_else(|| panic!("{file} not indexed"));
+        assert_eq!(&record.patient_name, name, "{file}");
+        checked += 1;
+    }
+    assert!(checked >= 12, "only {checked} charset samples");
+}
+
+on_both_backends!(
+    echo,
+    every_transfer_syntax_stored_as_received,
+    ten_parallel_associations,
+    duplicates_follow_policy,
+    character_sets_decoded_to_utf8,
+);

@@ -1,0 +1,103 @@
+"""Generate synthetic DICOM instances for tests, deterministically.
+
+usage: gen.py OUTDIR --count N [--studies S] [--rows R] [--cols C] [--ts UID]
+              [--seed K] [--patient-name NAME]
+Writes one Part-10 file per instance and prints the number written.
+"""
+import argparse
+import os
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    DeflatedExplicitVRLittleEndian,
+    RLELossless,
+    generate_uid,
+)
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+
+def make(index, study_uid, series_uid, patient, rows, cols, rng, ts):
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SOPClassUID = CT_IMAGE_STORAGE
+    ds.SOPInstanceUID = generate_uid(entropy_srcs=[study_uid, series_uid, str(index)])
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.PatientName = patient[0]
+    ds.PatientID = patient[1]
+    ds.PatientBirthDate = "19700101"
+    ds.PatientSex = "O"
+    ds.StudyDate = "20260101"
+    ds.StudyTime = "120000"
+    ds.AccessionNumber = f"ACC{abs(hash(study_uid)) % 100000:05d}"
+    ds.StudyID = "1"
+    ds.StudyDescription = "Synthetic CT"
+    ds.Modality = "CT"
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = index + 1
+    ds.Rows = rows
+    ds.Columns = cols
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    ds.RescaleIntercept = -1024
+    ds.RescaleSlope = 1
+    y, x = np.mgrid[0:rows, 0:cols]
+    img = ((x * 7 + y * 3 + index * 11) % 4096).astype(np.uint16)
+    img += rng.integers(0, 16, size=(rows, cols), dtype=np.uint16)
+    img = np.minimum(img, 4095)
+    ds.PixelData = img.tobytes()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    if ts == RLELossless:
+        ds.compress(RLELossless)
+    elif ts != ExplicitVRLittleEndian:
+        ds.file_meta.TransferSyntaxUID = ts
+    return ds
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("outdir")
+    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--studies", type=int, default=1)
+    p.add_argument("--rows", type=int, default=64)
+    p.add_argument("--cols", type=int, default=64)
+    p.add_argument("--ts", default=ExplicitVRLittleEndian)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--patient-name", default="Nguyễn^Văn")
+    args = p.parse_args()
+    os.makedirs(args.outdir, exist_ok=True)
+    rng = np.random.default_rng(args.seed)
+    studies = [
+        (generate_uid(entropy_srcs=[str(args.seed), "study", str(s)]),
+         generate_uid(entropy_srcs=[str(args.seed), "series", str(s)]))
+        for s in range(args.studies)
+    ]
+    for i in range(args.count):
+        study_uid, series_uid = studies[i % args.studies]
+        patient = (args.patient_name, f"PID{args.seed}-{i % args.studies}")
+        ds = make(i, study_uid, series_uid, patient, args.rows, args.cols, rng, args.ts)
+        little = ds.file_meta.TransferSyntaxUID != ExplicitVRBigEndian
+        implicit = ds.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
+        ds.save_as(
+            os.path.join(args.outdir, f"img{i:05d}.dcm"),
+            enforce_file_format=True,
+            implicit_vr=implicit,
+            little_endian=little,
+        )
+    print(args.count)
+
+
+if __name__ == "__main__":
+    main()
