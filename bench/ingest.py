@@ -121,6 +121,25 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
+def system_cpu() -> tuple[float, float]:
+    """(busy, steal) CPU seconds of the whole machine since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        parts = f.readline().split()
+    v = [int(x) for x in parts[1:]]
+    # user nice system idle iowait irq softirq steal ...
+    busy = v[0] + v[1] + v[2] + v[5] + v[6]
+    steal = v[7] if len(v) > 7 else 0
+    return busy / CLK_TCK, steal / CLK_TCK
+
+
+def loadavg1() -> float:
+    try:
+        with open("/proc/loadavg") as f:
+            return float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return -1.0
+
+
 def dir_bytes(path: str) -> int:
     total = 0
     for root, _, files in os.walk(path):
@@ -358,7 +377,7 @@ def tessera_server(args, run_dir: str, extra: list[str]) -> Server:
     data = os.path.join(run_dir, "data")
     os.makedirs(data)
     dp, hp = free_port(), free_port()
-    cmd = [args.tessera_bin, "serve", "--data-dir", data,
+    cmd = [args.tessera_run_bin, "serve", "--data-dir", data,
            "--dicom-bind", f"{HOST}:{dp}", "--http-bind", f"{HOST}:{hp}"] + extra
     return Server("Tessera", args.tessera_aet, cmd, data, dp, hp,
                   os.path.join(run_dir, "tessera.log"))
@@ -508,6 +527,9 @@ class RunResult:
     server_cpu_s: float = 0.0
     client_cpu_s: float = 0.0
     stored_bytes: int = 0
+    other_cpu_s: float = 0.0  # CPU used by processes other than server and senders
+    steal_s: float = 0.0
+    load1_before: float = 0.0
     server_count: int | None = None
     errors: list[str] = field(default_factory=list)
     server_cmd: str = ""
@@ -521,6 +543,26 @@ class RunResult:
     @property
     def mb_per_s(self) -> float:
         return self.bytes / 1e6 / self.wall_s if self.wall_s else 0.0
+
+
+def tessera_instance_count(args, data_dir: str) -> int | None:
+    """`tessera stats` on the stopped server's data dir; None if unavailable."""
+    try:
+        r = subprocess.run([args.tessera_run_bin, "stats", "--data-dir", data_dir],
+                           capture_output=True, text=True, timeout=120, env=CHILD_ENV,
+                           stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        log(f"could not run tessera stats: {e}")
+        return None
+    for line in r.stdout.splitlines():
+        key, _, val = line.partition(":")
+        if key.strip().lower() == "instances":
+            try:
+                return int(val.split()[0])
+            except (ValueError, IndexError):
+                break
+    log(f"tessera stats gave no instance count (exit {r.returncode}): {r.stdout[-300:]} {r.stderr[-300:]}")
+    return None
 
 
 def orthanc_instance_count(srv: Server) -> int | None:
@@ -540,7 +582,9 @@ def run_once(args, corpus: Corpus, target: str, n: int, rep: int, base: str,
     srv = (tessera_server(args, run_dir, tessera_extra) if target == "tessera"
            else orthanc_server(args, run_dir))
     res = RunResult(srv.name, len(shards), rep, corpus.count, corpus.bytes,
-                    server_cmd=shlex.join(srv.cmd), config_text=srv.config_text)
+                    server_cmd=shlex.join([args.tessera_bin if c == getattr(args, "tessera_run_bin", None)
+                                           else c for c in srv.cmd]),
+                    config_text=srv.config_text)
     senders: list[tuple[subprocess.Popen, str, int]] = []
     try:
         os.sync()  # flush earlier runs' dirty pages so they don't land in this run
@@ -549,8 +593,10 @@ def run_once(args, corpus: Corpus, target: str, n: int, rep: int, base: str,
         log(f"{srv.name} ready after {res.startup_s:.2f}s (pid {srv.proc.pid}, "
             f"DICOM {HOST}:{srv.dicom_port}); sending {corpus.count} files over {len(shards)} association(s)")
 
+        res.load1_before = loadavg1()
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu0 = proc_cpu_seconds(srv.proc.pid)
+        sys0 = system_cpu()
         t0 = time.perf_counter()
         for i, shard in enumerate(shards):
             cmd, short = storescu_cmd(args, srv, shard, cfg)
@@ -568,8 +614,10 @@ def run_once(args, corpus: Corpus, target: str, n: int, rep: int, base: str,
                 raise BenchError(f"storescu did not finish within --send-timeout {args.send_timeout}s "
                                  f"({target}, {n} assocs); last log lines:\n{tail(lpath)}")
         res.wall_s = time.perf_counter() - t0
+        sys1 = system_cpu()
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         res.client_cpu_s = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+        res.steal_s = sys1[1] - sys0[1]
 
         if not srv.alive():
             res.errors.append(f"{srv.name} exited during the run (code {srv.proc.returncode}); "
@@ -578,6 +626,10 @@ def run_once(args, corpus: Corpus, target: str, n: int, rep: int, base: str,
             st = proc_status(srv.proc.pid)
             res.hwm_kib, res.rss_end_kib = st.get("VmHWM", 0), st.get("VmRSS", 0)
             res.server_cpu_s = proc_cpu_seconds(srv.proc.pid) - cpu0
+            # whole-machine busy CPU minus ours (ours also counts this
+            # script's few ms); kernel work on our behalf (e.g. writeback
+            # threads, softirq) lands here too, so small values are normal
+            res.other_cpu_s = max(0.0, (sys1[0] - sys0[0]) - res.server_cpu_s - res.client_cpu_s)
             if target == "orthanc":
                 res.server_count = orthanc_instance_count(srv)
 
@@ -600,6 +652,8 @@ def run_once(args, corpus: Corpus, target: str, n: int, rep: int, base: str,
                 p.wait(10)
         srv.stop()
         res.stored_bytes = dir_bytes(srv.data_dir)
+        if target == "tessera" and res.wall_s:
+            res.server_count = tessera_instance_count(args, srv.data_dir)
         if not args.keep:
             shutil.rmtree(run_dir, ignore_errors=True)
         else:
@@ -658,6 +712,10 @@ def render(args, corpus: Corpus, results: list[RunResult], env: dict) -> str:
              f"server data on {env['fs']}; write 512 KiB + fdatasync + dir fsync there: "
              f"{env['fsync_ms']:.1f} ms median. Servers and storescu share the same CPUs.")
     L.append("")
+    if env.get("debug_build"):
+        L.append("**Warning: the Tessera binary is a debug build (`target/debug`); build with "
+                 "`cargo build --release` and pass `target/release/tessera` for numbers to quote.**")
+        L.append("")
     if args.repeat > 1:
         L.append(f"Each cell is the run with the median wall time of {args.repeat} repeats "
                  "(all runs are listed further down).")
@@ -708,18 +766,30 @@ def render(args, corpus: Corpus, results: list[RunResult], env: dict) -> str:
     L.append("## All runs")
     L.append("")
     L.append("| target | assocs | repeat | wall s | inst/s | MB/s | ok | warn | failed | converted TS | "
-             "startup s | VmHWM MiB | RSS at end MiB | server CPU s | server count |")
-    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+             "startup s | VmHWM MiB | RSS at end MiB | server CPU s | storescu CPU s | other CPU s | "
+             "steal s | load1 before | server count |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         L.append(f"| {r.target} | {r.assocs} | {r.repeat} | {r.wall_s:.2f} | {r.inst_per_s:.1f} | "
                  f"{r.mb_per_s:.1f} | {r.ok} | {r.warnings} | {r.failures} | {r.converted} | "
                  f"{r.startup_s:.2f} | {r.hwm_kib / 1024:.1f} | {r.rss_end_kib / 1024:.1f} | "
-                 f"{r.server_cpu_s:.1f} | {fmt(r.server_count)} |")
+                 f"{r.server_cpu_s:.1f} | {r.client_cpu_s:.1f} | {r.other_cpu_s:.1f} | {r.steal_s:.1f} | "
+                 f"{r.load1_before:.2f} | {fmt(r.server_count)} |")
     L.append("")
-    L.append("`server count` is Orthanc's CountInstances from `/statistics` after the run "
-             "(not queried for Tessera). `converted TS` counts files storescu had to convert "
-             "because no presentation context with the file's own transfer syntax was accepted.")
+    L.append("`server count` is the number of instances the server holds after the run: Orthanc's "
+             "CountInstances from `/statistics`, Tessera's `tessera stats --data-dir D` after stopping it. "
+             "`converted TS` counts files storescu had to convert "
+             "because no presentation context with the file's own transfer syntax was accepted. "
+             "`other CPU s` is the machine's busy CPU time during the send minus the server's and "
+             "storescu's (kernel writeback and other processes); `steal s` is time the hypervisor "
+             "gave to other guests; `load1 before` is the 1-minute load average when the send started.")
     L.append("")
+    noisy = [r for r in results if r.other_cpu_s > 0.15 * r.wall_s * (os.cpu_count() or 1)]
+    if noisy:
+        L.append(f"**Warning: the machine was busy with other work during {len(noisy)} of {len(results)} "
+                 "runs (`other CPU s` above 15 % of the machine's CPU time); their figures understate both servers "
+                 "and vary between repeats. Re-run on an idle machine for numbers to quote.**")
+        L.append("")
 
     problems = [r for r in results if r.failures or r.errors]
     L.append("## Failures")
@@ -846,6 +916,9 @@ def _raise_on_sigterm(signum, frame):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    for k in [k for k in CHILD_ENV if k.startswith("TESSERA_")]:
+        log(f"not passing {k} from the environment to the servers (use --tessera-args)")
+        del CHILD_ENV[k]
     if args.dcmtk_nagle:
         CHILD_ENV.pop("TCP_NODELAY", None)
     else:
@@ -858,6 +931,10 @@ def main(argv=None) -> int:
     warm_page_cache(corpus)
 
     base = tempfile.mkdtemp(prefix="tessera-ingest-", dir=args.workdir)
+    if "tessera" in args.target_list:
+        # run a private copy, so a rebuild during the benchmark can't swap binaries between runs
+        args.tessera_run_bin = os.path.join(base, "tessera")
+        shutil.copy2(args.tessera_bin, args.tessera_run_bin)
     fs = fs_type(base)
     if fs.startswith(("tmpfs", "ramfs", "overlay")):
         log(f"WARNING: {base} is on {fs}; fsync results will not reflect a real disk")
@@ -886,7 +963,11 @@ def main(argv=None) -> int:
     if "orthanc" in args.target_list:
         env["tools"]["Orthanc"] = tool_version([args.orthanc_bin, "--version"])
     if "tessera" in args.target_list:
-        env["tools"]["tessera"] = args.tessera_bin
+        st = os.stat(args.tessera_bin)
+        env["tools"]["tessera"] = (f"{args.tessera_bin} ({st.st_size / 1e6:.0f} MB, built "
+                                   f"{dt.datetime.fromtimestamp(st.st_mtime).strftime('%Y-%m-%d %H:%M')}; "
+                                   f"{tool_version([args.tessera_bin, '--version'])})")
+        env["debug_build"] = f"{os.sep}debug{os.sep}" in args.tessera_bin
 
     tessera_extra = shlex.split(args.tessera_args)
     results: list[RunResult] = []
@@ -894,12 +975,16 @@ def main(argv=None) -> int:
         for n in args.assoc_list:
             for rep in range(1, args.repeat + 1):
                 for target in args.target_list:
-                    log(f"=== {target}, {n} association(s), repeat {rep}/{args.repeat}")
+                    la = loadavg1()
+                    log(f"=== {target}, {n} association(s), repeat {rep}/{args.repeat} (load1 {la:.2f})")
+                    if la > 1.0:
+                        log("WARNING: the machine is busy (load average > 1); results will be noisy")
                     r = run_once(args, corpus, target, n, rep, base, tessera_extra)
                     results.append(r)
                     log(f"{r.target} {r.assocs} assoc: {r.wall_s:.2f}s, {r.inst_per_s:.1f} inst/s, "
                         f"{r.mb_per_s:.1f} MB/s, {r.ok + r.warnings}/{r.instances} stored, "
-                        f"VmHWM {r.hwm_kib / 1024:.1f} MiB, server CPU {r.server_cpu_s:.1f}s")
+                        f"VmHWM {r.hwm_kib / 1024:.1f} MiB, server CPU {r.server_cpu_s:.1f}s, "
+                        f"storescu CPU {r.client_cpu_s:.1f}s, other CPU {r.other_cpu_s:.1f}s")
                     if r.failures or r.errors:
                         log(f"{r.target}: {r.failures} failures:\n" + "\n".join(r.errors[:10]))
     except KeyboardInterrupt:

@@ -268,8 +268,9 @@ impl Config {
         })
     }
 
-    /// Directory for objects being received; always local, so a crash can only
-    /// ever leave debris here, never under the object root.
+    /// Spool for objects being received when they go to S3. Local backends
+    /// spool inside the object root instead (see `storage`), so a commit is
+    /// a rename; either way a crash leaves debris only in a spool.
     pub fn spool_dir(&self) -> PathBuf {
         self.data_dir.join("spool")
     }

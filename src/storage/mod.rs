@@ -72,8 +72,10 @@ impl Storage {
         let (backend, spool_dir) = match &config.storage {
             StorageLocation::Local { root } => (
                 Backend::Local(local::LocalStore::new(root.clone(), config.fsync)),
-                // Same file system as the objects, so commit is a rename.
-                root.join(".spool"),
+                // Same file system as the objects, so commit is a rename;
+                // one folder per node, so nodes sharing a NAS root never
+                // touch each other's spool files.
+                root.join(".spool").join(spool::node_name()),
             ),
             StorageLocation::S3 {
                 bucket,
@@ -104,7 +106,9 @@ impl Storage {
     /// that is already stored is not written again.
     pub async fn commit(&self, spooled: Spooled) -> Result<String, StorageError> {
         let key = key_for(&spooled.sha256);
-        if self.fsync {
+        // Locally the spool file becomes the object, so it must reach the
+        // disk; an S3 upload is durable on its own.
+        if self.fsync && matches!(self.backend, Backend::Local(_)) {
             spooled.sync().await?;
         }
         match &self.backend {

@@ -39,7 +39,10 @@ impl SpoolWriter {
     pub(super) async fn create(dir: &Path) -> Result<Self, StorageError> {
         let id = NEXT_SPOOL_ID.fetch_add(1, Ordering::Relaxed);
         let path = dir.join(format!("{}-{id}.part", std::process::id()));
-        let file = File::create(&path)
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
             .await
             .map_err(|e| StorageError::io(&path, e))?;
         Ok(SpoolWriter {
@@ -111,6 +114,26 @@ impl Spooled {
     /// Hand the file over to the backend; it no longer gets deleted on drop.
     pub(super) fn into_path(mut self) -> PathBuf {
         self.guard.0.take().unwrap_or_default()
+    }
+}
+
+/// This node's name for its spool folder: the host name, reduced to
+/// characters safe in a path.
+pub(super) fn node_name() -> String {
+    let raw = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .unwrap_or_default();
+    let name: String = raw
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(64)
+        .collect();
+    if name.is_empty() || name.starts_with('.') {
+        "node".to_owned()
+    } else {
+        name
     }
 }
 
