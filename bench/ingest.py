@@ -132,12 +132,16 @@ def system_cpu() -> tuple[float, float]:
     return busy / CLK_TCK, steal / CLK_TCK
 
 
-def loadavg1() -> float:
-    try:
-        with open("/proc/loadavg") as f:
-            return float(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return -1.0
+def machine_busy(exclude_pid: int, seconds: float = 0.5) -> float:
+    """Fraction (0..1) of all CPUs busy over the next `seconds` with processes
+    other than exclude_pid (the server, which may still be settling after
+    answering C-ECHO); this script sleeps meanwhile."""
+    b0, s0 = system_cpu()[0], proc_cpu_seconds(exclude_pid)
+    t0 = time.perf_counter()
+    time.sleep(seconds)
+    b1, s1 = system_cpu()[0], proc_cpu_seconds(exclude_pid)
+    other = max(0.0, (b1 - b0) - (s1 - s0))
+    return other / ((time.perf_counter() - t0) * (os.cpu_count() or 1))
 
 
 def dir_bytes(path: str) -> int:
@@ -529,7 +533,7 @@ class RunResult:
     stored_bytes: int = 0
     other_cpu_s: float = 0.0  # CPU used by processes other than server and senders
     steal_s: float = 0.0
-    load1_before: float = 0.0
+    busy_before: float = 0.0  # machine CPU busy fraction just before the send
     server_count: int | None = None
     errors: list[str] = field(default_factory=list)
     server_cmd: str = ""
@@ -586,6 +590,7 @@ def run_once(args, corpus: Corpus, target: str, n: int, rep: int, base: str,
                                            else c for c in srv.cmd]),
                     config_text=srv.config_text)
     senders: list[tuple[subprocess.Popen, str, int]] = []
+    ok = False
     try:
         os.sync()  # flush earlier runs' dirty pages so they don't land in this run
         srv.start()
@@ -593,7 +598,10 @@ def run_once(args, corpus: Corpus, target: str, n: int, rep: int, base: str,
         log(f"{srv.name} ready after {res.startup_s:.2f}s (pid {srv.proc.pid}, "
             f"DICOM {HOST}:{srv.dicom_port}); sending {corpus.count} files over {len(shards)} association(s)")
 
-        res.load1_before = loadavg1()
+        res.busy_before = machine_busy(srv.proc.pid, 0.5)
+        if res.busy_before > 0.2:
+            log(f"WARNING: {100 * res.busy_before:.0f}% of the CPUs are busy with other work right "
+                "before the send; results will be noisy")
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu0 = proc_cpu_seconds(srv.proc.pid)
         sys0 = system_cpu()
@@ -645,6 +653,10 @@ def run_once(args, corpus: Corpus, target: str, n: int, rep: int, base: str,
                                   f"{sr.warning} warning, {sr.failed_responses} failure responses, "
                                   f"exit code {sr.returncode}")
                 res.errors += ["  " + e for e in sr.errors]
+        ok = not res.errors
+    except KeyboardInterrupt:
+        ok = True  # interrupted by the user: nothing to inspect, clean up
+        raise
     finally:
         for p, _, _ in senders:
             if p.poll() is None:
@@ -654,10 +666,12 @@ def run_once(args, corpus: Corpus, target: str, n: int, rep: int, base: str,
         res.stored_bytes = dir_bytes(srv.data_dir)
         if target == "tessera" and res.wall_s:
             res.server_count = tessera_instance_count(args, srv.data_dir)
-        if not args.keep:
-            shutil.rmtree(run_dir, ignore_errors=True)
+        if args.keep or not ok:
+            # failed runs keep their logs (and data) for inspection
+            args.kept_dirs.append(run_dir)
+            log(f"kept {run_dir}" + ("" if ok else " (failed run: logs and data left for inspection)"))
         else:
-            log(f"kept {run_dir}")
+            shutil.rmtree(run_dir, ignore_errors=True)
     return res
 
 
@@ -767,14 +781,14 @@ def render(args, corpus: Corpus, results: list[RunResult], env: dict) -> str:
     L.append("")
     L.append("| target | assocs | repeat | wall s | inst/s | MB/s | ok | warn | failed | converted TS | "
              "startup s | VmHWM MiB | RSS at end MiB | server CPU s | storescu CPU s | other CPU s | "
-             "steal s | load1 before | server count |")
+             "steal s | busy before | server count |")
     L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         L.append(f"| {r.target} | {r.assocs} | {r.repeat} | {r.wall_s:.2f} | {r.inst_per_s:.1f} | "
                  f"{r.mb_per_s:.1f} | {r.ok} | {r.warnings} | {r.failures} | {r.converted} | "
                  f"{r.startup_s:.2f} | {r.hwm_kib / 1024:.1f} | {r.rss_end_kib / 1024:.1f} | "
                  f"{r.server_cpu_s:.1f} | {r.client_cpu_s:.1f} | {r.other_cpu_s:.1f} | {r.steal_s:.1f} | "
-                 f"{r.load1_before:.2f} | {fmt(r.server_count)} |")
+                 f"{100 * r.busy_before:.0f}% | {fmt(r.server_count)} |")
     L.append("")
     L.append("`server count` is the number of instances the server holds after the run: Orthanc's "
              "CountInstances from `/statistics`, Tessera's `tessera stats --data-dir D` after stopping it. "
@@ -782,7 +796,8 @@ def render(args, corpus: Corpus, results: list[RunResult], env: dict) -> str:
              "because no presentation context with the file's own transfer syntax was accepted. "
              "`other CPU s` is the machine's busy CPU time during the send minus the server's and "
              "storescu's (kernel writeback and other processes); `steal s` is time the hypervisor "
-             "gave to other guests; `load1 before` is the 1-minute load average when the send started.")
+             "gave to other guests; `busy before` is the share of all CPUs busy with anything but the "
+             "server during the 0.5 s before the send, i.e. other work on the machine.")
     L.append("")
     noisy = [r for r in results if r.other_cpu_s > 0.15 * r.wall_s * (os.cpu_count() or 1)]
     if noisy:
@@ -924,9 +939,15 @@ def main(argv=None) -> int:
     else:
         CHILD_ENV["TCP_NODELAY"] = "1"
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    signal.signal(signal.SIGINT, _raise_on_sigterm)  # also when started with SIGINT ignored (cmd &)
     signal.signal(signal.SIGHUP, _raise_on_sigterm)
 
-    corpus = scan_corpus(args.corpus)
+    args.kept_dirs = []
+    try:
+        corpus = scan_corpus(args.corpus)
+    except BenchError as e:
+        log(f"ERROR: {e}")
+        return 2
     log(f"corpus {corpus.root}: {corpus.count} files, {corpus.bytes / 1e6:.1f} MB")
     warm_page_cache(corpus)
 
@@ -975,10 +996,7 @@ def main(argv=None) -> int:
         for n in args.assoc_list:
             for rep in range(1, args.repeat + 1):
                 for target in args.target_list:
-                    la = loadavg1()
-                    log(f"=== {target}, {n} association(s), repeat {rep}/{args.repeat} (load1 {la:.2f})")
-                    if la > 1.0:
-                        log("WARNING: the machine is busy (load average > 1); results will be noisy")
+                    log(f"=== {target}, {n} association(s), repeat {rep}/{args.repeat}")
                     r = run_once(args, corpus, target, n, rep, base, tessera_extra)
                     results.append(r)
                     log(f"{r.target} {r.assocs} assoc: {r.wall_s:.2f}s, {r.inst_per_s:.1f} inst/s, "
@@ -1001,8 +1019,18 @@ def main(argv=None) -> int:
             log(f"wrote partial results to {args.out}")
         return 2
     finally:
-        if not args.keep:
+        if not args.kept_dirs:
             shutil.rmtree(base, ignore_errors=True)
+        else:
+            # keep only the kept run dirs (drop the binary copy etc.)
+            for name in os.listdir(base):
+                path = os.path.join(base, name)
+                if path not in args.kept_dirs:
+                    if os.path.isdir(path):
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        os.unlink(path)
+            log(f"left {len(args.kept_dirs)} run dir(s) under {base}; delete it when done")
 
     report = render(args, corpus, results, env)
     with open(args.out, "w") as f:

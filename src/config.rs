@@ -82,6 +82,7 @@ pub struct RawDicom {
     pub max_pdu_length: Option<u32>,
     pub idle_timeout_secs: Option<u64>,
     pub artim_timeout_secs: Option<u64>,
+    pub shutdown_grace_secs: Option<u64>,
     pub allowed_calling_ae_titles: Option<Vec<String>>,
     pub require_called_ae_title: Option<bool>,
     pub duplicate_policy: Option<DuplicatePolicy>,
@@ -158,6 +159,8 @@ pub struct DicomConfig {
     pub max_pdu_length: u32,
     pub idle_timeout: Duration,
     pub artim_timeout: Duration,
+    /// How long open associations may keep working after SIGTERM.
+    pub shutdown_grace: Duration,
     /// Empty means any calling AE title is accepted.
     pub allowed_calling_ae_titles: Vec<AeTitle>,
     pub require_called_ae_title: bool,
@@ -225,6 +228,7 @@ impl Config {
             max_pdu_length,
             idle_timeout: Duration::from_secs(d.idle_timeout_secs.unwrap_or(300)),
             artim_timeout: Duration::from_secs(d.artim_timeout_secs.unwrap_or(30)),
+            shutdown_grace: Duration::from_secs(d.shutdown_grace_secs.unwrap_or(30)),
             allowed_calling_ae_titles: allowed,
             require_called_ae_title: d.require_called_ae_title.unwrap_or(false),
             duplicate_policy: d.duplicate_policy.unwrap_or_default(),

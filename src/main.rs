@@ -148,6 +148,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     let running = tessera::server::start(config, shutdown.clone()).await?;
+    // One line on stdout for supervisors and scripts that started us on
+    // port 0 and need the real addresses.
+    println!(
+        "tessera ready: dicom={} http={}",
+        running.bound.dicom, running.bound.http
+    );
     let token = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;

@@ -17,7 +17,11 @@ fn describe(files: &[PathBuf]) -> Vec<(String, String)> {
         .args(files)
         .output()
         .expect("python3 runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| {
@@ -52,7 +56,11 @@ async fn echo(backend: Backend) {
         .output()
         .await
         .expect("echoscu runs");
-    assert!(out.status.success(), "echoscu: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "echoscu: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     if python().is_none() {
         return skip("echo (pynetdicom)", "pynetdicom not installed");
     }
@@ -67,10 +75,16 @@ async fn echo(backend: Backend) {
 /// stored data set must be byte-identical to the file's.
 async fn every_transfer_syntax_stored_as_received(backend: Backend) {
     let (Some(_), Some(_)) = (dcmtk("storescu"), python()) else {
-        return skip("every_transfer_syntax_stored_as_received", "DCMTK or pydicom missing");
+        return skip(
+            "every_transfer_syntax_stored_as_received",
+            "DCMTK or pydicom missing",
+        );
     };
     let Some((pydicom_data, store_data)) = common::sample_dirs() else {
-        return skip("every_transfer_syntax_stored_as_received", "pydicom-data not installed");
+        return skip(
+            "every_transfer_syntax_stored_as_received",
+            "pydicom-data not installed",
+        );
     };
     let t = pydicom_data.join("test_files");
     let samples: Vec<PathBuf> = vec![
@@ -105,7 +119,14 @@ async fn every_transfer_syntax_stored_as_received(backend: Backend) {
     // Generated files for the syntaxes no wheel ships: HTJ2K, JPEG
     // process 14, JPEG 2000 Part 2, MPEG-2/4 and HEVC video.
     let gen_dir = archive.dir.path().join("generated");
-    let out = run_peer("relabel.py", &[gen_dir.to_str().expect("utf8"), t.join("JPEG2000.dcm").to_str().expect("utf8")]).await;
+    let out = run_peer(
+        "relabel.py",
+        &[
+            gen_dir.to_str().expect("utf8"),
+            t.join("JPEG2000.dcm").to_str().expect("utf8"),
+        ],
+    )
+    .await;
     assert!(out.status.success());
     let mut files = samples;
     let mut generated: Vec<PathBuf> = std::fs::read_dir(&gen_dir)
@@ -143,7 +164,11 @@ async fn every_transfer_syntax_stored_as_received(backend: Backend) {
             Some(option) => storescu(&archive, &["-R", option], std::slice::from_ref(file)).await,
             None => {
                 let port = archive.dicom_port.to_string();
-                run_peer("send.py", &["127.0.0.1", &port, file.to_str().expect("utf8")]).await
+                run_peer(
+                    "send.py",
+                    &["127.0.0.1", &port, file.to_str().expect("utf8")],
+                )
+                .await
             }
         };
         assert!(
@@ -162,16 +187,30 @@ async fn every_transfer_syntax_stored_as_received(backend: Backend) {
             .await
             .expect("query")
             .unwrap_or_else(|| panic!("{} ({sop_uid}) not indexed", file.display()));
-        assert_eq!(&record.transfer_syntax_uid, ts, "{} stored in another syntax", file.display());
+        assert_eq!(
+            &record.transfer_syntax_uid,
+            ts,
+            "{} stored in another syntax",
+            file.display()
+        );
         pairs.push(file.to_str().expect("utf8").to_owned());
-        pairs.push(stored_path(&archive, &record.key).to_str().expect("utf8").to_owned());
+        pairs.push(
+            stored_path(&archive, &record.key)
+                .to_str()
+                .expect("utf8")
+                .to_owned(),
+        );
         syntaxes.insert(ts.clone());
     }
     // Senders re-encode data sets (group lengths, padding), so the check
     // is semantic: same syntax, same elements, identical pixel bytes.
     let args: Vec<&str> = pairs.iter().map(String::as_str).collect();
     let out = run_peer("same_dataset.py", &args).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     for required in [
         "1.2.840.10008.1.2",
         "1.2.840.10008.1.2.1",
@@ -193,7 +232,10 @@ async fn every_transfer_syntax_stored_as_received(backend: Backend) {
         "1.2.840.10008.1.2.4.102",
         "1.2.840.10008.1.2.4.107",
     ] {
-        assert!(syntaxes.contains(required), "no sample was stored in {required}");
+        assert!(
+            syntaxes.contains(required),
+            "no sample was stored in {required}"
+        );
     }
 }
 
@@ -205,14 +247,52 @@ async fn ten_parallel_associations(backend: Backend) {
     let archive = Archive::start(backend).await;
     let root = archive.dir.path().to_owned();
     let py_dir = root.join("py");
-    let out = run_peer("gen.py", &[py_dir.to_str().expect("utf8"), "--count", "200", "--studies", "4", "--seed", "7"]).await;
+    let out = run_peer(
+        "gen.py",
+        &[
+            py_dir.to_str().expect("utf8"),
+            "--count",
+            "200",
+            "--studies",
+            "4",
+            "--seed",
+            "7",
+        ],
+    )
+    .await;
     assert!(out.status.success());
     let port = archive.dicom_port.to_string();
-    let out = run_peer("send.py", &["127.0.0.1", &port, py_dir.to_str().expect("utf8"), "--assocs", "10"]).await;
-    assert!(out.status.success(), "pynetdicom sends: {}", String::from_utf8_lossy(&out.stdout));
+    let out = run_peer(
+        "send.py",
+        &[
+            "127.0.0.1",
+            &port,
+            py_dir.to_str().expect("utf8"),
+            "--assocs",
+            "10",
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "pynetdicom sends: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
     let dcmtk_dir = root.join("dcmtk");
-    let out = run_peer("gen.py", &[dcmtk_dir.to_str().expect("utf8"), "--count", "100", "--studies", "10", "--seed", "8"]).await;
+    let out = run_peer(
+        "gen.py",
+        &[
+            dcmtk_dir.to_str().expect("utf8"),
+            "--count",
+            "100",
+            "--studies",
+            "10",
+            "--seed",
+            "8",
+        ],
+    )
+    .await;
     assert!(out.status.success());
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dcmtk_dir)
         .expect("dir")
@@ -224,7 +304,11 @@ async fn ten_parallel_associations(backend: Backend) {
         senders.push(storescu(&archive, &[], chunk));
     }
     for out in futures::future::join_all(senders).await {
-        assert!(out.status.success(), "storescu: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "storescu: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     let index = archive.index().await;
@@ -233,7 +317,11 @@ async fn ten_parallel_associations(backend: Backend) {
     assert_eq!(stats.studies, 14);
     assert_eq!(stats.series, 14);
     let described = describe(&files[..1]);
-    let record = index.instance(&described[0].0).await.expect("query").expect("indexed");
+    let record = index
+        .instance(&described[0].0)
+        .await
+        .expect("query")
+        .expect("indexed");
     let summary = index
         .study_summary(&record.study_instance_uid)
         .await
@@ -243,8 +331,12 @@ async fn ten_parallel_associations(backend: Backend) {
     assert_eq!(summary.num_series, 1);
     assert_eq!(summary.modalities_in_study, "CT");
     assert_eq!(summary.patient_name, "Nguyễn^Văn");
-    let storage = tessera::storage::Storage::open(&archive.config).await.expect("storage");
-    let report = tessera::verify::verify(&index, &storage, false).await.expect("verify runs");
+    let storage = tessera::storage::Storage::open(&archive.config)
+        .await
+        .expect("storage");
+    let report = tessera::verify::verify(&index, &storage, false)
+        .await
+        .expect("verify runs");
     assert!(report.is_clean(), "{report:?}");
     assert_eq!(report.checked, 300);
     assert!(report.unreferenced.is_empty(), "{report:?}");
@@ -276,7 +368,16 @@ async fn duplicates_follow_policy(backend: Backend) {
         assert_eq!(stats.instances, 1, "identical resend stored once");
 
         let port = archive.dicom_port.to_string();
-        let out = run_peer("send.py", &["127.0.0.1", &port, variant.to_str().expect("utf8"), "--allow-failures"]).await;
+        let out = run_peer(
+            "send.py",
+            &[
+                "127.0.0.1",
+                &port,
+                variant.to_str().expect("utf8"),
+                "--allow-failures",
+            ],
+        )
+        .await;
         let summary = String::from_utf8_lossy(&out.stdout).into_owned();
         let after = index.instance(&uid).await.expect("query").expect("indexed");
         match policy {
@@ -287,7 +388,10 @@ async fn duplicates_follow_policy(backend: Backend) {
             "replace" => {
                 assert!(summary.contains(r#""0x0000": 1"#), "{summary}");
                 assert_ne!(after.sha256, first.sha256);
-                assert!(!stored_path(&archive, &first.key).exists(), "old version removed");
+                assert!(
+                    !stored_path(&archive, &first.key).exists(),
+                    "old version removed"
+                );
             }
             _ => {
                 assert!(summary.contains(r#""0x0111": 1"#), "{summary}");
@@ -295,9 +399,16 @@ async fn duplicates_follow_policy(backend: Backend) {
             }
         }
         assert_eq!(index.stats().await.expect("stats").instances, 1);
-        let storage = tessera::storage::Storage::open(&archive.config).await.expect("storage");
-        let report = tessera::verify::verify(&index, &storage, false).await.expect("verify");
-        assert!(report.is_clean() && report.unreferenced.is_empty(), "{policy}: {report:?}");
+        let storage = tessera::storage::Storage::open(&archive.config)
+            .await
+            .expect("storage");
+        let report = tessera::verify::verify(&index, &storage, false)
+            .await
+            .expect("verify");
+        assert!(
+            report.is_clean() && report.unreferenced.is_empty(),
+            "{policy}: {report:?}"
+        );
     }
 }
 
@@ -334,8 +445,16 @@ async fn character_sets_decoded_to_utf8(backend: Backend) {
     let mut checked = 0;
     for (uid, (file, name)) in &expected {
         let out = storescu(&archive, &["-R"], &[PathBuf::from(file)]).await;
-        assert!(out.status.success(), "storescu {file}: {}", String::from_utf8_lossy(&out.stderr));
-        let record = index.instance(uid).await.expect("query").unwrap_or_else(|| panic!("{file} not indexed"));
+        assert!(
+            out.status.success(),
+            "storescu {file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let record = index
+            .instance(uid)
+            .await
+            .expect("query")
+            .unwrap_or_else(|| panic!("{file} not indexed"));
         assert_eq!(&record.patient_name, name, "{file}");
         checked += 1;
     }

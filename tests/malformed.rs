@@ -52,7 +52,12 @@ async fn store_raw(client: &mut Client, message_id: u16, sop_uid: &str, dataset:
         is_last: true,
         data: rq.encode().expect("encode"),
     };
-    client.send(&Pdu::PData { data: vec![command] }).await.expect("send command");
+    client
+        .send(&Pdu::PData {
+            data: vec![command],
+        })
+        .await
+        .expect("send command");
     for (i, chunk) in dataset.chunks(16_000).enumerate() {
         let last = (i + 1) * 16_000 >= dataset.len();
         let pdv = PDataValue {
@@ -61,7 +66,10 @@ async fn store_raw(client: &mut Client, message_id: u16, sop_uid: &str, dataset:
             is_last: last,
             data: chunk.to_vec(),
         };
-        client.send(&Pdu::PData { data: vec![pdv] }).await.expect("send data");
+        client
+            .send(&Pdu::PData { data: vec![pdv] })
+            .await
+            .expect("send data");
     }
     match client.receive().await.expect("response") {
         Pdu::PData { data } => {
@@ -88,30 +96,58 @@ fn with_uid(dataset: &[u8], old: &str, new: &str) -> Vec<u8> {
 
 async fn bad_input_is_refused_and_others_keep_storing(backend: Backend) {
     let Some(_) = python() else {
-        return skip("bad_input_is_refused_and_others_keep_storing", "pynetdicom missing");
+        return skip(
+            "bad_input_is_refused_and_others_keep_storing",
+            "pynetdicom missing",
+        );
     };
     let Some((dataset, uid)) = ct_small() else {
-        return skip("bad_input_is_refused_and_others_keep_storing", "pydicom samples missing");
+        return skip(
+            "bad_input_is_refused_and_others_keep_storing",
+            "pydicom samples missing",
+        );
     };
     let archive = Archive::start(backend).await;
     let healthy_dir = archive.dir.path().join("healthy");
-    let out = run_peer("gen.py", &[healthy_dir.to_str().expect("utf8"), "--count", "60", "--seed", "11"]).await;
+    let out = run_peer(
+        "gen.py",
+        &[
+            healthy_dir.to_str().expect("utf8"),
+            "--count",
+            "60",
+            "--seed",
+            "11",
+        ],
+    )
+    .await;
     assert!(out.status.success());
     let port = archive.dicom_port.to_string();
     let dir = healthy_dir.to_str().expect("utf8").to_owned();
-    let healthy = tokio::spawn(async move { run_peer("send.py", &["127.0.0.1", &port, &dir, "--assocs", "2"]).await });
+    let healthy = tokio::spawn(async move {
+        run_peer("send.py", &["127.0.0.1", &port, &dir, "--assocs", "2"]).await
+    });
 
     // 1. Garbage instead of an A-ASSOCIATE-RQ: the connection is closed.
-    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", archive.dicom_port)).await.expect("connect");
+    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", archive.dicom_port))
+        .await
+        .expect("connect");
     raw.write_all(&[0x42; 600]).await.expect("write");
     let mut buf = [0u8; 64];
     let n = tokio::time::timeout(Duration::from_secs(10), raw.read(&mut buf)).await;
-    assert!(matches!(n, Ok(Ok(_)) | Ok(Err(_))), "server answers or closes");
+    assert!(
+        matches!(n, Ok(Ok(_)) | Ok(Err(_))),
+        "server answers or closes"
+    );
 
     // 2. A PDU claiming to be 4 GB: refused before anything is allocated.
-    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", archive.dicom_port)).await.expect("connect");
-    raw.write_all(&[0x01, 0x00, 0xff, 0xff, 0xff, 0xf0, 0x00, 0x01]).await.expect("write");
-    let closed = tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut Vec::new())).await;
+    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", archive.dicom_port))
+        .await
+        .expect("connect");
+    raw.write_all(&[0x01, 0x00, 0xff, 0xff, 0xff, 0xf0, 0x00, 0x01])
+        .await
+        .expect("write");
+    let closed =
+        tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut Vec::new())).await;
     assert!(closed.is_ok(), "oversized PDU must end the connection");
 
     // 3. A truncated data set: failure status, and the association lives on.
@@ -124,16 +160,25 @@ async fn bad_input_is_refused_and_others_keep_storing(backend: Backend) {
 
     // 4. Missing Study Instance UID: refused as not matching the SOP class.
     let tag = [0x20, 0x00, 0x0d, 0x00];
-    let pos = dataset.windows(4).position(|w| w == tag).expect("study uid tag");
+    let pos = dataset
+        .windows(4)
+        .position(|w| w == tag)
+        .expect("study uid tag");
     let len = u16::from_le_bytes([dataset[pos + 6], dataset[pos + 7]]) as usize;
     let mut missing = dataset[..pos].to_vec();
     missing.extend_from_slice(&dataset[pos + 8 + len..]);
     let other_uid = "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.99999";
     let missing = with_uid(&missing, &uid, other_uid);
-    assert_eq!(store_raw(&mut client, 3, other_uid, &missing).await, Status::DataSetDoesNotMatchSopClass);
+    assert_eq!(
+        store_raw(&mut client, 3, other_uid, &missing).await,
+        Status::DataSetDoesNotMatchSopClass
+    );
 
     // 5. Data set UID differs from the command's: refused.
-    assert_eq!(store_raw(&mut client, 4, other_uid, &dataset).await, Status::DataSetDoesNotMatchSopClass);
+    assert_eq!(
+        store_raw(&mut client, 4, other_uid, &dataset).await,
+        Status::DataSetDoesNotMatchSopClass
+    );
     client.release().await.expect("release");
 
     // 6. Explicit VR bytes on an implicit VR context: cannot be understood.
@@ -152,19 +197,36 @@ async fn bad_input_is_refused_and_others_keep_storing(backend: Backend) {
     rq.affected_sop_instance_uid = Some(aborted_uid.to_owned());
     rq.has_dataset = true;
     let pdvs = vec![
-        PDataValue { presentation_context_id: pc, value_type: PDataValueType::Command, is_last: true, data: rq.encode().expect("encode") },
-        PDataValue { presentation_context_id: pc, value_type: PDataValueType::Data, is_last: false, data: dataset[..4000].to_vec() },
+        PDataValue {
+            presentation_context_id: pc,
+            value_type: PDataValueType::Command,
+            is_last: true,
+            data: rq.encode().expect("encode"),
+        },
+        PDataValue {
+            presentation_context_id: pc,
+            value_type: PDataValueType::Data,
+            is_last: false,
+            data: dataset[..4000].to_vec(),
+        },
     ];
     client.send(&Pdu::PData { data: pdvs }).await.expect("send");
     client.abort().await.expect("abort");
 
     let out = healthy.await.expect("join");
-    assert!(out.status.success(), "healthy sender: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "healthy sender: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
     let index = archive.index().await;
     assert!(index.instance(&uid).await.expect("query").is_some());
     for refused in [other_uid, wrong_ts_uid, aborted_uid] {
-        assert!(index.instance(refused).await.expect("query").is_none(), "{refused} must not be stored");
+        assert!(
+            index.instance(refused).await.expect("query").is_none(),
+            "{refused} must not be stored"
+        );
     }
     assert_eq!(index.stats().await.expect("stats").instances, 61);
     // The aborted transfer left nothing in the spool.
@@ -172,9 +234,16 @@ async fn bad_input_is_refused_and_others_keep_storing(backend: Backend) {
     let spool = archive.config.data_dir.join("objects/.spool");
     let leftovers: Vec<_> = walk(&spool);
     assert!(leftovers.is_empty(), "spool debris: {leftovers:?}");
-    let storage = tessera::storage::Storage::open(&archive.config).await.expect("storage");
-    let report = tessera::verify::verify(&index, &storage, false).await.expect("verify");
-    assert!(report.is_clean() && report.unreferenced.is_empty(), "{report:?}");
+    let storage = tessera::storage::Storage::open(&archive.config)
+        .await
+        .expect("storage");
+    let report = tessera::verify::verify(&index, &storage, false)
+        .await
+        .expect("verify");
+    assert!(
+        report.is_clean() && report.unreferenced.is_empty(),
+        "{report:?}"
+    );
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -202,7 +271,10 @@ async fn association_limit_rejects_politely(backend: Backend) {
         .with_presentation_context(CT_IMAGE_STORAGE, vec![EXPLICIT_LE])
         .establish_async(("127.0.0.1", archive.dicom_port))
         .await;
-    let err = second.err().expect("second association refused").to_string();
+    let err = second
+        .err()
+        .expect("second association refused")
+        .to_string();
     assert!(err.to_lowercase().contains("reject"), "{err}");
     first.release().await.expect("release");
 }

@@ -113,6 +113,10 @@ pub struct Association {
     calling_ae: AeTitle,
     idle_timeout: Duration,
     pending: VecDeque<PDataValue>,
+    /// A command set being reassembled. Kept here, not in a local, so
+    /// [`Association::next_request`] can be cancelled and resumed.
+    partial_command: Vec<u8>,
+    partial_context: Option<u8>,
     released: bool,
 }
 
@@ -141,6 +145,8 @@ impl Association {
             calling_ae,
             idle_timeout,
             pending: VecDeque::new(),
+            partial_command: Vec::new(),
+            partial_context: None,
             released: false,
         }
     }
@@ -188,12 +194,11 @@ impl Association {
     }
 
     /// Wait for the next command. `None` means the peer released.
+    /// Cancel-safe: a partly received command resumes on the next call.
     pub async fn next_request(&mut self) -> Result<Option<Request>, AssociationError> {
-        let mut bytes = Vec::new();
-        let mut context_id = None;
         loop {
             let Some(pdv) = self.next_pdv().await? else {
-                if bytes.is_empty() {
+                if self.partial_command.is_empty() {
                     return Ok(None);
                 }
                 return Err(AssociationError::Protocol(
@@ -205,21 +210,25 @@ impl Association {
                     "data set fragment where a command was expected".into(),
                 ));
             }
-            if *context_id.get_or_insert(pdv.presentation_context_id) != pdv.presentation_context_id
+            if *self
+                .partial_context
+                .get_or_insert(pdv.presentation_context_id)
+                != pdv.presentation_context_id
             {
                 return Err(AssociationError::Protocol(
                     "command fragments on different presentation contexts".into(),
                 ));
             }
-            if bytes.len() + pdv.data.len() > MAX_COMMAND_SET {
+            if self.partial_command.len() + pdv.data.len() > MAX_COMMAND_SET {
                 return Err(AssociationError::Protocol("command set too large".into()));
             }
-            bytes.extend_from_slice(&pdv.data);
+            self.partial_command.extend_from_slice(&pdv.data);
             if pdv.is_last {
                 break;
             }
         }
-        let context_id = context_id.unwrap_or_default();
+        let bytes = std::mem::take(&mut self.partial_command);
+        let context_id = self.partial_context.take().unwrap_or_default();
         if !self.contexts.contains_key(&context_id) {
             return Err(AssociationError::Protocol(format!(
                 "command on presentation context {context_id}, which was not accepted"

@@ -1,8 +1,9 @@
 //! The DICOM port: accept loop, association cap, and one task and span per
-//! association. On shutdown it stops accepting, lets each association finish
-//! the message it is handling, then aborts it.
+//! association. On shutdown it stops accepting at once; open associations
+//! get a grace period to finish and release, then are aborted.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use dicom_ul::pdu::{
     AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason,
@@ -69,6 +70,7 @@ pub async fn run(
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
         let idle = config.idle_timeout;
+        let grace = config.shutdown_grace;
         let span = tracing::info_span!("association", %peer, calling_ae = tracing::field::Empty);
         tracker.spawn(
             async move {
@@ -87,7 +89,7 @@ pub async fn run(
                 let mut assoc = Association::new(inner, idle);
                 tracing::Span::current().record("calling_ae", assoc.calling_ae().as_str());
                 tracing::debug!("association established");
-                let end = serve(&mut assoc, &ctx, &shutdown).await;
+                let end = serve(&mut assoc, &ctx, &shutdown, grace).await;
                 end.finish(assoc).await;
             }
             .instrument(span),
@@ -114,15 +116,33 @@ impl End {
     }
 }
 
-async fn serve(assoc: &mut Association, ctx: &ServiceContext, shutdown: &CancellationToken) -> End {
+/// Serve messages until release or error. On shutdown the association
+/// may finish its work and release within the grace period; after that it
+/// is aborted at the next message boundary.
+async fn serve(
+    assoc: &mut Association,
+    ctx: &ServiceContext,
+    shutdown: &CancellationToken,
+    grace: Duration,
+) -> End {
+    let mut deadline: Option<tokio::time::Instant> = None;
     loop {
-        let next = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => {
-                tracing::info!("aborting idle association for shutdown");
-                return End::Abort;
-            }
-            next = assoc.next_request() => next,
+        let next = match deadline {
+            None => tokio::select! {
+                _ = shutdown.cancelled() => {
+                    deadline = Some(tokio::time::Instant::now() + grace);
+                    continue;
+                }
+                // next_request is cancel-safe, so losing this race is harmless.
+                next = assoc.next_request() => next,
+            },
+            Some(at) => match tokio::time::timeout_at(at, assoc.next_request()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    tracing::info!("shutdown grace period over; aborting association");
+                    return End::Abort;
+                }
+            },
         };
         let request = match next {
             Ok(Some(request)) => request,
@@ -133,7 +153,7 @@ async fn serve(assoc: &mut Association, ctx: &ServiceContext, shutdown: &Cancell
                 return End::Abort;
             }
         };
-        // A message in progress is finished even during shutdown.
+        // A message in progress is always finished.
         if let Err(e) = dispatch(assoc, request, ctx).await {
             ctx.metrics.error("association");
             tracing::warn!(error = %e, "association ended during a request");

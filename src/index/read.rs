@@ -66,7 +66,10 @@ impl Index {
     }
 
     /// One instance with its place in the hierarchy, by SOP Instance UID.
-    pub async fn instance(&self, sop_instance_uid: &str) -> Result<Option<InstanceRecord>, IndexError> {
+    pub async fn instance(
+        &self,
+        sop_instance_uid: &str,
+    ) -> Result<Option<InstanceRecord>, IndexError> {
         let row = sqlx::query(
             "SELECT i.sop_class_uid, i.transfer_syntax_uid, i.object_key, i.size_bytes, i.sha256, \
              se.series_instance_uid, st.study_instance_uid, p.patient_name, p.patient_id \

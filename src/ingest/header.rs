@@ -226,12 +226,7 @@ fn build_meta(
     let text = |tag: Tag| -> String {
         match raw.get(&tag) {
             Some(v) if v.vr == VR::PN => normalize_person_name(&decode_text(&charset, &v.bytes)),
-            Some(v)
-                if matches!(
-                    v.vr,
-                    VR::LO | VR::SH | VR::LT | VR::ST | VR::UT | VR::UC
-                ) =>
-            {
+            Some(v) if matches!(v.vr, VR::LO | VR::SH | VR::LT | VR::ST | VR::UT | VR::UC) => {
                 decode_text(&charset, &v.bytes)
             }
             Some(_) => ascii(raw, tag),
@@ -296,8 +291,14 @@ fn build_meta(
 /// Drop the trailing empty components and groups PS3.5 6.2 allows, so
 /// "Wang^XiaoDong=王^小東=" and "Wang^XiaoDong=王^小東" are one name.
 fn normalize_person_name(name: &str) -> String {
-    let groups: Vec<&str> = name.split('=').map(|g| g.trim_end_matches(['^', ' '])).collect();
-    let keep = groups.iter().rposition(|g| !g.is_empty()).map_or(0, |i| i + 1);
+    let groups: Vec<&str> = name
+        .split('=')
+        .map(|g| g.trim_end_matches(['^', ' ']))
+        .collect();
+    let keep = groups
+        .iter()
+        .rposition(|g| !g.is_empty())
+        .map_or(0, |i| i + 1);
     groups[..keep].join("=")
 }
 
@@ -329,7 +330,10 @@ mod tests {
 
     #[test]
     fn person_names_lose_trailing_empty_parts() {
-        assert_eq!(normalize_person_name("Wang^XiaoDong=王^小東="), "Wang^XiaoDong=王^小東");
+        assert_eq!(
+            normalize_person_name("Wang^XiaoDong=王^小東="),
+            "Wang^XiaoDong=王^小東"
+        );
         assert_eq!(normalize_person_name("DOE^JOHN^^^"), "DOE^JOHN");
         assert_eq!(normalize_person_name("=山田^太郎"), "=山田^太郎");
         assert_eq!(normalize_person_name(""), "");

@@ -68,7 +68,10 @@ pub fn init_logging() {
 /// A DCMTK tool, looked up in /usr/bin first: pynetdicom installs
 /// commands with the same names into Python's bin directory.
 pub fn dcmtk(tool: &str) -> Option<PathBuf> {
-    let candidates = [PathBuf::from("/usr/bin").join(tool), PathBuf::from("/usr/local/bin").join(tool)];
+    let candidates = [
+        PathBuf::from("/usr/bin").join(tool),
+        PathBuf::from("/usr/local/bin").join(tool),
+    ];
     candidates.into_iter().find(|p| {
         std::process::Command::new(p)
             .arg("--version")
@@ -132,9 +135,12 @@ impl PgDatabase {
         let mut conn = sqlx::PgConnection::connect(PG_ADMIN_URL)
             .await
             .expect("connect to PostgreSQL");
-        sqlx::Executor::execute(&mut conn, format!("DROP DATABASE IF EXISTS {name}").as_str())
-            .await
-            .expect("drop old test database");
+        sqlx::Executor::execute(
+            &mut conn,
+            format!("DROP DATABASE IF EXISTS {name}").as_str(),
+        )
+        .await
+        .expect("drop old test database");
         sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str())
             .await
             .expect("create test database");
@@ -148,7 +154,10 @@ impl Drop for PgDatabase {
         let name = self.name.clone();
         // Drop runs inside a runtime; use a thread with its own.
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             rt.block_on(async {
@@ -237,7 +246,9 @@ impl Archive {
 
     /// A second handle on the index, for assertions.
     pub async fn index(&self) -> Index {
-        Index::open(&self.config.index_url, 2).await.expect("index opens")
+        Index::open(&self.config.index_url, 2)
+            .await
+            .expect("index opens")
     }
 
     pub async fn stop(&mut self) {
@@ -271,7 +282,10 @@ pub async fn http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, 
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
-    stream.write_all(req.as_bytes()).await.expect("send request");
+    stream
+        .write_all(req.as_bytes())
+        .await
+        .expect("send request");
     let mut buf = Vec::new();
     stream.read_to_end(&mut buf).await.expect("read response");
     let text = String::from_utf8_lossy(&buf).into_owned();
@@ -280,7 +294,10 @@ pub async fn http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, 
         .nth(1)
         .and_then(|s| s.parse().ok())
         .expect("status line");
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -299,4 +316,133 @@ pub fn sample_dirs() -> Option<(PathBuf, PathBuf)> {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let mut lines = text.lines();
     Some((PathBuf::from(lines.next()?), PathBuf::from(lines.next()?)))
+}
+
+/// The `tessera` binary run as a separate process, for what an in-process
+/// server cannot show: kill -9, SIGTERM, peak memory, the CLI.
+pub struct ServerProcess {
+    child: tokio::process::Child,
+    pub dicom_port: u16,
+    pub http_port: u16,
+    pub log: PathBuf,
+}
+
+pub fn tessera_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tessera")
+}
+
+impl ServerProcess {
+    /// Start `tessera serve` on port 0 and wait for its ready line.
+    pub async fn spawn(data_dir: &Path, extra: &[&str]) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        std::fs::create_dir_all(data_dir).expect("data dir");
+        let log = data_dir.join("server.log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let mut child = tokio::process::Command::new(tessera_bin())
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--dicom-bind", "127.0.0.1:0", "--http-bind", "127.0.0.1:0"])
+            .args(extra)
+            .arg("serve")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(log_file)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("tessera starts");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(rest) = line.strip_prefix("tessera ready: ") {
+                    return Some(rest.to_owned());
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| {
+            panic!(
+                "tessera did not become ready; log: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        });
+        let port_of = |key: &str| -> u16 {
+            ready
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix(key))
+                .and_then(|addr| addr.rsplit(':').next())
+                .and_then(|p| p.parse().ok())
+                .expect("port in ready line")
+        };
+        ServerProcess {
+            dicom_port: port_of("dicom="),
+            http_port: port_of("http="),
+            child,
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// Peak resident set size (VmHWM) in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmHWM")
+    }
+
+    pub fn ae_args(&self) -> Vec<String> {
+        vec![
+            "-aec".into(),
+            "TESSERA".into(),
+            "127.0.0.1".into(),
+            self.dicom_port.to_string(),
+        ]
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub async fn kill9(mut self) {
+        self.child.start_kill().expect("kill");
+        let _ = self.child.wait().await;
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.pid().to_string();
+        let ok = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(ok.success());
+        tokio::time::timeout(std::time::Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("exits after SIGTERM")
+            .expect("exit status")
+    }
+}
+
+/// Run a tessera CLI subcommand to completion.
+pub async fn tessera_cli(data_dir: &Path, args: &[&str]) -> Output {
+    tokio::process::Command::new(tessera_bin())
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("tessera runs")
 }
