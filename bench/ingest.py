@@ -653,6 +653,13 @@ def run_once(args, corpus: Corpus, target: str, n: int, rep: int, base: str,
                                   f"{sr.warning} warning, {sr.failed_responses} failure responses, "
                                   f"exit code {sr.returncode}")
                 res.errors += ["  " + e for e in sr.errors]
+        if target == "tessera":
+            srv.stop()  # `tessera stats` reads the data dir of the stopped server
+            res.server_count = tessera_instance_count(args, srv.data_dir)
+        stored = res.ok + res.warnings
+        if res.server_count is not None and res.server_count != stored:
+            res.errors.append(f"{srv.name} holds {res.server_count} instances after the run, "
+                              f"but {stored} stores succeeded")
         ok = not res.errors
     except KeyboardInterrupt:
         ok = True  # interrupted by the user: nothing to inspect, clean up
@@ -664,8 +671,6 @@ def run_once(args, corpus: Corpus, target: str, n: int, rep: int, base: str,
                 p.wait(10)
         srv.stop()
         res.stored_bytes = dir_bytes(srv.data_dir)
-        if target == "tessera" and res.wall_s:
-            res.server_count = tessera_instance_count(args, srv.data_dir)
         if args.keep or not ok:
             # failed runs keep their logs (and data) for inspection
             args.kept_dirs.append(run_dir)

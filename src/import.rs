@@ -1,7 +1,7 @@
 //! `tessera import`: recursive import of Part-10 files and DICOMDIR folders
-//! through the same ingest path as C-STORE. DICOMDIR files themselves are
-//! directory records, not instances; the files they reference are found by
-//! the walk.
+//! through the same ingest path as C-STORE. DICOMDIR files (recognised by
+//! their Media Storage SOP Class, not their name) index a file set and are
+//! not archived; the files they reference are found by the walk.
 
 use std::path::{Path, PathBuf};
 
@@ -42,10 +42,26 @@ pub async fn collect_files(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn is_dicomdir(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.eq_ignore_ascii_case("DICOMDIR"))
+const MEDIA_STORAGE_DIRECTORY: &str = "1.2.840.10008.1.3.10";
+
+/// A DICOMDIR (Media Storage Directory) file, whatever its name: it indexes
+/// a file set and is not an instance to archive.
+async fn is_dicomdir(path: &Path) -> bool {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let Ok(file) = std::fs::File::open(&path) else {
+            return false;
+        };
+        let mut reader = std::io::BufReader::new(file);
+        let mut preamble = [0u8; 128];
+        if std::io::Read::read_exact(&mut reader, &mut preamble).is_err() {
+            return false;
+        }
+        dicom_object::meta::FileMetaTable::from_reader(reader)
+            .is_ok_and(|meta| meta.media_storage_sop_class_uid() == MEDIA_STORAGE_DIRECTORY)
+    })
+    .await
+    .unwrap_or(false)
 }
 
 /// Import `files`, `parallel` at a time; `progress` is called after each.
@@ -61,7 +77,7 @@ pub async fn import_files(
     };
     let mut results = futures::stream::iter(files)
         .map(|path| async move {
-            if is_dicomdir(&path) {
+            if is_dicomdir(&path).await {
                 return (path, None);
             }
             let result = ingest

@@ -112,7 +112,12 @@ impl Settings {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tessera::telemetry::init_logging("info,sqlx=warn", cli.settings.log_json);
+    // The tools keep the terminal for their own output.
+    let default_log = match cli.command {
+        Command::Serve => "info,sqlx=warn",
+        _ => "warn",
+    };
+    tessera::telemetry::init_logging(default_log, cli.settings.log_json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -193,7 +198,8 @@ async fn import(config: Config, paths: Vec<PathBuf>, parallel: usize) -> anyhow:
     let summary = tessera::import::import_files(&ingest, files, parallel, |path, result| {
         bar.inc(1);
         if let Err(e) = result {
-            bar.println(format!("error: {}: {e}", path.display()));
+            // suspend() also works when the bar is hidden (no terminal).
+            bar.suspend(|| eprintln!("error: {}: {e}", path.display()));
         }
     })
     .await;

@@ -131,7 +131,11 @@ fn async_walk(root: PathBuf) -> impl Stream<Item = Result<String, StorageError>>
                                     dirs.push((entry.path(), depth + 1));
                                 } else if depth == 2 && name.ends_with(".dcm") {
                                     if let Ok(rel) = entry.path().strip_prefix(&root) {
-                                        ready.push(rel.to_string_lossy().into_owned());
+                                        let key = rel.to_string_lossy().into_owned();
+                                        // Only our own objects; foreign files are left alone.
+                                        if super::check_key(&key).is_ok() {
+                                            ready.push(key);
+                                        }
                                     }
                                 }
                             }
