@@ -271,10 +271,10 @@ async fn association_limit_rejects_politely(backend: Backend) {
         .with_presentation_context(CT_IMAGE_STORAGE, vec![EXPLICIT_LE])
         .establish_async(("127.0.0.1", archive.dicom_port))
         .await;
-    let err = second
-        .err()
-        .expect("second association refused")
-        .to_string();
+    let err = match second {
+        Ok(_) => panic!("second association must be refused"),
+        Err(e) => e.to_string(),
+    };
     assert!(err.to_lowercase().contains("reject"), "{err}");
     first.release().await.expect("release");
 }

@@ -59,7 +59,7 @@ async fn kill_9_during_ingest_loses_nothing_acknowledged(backend: Backend) {
     let server = ServerProcess::spawn(&data, &idx).await;
     let ack = dir.path().join("ack.txt");
     let port = server.dicom_port.to_string();
-    let args = vec![
+    let args = [
         "127.0.0.1".to_owned(),
         port,
         corpus.to_str().expect("utf8").to_owned(),

@@ -136,7 +136,7 @@ fn decode_iso2022(bytes: &[u8], initial_g1: Set) -> String {
         }
         // Delimiters reset G0 (PS3.5 6.1.2.5.3); controls are never part of a
         // two-byte character.
-        if b < 0x21 || (b >= 0x80 && b < 0xa1) {
+        if b < 0x21 || (0x80..0xa1).contains(&b) {
             if matches!(b, b'\r' | b'\n' | b'\t' | 0x0c) {
                 g0 = Set::Ascii;
             }
