@@ -302,7 +302,44 @@ async fn calling_ae_allow_list(backend: Backend) {
     accepted.release().await.expect("release");
 }
 
+/// A connection that never sends A-ASSOCIATE-RQ is closed after the ARTIM
+/// timeout; an established association that goes quiet is aborted after
+/// the idle timeout, while a busy one is not.
+async fn silent_peers_are_timed_out(backend: Backend) {
+    let archive = Archive::start_with(backend, |raw| {
+        raw.dicom.artim_timeout_secs = Some(1);
+        raw.dicom.idle_timeout_secs = Some(2);
+    })
+    .await;
+    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", archive.dicom_port))
+        .await
+        .expect("connect");
+    let started = std::time::Instant::now();
+    let closed =
+        tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut Vec::new())).await;
+    assert!(closed.is_ok(), "silent connection closed");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "not before ARTIM"
+    );
+
+    let mut client = connect(&archive, EXPLICIT_LE).await;
+    let started = std::time::Instant::now();
+    let pdu = tokio::time::timeout(Duration::from_secs(10), client.receive())
+        .await
+        .expect("server acts");
+    assert!(
+        matches!(pdu, Ok(Pdu::AbortRQ { .. }) | Err(_)),
+        "idle association aborted: {pdu:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "not before the idle timeout"
+    );
+}
+
 on_both_backends!(
+    silent_peers_are_timed_out,
     bad_input_is_refused_and_others_keep_storing,
     association_limit_rejects_politely,
     calling_ae_allow_list,

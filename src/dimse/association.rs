@@ -70,7 +70,10 @@ impl AccessControl for AePolicy {
 
 /// Acceptor options for every inbound association: Verification plus every
 /// storage SOP class, any transfer syntax the registry knows (data sets are
-/// stored as received), and the configured AE policy and limits.
+/// stored as received), and the configured AE policy and limits. No read
+/// timeout is set here: dicom-ul would apply it to every later PDU too, so
+/// the listener bounds establishment (ARTIM) and [`Association`] the idle
+/// time separately.
 pub fn acceptor_options(
     config: &DicomConfig,
 ) -> ServerAssociationOptions<'static, AePolicy, dicom_ul::association::server::DefaultNegotiation>
@@ -84,7 +87,6 @@ pub fn acceptor_options(
         .ae_title(config.ae_title.as_str().to_owned())
         .max_pdu_length(config.max_pdu_length)
         .strict(true)
-        .read_timeout(config.artim_timeout)
         .with_abstract_syntax(VERIFICATION);
     for (uid, _) in STORAGE_SOP_CLASSES {
         options = options.with_abstract_syntax(*uid);

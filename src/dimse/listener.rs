@@ -71,15 +71,22 @@ pub async fn run(
         let shutdown = shutdown.clone();
         let idle = config.idle_timeout;
         let grace = config.shutdown_grace;
+        let artim = config.artim_timeout;
         let span = tracing::info_span!("association", %peer, calling_ae = tracing::field::Empty);
         tracker.spawn(
             async move {
                 let _permit = permit;
-                let inner = match options.establish_async(socket).await {
-                    Ok(inner) => inner,
-                    Err(e) => {
+                let inner = match tokio::time::timeout(artim, options.establish_async(socket)).await
+                {
+                    Ok(Ok(inner)) => inner,
+                    Ok(Err(e)) => {
                         ctx.metrics.associations_rejected.inc();
                         tracing::info!(error = %e, "association not established");
+                        return;
+                    }
+                    Err(_) => {
+                        ctx.metrics.associations_rejected.inc();
+                        tracing::info!("no A-ASSOCIATE-RQ within the ARTIM timeout");
                         return;
                     }
                 };

@@ -61,8 +61,10 @@ pub fn skip(test: &str, reason: &str) {
     eprintln!("SKIPPED {test}: {reason}");
 }
 
+/// Server logs in tests: errors only, unless TESSERA_TEST_LOG says more.
 pub fn init_logging() {
-    tessera::telemetry::init_logging("warn", false);
+    let level = std::env::var("TESSERA_TEST_LOG").unwrap_or_else(|_| "error".into());
+    tessera::telemetry::init_logging(&level, false);
 }
 
 /// A DCMTK tool, looked up in /usr/bin first: pynetdicom installs
