@@ -99,6 +99,7 @@ impl Running {
 /// Open everything, bind both ports, and serve until `shutdown` fires.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, ServerError> {
     let core = Core::open(&config).await?;
+    core.storage.recover_spool().await?;
     let dicom_listener = TcpListener::bind(config.dicom.bind)
         .await
         .map_err(|source| ServerError::Bind {

@@ -25,7 +25,14 @@ use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 use crate::model::{decode_text, InstanceMeta, PatientMeta, SeriesMeta, StudyMeta, Uid};
 
-const DEFLATED_EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1.99";
+/// Syntaxes whose whole data set is deflated explicit VR little endian:
+/// Deflated Explicit VR LE, JPIP Referenced Deflate, JPIP HTJ2K Referenced
+/// Deflate.
+const DEFLATED_SYNTAXES: &[&str] = &[
+    "1.2.840.10008.1.2.1.99",
+    "1.2.840.10008.1.2.4.95",
+    "1.2.840.10008.1.2.4.205",
+];
 const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 /// No indexed attribute is anywhere near this long; a longer value is
 /// skipped rather than read.
@@ -118,7 +125,7 @@ fn walk_dataset<R: Read + Seek>(
     ts_uid: &str,
     dataset_len: u64,
 ) -> Result<HashMap<Tag, RawValue>, HeaderError> {
-    let deflated = ts_uid == DEFLATED_EXPLICIT_VR_LE;
+    let deflated = DEFLATED_SYNTAXES.contains(&ts_uid);
     let effective = if deflated { EXPLICIT_VR_LE } else { ts_uid };
     let ts = TransferSyntaxRegistry
         .get(effective)

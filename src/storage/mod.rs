@@ -66,8 +66,9 @@ pub struct Storage {
 }
 
 impl Storage {
-    /// Open the configured backend, create directories, and empty the spool
-    /// of anything a previous crash left half-written.
+    /// Open the configured backend and create its directories. The spool is
+    /// left as it is: a tool run beside a live server must not touch the
+    /// server's transfers. The server calls [`Storage::recover_spool`].
     pub async fn open(config: &Config) -> Result<Self, StorageError> {
         let (backend, spool_dir) = match &config.storage {
             StorageLocation::Local { root } => (
@@ -89,12 +90,18 @@ impl Storage {
         if let Backend::Local(store) = &backend {
             store.create_root().await?;
         }
-        spool::reset_dir(&spool_dir).await?;
+        spool::create_dir(&spool_dir).await?;
         Ok(Storage {
             backend,
             spool_dir,
             fsync: config.fsync,
         })
+    }
+
+    /// Remove what a crash of this node left half-written in its spool. Only
+    /// for a server starting up: nothing of this node may be writing yet.
+    pub async fn recover_spool(&self) -> Result<(), StorageError> {
+        spool::clear_dir(&self.spool_dir).await
     }
 
     /// Start writing a new object.

@@ -137,11 +137,14 @@ pub(super) fn node_name() -> String {
     }
 }
 
-/// Create the spool directory and remove anything left in it by a crash.
-pub(super) async fn reset_dir(dir: &Path) -> Result<(), StorageError> {
+pub(super) async fn create_dir(dir: &Path) -> Result<(), StorageError> {
     tokio::fs::create_dir_all(dir)
         .await
-        .map_err(|e| StorageError::io(dir, e))?;
+        .map_err(|e| StorageError::io(dir, e))
+}
+
+/// Remove anything a crash left in the spool directory.
+pub(super) async fn clear_dir(dir: &Path) -> Result<(), StorageError> {
     let mut entries = tokio::fs::read_dir(dir)
         .await
         .map_err(|e| StorageError::io(dir, e))?;

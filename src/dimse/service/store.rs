@@ -110,6 +110,8 @@ pub async fn handle(
 
 fn status_for(error: &IngestError) -> Status {
     match error {
+        // Reading back our own spool file failed: our problem, not theirs.
+        IngestError::Invalid(HeaderError::Io(_)) => Status::OutOfResources,
         IngestError::Invalid(HeaderError::Mismatch(_)) => Status::DataSetDoesNotMatchSopClass,
         IngestError::Invalid(HeaderError::Missing(_)) => Status::DataSetDoesNotMatchSopClass,
         IngestError::Invalid(_) => Status::CannotUnderstand,
