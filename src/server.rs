@@ -61,7 +61,6 @@ impl Core {
             self.storage.clone(),
             self.index.clone(),
             committer,
-            policy,
             self.metrics.clone(),
         )
     }

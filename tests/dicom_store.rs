@@ -322,6 +322,9 @@ async fn ten_parallel_associations(backend: Backend) {
         .await
         .expect("query")
         .expect("indexed");
+    assert_eq!(record.requested_procedure_id, "RP-1");
+    assert_eq!(record.scheduled_procedure_step_id, "SPS-1");
+    assert_eq!(record.bits_allocated, Some(16));
     let summary = index
         .study_summary(&record.study_instance_uid)
         .await

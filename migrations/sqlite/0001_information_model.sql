@@ -30,6 +30,7 @@ CREATE TABLE studies (
     referring_physician_name TEXT NOT NULL DEFAULT '',
     referring_physician_name_folded TEXT NOT NULL DEFAULT '',
     modalities_in_study     TEXT NOT NULL DEFAULT '',
+    timezone_offset_from_utc TEXT NOT NULL DEFAULT '',
     num_series              INTEGER NOT NULL DEFAULT 0,
     num_instances           INTEGER NOT NULL DEFAULT 0,
     size_bytes              INTEGER NOT NULL DEFAULT 0,
@@ -50,6 +51,9 @@ CREATE TABLE series (
     body_part_examined      TEXT NOT NULL DEFAULT '',
     pps_start_date          TEXT NOT NULL DEFAULT '',
     pps_start_time          TEXT NOT NULL DEFAULT '',
+    -- First item of the Request Attributes Sequence (0040,0275).
+    scheduled_procedure_step_id TEXT NOT NULL DEFAULT '',
+    requested_procedure_id  TEXT NOT NULL DEFAULT '',
     num_instances           INTEGER NOT NULL DEFAULT 0,
     created_at              INTEGER NOT NULL,
     updated_at              INTEGER NOT NULL
@@ -66,6 +70,7 @@ CREATE TABLE instances (
     number_of_frames        INTEGER,
     pixel_rows              INTEGER,
     pixel_columns           INTEGER,
+    bits_allocated          INTEGER,
     transfer_syntax_uid     TEXT NOT NULL,
     specific_character_set  TEXT NOT NULL DEFAULT '',
     content_date            TEXT NOT NULL DEFAULT '',

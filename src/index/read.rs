@@ -72,7 +72,8 @@ impl Index {
     ) -> Result<Option<InstanceRecord>, IndexError> {
         let row = sqlx::query(
             "SELECT i.sop_class_uid, i.transfer_syntax_uid, i.object_key, i.size_bytes, i.sha256, \
-             se.series_instance_uid, st.study_instance_uid, p.patient_name, p.patient_id \
+             se.series_instance_uid, st.study_instance_uid, p.patient_name, p.patient_id, \
+             se.requested_procedure_id, se.scheduled_procedure_step_id, i.bits_allocated \
              FROM instances i JOIN series se ON se.id = i.series_fk \
              JOIN studies st ON st.id = se.study_fk JOIN patients p ON p.id = st.patient_fk \
              WHERE i.sop_instance_uid = $1",
@@ -91,6 +92,9 @@ impl Index {
                 study_instance_uid: r.try_get(6)?,
                 patient_name: r.try_get(7)?,
                 patient_id: r.try_get(8)?,
+                requested_procedure_id: r.try_get(9)?,
+                scheduled_procedure_step_id: r.try_get(10)?,
+                bits_allocated: r.try_get(11)?,
             })
         })
         .transpose()
@@ -150,4 +154,7 @@ pub struct InstanceRecord {
     pub study_instance_uid: String,
     pub patient_name: String,
     pub patient_id: String,
+    pub requested_procedure_id: String,
+    pub scheduled_procedure_step_id: String,
+    pub bits_allocated: Option<i64>,
 }

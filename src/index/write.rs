@@ -56,15 +56,6 @@ impl Index {
         tx.commit().await?;
         Ok(outcomes)
     }
-
-    /// The object currently recorded for a SOP Instance UID, if any.
-    pub async fn object_for(&self, sop_instance_uid: &str) -> Result<Option<String>, IndexError> {
-        let row = sqlx::query("SELECT sha256 FROM instances WHERE sop_instance_uid = $1")
-            .bind(sop_instance_uid)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| r.try_get::<String, _>(0)).transpose()?)
-    }
 }
 
 async fn record_one(
@@ -74,55 +65,38 @@ async fn record_one(
 ) -> Result<Recorded, IndexError> {
     let meta = &req.meta;
     let obj = &req.object;
-    let existing =
-        sqlx::query("SELECT id, sha256, object_key FROM instances WHERE sop_instance_uid = $1")
-            .bind(meta.sop_instance_uid.as_str())
-            .fetch_optional(&mut **tx)
-            .await?;
-    if let Some(row) = existing {
-        let id: i64 = row.try_get(0)?;
-        let sha: String = row.try_get(1)?;
-        let old_key: String = row.try_get(2)?;
-        if sha == obj.sha256 {
-            return Ok(Recorded::Identical);
+    // Fast path: the series is usually known already (every instance after
+    // a series' first), which skips the patient and study upserts.
+    let known = sqlx::query(
+        "SELECT se.id, se.study_fk, st.patient_fk FROM series se \
+         JOIN studies st ON st.id = se.study_fk WHERE se.series_instance_uid = $1",
+    )
+    .bind(meta.series.series_instance_uid.as_str())
+    .fetch_optional(&mut **tx)
+    .await?;
+    let (patient_id, study_id, series_id, new_study, new_series) = match known {
+        Some(row) => (
+            row.try_get(2)?,
+            row.try_get(1)?,
+            row.try_get(0)?,
+            false,
+            false,
+        ),
+        None => {
+            let (patient_id, _) = upsert_patient(tx, meta).await?;
+            let (study_id, new_study) = upsert_study(tx, meta, patient_id).await?;
+            let (series_id, new_series) = upsert_series(tx, meta, study_id).await?;
+            (patient_id, study_id, series_id, new_study, new_series)
         }
-        return match policy {
-            DuplicatePolicy::KeepFirst => Ok(Recorded::KeptExisting {
-                unreferenced_key: obj.key.clone(),
-            }),
-            DuplicatePolicy::Reject => Ok(Recorded::Rejected {
-                unreferenced_key: obj.key.clone(),
-            }),
-            DuplicatePolicy::Replace => {
-                sqlx::query(
-                    "UPDATE instances SET object_key = $1, size_bytes = $2, sha256 = $3, \
-                     transfer_syntax_uid = $4, source_ae_title = $5, received_at = $6 WHERE id = $7",
-                )
-                .bind(obj.key.as_str())
-                .bind(obj.size as i64)
-                .bind(obj.sha256.as_str())
-                .bind(obj.transfer_syntax_uid.as_str())
-                .bind(req.source_ae_title.as_str())
-                .bind(now())
-                .bind(id)
-                .execute(&mut **tx)
-                .await?;
-                Ok(Recorded::Replaced {
-                    unreferenced_key: old_key,
-                })
-            }
-        };
-    }
-
-    let (patient_id, _) = upsert_patient(tx, meta).await?;
-    let (study_id, new_study) = upsert_study(tx, meta, patient_id).await?;
-    let (series_id, new_series) = upsert_series(tx, meta, study_id).await?;
+    };
     let ts = now();
-    sqlx::query(
+    let inserted = sqlx::query(
         "INSERT INTO instances (series_fk, sop_instance_uid, sop_class_uid, instance_number, \
-         number_of_frames, pixel_rows, pixel_columns, transfer_syntax_uid, specific_character_set, \
-         content_date, content_time, object_key, size_bytes, sha256, source_ae_title, received_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+         number_of_frames, pixel_rows, pixel_columns, bits_allocated, transfer_syntax_uid, \
+         specific_character_set, content_date, content_time, object_key, size_bytes, sha256, \
+         source_ae_title, received_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+         ON CONFLICT (sop_instance_uid) DO NOTHING RETURNING id",
     )
     .bind(series_id)
     .bind(meta.sop_instance_uid.as_str())
@@ -131,6 +105,7 @@ async fn record_one(
     .bind(meta.number_of_frames)
     .bind(meta.rows)
     .bind(meta.columns)
+    .bind(meta.bits_allocated)
     .bind(obj.transfer_syntax_uid.as_str())
     .bind(meta.specific_character_set.as_str())
     .bind(meta.content_date.as_str())
@@ -140,8 +115,11 @@ async fn record_one(
     .bind(obj.sha256.as_str())
     .bind(req.source_ae_title.as_str())
     .bind(ts)
-    .execute(&mut **tx)
+    .fetch_optional(&mut **tx)
     .await?;
+    if inserted.is_none() {
+        return record_duplicate(tx, req, policy).await;
+    }
 
     let new_study = i64::from(new_study);
     let new_series = i64::from(new_series);
@@ -175,6 +153,52 @@ async fn record_one(
         add_modality(tx, study_id, &meta.series.modality).await?;
     }
     Ok(Recorded::Inserted)
+}
+
+/// The SOP Instance UID is already indexed: same bytes, or the policy.
+async fn record_duplicate(
+    tx: &mut Transaction<'static, Any>,
+    req: &StoreRequest,
+    policy: DuplicatePolicy,
+) -> Result<Recorded, IndexError> {
+    let obj = &req.object;
+    let row =
+        sqlx::query("SELECT id, sha256, object_key FROM instances WHERE sop_instance_uid = $1")
+            .bind(req.meta.sop_instance_uid.as_str())
+            .fetch_one(&mut **tx)
+            .await?;
+    let id: i64 = row.try_get(0)?;
+    let sha: String = row.try_get(1)?;
+    let old_key: String = row.try_get(2)?;
+    if sha == obj.sha256 {
+        return Ok(Recorded::Identical);
+    }
+    match policy {
+        DuplicatePolicy::KeepFirst => Ok(Recorded::KeptExisting {
+            unreferenced_key: obj.key.clone(),
+        }),
+        DuplicatePolicy::Reject => Ok(Recorded::Rejected {
+            unreferenced_key: obj.key.clone(),
+        }),
+        DuplicatePolicy::Replace => {
+            sqlx::query(
+                "UPDATE instances SET object_key = $1, size_bytes = $2, sha256 = $3, \
+                 transfer_syntax_uid = $4, source_ae_title = $5, received_at = $6 WHERE id = $7",
+            )
+            .bind(obj.key.as_str())
+            .bind(obj.size as i64)
+            .bind(obj.sha256.as_str())
+            .bind(obj.transfer_syntax_uid.as_str())
+            .bind(req.source_ae_title.as_str())
+            .bind(now())
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+            Ok(Recorded::Replaced {
+                unreferenced_key: old_key,
+            })
+        }
+    }
 }
 
 /// INSERT … ON CONFLICT DO NOTHING RETURNING id, then SELECT when the row
@@ -248,8 +272,8 @@ async fn upsert_study(
         sqlx::query(
             "INSERT INTO studies (patient_fk, study_instance_uid, study_date, study_time, \
              accession_number, study_id, study_description, referring_physician_name, \
-             referring_physician_name_folded, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
+             referring_physician_name_folded, timezone_offset_from_utc, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) \
              ON CONFLICT (study_instance_uid) DO NOTHING RETURNING id",
         )
         .bind(patient_fk)
@@ -261,6 +285,7 @@ async fn upsert_study(
         .bind(s.study_description.as_str())
         .bind(s.referring_physician_name.as_str())
         .bind(fold_for_matching(&s.referring_physician_name))
+        .bind(s.timezone_offset_from_utc.as_str())
         .bind(ts),
         sqlx::query("SELECT id FROM studies WHERE study_instance_uid = $1")
             .bind(s.study_instance_uid.as_str()),
@@ -280,7 +305,8 @@ async fn upsert_series(
         sqlx::query(
             "INSERT INTO series (study_fk, series_instance_uid, modality, series_number, \
              series_description, body_part_examined, pps_start_date, pps_start_time, \
-             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
+             scheduled_procedure_step_id, requested_procedure_id, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) \
              ON CONFLICT (series_instance_uid) DO NOTHING RETURNING id",
         )
         .bind(study_fk)
@@ -291,6 +317,8 @@ async fn upsert_series(
         .bind(s.body_part_examined.as_str())
         .bind(s.performed_procedure_step_start_date.as_str())
         .bind(s.performed_procedure_step_start_time.as_str())
+        .bind(s.scheduled_procedure_step_id.as_str())
+        .bind(s.requested_procedure_id.as_str())
         .bind(ts),
         sqlx::query("SELECT id FROM series WHERE series_instance_uid = $1")
             .bind(s.series_instance_uid.as_str()),

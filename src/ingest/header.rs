@@ -93,6 +93,15 @@ const WANTED: &[Tag] = &[
     tags::COLUMNS,
     tags::PERFORMED_PROCEDURE_STEP_START_DATE,
     tags::PERFORMED_PROCEDURE_STEP_START_TIME,
+    tags::BITS_ALLOCATED,
+    tags::TIMEZONE_OFFSET_FROM_UTC,
+];
+
+/// Read from the first item of the Request Attributes Sequence, which QIDO-RS
+/// returns at series level.
+const WANTED_IN_REQUEST_ATTRIBUTES: &[Tag] = &[
+    tags::SCHEDULED_PROCEDURE_STEP_ID,
+    tags::REQUESTED_PROCEDURE_ID,
 ];
 
 struct RawValue {
@@ -163,18 +172,34 @@ fn collect<R: Read>(
     big_endian: bool,
 ) -> Result<(HashMap<Tag, RawValue>, u64), HeaderError> {
     let mut values = HashMap::new();
-    let mut depth = 0usize;
+    // Open sequences, each with the number of items seen so far.
+    let mut open: Vec<(Tag, usize)> = Vec::new();
     while let Some(token) = reader.advance() {
         let token = token.map_err(|e| HeaderError::Malformed {
             offset: 0,
             reason: e.to_string(),
         })?;
         match token {
-            LazyDataToken::SequenceStart { .. } | LazyDataToken::PixelSequenceStart => depth += 1,
-            LazyDataToken::SequenceEnd => depth = depth.saturating_sub(1),
+            LazyDataToken::SequenceStart { tag, .. } => open.push((tag, 0)),
+            LazyDataToken::PixelSequenceStart => open.push((tags::PIXEL_DATA, 0)),
+            LazyDataToken::ItemStart { .. } => {
+                if let Some(last) = open.last_mut() {
+                    last.1 += 1;
+                }
+            }
+            LazyDataToken::SequenceEnd => {
+                open.pop();
+            }
             LazyDataToken::LazyValue { header, decoder } => {
-                let wanted =
-                    depth == 0 && header.len.0 <= MAX_INDEXED_VALUE && WANTED.contains(&header.tag);
+                let wanted = header.len.0 <= MAX_INDEXED_VALUE
+                    && match open.as_slice() {
+                        [] => WANTED.contains(&header.tag),
+                        [(seq, 1)] if *seq == tags::REQUEST_ATTRIBUTES_SEQUENCE => {
+                            WANTED_IN_REQUEST_ATTRIBUTES.contains(&header.tag)
+                                && !values.contains_key(&header.tag)
+                        }
+                        _ => false,
+                    };
                 let offset = decoder.position();
                 let result = if wanted {
                     let mut bytes = Vec::with_capacity(header.len.0 as usize);
@@ -216,7 +241,7 @@ fn collect<R: Read>(
         }
     }
     let consumed = reader.into_decoder().position();
-    if depth != 0 {
+    if !open.is_empty() {
         return Err(HeaderError::Malformed {
             offset: consumed,
             reason: "data set ends inside a sequence".into(),
@@ -267,6 +292,7 @@ fn build_meta(
             study_id: text(tags::STUDY_ID),
             study_description: text(tags::STUDY_DESCRIPTION),
             referring_physician_name: text(tags::REFERRING_PHYSICIAN_NAME),
+            timezone_offset_from_utc: ascii(raw, tags::TIMEZONE_OFFSET_FROM_UTC),
         },
         series: SeriesMeta {
             series_instance_uid: uid(tags::SERIES_INSTANCE_UID, "SeriesInstanceUID")?,
@@ -282,6 +308,8 @@ fn build_meta(
                 raw,
                 tags::PERFORMED_PROCEDURE_STEP_START_TIME,
             ),
+            scheduled_procedure_step_id: text(tags::SCHEDULED_PROCEDURE_STEP_ID),
+            requested_procedure_id: text(tags::REQUESTED_PROCEDURE_ID),
         },
         sop_instance_uid,
         sop_class_uid,
@@ -289,6 +317,7 @@ fn build_meta(
         number_of_frames: integer(raw, tags::NUMBER_OF_FRAMES),
         rows: integer(raw, tags::ROWS),
         columns: integer(raw, tags::COLUMNS),
+        bits_allocated: integer(raw, tags::BITS_ALLOCATED),
         specific_character_set: charset.clone(),
         content_date: ascii(raw, tags::CONTENT_DATE),
         content_time: ascii(raw, tags::CONTENT_TIME),

@@ -16,7 +16,6 @@ use std::time::Instant;
 
 use tokio::io::AsyncReadExt;
 
-use crate::config::DuplicatePolicy;
 use crate::index::{Index, IndexError, Recorded, StoreRequest};
 use crate::model::{AeTitle, StoredObject, Uid};
 use crate::storage::{SpoolWriter, Storage, StorageError};
@@ -63,7 +62,6 @@ pub struct Ingest {
     storage: Storage,
     index: Index,
     committer: GroupCommitter,
-    policy: DuplicatePolicy,
     metrics: Arc<Metrics>,
 }
 
@@ -74,8 +72,9 @@ pub struct Incoming {
 }
 
 impl Incoming {
-    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), IngestError> {
-        Ok(self.spool.write(bytes).await?)
+    /// Append a received chunk; ownership avoids a copy.
+    pub async fn write(&mut self, chunk: Vec<u8>) -> Result<(), IngestError> {
+        Ok(self.spool.write(chunk).await?)
     }
 
     pub fn size(&self) -> u64 {
@@ -88,14 +87,12 @@ impl Ingest {
         storage: Storage,
         index: Index,
         committer: GroupCommitter,
-        policy: DuplicatePolicy,
         metrics: Arc<Metrics>,
     ) -> Self {
         Ingest {
             storage,
             index,
             committer,
-            policy,
             metrics,
         }
     }
@@ -112,7 +109,7 @@ impl Ingest {
     ) -> Result<Incoming, IngestError> {
         let mut spool = self.storage.spool().await?;
         let head = part10::header(sop_class, sop_instance, transfer_syntax, calling_ae)?;
-        spool.write(&head).await?;
+        spool.write(head).await?;
         Ok(Incoming {
             spool,
             source: calling_ae.to_string(),
@@ -136,25 +133,9 @@ impl Ingest {
         let size = spooled.size;
         let sha256 = spooled.sha256.clone();
 
-        // Cheap pre-check so a resend of identical bytes or a refused
-        // duplicate costs no storage write.
-        if let Some(existing) = self
-            .index
-            .object_for(parsed.meta.sop_instance_uid.as_str())
-            .await?
-        {
-            if existing == sha256 {
-                return Ok(IngestOutcome::AlreadyStored);
-            }
-            match self.policy {
-                DuplicatePolicy::KeepFirst => return Ok(IngestOutcome::KeptExisting),
-                DuplicatePolicy::Reject => {
-                    return Err(IngestError::Duplicate(parsed.meta.sop_instance_uid))
-                }
-                DuplicatePolicy::Replace => {}
-            }
-        }
-
+        // Keys are content hashes: a resend of identical bytes finds its
+        // object already stored and writes nothing. The index decides
+        // duplicates in the same transaction that records the instance.
         let key = self.storage.commit(spooled).await?;
         let sop_uid = parsed.meta.sop_instance_uid.clone();
         let request = StoreRequest {
@@ -214,16 +195,17 @@ impl Ingest {
             .await
             .map_err(|e| StorageError::io(path, e))?;
         let mut spool = self.storage.spool().await?;
-        let mut buf = vec![0u8; 256 * 1024];
         loop {
-            let n = file
-                .read(&mut buf)
+            let mut buf = Vec::with_capacity(256 * 1024);
+            let n = (&mut file)
+                .take(256 * 1024)
+                .read_to_end(&mut buf)
                 .await
                 .map_err(|e| StorageError::io(path, e))?;
             if n == 0 {
                 break;
             }
-            spool.write(&buf[..n]).await?;
+            spool.write(buf).await?;
         }
         self.finish(Incoming {
             spool,

@@ -22,6 +22,7 @@ pub struct StudyMeta {
     pub study_id: String,
     pub study_description: String,
     pub referring_physician_name: String,
+    pub timezone_offset_from_utc: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +34,9 @@ pub struct SeriesMeta {
     pub body_part_examined: String,
     pub performed_procedure_step_start_date: String,
     pub performed_procedure_step_start_time: String,
+    /// From the first item of the Request Attributes Sequence.
+    pub scheduled_procedure_step_id: String,
+    pub requested_procedure_id: String,
 }
 
 /// Everything the index needs about one received instance.
@@ -47,6 +51,7 @@ pub struct InstanceMeta {
     pub number_of_frames: Option<i64>,
     pub rows: Option<i64>,
     pub columns: Option<i64>,
+    pub bits_allocated: Option<i64>,
     /// The original Specific Character Set (0008,0005), kept for answering
     /// queries in the character set the data arrived in.
     pub specific_character_set: String,

@@ -31,52 +31,38 @@ impl LocalStore {
             .map_err(|e| StorageError::io(&self.root, e))
     }
 
+    /// fsync(file) → create fan-out dirs → rename → fsync(dir), all in one
+    /// blocking task: one thread hop per object instead of one per call.
     pub(super) async fn commit(&self, spooled: Spooled, key: &str) -> Result<(), StorageError> {
         let target = self.root.join(key);
-        if tokio::fs::try_exists(&target).await.unwrap_or(false) {
-            // Same hash, same bytes: already durable. Dropping the spool
-            // file deletes it.
-            return Ok(());
-        }
-        let parent = target.parent().unwrap_or(&self.root).to_owned();
-        self.ensure_dir(&parent).await?;
-        let source = spooled.into_path();
-        if let Err(e) = tokio::fs::rename(&source, &target).await {
-            let _ = tokio::fs::remove_file(&source).await;
-            return Err(StorageError::io(&target, e));
-        }
-        if self.fsync {
-            sync_dir(&parent).await?;
-        }
-        Ok(())
-    }
-
-    /// Create the fan-out directories, fsyncing each new entry's parent so
-    /// the directory itself survives a crash.
-    async fn ensure_dir(&self, dir: &Path) -> Result<(), StorageError> {
-        if tokio::fs::try_exists(dir).await.unwrap_or(false) {
-            return Ok(());
-        }
-        let mut missing = Vec::new();
-        let mut cur = dir;
-        while cur != self.root && !tokio::fs::try_exists(cur).await.unwrap_or(false) {
-            missing.push(cur.to_owned());
-            match cur.parent() {
-                Some(p) => cur = p,
-                None => break,
+        let root = self.root.clone();
+        let fsync = self.fsync;
+        let (source, file) = spooled.into_std();
+        let spool_file = source.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            if target.exists() {
+                // Same hash, same bytes: already durable.
+                return Ok(false);
             }
-        }
-        for d in missing.iter().rev() {
-            match tokio::fs::create_dir(d).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(StorageError::io(d, e)),
+            if fsync {
+                file.sync_data().map_err(|e| StorageError::io(&source, e))?;
             }
-            if self.fsync {
-                sync_dir(d.parent().unwrap_or(&self.root)).await?;
+            drop(file);
+            let parent = target.parent().unwrap_or(&root).to_owned();
+            ensure_dir(&root, &parent, fsync)?;
+            std::fs::rename(&source, &target).map_err(|e| StorageError::io(&target, e))?;
+            if fsync {
+                sync_dir(&parent)?;
             }
+            Ok(true)
+        })
+        .await
+        .unwrap_or_else(|e| Err(StorageError::io(&self.root, std::io::Error::other(e))));
+        if !matches!(result, Ok(true)) {
+            // Not renamed (identical object already stored, or an error).
+            let _ = tokio::fs::remove_file(&spool_file).await;
         }
-        Ok(())
+        result.map(|_| ())
     }
 
     pub(super) async fn open_read(&self, key: &str) -> Result<ObjectReader, StorageError> {
@@ -149,9 +135,35 @@ fn async_walk(root: PathBuf) -> impl Stream<Item = Result<String, StorageError>>
     )
 }
 
-async fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    let f = tokio::fs::File::open(dir)
-        .await
-        .map_err(|e| StorageError::io(dir, e))?;
-    f.sync_all().await.map_err(|e| StorageError::io(dir, e))
+/// Create the fan-out directories, fsyncing each new entry's parent so the
+/// directory itself survives a crash.
+fn ensure_dir(root: &Path, dir: &Path, fsync: bool) -> Result<(), StorageError> {
+    if dir.exists() {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    let mut cur = dir;
+    while cur != root && !cur.exists() {
+        missing.push(cur.to_owned());
+        match cur.parent() {
+            Some(p) => cur = p,
+            None => break,
+        }
+    }
+    for d in missing.iter().rev() {
+        match std::fs::create_dir(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(StorageError::io(d, e)),
+        }
+        if fsync {
+            sync_dir(d.parent().unwrap_or(root))?;
+        }
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    let f = std::fs::File::open(dir).map_err(|e| StorageError::io(dir, e))?;
+    f.sync_all().map_err(|e| StorageError::io(dir, e))
 }

@@ -62,7 +62,6 @@ enum Backend {
 pub struct Storage {
     backend: Backend,
     spool_dir: PathBuf,
-    fsync: bool,
 }
 
 impl Storage {
@@ -91,11 +90,7 @@ impl Storage {
             store.create_root().await?;
         }
         spool::create_dir(&spool_dir).await?;
-        Ok(Storage {
-            backend,
-            spool_dir,
-            fsync: config.fsync,
-        })
+        Ok(Storage { backend, spool_dir })
     }
 
     /// Remove what a crash of this node left half-written in its spool. Only
@@ -113,11 +108,6 @@ impl Storage {
     /// that is already stored is not written again.
     pub async fn commit(&self, spooled: Spooled) -> Result<String, StorageError> {
         let key = key_for(&spooled.sha256);
-        // Locally the spool file becomes the object, so it must reach the
-        // disk; an S3 upload is durable on its own.
-        if self.fsync && matches!(self.backend, Backend::Local(_)) {
-            spooled.sync().await?;
-        }
         match &self.backend {
             Backend::Local(store) => store.commit(spooled, &key).await?,
             Backend::S3(store) => store.commit(spooled, &key).await?,

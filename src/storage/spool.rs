@@ -6,8 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
-use tokio::fs::File;
-use tokio::io::{AsyncWriteExt, BufWriter};
 
 use super::StorageError;
 
@@ -26,11 +24,29 @@ impl Drop for DeleteOnDrop {
     }
 }
 
-/// Streams bytes to a spool file while hashing them.
+/// Received chunks are queued without copying and handed to a blocking
+/// task in batches of about this size, which hashes and writes them: one
+/// thread hop per batch instead of one per network PDU.
+const BATCH_BYTES: usize = 1024 * 1024;
+
+/// What the blocking side owns between batches.
+#[derive(Debug)]
+struct Sink {
+    file: std::fs::File,
+    hasher: Sha256,
+}
+
+type BatchTask = tokio::task::JoinHandle<(Sink, std::io::Result<()>)>;
+
+/// Streams bytes to a spool file while hashing them. One batch is written
+/// in the background while the next is received.
 #[derive(Debug)]
 pub struct SpoolWriter {
-    file: BufWriter<File>,
-    hasher: Sha256,
+    /// The sink when idle; while a batch is in flight it travels with it.
+    sink: Option<Sink>,
+    in_flight: Option<BatchTask>,
+    queued: Vec<Vec<u8>>,
+    queued_bytes: usize,
     size: u64,
     guard: DeleteOnDrop,
 }
@@ -46,21 +62,66 @@ impl SpoolWriter {
             .await
             .map_err(|e| StorageError::io(&path, e))?;
         Ok(SpoolWriter {
-            file: BufWriter::with_capacity(256 * 1024, file),
-            hasher: Sha256::new(),
+            sink: Some(Sink {
+                file: file.into_std().await,
+                hasher: Sha256::new(),
+            }),
+            in_flight: None,
+            queued: Vec::new(),
+            queued_bytes: 0,
             size: 0,
             guard: DeleteOnDrop(Some(path)),
         })
     }
 
-    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
-        self.hasher.update(bytes);
-        self.size += bytes.len() as u64;
-        let path = self.path().to_owned();
-        self.file
-            .write_all(bytes)
-            .await
-            .map_err(|e| StorageError::io(&path, e))
+    /// Queue a chunk; it is written once a batch is full or at
+    /// [`Self::finish`].
+    pub async fn write(&mut self, chunk: Vec<u8>) -> Result<(), StorageError> {
+        self.size += chunk.len() as u64;
+        self.queued_bytes += chunk.len();
+        self.queued.push(chunk);
+        if self.queued_bytes >= BATCH_BYTES {
+            self.start_batch().await?;
+        }
+        Ok(())
+    }
+
+    /// Wait for the batch in flight, if any, and take the sink back.
+    async fn settle(&mut self) -> Result<(), StorageError> {
+        if let Some(task) = self.in_flight.take() {
+            let path = self.path().to_owned();
+            let (sink, result) = task
+                .await
+                .map_err(|e| StorageError::io(&path, std::io::Error::other(e)))?;
+            result.map_err(|e| StorageError::io(&path, e))?;
+            self.sink = Some(sink);
+        }
+        Ok(())
+    }
+
+    /// Hash and write the queued chunks on a blocking thread.
+    async fn start_batch(&mut self) -> Result<(), StorageError> {
+        self.settle().await?;
+        let batch = std::mem::take(&mut self.queued);
+        self.queued_bytes = 0;
+        let Some(mut sink) = self.sink.take() else {
+            let path = self.path().to_owned();
+            return Err(StorageError::io(
+                &path,
+                std::io::Error::other("earlier write failed"),
+            ));
+        };
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            for chunk in &batch {
+                sink.hasher.update(chunk);
+                if let Err(e) = sink.file.write_all(chunk) {
+                    return (sink, Err(e));
+                }
+            }
+            (sink, Ok(()))
+        }));
+        Ok(())
     }
 
     pub fn size(&self) -> u64 {
@@ -71,19 +132,20 @@ impl SpoolWriter {
         self.guard.0.as_deref().unwrap_or(Path::new(""))
     }
 
-    /// Flush and close for writing; the file stays owned by the returned
+    /// Write what is queued; the file stays owned by the returned
     /// [`Spooled`] and is still deleted if that is dropped.
     pub async fn finish(mut self) -> Result<Spooled, StorageError> {
+        self.start_batch().await?;
+        self.settle().await?;
         let path = self.path().to_owned();
-        self.file
-            .flush()
-            .await
-            .map_err(|e| StorageError::io(&path, e))?;
-        let file = self.file.into_inner();
+        let sink = self
+            .sink
+            .take()
+            .ok_or_else(|| StorageError::io(&path, std::io::Error::other("spool closed")))?;
         Ok(Spooled {
-            file,
+            file: sink.file,
             size: self.size,
-            sha256: hex::encode(self.hasher.finalize()),
+            sha256: hex::encode(sink.hasher.finalize()),
             guard: self.guard,
         })
     }
@@ -93,7 +155,7 @@ impl SpoolWriter {
 /// committed.
 #[derive(Debug)]
 pub struct Spooled {
-    file: File,
+    file: std::fs::File,
     pub size: u64,
     pub sha256: String,
     guard: DeleteOnDrop,
@@ -104,16 +166,10 @@ impl Spooled {
         self.guard.0.as_deref().unwrap_or(Path::new(""))
     }
 
-    pub(super) async fn sync(&self) -> Result<(), StorageError> {
-        self.file
-            .sync_data()
-            .await
-            .map_err(|e| StorageError::io(self.path(), e))
-    }
-
-    /// Hand the file over to the backend; it no longer gets deleted on drop.
-    pub(super) fn into_path(mut self) -> PathBuf {
-        self.guard.0.take().unwrap_or_default()
+    /// Hand path and file over to the backend, which now owns clean-up.
+    pub(super) fn into_std(mut self) -> (PathBuf, std::fs::File) {
+        let path = self.guard.0.take().unwrap_or_default();
+        (path, self.file)
     }
 }
 

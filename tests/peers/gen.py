@@ -39,6 +39,10 @@ def make(index, study_uid, series_uid, patient, rows, cols, rng, ts):
     ds.StudyDescription = "Synthetic CT"
     ds.Modality = "CT"
     ds.SeriesNumber = 1
+    request = Dataset()
+    request.ScheduledProcedureStepID = "SPS-1"
+    request.RequestedProcedureID = "RP-1"
+    ds.RequestAttributesSequence = [request]
     ds.InstanceNumber = index + 1
     ds.Rows = rows
     ds.Columns = cols

@@ -77,7 +77,7 @@ pub async fn handle(
     loop {
         let (bytes, last) = assoc.next_data_fragment(context_id).await?;
         if let Some(inc) = incoming.as_mut() {
-            if let Err(e) = inc.write(&bytes).await {
+            if let Err(e) = inc.write(bytes).await {
                 // Keep reading so the association stays usable.
                 write_error = Some(e);
                 incoming = None;
