@@ -464,8 +464,24 @@ async fn character_sets_decoded_to_utf8(backend: Backend) {
     assert!(checked >= 12, "only {checked} charset samples");
 }
 
+/// SCP/SCU role selection is answered for storage SOP classes, so a
+/// requestor may also act as a storage SCP on the association (for C-GET).
+async fn role_selection_is_answered(backend: Backend) {
+    let Some(_) = python() else {
+        return skip("role_selection_is_answered", "pynetdicom missing");
+    };
+    let archive = Archive::start(backend).await;
+    let port = archive.dicom_port.to_string();
+    let out = run_peer("roles.py", &["127.0.0.1", &port]).await;
+    assert!(out.status.success());
+    let roles: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(roles["as_scu"], true, "{roles}");
+    assert_eq!(roles["as_scp"], true, "{roles}");
+}
+
 on_both_backends!(
     echo,
+    role_selection_is_answered,
     every_transfer_syntax_stored_as_received,
     ten_parallel_associations,
     duplicates_follow_policy,

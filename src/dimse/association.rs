@@ -6,11 +6,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use dicom_ul::association::server::{AccessControl, ServerAssociationOptions};
+use dicom_ul::association::server::{AccessControl, Negotiation, ServerAssociationOptions};
 use dicom_ul::association::{Association as _, AsyncServerAssociation};
 use dicom_ul::pdu::{
     AssociationRJServiceUserReason, PDataValue, PDataValueType, PresentationContextResultReason,
-    UserIdentity,
+    RequestorRoles, UserIdentity,
 };
 use dicom_ul::Pdu;
 use tokio::net::TcpStream;
@@ -68,6 +68,31 @@ impl AccessControl for AePolicy {
     }
 }
 
+/// SCP/SCU role selection (PS3.7 D.3.3.4): for storage SOP classes the
+/// requestor may take either or both roles, which C-GET needs (the archive
+/// sends C-STOREs back on the same association). No extended negotiation
+/// is offered.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RolePolicy;
+
+impl Negotiation for RolePolicy {
+    fn negotiate_roles(
+        &self,
+        sop_class_uid: &str,
+        scu_role: bool,
+        scp_role: bool,
+    ) -> Option<RequestorRoles> {
+        let uid = sop_class_uid.trim_end_matches('\0');
+        STORAGE_SOP_CLASSES
+            .iter()
+            .any(|(storage, _)| *storage == uid)
+            .then_some(RequestorRoles {
+                scu: scu_role,
+                scp: scp_role,
+            })
+    }
+}
+
 /// Acceptor options for every inbound association: Verification plus every
 /// storage SOP class, any transfer syntax the registry knows (data sets are
 /// stored as received), and the configured AE policy and limits. No read
@@ -76,8 +101,7 @@ impl AccessControl for AePolicy {
 /// time separately.
 pub fn acceptor_options(
     config: &DicomConfig,
-) -> ServerAssociationOptions<'static, AePolicy, dicom_ul::association::server::DefaultNegotiation>
-{
+) -> ServerAssociationOptions<'static, AePolicy, RolePolicy> {
     let policy = AePolicy {
         allowed_calling: config.allowed_calling_ae_titles.clone(),
         require_called: config.require_called_ae_title,
@@ -87,6 +111,7 @@ pub fn acceptor_options(
         .ae_title(config.ae_title.as_str().to_owned())
         .max_pdu_length(config.max_pdu_length)
         .strict(true)
+        .with_negotiation(RolePolicy)
         .with_abstract_syntax(VERIFICATION);
     for (uid, _) in STORAGE_SOP_CLASSES {
         options = options.with_abstract_syntax(*uid);
@@ -283,6 +308,17 @@ impl Association {
     ) -> Result<(), AssociationError> {
         let bytes = command.encode()?;
         self.send_fragments(context_id, PDataValueType::Command, bytes)
+            .await
+    }
+
+    /// Send an encoded data set after a command (C-FIND results,
+    /// N-EVENT-REPORT information, C-STORE sub-operations).
+    pub async fn send_data_set(
+        &mut self,
+        context_id: u8,
+        bytes: Vec<u8>,
+    ) -> Result<(), AssociationError> {
+        self.send_fragments(context_id, PDataValueType::Data, bytes)
             .await
     }
 

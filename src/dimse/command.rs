@@ -180,6 +180,24 @@ pub struct Command {
     pub status: Option<Status>,
     pub error_comment: Option<String>,
     pub move_destination: Option<String>,
+    /// N-EVENT-REPORT Event Type ID.
+    pub event_type_id: Option<u16>,
+    /// N-ACTION Action Type ID.
+    pub action_type_id: Option<u16>,
+    /// C-GET/C-MOVE sub-operation counts: remaining, completed, failed, warning.
+    pub sub_operations: Option<SubOperations>,
+    /// Set on C-STOREs that are sub-operations of a C-MOVE.
+    pub move_originator_ae_title: Option<String>,
+    pub move_originator_message_id: Option<u16>,
+}
+
+/// Sub-operation counts carried by C-GET and C-MOVE responses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SubOperations {
+    pub remaining: u16,
+    pub completed: u16,
+    pub failed: u16,
+    pub warning: u16,
 }
 
 impl Command {
@@ -197,6 +215,11 @@ impl Command {
             status: None,
             error_comment: None,
             move_destination: None,
+            event_type_id: None,
+            action_type_id: None,
+            sub_operations: None,
+            move_originator_ae_title: None,
+            move_originator_message_id: None,
         }
     }
 
@@ -254,6 +277,18 @@ impl Command {
             status: u16_of(tags::STATUS).map(Status::from_code),
             error_comment: str_of(tags::ERROR_COMMENT),
             move_destination: str_of(tags::MOVE_DESTINATION),
+            event_type_id: u16_of(tags::EVENT_TYPE_ID),
+            action_type_id: u16_of(tags::ACTION_TYPE_ID),
+            sub_operations: u16_of(tags::NUMBER_OF_REMAINING_SUBOPERATIONS)
+                .or(u16_of(tags::NUMBER_OF_COMPLETED_SUBOPERATIONS))
+                .map(|_| SubOperations {
+                    remaining: u16_of(tags::NUMBER_OF_REMAINING_SUBOPERATIONS).unwrap_or(0),
+                    completed: u16_of(tags::NUMBER_OF_COMPLETED_SUBOPERATIONS).unwrap_or(0),
+                    failed: u16_of(tags::NUMBER_OF_FAILED_SUBOPERATIONS).unwrap_or(0),
+                    warning: u16_of(tags::NUMBER_OF_WARNING_SUBOPERATIONS).unwrap_or(0),
+                }),
+            move_originator_ae_title: str_of(tags::MOVE_ORIGINATOR_APPLICATION_ENTITY_TITLE),
+            move_originator_message_id: u16_of(tags::MOVE_ORIGINATOR_MESSAGE_ID),
         })
     }
 
@@ -286,6 +321,11 @@ impl Command {
         );
         put_uid(tags::MOVE_DESTINATION, &self.move_destination, VR::AE);
         put_uid(tags::ERROR_COMMENT, &self.error_comment, VR::LO);
+        put_uid(
+            tags::MOVE_ORIGINATOR_APPLICATION_ENTITY_TITLE,
+            &self.move_originator_ae_title,
+            VR::AE,
+        );
         let mut put_us = |tag: Tag, v: Option<u16>| {
             if let Some(v) = v {
                 obj.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
@@ -303,6 +343,18 @@ impl Command {
             Some(if self.has_dataset { 0x0000 } else { NO_DATASET }),
         );
         put_us(tags::STATUS, self.status.map(Status::code));
+        put_us(tags::EVENT_TYPE_ID, self.event_type_id);
+        put_us(tags::ACTION_TYPE_ID, self.action_type_id);
+        put_us(
+            tags::MOVE_ORIGINATOR_MESSAGE_ID,
+            self.move_originator_message_id,
+        );
+        if let Some(ops) = self.sub_operations {
+            put_us(tags::NUMBER_OF_REMAINING_SUBOPERATIONS, Some(ops.remaining));
+            put_us(tags::NUMBER_OF_COMPLETED_SUBOPERATIONS, Some(ops.completed));
+            put_us(tags::NUMBER_OF_FAILED_SUBOPERATIONS, Some(ops.failed));
+            put_us(tags::NUMBER_OF_WARNING_SUBOPERATIONS, Some(ops.warning));
+        }
 
         let ts = IMPLICIT_VR_LITTLE_ENDIAN.erased();
         let mut body = Vec::with_capacity(256);
@@ -352,6 +404,40 @@ mod tests {
         assert_eq!(decoded.status, Some(Status::CannotUnderstand));
         assert_eq!(decoded.error_comment.as_deref(), Some("baddata"));
         assert!(!decoded.has_dataset);
+    }
+
+    #[test]
+    fn round_trip_retrieve_and_normalized_fields() {
+        let mut rsp = request(CommandField::CMoveRsp, 9, "1.2.840.10008.5.1.4.1.2.2.2");
+        rsp.status = Some(Status::Other(0xFF00));
+        rsp.sub_operations = Some(SubOperations {
+            remaining: 3,
+            completed: 2,
+            failed: 1,
+            warning: 0,
+        });
+        rsp.move_originator_ae_title = Some("WORKSTATION".into());
+        rsp.move_originator_message_id = Some(4);
+        assert_eq!(
+            Command::decode(&rsp.encode().expect("encodes")).expect("decodes"),
+            rsp
+        );
+
+        let mut report = request(CommandField::NEventReportRq, 1, "1.2.840.10008.1.20.1");
+        report.event_type_id = Some(1);
+        report.affected_sop_instance_uid = Some("1.2.840.10008.1.20.1.1".into());
+        report.has_dataset = true;
+        assert_eq!(
+            Command::decode(&report.encode().expect("encodes")).expect("decodes"),
+            report
+        );
+
+        let mut action = request(CommandField::NActionRq, 2, "1.2.840.10008.1.20.1");
+        action.action_type_id = Some(1);
+        assert_eq!(
+            Command::decode(&action.encode().expect("encodes")).expect("decodes"),
+            action
+        );
     }
 
     #[test]
