@@ -83,6 +83,7 @@ pub struct RawDicom {
     pub idle_timeout_secs: Option<u64>,
     pub artim_timeout_secs: Option<u64>,
     pub shutdown_grace_secs: Option<u64>,
+    pub max_find_results: Option<usize>,
     pub allowed_calling_ae_titles: Option<Vec<String>>,
     pub require_called_ae_title: Option<bool>,
     pub duplicate_policy: Option<DuplicatePolicy>,
@@ -161,6 +162,8 @@ pub struct DicomConfig {
     pub artim_timeout: Duration,
     /// How long open associations may keep working after SIGTERM.
     pub shutdown_grace: Duration,
+    /// A C-FIND with more matches ends with A700 after this many.
+    pub max_find_results: usize,
     /// Empty means any calling AE title is accepted.
     pub allowed_calling_ae_titles: Vec<AeTitle>,
     pub require_called_ae_title: bool,
@@ -229,6 +232,7 @@ impl Config {
             idle_timeout: Duration::from_secs(d.idle_timeout_secs.unwrap_or(300)),
             artim_timeout: Duration::from_secs(d.artim_timeout_secs.unwrap_or(30)),
             shutdown_grace: Duration::from_secs(d.shutdown_grace_secs.unwrap_or(30)),
+            max_find_results: d.max_find_results.unwrap_or(10_000).max(1),
             allowed_calling_ae_titles: allowed,
             require_called_ae_title: d.require_called_ae_title.unwrap_or(false),
             duplicate_policy: d.duplicate_policy.unwrap_or_default(),

@@ -14,6 +14,8 @@
 //! - [`index`]: the SQL index (SQLite or PostgreSQL) of patients, studies,
 //!   series and instances. All SQL lives there.
 //! - [`web`]: the HTTP port: health, metrics, JSON API.
+//! - [`query`]: the protocol-neutral query model (C-FIND today); the index
+//!   turns it into SQL.
 //! - [`model`]: identifiers and metadata types shared by all of the above.
 //! - [`config`], [`telemetry`], [`server`]: settings, logs and metrics,
 //!   ordered startup and shutdown.
@@ -25,6 +27,7 @@ pub mod import;
 pub mod index;
 pub mod ingest;
 pub mod model;
+pub mod query;
 pub mod server;
 pub mod storage;
 pub mod telemetry;

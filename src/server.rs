@@ -148,7 +148,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let associations = TaskTracker::new();
     let ctx = ServiceContext {
         ingest,
+        index: core.index.clone(),
         metrics: core.metrics.clone(),
+        ae_title: config.dicom.ae_title.clone(),
+        max_find_results: config.dicom.max_find_results,
     };
     let dicom_task = tokio::spawn(listener::run(
         dicom_listener,

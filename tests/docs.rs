@@ -65,7 +65,12 @@ fn conformance_statement_lists_every_storage_sop_class() {
 #[test]
 fn readme_shows_the_run_and_test_commands() {
     let readme = read("README.md");
-    for command in ["cargo run --release -- serve", ".ci/run", "cargo test"] {
+    for command in [
+        "cargo run --release -- serve",
+        "scripts/test",
+        ".ci/run",
+        "cargo test",
+    ] {
         assert!(
             readme.contains(command),
             "README.md does not show `{command}`"

@@ -112,7 +112,9 @@ pub fn acceptor_options(
         .max_pdu_length(config.max_pdu_length)
         .strict(true)
         .with_negotiation(RolePolicy)
-        .with_abstract_syntax(VERIFICATION);
+        .with_abstract_syntax(VERIFICATION)
+        .with_abstract_syntax(super::service::find::PATIENT_ROOT_FIND)
+        .with_abstract_syntax(super::service::find::STUDY_ROOT_FIND);
     for (uid, _) in STORAGE_SOP_CLASSES {
         options = options.with_abstract_syntax(*uid);
     }
@@ -288,6 +290,35 @@ impl Association {
             ));
         }
         Ok((pdv.data, pdv.is_last))
+    }
+
+    /// Read a whole data set into memory: only for small ones such as query
+    /// identifiers, never for instances. Fails past `max` bytes.
+    pub async fn read_data_set(
+        &mut self,
+        context_id: u8,
+        max: usize,
+    ) -> Result<Vec<u8>, AssociationError> {
+        let mut out = Vec::new();
+        loop {
+            let (bytes, last) = self.next_data_fragment(context_id).await?;
+            if out.len() + bytes.len() > max {
+                return Err(AssociationError::Protocol(format!(
+                    "data set larger than {max} bytes where a small one was expected"
+                )));
+            }
+            out.extend_from_slice(&bytes);
+            if last {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// A request that has already arrived, without waiting: how a long
+    /// operation notices a C-CANCEL. Relies on `next_request` being
+    /// cancel-safe.
+    pub fn poll_request(&mut self) -> Option<Result<Option<Request>, AssociationError>> {
+        futures::FutureExt::now_or_never(self.next_request())
     }
 
     /// Read and discard the rest of a data set, so the association stays in

@@ -8,6 +8,7 @@
 //! ([`Index::record_batch`]); reads are typed functions, never raw SQL in
 //! callers.
 
+mod find;
 mod read;
 mod schema;
 mod write;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
+pub use find::{FindPlan, FindRow};
 pub use read::{IndexStats, IndexedObject, InstanceRecord, StudySummary};
 pub use write::{Recorded, StoreRequest};
 
@@ -88,7 +90,8 @@ impl Index {
                         // acknowledge; NORMAL could lose it on power loss.
                         conn.execute(
                             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
-                             PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;",
+                             PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; \
+                             PRAGMA case_sensitive_like=ON;",
                         )
                         .await?;
                     }

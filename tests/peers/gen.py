@@ -1,11 +1,12 @@
 """Generate synthetic DICOM instances for tests, deterministically.
 
 usage: gen.py OUTDIR --count N [--studies S] [--rows R] [--cols C] [--ts UID]
-              [--seed K] [--patient-name NAME]
+              [--seed K] [--patient-name NAME] [--study-date DA] [--modality M]
 Writes one Part-10 file per instance and prints the number written.
 """
 import argparse
 import os
+import zlib
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -21,7 +22,7 @@ from pydicom.uid import (
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 
-def make(index, study_uid, series_uid, patient, rows, cols, rng, ts):
+def make(index, study_uid, series_uid, patient, rows, cols, rng, ts, study_date="20260101", modality="CT"):
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.SOPClassUID = CT_IMAGE_STORAGE
@@ -32,12 +33,12 @@ def make(index, study_uid, series_uid, patient, rows, cols, rng, ts):
     ds.PatientID = patient[1]
     ds.PatientBirthDate = "19700101"
     ds.PatientSex = "O"
-    ds.StudyDate = "20260101"
+    ds.StudyDate = study_date
     ds.StudyTime = "120000"
-    ds.AccessionNumber = f"ACC{abs(hash(study_uid)) % 100000:05d}"
+    ds.AccessionNumber = f"ACC{zlib.crc32(study_uid.encode()) % 100000:05d}"
     ds.StudyID = "1"
     ds.StudyDescription = "Synthetic CT"
-    ds.Modality = "CT"
+    ds.Modality = modality
     ds.SeriesNumber = 1
     request = Dataset()
     request.ScheduledProcedureStepID = "SPS-1"
@@ -80,6 +81,8 @@ def main():
     p.add_argument("--ts", default=ExplicitVRLittleEndian)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--patient-name", default="Nguyễn^Văn")
+    p.add_argument("--study-date", default="20260101")
+    p.add_argument("--modality", default="CT")
     args = p.parse_args()
     os.makedirs(args.outdir, exist_ok=True)
     rng = np.random.default_rng(args.seed)
@@ -91,7 +94,8 @@ def main():
     for i in range(args.count):
         study_uid, series_uid = studies[i % args.studies]
         patient = (args.patient_name, f"PID{args.seed}-{i % args.studies}")
-        ds = make(i, study_uid, series_uid, patient, args.rows, args.cols, rng, args.ts)
+        ds = make(i, study_uid, series_uid, patient, args.rows, args.cols, rng, args.ts,
+                  args.study_date, args.modality)
         little = ds.file_meta.TransferSyntaxUID != ExplicitVRBigEndian
         implicit = ds.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
         ds.save_as(

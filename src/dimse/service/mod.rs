@@ -2,20 +2,27 @@
 //! parsed request and answers on the association. [`serve`] dispatches.
 
 mod echo;
+pub mod find;
 mod store;
 
 use std::sync::Arc;
 
 use super::association::{Association, AssociationError, Request};
 use super::command::{Command, CommandField, Status};
+use crate::index::Index;
 use crate::ingest::Ingest;
+use crate::model::AeTitle;
 use crate::telemetry::Metrics;
 
 /// What a service handler needs from the rest of Tessera.
 #[derive(Clone)]
 pub struct ServiceContext {
     pub ingest: Ingest,
+    /// Read-only queries (C-FIND); writes go through `ingest`.
+    pub index: Index,
     pub metrics: Arc<Metrics>,
+    pub ae_title: AeTitle,
+    pub max_find_results: usize,
 }
 
 /// Answer one request.
@@ -27,6 +34,7 @@ pub async fn dispatch(
     match request.command.field {
         CommandField::CEchoRq => echo::handle(assoc, request).await,
         CommandField::CStoreRq => store::handle(assoc, request, ctx).await,
+        CommandField::CFindRq => find::handle(assoc, request, ctx).await,
         // C-CANCEL for an operation that is not running needs no answer.
         CommandField::CCancelRq => Ok(()),
         other => {

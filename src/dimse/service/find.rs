@@ -1,0 +1,188 @@
+//! C-FIND SCP, Patient Root and Study Root (PS3.4 C.4.1).
+//!
+//! The identifier becomes a protocol-neutral [`Query`]; matches stream from
+//! the index and each is sent as a pending response as soon as it is read,
+//! so no result set is built in memory. A C-CANCEL is checked between
+//! responses, and a configured maximum ends the query with a clear status.
+
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::tags;
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_object::InMemDicomObject;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use futures::StreamExt;
+
+use super::ServiceContext;
+use crate::dimse::association::{Association, AssociationError, Request};
+use crate::dimse::command::{Command, CommandField, Status};
+use crate::index::FindRow;
+use crate::query::{Attribute, Level, Query, Root};
+
+pub const PATIENT_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.1.1";
+pub const STUDY_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
+
+/// Identifiers are a few hundred bytes; this bounds a hostile one.
+const MAX_IDENTIFIER: usize = 1024 * 1024;
+const PENDING: Status = Status::Other(0xFF00);
+const PENDING_WITH_UNSUPPORTED_KEYS: Status = Status::Other(0xFF01);
+const CANCELLED: Status = Status::Other(0xFE00);
+const UNABLE_TO_PROCESS: Status = Status::Other(0xC001);
+
+#[tracing::instrument(skip_all, fields(calling_ae = %assoc.calling_ae()))]
+pub async fn handle(
+    assoc: &mut Association,
+    request: Request,
+    ctx: &ServiceContext,
+) -> Result<(), AssociationError> {
+    let Request {
+        context_id,
+        command,
+    } = request;
+    let respond = |status: Status| Command::response_to(&command, status);
+    if !command.has_dataset {
+        let rsp = respond(Status::DataSetDoesNotMatchSopClass)
+            .with_error_comment("C-FIND-RQ without an identifier");
+        return assoc.send_command(context_id, &rsp).await;
+    }
+    let bytes = assoc.read_data_set(context_id, MAX_IDENTIFIER).await?;
+    let Some(context) = assoc.context(context_id).cloned() else {
+        return assoc
+            .send_command(context_id, &respond(Status::CannotUnderstand))
+            .await;
+    };
+    let root = match context.abstract_syntax.as_str() {
+        PATIENT_ROOT_FIND => Root::Patient,
+        _ => Root::Study,
+    };
+    let identifier = TransferSyntaxRegistry
+        .get(context.transfer_syntax.as_str())
+        .ok_or_else(|| "unknown transfer syntax".to_owned())
+        .and_then(|ts| {
+            InMemDicomObject::read_dataset_with_ts(bytes.as_slice(), ts).map_err(|e| e.to_string())
+        });
+    let identifier = match identifier {
+        Ok(obj) => obj,
+        Err(e) => {
+            let rsp = respond(Status::DataSetDoesNotMatchSopClass)
+                .with_error_comment(format!("unreadable identifier: {e}"));
+            return assoc.send_command(context_id, &rsp).await;
+        }
+    };
+    let query = match Query::from_identifier(&identifier, root) {
+        Ok(q) => q,
+        Err(e) => {
+            let rsp =
+                respond(Status::DataSetDoesNotMatchSopClass).with_error_comment(e.to_string());
+            return assoc.send_command(context_id, &rsp).await;
+        }
+    };
+    tracing::debug!(level = ?query.level, keys = query.keys.len(), "C-FIND");
+
+    let ts = match TransferSyntaxRegistry.get(context.transfer_syntax.as_str()) {
+        Some(ts) => ts,
+        None => {
+            return assoc
+                .send_command(context_id, &respond(Status::CannotUnderstand))
+                .await
+        }
+    };
+    let max = ctx.max_find_results;
+    let plan = ctx.index.plan_find(&query, max + 1);
+    let mut rows = ctx.index.find(&plan);
+    let pending = if query.unsupported.is_empty() {
+        PENDING
+    } else {
+        PENDING_WITH_UNSUPPORTED_KEYS
+    };
+    let mut sent = 0usize;
+    let final_status = loop {
+        if let Some(next) = assoc.poll_request() {
+            match next? {
+                Some(req) if req.command.field == CommandField::CCancelRq => {
+                    break respond(CANCELLED)
+                }
+                Some(_) => {
+                    return Err(AssociationError::Protocol(
+                        "new request during a C-FIND".into(),
+                    ));
+                }
+                None => return Ok(()),
+            }
+        }
+        let row = match rows.next().await {
+            None => break respond(Status::Success),
+            Some(Ok(row)) => row,
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "C-FIND query failed");
+                break respond(UNABLE_TO_PROCESS).with_error_comment("index query failed");
+            }
+        };
+        if sent == max {
+            break respond(Status::OutOfResources)
+                .with_error_comment(format!("more than {max} matches; narrow the query"));
+        }
+        let mut bytes = Vec::with_capacity(512);
+        let encoded = response_identifier(&query, &row, ctx.ae_title.as_str())
+            .write_dataset_with_ts(&mut bytes, ts);
+        if let Err(e) = encoded {
+            tracing::error!(error = %e, "cannot encode C-FIND response");
+            break respond(UNABLE_TO_PROCESS).with_error_comment("cannot encode a match");
+        }
+        let mut rsp = respond(pending);
+        rsp.has_dataset = true;
+        assoc.send_command(context_id, &rsp).await?;
+        assoc.send_data_set(context_id, bytes).await?;
+        sent += 1;
+    };
+    drop(rows);
+    assoc.send_command(context_id, &final_status).await
+}
+
+/// The identifier of one match: the requested keys with their values, the
+/// unique keys of every level down to the query level, and the character
+/// set (values are UTF-8).
+fn response_identifier(query: &Query, row: &FindRow, ae_title: &str) -> InMemDicomObject {
+    let mut obj = InMemDicomObject::new_empty();
+    obj.put(DataElement::new(
+        tags::SPECIFIC_CHARACTER_SET,
+        VR::CS,
+        PrimitiveValue::from("ISO_IR 192"),
+    ));
+    obj.put(DataElement::new(
+        tags::QUERY_RETRIEVE_LEVEL,
+        VR::CS,
+        PrimitiveValue::from(query.level.keyword()),
+    ));
+    obj.put(DataElement::new(
+        tags::RETRIEVE_AE_TITLE,
+        VR::AE,
+        PrimitiveValue::from(ae_title),
+    ));
+    let unique = [
+        (Level::Patient, Attribute::PatientId),
+        (Level::Study, Attribute::StudyInstanceUid),
+        (Level::Series, Attribute::SeriesInstanceUid),
+        (Level::Image, Attribute::SopInstanceUid),
+    ];
+    let requested = query.keys.iter().map(|k| k.attribute);
+    let always = unique
+        .iter()
+        .filter(|(l, _)| *l <= query.level)
+        .map(|(_, a)| *a);
+    for attribute in requested.chain(always) {
+        let value = row.get(attribute);
+        let element = match attribute.vr() {
+            VR::US => match value.parse::<u16>() {
+                Ok(n) => DataElement::new(attribute.tag(), VR::US, PrimitiveValue::from(n)),
+                Err(_) => DataElement::new(attribute.tag(), VR::US, PrimitiveValue::Empty),
+            },
+            vr => DataElement::new(attribute.tag(), vr, PrimitiveValue::from(value)),
+        };
+        obj.put(element);
+    }
+    // Keys the index does not hold are answered empty (status FF01 says so).
+    for tag in &query.unsupported {
+        obj.put(DataElement::new(*tag, VR::UN, PrimitiveValue::Empty));
+    }
+    obj
+}

@@ -1,0 +1,272 @@
+//! Query matching in SQL: a [`crate::query::Query`] becomes one SELECT over
+//! the level's table joined to its parents, with every matching key a bound
+//! parameter. Rows stream back; nothing collects the whole result.
+
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{Index, IndexError};
+use crate::model::fold_for_matching;
+use crate::query::{Attribute, Level, Matcher, Query, ValueKind};
+
+/// A value bound into the statement.
+#[derive(Debug, Clone, PartialEq)]
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+/// One matching entity: the value of every attribute at or above the
+/// query level, as text (empty when the entity has none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FindRow {
+    pub values: Vec<(Attribute, String)>,
+}
+
+impl FindRow {
+    pub fn get(&self, attribute: Attribute) -> &str {
+        self.values
+            .iter()
+            .find(|(a, _)| *a == attribute)
+            .map_or("", |(_, v)| v.as_str())
+    }
+}
+
+/// A prepared statement for a query; it owns its SQL and parameters so the
+/// row stream can borrow them.
+#[derive(Debug, Clone)]
+pub struct FindPlan {
+    sql: String,
+    binds: Vec<Bind>,
+    selected: Vec<(Attribute, bool)>,
+}
+
+/// Column expression and whether it holds an integer.
+fn column(attribute: Attribute) -> (&'static str, bool) {
+    use Attribute::*;
+    match attribute {
+        PatientName => ("p.patient_name", false),
+        PatientId => ("p.patient_id", false),
+        IssuerOfPatientId => ("p.issuer_of_patient_id", false),
+        PatientBirthDate => ("p.patient_birth_date", false),
+        PatientSex => ("p.patient_sex", false),
+        NumberOfPatientRelatedStudies => ("p.num_studies", true),
+        NumberOfPatientRelatedSeries => ("p.num_series", true),
+        NumberOfPatientRelatedInstances => ("p.num_instances", true),
+        StudyInstanceUid => ("st.study_instance_uid", false),
+        StudyDate => ("st.study_date", false),
+        StudyTime => ("st.study_time", false),
+        AccessionNumber => ("st.accession_number", false),
+        StudyId => ("st.study_id", false),
+        StudyDescription => ("st.study_description", false),
+        ReferringPhysicianName => ("st.referring_physician_name", false),
+        ModalitiesInStudy => ("st.modalities_in_study", false),
+        TimezoneOffsetFromUtc => ("st.timezone_offset_from_utc", false),
+        NumberOfStudyRelatedSeries => ("st.num_series", true),
+        NumberOfStudyRelatedInstances => ("st.num_instances", true),
+        SeriesInstanceUid => ("se.series_instance_uid", false),
+        Modality => ("se.modality", false),
+        SeriesNumber => ("se.series_number", true),
+        SeriesDescription => ("se.series_description", false),
+        BodyPartExamined => ("se.body_part_examined", false),
+        PerformedProcedureStepStartDate => ("se.pps_start_date", false),
+        PerformedProcedureStepStartTime => ("se.pps_start_time", false),
+        NumberOfSeriesRelatedInstances => ("se.num_instances", true),
+        SopInstanceUid => ("i.sop_instance_uid", false),
+        SopClassUid => ("i.sop_class_uid", false),
+        InstanceNumber => ("i.instance_number", true),
+        Rows => ("i.pixel_rows", true),
+        Columns => ("i.pixel_columns", true),
+        NumberOfFrames => ("i.number_of_frames", true),
+        BitsAllocated => ("i.bits_allocated", true),
+        ContentDate => ("i.content_date", false),
+        ContentTime => ("i.content_time", false),
+    }
+}
+
+/// The folded column used for case- and diacritic-insensitive names.
+fn folded_column(attribute: Attribute) -> Option<&'static str> {
+    match attribute {
+        Attribute::PatientName => Some("p.patient_name_folded"),
+        Attribute::ReferringPhysicianName => Some("st.referring_physician_name_folded"),
+        _ => None,
+    }
+}
+
+fn from_clause(level: Level) -> (&'static str, &'static str) {
+    match level {
+        Level::Patient => ("patients p", "p.id"),
+        Level::Study => ("studies st JOIN patients p ON p.id = st.patient_fk", "st.id"),
+        Level::Series => (
+            "series se JOIN studies st ON st.id = se.study_fk JOIN patients p ON p.id = st.patient_fk",
+            "se.id",
+        ),
+        Level::Image => (
+            "instances i JOIN series se ON se.id = i.series_fk JOIN studies st ON st.id = se.study_fk \
+             JOIN patients p ON p.id = st.patient_fk",
+            "i.id",
+        ),
+    }
+}
+
+/// DICOM wildcards to a LIKE pattern with `\` as the escape character.
+fn like_pattern(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len() + 4);
+    for c in pattern.chars() {
+        match c {
+            '%' | '_' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '*' => out.push('%'),
+            '?' => out.push('_'),
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+impl Index {
+    /// Plan a query returning at most `limit` rows.
+    pub fn plan_find(&self, query: &Query, limit: usize) -> FindPlan {
+        let selected: Vec<(Attribute, bool)> = Attribute::ALL
+            .iter()
+            .filter(|a| a.level() <= query.level)
+            .map(|a| (*a, column(*a).1))
+            .collect();
+        let (from, order) = from_clause(query.level);
+        let mut binds = Vec::new();
+        let mut conditions = Vec::new();
+        let param = |binds: &mut Vec<Bind>, b: Bind| {
+            binds.push(b);
+            format!("${}", binds.len())
+        };
+        for key in &query.keys {
+            let attribute = key.attribute;
+            let (col, integer) = column(attribute);
+            let name_col = folded_column(attribute);
+            match &key.matcher {
+                // Counters are return keys only (the query model never
+                // builds another matcher for them).
+                Matcher::Universal => {}
+                _ if attribute.kind() == ValueKind::Count => {}
+                Matcher::Single(v) if integer => match v.trim().parse::<i64>() {
+                    Ok(n) => {
+                        conditions.push(format!("{col} = {}", param(&mut binds, Bind::Int(n))))
+                    }
+                    Err(_) => conditions.push("1 = 0".to_owned()),
+                },
+                Matcher::Single(v) => match name_col {
+                    Some(folded) => conditions.push(format!(
+                        "{folded} = {}",
+                        param(&mut binds, Bind::Text(fold_for_matching(v)))
+                    )),
+                    None => conditions.push(format!(
+                        "{col} = {}",
+                        param(&mut binds, Bind::Text(v.clone()))
+                    )),
+                },
+                Matcher::Wildcard(v) => {
+                    let (target, value) = match name_col {
+                        Some(folded) => (folded, fold_for_matching(v)),
+                        None => (col, v.clone()),
+                    };
+                    conditions.push(format!(
+                        "{target} LIKE {} ESCAPE '\\'",
+                        param(&mut binds, Bind::Text(like_pattern(&value)))
+                    ));
+                }
+                Matcher::Range { from, to } => {
+                    conditions.push(format!("{col} <> ''"));
+                    if let Some(from) = from {
+                        conditions.push(format!(
+                            "{col} >= {}",
+                            param(&mut binds, Bind::Text(from.clone()))
+                        ));
+                    }
+                    if let Some(to) = to {
+                        // '~' sorts after digits and '.', so "1200" also
+                        // admits "120059.5".
+                        conditions.push(format!(
+                            "{col} <= {}",
+                            param(&mut binds, Bind::Text(format!("{to}~")))
+                        ));
+                    }
+                }
+                Matcher::AnyOf(values) if attribute == Attribute::ModalitiesInStudy => {
+                    let list: Vec<String> = values
+                        .iter()
+                        .map(|v| param(&mut binds, Bind::Text(v.clone())))
+                        .collect();
+                    conditions.push(format!(
+                        "st.id IN (SELECT study_fk FROM series WHERE modality IN ({}))",
+                        list.join(", ")
+                    ));
+                }
+                Matcher::AnyOf(values) => {
+                    let list: Vec<String> = values
+                        .iter()
+                        .map(|v| param(&mut binds, Bind::Text(v.clone())))
+                        .collect();
+                    conditions.push(format!("{col} IN ({})", list.join(", ")));
+                }
+            }
+        }
+        let columns: Vec<&str> = selected.iter().map(|(a, _)| column(*a).0).collect();
+        let mut sql = format!("SELECT {} FROM {from}", columns.join(", "));
+        if !conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conditions.join(" AND "));
+        }
+        sql.push_str(&format!(" ORDER BY {order} LIMIT {}", limit.max(1)));
+        FindPlan {
+            sql,
+            binds,
+            selected,
+        }
+    }
+
+    /// Run a plan, streaming matches.
+    pub fn find<'a>(&'a self, plan: &'a FindPlan) -> BoxStream<'a, Result<FindRow, IndexError>> {
+        let mut q = sqlx::query(&plan.sql);
+        for b in &plan.binds {
+            q = match b {
+                Bind::Text(s) => q.bind(s.as_str()),
+                Bind::Int(n) => q.bind(*n),
+            };
+        }
+        q.fetch(&self.pool)
+            .map_err(IndexError::from)
+            .and_then(move |row| async move { decode(&row, &plan.selected) })
+            .boxed()
+    }
+}
+
+fn decode(row: &AnyRow, selected: &[(Attribute, bool)]) -> Result<FindRow, IndexError> {
+    let mut values = Vec::with_capacity(selected.len());
+    for (i, (attribute, integer)) in selected.iter().enumerate() {
+        let value = if *integer {
+            row.try_get::<Option<i64>, _>(i)?
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        } else {
+            row.try_get::<String, _>(i)?
+        };
+        values.push((*attribute, value));
+    }
+    Ok(FindRow { values })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::like_pattern;
+
+    #[test]
+    fn wildcards_become_like_patterns() {
+        assert_eq!(like_pattern("ngu*"), "ngu%");
+        assert_eq!(like_pattern("a?c"), "a_c");
+        assert_eq!(like_pattern("100%_x\\"), "100\\%\\_x\\\\");
+    }
+}

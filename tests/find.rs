@@ -1,0 +1,485 @@
+//! C-FIND SCP against DCMTK findscu: Patient Root and Study Root at every
+//! level, each matching type of PS3.4 C.2.2.2.2, diacritic-insensitive
+//! names, counters, C-CANCEL and the result limit. Responses are extracted
+//! with `-X` and checked attribute by attribute.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{dcmtk, python, run_peer, skip, Archive, Backend};
+use dicom_core::Tag;
+use dicom_dictionary_std::tags;
+use dicom_object::{open_file, DefaultDicomObject};
+
+/// Four studies for three patients.
+async fn load(archive: &Archive) -> Vec<PathBuf> {
+    let root = archive.dir.path().join("corpus");
+    let sets: [(&str, &[&str]); 3] = [
+        (
+            "a",
+            &[
+                "--count",
+                "4",
+                "--seed",
+                "31",
+                "--patient-name",
+                "Nguyễn^Văn",
+                "--study-date",
+                "20200315",
+            ],
+        ),
+        (
+            "b",
+            &[
+                "--count",
+                "3",
+                "--seed",
+                "32",
+                "--patient-name",
+                "Müller^Hans",
+                "--study-date",
+                "20211120",
+                "--modality",
+                "MR",
+            ],
+        ),
+        (
+            "c",
+            &[
+                "--count",
+                "2",
+                "--studies",
+                "2",
+                "--seed",
+                "33",
+                "--patient-name",
+                "DOE^JOHN",
+                "--study-date",
+                "20220101",
+            ],
+        ),
+    ];
+    let mut dirs = Vec::new();
+    for (name, args) in sets {
+        let dir = root.join(name);
+        let mut all = vec![dir.to_str().expect("utf8")];
+        all.extend_from_slice(args);
+        assert!(run_peer("gen.py", &all).await.status.success());
+        dirs.push(dir);
+    }
+    let port = archive.dicom_port.to_string();
+    let mut args = vec!["127.0.0.1".to_owned(), port];
+    args.extend(dirs.iter().map(|d| d.to_str().expect("utf8").to_owned()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert!(run_peer("send.py", &args).await.status.success());
+    dirs
+}
+
+struct Found {
+    responses: Vec<DefaultDicomObject>,
+    output: String,
+}
+
+impl Found {
+    fn values(&self, tag: Tag) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .responses
+            .iter()
+            .map(|r| {
+                r.element(tag)
+                    .ok()
+                    .and_then(|e| {
+                        e.to_str()
+                            .ok()
+                            .map(|s| s.trim_end_matches(['\0', ' ']).to_owned())
+                    })
+                    .unwrap_or_default()
+            })
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// Run findscu with -X into a fresh directory and read every response.
+async fn find(archive: &Archive, model: &str, keys: &[&str], extra: &[&str]) -> Found {
+    let findscu = dcmtk("findscu").expect("checked by caller");
+    let out_dir = tempfile::tempdir().expect("tmp");
+    let mut cmd = tokio::process::Command::new(findscu);
+    cmd.args(["-v", model, "-X", "-od"])
+        .arg(out_dir.path())
+        .args(extra);
+    for k in keys {
+        cmd.args(["-k", k]);
+    }
+    cmd.args(archive.ae_args());
+    let out = cmd.output().await.expect("findscu runs");
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut files: Vec<PathBuf> = std::fs::read_dir(out_dir.path())
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    let responses = files
+        .iter()
+        .map(|f| open_file(f).expect("response parses"))
+        .collect();
+    Found { responses, output }
+}
+
+fn count(found: &Found) -> usize {
+    found.responses.len()
+}
+
+fn study_uid_of(dir: &Path) -> String {
+    let file = dir.join("img00000.dcm");
+    let obj = open_file(&file).expect("sample");
+    obj.element(tags::STUDY_INSTANCE_UID)
+        .expect("uid")
+        .to_str()
+        .expect("text")
+        .trim_end_matches('\0')
+        .to_owned()
+}
+
+async fn study_root_matching(backend: Backend) {
+    let (Some(_), Some(_)) = (dcmtk("findscu"), python()) else {
+        return skip("study_root_matching", "DCMTK findscu or pynetdicom missing");
+    };
+    let archive = Archive::start(backend).await;
+    let dirs = load(&archive).await;
+    let s = "-S";
+
+    // Universal: all studies, with counters and the character set.
+    let all = find(
+        &archive,
+        s,
+        &[
+            "QueryRetrieveLevel=STUDY",
+            "StudyInstanceUID",
+            "PatientName",
+            "NumberOfStudyRelatedInstances",
+            "NumberOfStudyRelatedSeries",
+            "ModalitiesInStudy",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(count(&all), 4, "{}", all.output);
+    assert_eq!(
+        all.values(tags::SPECIFIC_CHARACTER_SET),
+        vec!["ISO_IR 192"; 4]
+    );
+    assert_eq!(
+        all.values(tags::NUMBER_OF_STUDY_RELATED_INSTANCES),
+        vec!["1", "1", "3", "4"]
+    );
+    assert_eq!(
+        all.values(tags::NUMBER_OF_STUDY_RELATED_SERIES),
+        vec!["1"; 4]
+    );
+    assert_eq!(
+        all.values(tags::MODALITIES_IN_STUDY),
+        vec!["CT", "CT", "CT", "MR"]
+    );
+    assert_eq!(all.values(tags::QUERY_RETRIEVE_LEVEL), vec!["STUDY"; 4]);
+
+    // Wildcard and single value on names: case- and diacritic-insensitive.
+    let f = find(
+        &archive,
+        s,
+        &["QueryRetrieveLevel=STUDY", "PatientName=nguyen*"],
+        &[],
+    )
+    .await;
+    assert_eq!(
+        f.values(tags::PATIENT_NAME),
+        vec!["Nguyễn^Văn"],
+        "{}",
+        f.output
+    );
+    let f = find(
+        &archive,
+        s,
+        &["QueryRetrieveLevel=STUDY", "PatientName=MULLER^HANS"],
+        &[],
+    )
+    .await;
+    assert_eq!(f.values(tags::PATIENT_NAME), vec!["Müller^Hans"]);
+    let f = find(
+        &archive,
+        s,
+        &["QueryRetrieveLevel=STUDY", "PatientName=D?E*"],
+        &[],
+    )
+    .await;
+    assert_eq!(count(&f), 2);
+
+    // Single value on text is exact.
+    let f = find(
+        &archive,
+        s,
+        &["QueryRetrieveLevel=STUDY", "StudyDate=20220101"],
+        &[],
+    )
+    .await;
+    assert_eq!(count(&f), 2);
+    let f = find(
+        &archive,
+        s,
+        &[
+            "QueryRetrieveLevel=STUDY",
+            "AccessionNumber=ACC*",
+            "StudyDate",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(count(&f), 4);
+
+    // Date ranges: closed, open at either end.
+    let f = find(
+        &archive,
+        s,
+        &["QueryRetrieveLevel=STUDY", "StudyDate=20210101-20211231"],
+        &[],
+    )
+    .await;
+    assert_eq!(f.values(tags::STUDY_DATE), vec!["20211120"]);
+    let f = find(
+        &archive,
+        s,
+        &["QueryRetrieveLevel=STUDY", "StudyDate=-20201231"],
+        &[],
+    )
+    .await;
+    assert_eq!(f.values(tags::STUDY_DATE), vec!["20200315"]);
+    let f = find(
+        &archive,
+        s,
+        &["QueryRetrieveLevel=STUDY", "StudyDate=20211121-"],
+        &[],
+    )
+    .await;
+    assert_eq!(f.values(tags::STUDY_DATE), vec!["20220101", "20220101"]);
+    let f = find(
+        &archive,
+        s,
+        &[
+            "QueryRetrieveLevel=STUDY",
+            "StudyTime=1100-1300",
+            "StudyDate",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(count(&f), 4, "time range includes 120000");
+
+    // UID list, and multi-valued ModalitiesInStudy.
+    let (a, b) = (study_uid_of(&dirs[0]), study_uid_of(&dirs[1]));
+    let list = format!("StudyInstanceUID={a}\\{b}");
+    let f = find(&archive, s, &["QueryRetrieveLevel=STUDY", &list], &[]).await;
+    let mut expected = vec![a.clone(), b.clone()];
+    expected.sort();
+    assert_eq!(f.values(tags::STUDY_INSTANCE_UID), expected);
+    let f = find(
+        &archive,
+        s,
+        &["QueryRetrieveLevel=STUDY", "ModalitiesInStudy=MR"],
+        &[],
+    )
+    .await;
+    assert_eq!(count(&f), 1);
+
+    // Series and image level below a study.
+    let key = format!("StudyInstanceUID={a}");
+    let f = find(
+        &archive,
+        s,
+        &[
+            "QueryRetrieveLevel=SERIES",
+            &key,
+            "SeriesInstanceUID",
+            "Modality",
+            "NumberOfSeriesRelatedInstances",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(
+        f.values(tags::NUMBER_OF_SERIES_RELATED_INSTANCES),
+        vec!["4"]
+    );
+    assert_eq!(
+        f.values(tags::STUDY_INSTANCE_UID),
+        vec![a.clone()],
+        "unique keys above the level are returned"
+    );
+    let f = find(
+        &archive,
+        s,
+        &[
+            "QueryRetrieveLevel=IMAGE",
+            &key,
+            "SOPInstanceUID",
+            "InstanceNumber",
+            "Rows",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(f.values(tags::INSTANCE_NUMBER), vec!["1", "2", "3", "4"]);
+    assert_eq!(count(&f), 4);
+    let rows: Vec<u16> = f
+        .responses
+        .iter()
+        .map(|r| r.element(tags::ROWS).expect("rows").to_int().expect("US"))
+        .collect();
+    assert_eq!(rows, vec![64; 4]);
+    let f = find(
+        &archive,
+        s,
+        &["QueryRetrieveLevel=IMAGE", &key, "InstanceNumber=3"],
+        &[],
+    )
+    .await;
+    assert_eq!(count(&f), 1);
+
+    // A key the index does not hold is returned empty.
+    let f = find(
+        &archive,
+        s,
+        &[
+            "QueryRetrieveLevel=STUDY",
+            "PatientName=DOE*",
+            "InstitutionName",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(f.values(tags::INSTITUTION_NAME), vec!["", ""]);
+}
+
+async fn patient_root_levels(backend: Backend) {
+    let (Some(_), Some(_)) = (dcmtk("findscu"), python()) else {
+        return skip("patient_root_levels", "DCMTK findscu or pynetdicom missing");
+    };
+    let archive = Archive::start(backend).await;
+    load(&archive).await;
+    let p = "-P";
+    let f = find(
+        &archive,
+        p,
+        &[
+            "QueryRetrieveLevel=PATIENT",
+            "PatientID",
+            "PatientName",
+            "NumberOfPatientRelatedStudies",
+            "NumberOfPatientRelatedInstances",
+        ],
+        &[],
+    )
+    .await;
+    // Set "c" has two patients (PID33-0, PID33-1) with a study each.
+    assert_eq!(count(&f), 4, "{}", f.output);
+    assert_eq!(
+        f.values(tags::NUMBER_OF_PATIENT_RELATED_STUDIES),
+        vec!["1"; 4]
+    );
+    assert_eq!(
+        f.values(tags::NUMBER_OF_PATIENT_RELATED_INSTANCES),
+        vec!["1", "1", "3", "4"]
+    );
+    let f = find(
+        &archive,
+        p,
+        &[
+            "QueryRetrieveLevel=STUDY",
+            "PatientID=PID33-*",
+            "StudyInstanceUID",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(count(&f), 2);
+    assert_eq!(
+        f.values(tags::PATIENT_ID).len(),
+        2,
+        "PatientID is returned at study level"
+    );
+    // PATIENT level does not exist in Study Root.
+    let f = find(&archive, "-S", &["QueryRetrieveLevel=PATIENT"], &[]).await;
+    assert_eq!(count(&f), 0);
+    assert!(
+        f.output
+            .contains("Final Find Response (Error: DataSetDoesNotMatchSOPClass)"),
+        "{}",
+        f.output
+    );
+}
+
+async fn cancel_and_limit(backend: Backend) {
+    let (Some(_), Some(_)) = (dcmtk("findscu"), python()) else {
+        return skip("cancel_and_limit", "DCMTK findscu or pynetdicom missing");
+    };
+    // C-CANCEL: many matches, cancelled after the first response.
+    let archive = Archive::start(backend).await;
+    let many = archive.dir.path().join("many");
+    let dir = many.to_str().expect("utf8");
+    assert!(run_peer(
+        "gen.py",
+        &[dir, "--count", "400", "--rows", "8", "--cols", "8", "--seed", "34"]
+    )
+    .await
+    .status
+    .success());
+    let port = archive.dicom_port.to_string();
+    assert!(
+        run_peer("send.py", &["127.0.0.1", &port, dir, "--assocs", "4"])
+            .await
+            .status
+            .success()
+    );
+    let f = find(
+        &archive,
+        "-S",
+        &["QueryRetrieveLevel=IMAGE", "SOPInstanceUID"],
+        &["--cancel", "1"],
+    )
+    .await;
+    assert!(
+        count(&f) < 400,
+        "cancel stopped the responses: {}",
+        count(&f)
+    );
+    assert!(
+        f.output.contains("Final Find Response (Cancel"),
+        "{}",
+        f.output
+    );
+
+    // The result limit ends the query with A700 after the limit.
+    let archive = Archive::start_with(backend, |raw| raw.dicom.max_find_results = Some(3)).await;
+    load(&archive).await;
+    let f = find(
+        &archive,
+        "-S",
+        &["QueryRetrieveLevel=IMAGE", "SOPInstanceUID"],
+        &[],
+    )
+    .await;
+    assert_eq!(count(&f), 3, "{}", f.output);
+    assert!(
+        f.output
+            .contains("Final Find Response (Refused: OutOfResources)"),
+        "{}",
+        f.output
+    );
+}
+
+on_both_backends!(study_root_matching, patient_root_levels, cancel_and_limit);
