@@ -107,3 +107,16 @@ fn architecture_names_every_top_level_module() {
         "docs/architecture.md does not mention module(s) {missing:?} (as `name`)"
     );
 }
+
+#[test]
+fn readme_config_example_is_valid() {
+    let readme = read("README.md");
+    let start = readme
+        .find("```toml\n# tessera.toml")
+        .expect("README has the full configuration example");
+    let body = &readme[start + "```toml\n".len()..];
+    let end = body.find("```").expect("example ends");
+    let raw: tessera::config::RawConfig =
+        toml::from_str(&body[..end]).expect("README example is valid TOML for RawConfig");
+    tessera::config::Config::from_raw(raw).expect("README example is a valid configuration");
+}
