@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::model::AeTitle;
+use crate::model::{AeTitle, Peer, RawPeer};
 
 /// What to do when an instance arrives whose SOP Instance UID is already
 /// stored with different content. Identical content is always accepted once.
@@ -71,6 +71,9 @@ pub struct RawConfig {
     pub storage: RawStorage,
     #[serde(default)]
     pub index: RawIndex,
+    /// Remote AEs: `[[peers]]` tables.
+    #[serde(default)]
+    pub peers: Vec<RawPeer>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -182,6 +185,8 @@ pub struct Config {
     pub fsync: bool,
     pub index_url: String,
     pub index_max_connections: u32,
+    /// Peers from the config file; written to the registry at startup.
+    pub peers: Vec<Peer>,
 }
 
 pub const DEFAULT_AE_TITLE: &str = "TESSERA";
@@ -261,7 +266,17 @@ impl Config {
                 reason: format!("{index_url:?} is neither sqlite:… nor postgres://…"),
             });
         }
+        let peers = raw
+            .peers
+            .into_iter()
+            .map(Peer::from_raw)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ConfigError::Invalid {
+                key: "peers",
+                reason: e.to_string(),
+            })?;
         Ok(Config {
+            peers,
             dicom,
             http_bind: raw
                 .http

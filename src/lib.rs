@@ -16,6 +16,7 @@
 //! - [`web`]: the HTTP port: health, metrics, JSON API.
 //! - [`query`]: the protocol-neutral query model (C-FIND today); the index
 //!   turns it into SQL.
+//! - [`peers`]: the remote AE registry (config file and REST API).
 //! - [`model`]: identifiers and metadata types shared by all of the above.
 //! - [`config`], [`telemetry`], [`server`]: settings, logs and metrics,
 //!   ordered startup and shutdown.
@@ -27,6 +28,7 @@ pub mod import;
 pub mod index;
 pub mod ingest;
 pub mod model;
+pub mod peers;
 pub mod query;
 pub mod server;
 pub mod storage;

@@ -72,6 +72,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// C-ECHO a peer: a registered AE title, or AE@host:port.
+    Echo { peer: String },
     /// Print counts of patients, studies, series, instances and bytes.
     Stats {
         #[arg(long)]
@@ -147,6 +149,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => verify(config, prune_unreferenced, json).await,
         Command::Stats { json } => stats(config, json).await,
+        Command::Echo { peer } => echo(config, &peer).await,
     }
 }
 
@@ -260,6 +263,51 @@ async fn verify(config: Config, prune: bool, json: bool) -> anyhow::Result<ExitC
     } else {
         ExitCode::from(1)
     })
+}
+
+async fn echo(config: Config, target: &str) -> anyhow::Result<ExitCode> {
+    let core = tessera::server::Core::open(&config).await?;
+    let registry = core.peer_registry(&config);
+    registry.seed(&config.peers).await?;
+    let peer = match target.split_once('@') {
+        Some((ae, addr)) => {
+            let (host, port) = addr.rsplit_once(':').context("expected AE@host:port")?;
+            tessera::model::Peer::from_raw(tessera::model::RawPeer {
+                ae_title: ae.to_owned(),
+                host: host.to_owned(),
+                port: port.parse().context("port must be a number")?,
+                tls: false,
+                services: None,
+            })?
+        }
+        None => match registry.get(target).await {
+            Ok(peer) => peer,
+            Err(tessera::peers::RegistryError::NotFound(_)) => {
+                core.index.close().await;
+                eprintln!("error: no peer {target:?} is registered (use AE@host:port for an unregistered one)");
+                return Ok(ExitCode::from(1));
+            }
+            Err(e) => return Err(e.into()),
+        },
+    };
+    let result = registry.echo_peer(&peer).await;
+    core.index.close().await;
+    match &result.error {
+        None => {
+            println!(
+                "C-ECHO {}@{}:{}: ok in {} ms",
+                peer.ae_title, peer.host, peer.port, result.elapsed_ms
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(e) => {
+            println!(
+                "C-ECHO {}@{}:{}: failed: {e}",
+                peer.ae_title, peer.host, peer.port
+            );
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 async fn stats(config: Config, json: bool) -> anyhow::Result<ExitCode> {

@@ -13,9 +13,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::dimse::listener;
+use crate::dimse::scu::Scu;
 use crate::dimse::service::ServiceContext;
 use crate::index::{Index, IndexError};
 use crate::ingest::{GroupCommitter, Ingest};
+use crate::peers::PeerRegistry;
 use crate::storage::{Storage, StorageError};
 use crate::telemetry::Metrics;
 use crate::web::{self, AppState, AuthPolicy};
@@ -26,6 +28,8 @@ pub enum ServerError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Index(#[from] IndexError),
+    #[error("cannot register the configured peers: {0}")]
+    Peers(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -51,6 +55,15 @@ impl Core {
             index,
             metrics: Arc::new(Metrics::new()),
         })
+    }
+
+    /// The peer registry, verifying peers with C-ECHO as our AE title.
+    pub fn peer_registry(&self, config: &Config) -> PeerRegistry {
+        let scu = Scu {
+            ae_title: config.dicom.ae_title.clone(),
+            timeout: config.dicom.artim_timeout,
+        };
+        PeerRegistry::new(self.index.clone(), Arc::new(scu))
     }
 
     /// The write path, with its group committer tracked by `tracker`.
@@ -127,6 +140,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 
     let committer_tracker = TaskTracker::new();
     let ingest = core.ingest(&config, &committer_tracker);
+    let peers = core.peer_registry(&config);
+    peers
+        .seed(&config.peers)
+        .await
+        .map_err(|e| ServerError::Peers(e.to_string()))?;
     let state = AppState {
         index: core.index.clone(),
         storage: core.storage.clone(),
@@ -136,6 +154,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             .http_api_token
             .clone()
             .map_or(AuthPolicy::Open, AuthPolicy::BearerToken),
+        peers,
     };
     let http = web::start(http_listener, state).map_err(|source| ServerError::Bind {
         addr: config.http_bind,

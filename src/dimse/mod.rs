@@ -4,7 +4,8 @@
 //! - [`association`]: negotiation policy and P-DATA ↔ commands and data-set
 //!   fragments. Framing never decides what a command means.
 //! - [`command`]: typed command sets and status codes.
-//! - [`service`]: one module per DIMSE service (C-ECHO, C-STORE, …).
+//! - [`service`]: one module per DIMSE service (C-ECHO, C-STORE, C-FIND).
+//! - [`scu`]: outbound associations (C-ECHO to verify a peer).
 //!
 //! An instance arrives here, is streamed to [`crate::ingest`], and is
 //! answered only once ingest reports it durable.
@@ -12,5 +13,6 @@
 pub mod association;
 pub mod command;
 pub mod listener;
+pub mod scu;
 pub mod service;
 pub mod storage_classes;

@@ -9,6 +9,7 @@
 //! callers.
 
 mod find;
+mod peers;
 mod read;
 mod schema;
 mod write;
@@ -20,6 +21,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
 pub use find::{FindPlan, FindRow};
+pub use peers::PeerSource;
 pub use read::{IndexStats, IndexedObject, InstanceRecord, StudySummary};
 pub use write::{Recorded, StoreRequest};
 

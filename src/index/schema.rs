@@ -7,17 +7,31 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 use super::Backend;
 
-const SQLITE: &[(i64, &str, &str)] = &[(
-    1,
-    "information model",
-    include_str!("../../migrations/sqlite/0001_information_model.sql"),
-)];
+const SQLITE: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "information model",
+        include_str!("../../migrations/sqlite/0001_information_model.sql"),
+    ),
+    (
+        2,
+        "peers",
+        include_str!("../../migrations/sqlite/0002_peers.sql"),
+    ),
+];
 
-const POSTGRES: &[(i64, &str, &str)] = &[(
-    1,
-    "information model",
-    include_str!("../../migrations/postgres/0001_information_model.sql"),
-)];
+const POSTGRES: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "information model",
+        include_str!("../../migrations/postgres/0001_information_model.sql"),
+    ),
+    (
+        2,
+        "peers",
+        include_str!("../../migrations/postgres/0002_peers.sql"),
+    ),
+];
 
 pub(super) fn migrator(backend: Backend) -> Migrator {
     let set = match backend {

@@ -1,10 +1,12 @@
-//! The HTTP edge: health, readiness, Prometheus metrics and the JSON status
-//! API. Later DICOMweb and the viewer mount here too.
+//! The HTTP edge: health, readiness, Prometheus metrics and the JSON API
+//! (status, remote AE registry). Later DICOMweb and the viewer mount here too.
 //!
 //! [`auth`] is the single place requests are authenticated; every route
 //! except the probes goes through it.
 
 mod auth;
+mod error;
+mod peers;
 mod status;
 
 use std::net::TcpListener;
@@ -14,6 +16,7 @@ use std::time::Instant;
 use actix_web::{web, App, HttpServer};
 
 use crate::index::Index;
+use crate::peers::PeerRegistry;
 use crate::storage::Storage;
 use crate::telemetry::Metrics;
 
@@ -27,6 +30,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub started: Instant,
     pub auth: AuthPolicy,
+    pub peers: PeerRegistry,
 }
 
 /// Build and start the HTTP server on an already-bound listener. The caller
@@ -41,10 +45,18 @@ pub fn start(listener: TcpListener, state: AppState) -> std::io::Result<actix_we
             .route("/healthz", web::get().to(status::healthz))
             .route("/readyz", web::get().to(status::readyz))
             .route("/metrics", web::get().to(status::metrics))
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(64 * 1024)
+                    .error_handler(|err, _req| {
+                        error::ApiError::BadRequest(format!("invalid JSON body: {err}")).into()
+                    }),
+            )
             .service(
                 web::scope("/api/v1")
                     .wrap(actix_web::middleware::from_fn(auth::authenticate))
-                    .route("/stats", web::get().to(status::stats)),
+                    .route("/stats", web::get().to(status::stats))
+                    .configure(peers::routes),
             )
     })
     .workers(2)

@@ -275,15 +275,33 @@ impl Drop for Archive {
 
 /// A minimal HTTP/1.1 client, enough for status endpoints.
 pub async fn http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    http_request(port, "GET", path, None, headers).await
+}
+
+/// One HTTP/1.1 request with an optional JSON body; returns (status, body).
+pub async fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect HTTP");
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
-    req.push_str("\r\n");
+    if let Some(body) = body {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+    } else {
+        req.push_str("Content-Length: 0\r\n\r\n");
+    }
     stream
         .write_all(req.as_bytes())
         .await

@@ -1,0 +1,112 @@
+//! Outbound associations (SCU side). Today: C-ECHO to verify a peer; later
+//! C-STORE sub-operations, forwarding and N-EVENT-REPORT.
+
+use std::time::{Duration, Instant};
+
+use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextResultReason};
+use dicom_ul::{ClientAssociationOptions, Pdu};
+use futures::future::BoxFuture;
+
+use super::association::VERIFICATION;
+use super::command::{request, Command, CommandField, Status};
+use crate::model::{AeTitle, Peer};
+use crate::peers::Verifier;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScuError {
+    #[error("cannot associate with {peer}: {source}")]
+    Associate {
+        peer: String,
+        source: dicom_ul::association::Error,
+    },
+    #[error("{0} did not accept the Verification SOP class")]
+    NotAccepted(String),
+    #[error("TLS to peers is not supported yet")]
+    Tls,
+    #[error("{0} timed out")]
+    Timeout(String),
+    #[error("unexpected answer from {peer}: {what}")]
+    Protocol { peer: String, what: String },
+    #[error("{peer} answered C-ECHO with status {status:04X}H")]
+    Status { peer: String, status: u16 },
+}
+
+/// Our identity when calling peers.
+#[derive(Debug, Clone)]
+pub struct Scu {
+    pub ae_title: AeTitle,
+    pub timeout: Duration,
+}
+
+impl Scu {
+    /// C-ECHO: associate, verify, release. Returns the round-trip time.
+    pub async fn echo(&self, peer: &Peer) -> Result<Duration, ScuError> {
+        if peer.tls {
+            return Err(ScuError::Tls);
+        }
+        let started = Instant::now();
+        let name = format!("{}@{}:{}", peer.ae_title, peer.host, peer.port);
+        let work = async {
+            let mut assoc = ClientAssociationOptions::new()
+                .calling_ae_title(self.ae_title.as_str())
+                .called_ae_title(peer.ae_title.as_str())
+                .with_abstract_syntax(VERIFICATION)
+                .establish_async((peer.host.as_str(), peer.port))
+                .await
+                .map_err(|source| ScuError::Associate {
+                    peer: name.clone(),
+                    source,
+                })?;
+            let pc = assoc
+                .presentation_contexts()
+                .iter()
+                .find(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+                .map(|pc| pc.id)
+                .ok_or_else(|| ScuError::NotAccepted(name.clone()))?;
+            let rq = request(CommandField::CEchoRq, 1, VERIFICATION);
+            let bytes = rq.encode().map_err(|e| ScuError::Protocol {
+                peer: name.clone(),
+                what: e.to_string(),
+            })?;
+            let pdv = PDataValue {
+                presentation_context_id: pc,
+                value_type: PDataValueType::Command,
+                is_last: true,
+                data: bytes,
+            };
+            let protocol = |what: String| ScuError::Protocol {
+                peer: name.clone(),
+                what,
+            };
+            assoc
+                .send(&Pdu::PData { data: vec![pdv] })
+                .await
+                .map_err(|e| protocol(e.to_string()))?;
+            let status = match assoc.receive().await.map_err(|e| protocol(e.to_string()))? {
+                Pdu::PData { data } if !data.is_empty() => {
+                    let rsp =
+                        Command::decode(&data[0].data).map_err(|e| protocol(e.to_string()))?;
+                    rsp.status.unwrap_or(Status::Other(0xFFFF))
+                }
+                other => return Err(protocol(format!("{other:?}"))),
+            };
+            let _ = assoc.release().await;
+            match status {
+                Status::Success => Ok(started.elapsed()),
+                other => Err(ScuError::Status {
+                    peer: name.clone(),
+                    status: other.code(),
+                }),
+            }
+        };
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| ScuError::Timeout(format!("C-ECHO to {}", peer.ae_title)))?
+    }
+}
+
+impl Verifier for Scu {
+    fn verify<'a>(&'a self, peer: &'a Peer) -> BoxFuture<'a, Result<Duration, String>> {
+        Box::pin(async move { self.echo(peer).await.map_err(|e| e.to_string()) })
+    }
+}

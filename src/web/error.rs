@@ -1,0 +1,33 @@
+//! The one mapping from domain errors to HTTP statuses and JSON bodies.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+
+use crate::peers::RegistryError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Registry(RegistryError::NotFound(_)) => StatusCode::NOT_FOUND,
+            ApiError::Registry(RegistryError::Invalid(_))
+            | ApiError::Registry(RegistryError::TitleMismatch { .. })
+            | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Registry(RegistryError::Index(_)) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if self.status_code().is_server_error() {
+            tracing::error!(error = %self, "API request failed");
+        }
+        HttpResponse::build(self.status_code()).json(serde_json::json!({"error": self.to_string()}))
+    }
+}

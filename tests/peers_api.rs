@@ -1,0 +1,166 @@
+//! The remote AE registry: peers from the config file, the REST API
+//! (`/api/v1/peers`), and C-ECHO against a real DCMTK storescp from the API
+//! and from `tessera echo`.
+
+mod common;
+
+use common::{dcmtk, http_request, skip, tessera_cli, Archive, Backend};
+use tessera::model::RawPeer;
+
+/// A DCMTK storescp on a free port, killed on drop.
+struct StoreScp {
+    child: tokio::process::Child,
+    port: u16,
+}
+
+impl StoreScp {
+    async fn start(dir: &std::path::Path) -> Option<Self> {
+        let tool = dcmtk("storescp")?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let child = tokio::process::Command::new(tool)
+            .args(["--aetitle", "STORESCP", "-od"])
+            .arg(dir)
+            .arg(port.to_string())
+            .kill_on_drop(true)
+            .spawn()
+            .ok()?;
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Some(StoreScp { child, port });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        None
+    }
+}
+
+impl Drop for StoreScp {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+async fn registry_api_and_echo(backend: Backend) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let Some(scp) = StoreScp::start(dir.path()).await else {
+        return skip("registry_api_and_echo", "DCMTK storescp not installed");
+    };
+    let scp_port = scp.port;
+    let archive = Archive::start_with(backend, |raw| {
+        raw.peers = vec![RawPeer {
+            ae_title: "STORESCP".into(),
+            host: "127.0.0.1".into(),
+            port: scp_port,
+            tls: false,
+            services: None,
+        }];
+    })
+    .await;
+    let port = archive.http_port;
+    let call = |method: &'static str, path: String, body: Option<String>| async move {
+        http_request(port, method, &path, body.as_deref(), &[]).await
+    };
+
+    // From the config file, and verified with C-ECHO.
+    let (status, body) = call("GET", "/api/v1/peers".into(), None).await;
+    assert_eq!(status, 200);
+    let list: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(list[0]["ae_title"], "STORESCP", "{body}");
+    assert_eq!(list[0]["services"].as_array().map(Vec::len), Some(5));
+    let (status, body) = call("POST", "/api/v1/peers/STORESCP/echo".into(), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""ok":true"#), "{body}");
+
+    // Created at runtime; a peer that is down answers 502 with the reason.
+    let down = free_port();
+    let peer = format!(
+        r#"{{"ae_title":"DOWN","host":"127.0.0.1","port":{down},"services":["store","move"]}}"#
+    );
+    let (status, body) = call("PUT", "/api/v1/peers/DOWN".into(), Some(peer.clone())).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _) = call("PUT", "/api/v1/peers/DOWN".into(), Some(peer)).await;
+    assert_eq!(status, 200, "replacing is not creating");
+    let (status, body) = call("GET", "/api/v1/peers/DOWN".into(), None).await;
+    assert_eq!(status, 200);
+    let got: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(got["port"], down);
+    assert_eq!(got["services"], serde_json::json!(["store", "move"]));
+    let (status, body) = call("POST", "/api/v1/peers/DOWN/echo".into(), None).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body.contains(r#""ok":false"#) && body.contains("DOWN"),
+        "{body}"
+    );
+
+    // Bad input: clear 400s.
+    let bad_port = r#"{"ae_title":"X","host":"h","port":0}"#.to_owned();
+    let (status, body) = call("PUT", "/api/v1/peers/X".into(), Some(bad_port)).await;
+    assert_eq!(status, 400, "{body}");
+    let mismatch = r#"{"ae_title":"Y","host":"h","port":104}"#.to_owned();
+    let (status, body) = call("PUT", "/api/v1/peers/X".into(), Some(mismatch)).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = call("PUT", "/api/v1/peers/X".into(), Some("{not json".into())).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("invalid JSON"), "{body}");
+
+    // Delete.
+    let (status, _) = call("DELETE", "/api/v1/peers/DOWN".into(), None).await;
+    assert_eq!(status, 204);
+    let (status, _) = call("GET", "/api/v1/peers/DOWN".into(), None).await;
+    assert_eq!(status, 404);
+    let (status, _) = call("DELETE", "/api/v1/peers/DOWN".into(), None).await;
+    assert_eq!(status, 404);
+    let (status, _) = call("POST", "/api/v1/peers/NOPE/echo".into(), None).await;
+    assert_eq!(status, 404);
+}
+
+on_both_backends!(registry_api_and_echo);
+
+#[tokio::test]
+async fn echo_command() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let Some(scp) = StoreScp::start(dir.path()).await else {
+        return skip("echo_command", "DCMTK storescp not installed");
+    };
+    let config = dir.path().join("tessera.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[peers]]\nae_title = \"STORESCP\"\nhost = \"127.0.0.1\"\nport = {}\n",
+            scp.port
+        ),
+    )
+    .expect("config");
+    let data = dir.path().join("data");
+    let cfg = config.to_str().expect("utf8");
+    let out = tessera_cli(&data, &["--config", cfg, "echo", "STORESCP"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok in"));
+    let direct = format!("STORESCP@127.0.0.1:{}", scp.port);
+    let out = tessera_cli(&data, &["echo", &direct]).await;
+    assert!(out.status.success());
+    let out = tessera_cli(&data, &["echo", "NOPE"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let down = format!("DOWN@127.0.0.1:{}", free_port());
+    let out = tessera_cli(&data, &["echo", &down]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("failed"));
+}
