@@ -59,11 +59,15 @@ impl Core {
 
     /// The peer registry, verifying peers with C-ECHO as our AE title.
     pub fn peer_registry(&self, config: &Config) -> PeerRegistry {
-        let scu = Scu {
+        PeerRegistry::new(self.index.clone(), Arc::new(self.scu(config)))
+    }
+
+    /// Our SCU identity for outbound associations.
+    pub fn scu(&self, config: &Config) -> Scu {
+        Scu {
             ae_title: config.dicom.ae_title.clone(),
             timeout: config.dicom.artim_timeout,
-        };
-        PeerRegistry::new(self.index.clone(), Arc::new(scu))
+        }
     }
 
     /// The write path, with its group committer tracked by `tracker`.
@@ -154,7 +158,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             .http_api_token
             .clone()
             .map_or(AuthPolicy::Open, AuthPolicy::BearerToken),
-        peers,
+        peers: peers.clone(),
     };
     let http = web::start(http_listener, state).map_err(|source| ServerError::Bind {
         addr: config.http_bind,
@@ -171,6 +175,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         metrics: core.metrics.clone(),
         ae_title: config.dicom.ae_title.clone(),
         max_find_results: config.dicom.max_find_results,
+        storage: core.storage.clone(),
+        peers: peers.clone(),
+        scu: core.scu(&config),
     };
     let dicom_task = tokio::spawn(listener::run(
         dicom_listener,

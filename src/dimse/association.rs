@@ -114,7 +114,11 @@ pub fn acceptor_options(
         .with_negotiation(RolePolicy)
         .with_abstract_syntax(VERIFICATION)
         .with_abstract_syntax(super::service::find::PATIENT_ROOT_FIND)
-        .with_abstract_syntax(super::service::find::STUDY_ROOT_FIND);
+        .with_abstract_syntax(super::service::find::STUDY_ROOT_FIND)
+        .with_abstract_syntax(super::service::c_move::PATIENT_ROOT_MOVE)
+        .with_abstract_syntax(super::service::c_move::STUDY_ROOT_MOVE)
+        .with_abstract_syntax(super::service::c_get::PATIENT_ROOT_GET)
+        .with_abstract_syntax(super::service::c_get::STUDY_ROOT_GET);
     for (uid, _) in STORAGE_SOP_CLASSES {
         options = options.with_abstract_syntax(*uid);
     }
@@ -340,6 +344,31 @@ impl Association {
         let bytes = command.encode()?;
         self.send_fragments(context_id, PDataValueType::Command, bytes)
             .await
+    }
+
+    /// The accepted presentation context for a SOP class in a syntax.
+    pub fn context_for_syntax(&self, abstract_syntax: &str, transfer_syntax: &str) -> Option<u8> {
+        self.contexts
+            .iter()
+            .filter(|(_, pc)| {
+                pc.abstract_syntax == abstract_syntax
+                    && pc.transfer_syntax.as_str() == transfer_syntax
+            })
+            .map(|(id, _)| *id)
+            .min()
+    }
+
+    /// Largest PDV payload the peer accepts from us.
+    pub fn max_send_pdv(&self) -> usize {
+        (self.inner.requestor_max_pdu_length() as usize)
+            .saturating_sub(6)
+            .clamp(1024, 1 << 20)
+    }
+
+    /// Send one PDV as it is (C-STORE sub-operations stream their own).
+    pub async fn send_raw(&mut self, pdv: PDataValue) -> Result<(), AssociationError> {
+        self.inner.send(&Pdu::PData { data: vec![pdv] }).await?;
+        Ok(())
     }
 
     /// Send an encoded data set after a command (C-FIND results,

@@ -110,3 +110,135 @@ impl Verifier for Scu {
         Box::pin(async move { self.echo(peer).await.map_err(|e| e.to_string()) })
     }
 }
+
+/// An outbound association for C-STORE sub-operations (C-MOVE).
+pub struct StoreAssociation {
+    inner: dicom_ul::association::AsyncClientAssociation<tokio::net::TcpStream>,
+    /// (SOP class, transfer syntax, presentation context id) accepted.
+    contexts: Vec<(String, String, u8)>,
+    peer: String,
+    timeout: Duration,
+}
+
+/// A presentation context can list at most this many (odd ids 1..=255).
+const MAX_CONTEXTS: usize = 128;
+
+impl Scu {
+    /// Associate with `peer` proposing each (SOP class, transfer syntax)
+    /// pair as its own presentation context, so data goes as stored.
+    pub async fn open_store(
+        &self,
+        peer: &Peer,
+        pairs: &[(String, String)],
+    ) -> Result<StoreAssociation, ScuError> {
+        if peer.tls {
+            return Err(ScuError::Tls);
+        }
+        let name = format!("{}@{}:{}", peer.ae_title, peer.host, peer.port);
+        let mut options = ClientAssociationOptions::new()
+            .calling_ae_title(self.ae_title.as_str())
+            .called_ae_title(peer.ae_title.as_str());
+        for (sop_class, ts) in pairs.iter().take(MAX_CONTEXTS) {
+            options = options.with_presentation_context(sop_class.as_str(), vec![ts.as_str()]);
+        }
+        let inner = tokio::time::timeout(
+            self.timeout,
+            options.establish_async((peer.host.as_str(), peer.port)),
+        )
+        .await
+        .map_err(|_| ScuError::Timeout(format!("association with {name}")))?
+        .map_err(|source| ScuError::Associate {
+            peer: name.clone(),
+            source,
+        })?;
+        let contexts = inner
+            .presentation_contexts()
+            .iter()
+            .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+            .map(|pc| {
+                (
+                    pc.abstract_syntax.trim_end_matches('\0').to_owned(),
+                    pc.transfer_syntax.trim_end_matches('\0').to_owned(),
+                    pc.id,
+                )
+            })
+            .collect();
+        Ok(StoreAssociation {
+            inner,
+            contexts,
+            peer: name,
+            timeout: self.timeout.max(Duration::from_secs(60)),
+        })
+    }
+}
+
+impl StoreAssociation {
+    pub async fn release(self) {
+        let _ = self.inner.release().await;
+    }
+
+    pub async fn abort(self) {
+        let _ = self.inner.abort().await;
+    }
+}
+
+impl crate::dimse::service::retrieve::SubOpChannel for StoreAssociation {
+    fn context_for(&self, sop_class: &str, transfer_syntax: &str) -> Option<u8> {
+        self.contexts
+            .iter()
+            .find(|(c, t, _)| c == sop_class && t == transfer_syntax)
+            .map(|(_, _, id)| *id)
+    }
+
+    fn max_pdv_len(&self) -> usize {
+        // The acceptor's limit applies to what we send; 6 bytes of PDV header.
+        (self.inner.acceptor_max_pdu_length() as usize)
+            .saturating_sub(6)
+            .clamp(1024, 1 << 20)
+    }
+
+    async fn send_pdv(
+        &mut self,
+        pdv: PDataValue,
+    ) -> Result<(), crate::dimse::association::AssociationError> {
+        self.inner
+            .send(&Pdu::PData { data: vec![pdv] })
+            .await
+            .map_err(crate::dimse::association::AssociationError::from)
+    }
+
+    async fn store_response(
+        &mut self,
+    ) -> Result<(Command, bool), crate::dimse::association::AssociationError> {
+        use crate::dimse::association::AssociationError;
+        let mut bytes = Vec::new();
+        loop {
+            let pdu = tokio::time::timeout(self.timeout, self.inner.receive())
+                .await
+                .map_err(|_| AssociationError::IdleTimeout(self.timeout))??;
+            match pdu {
+                Pdu::PData { data } => {
+                    for pdv in data {
+                        if pdv.value_type != PDataValueType::Command {
+                            return Err(AssociationError::Protocol(format!(
+                                "{} sent a data set instead of a C-STORE-RSP",
+                                self.peer
+                            )));
+                        }
+                        bytes.extend_from_slice(&pdv.data);
+                        if pdv.is_last {
+                            return Ok((Command::decode(&bytes)?, false));
+                        }
+                    }
+                }
+                Pdu::AbortRQ { .. } => return Err(AssociationError::PeerAborted),
+                other => {
+                    return Err(AssociationError::Protocol(format!(
+                        "{} sent {other:?} instead of a C-STORE-RSP",
+                        self.peer
+                    )))
+                }
+            }
+        }
+    }
+}

@@ -128,6 +128,95 @@ fn like_pattern(pattern: &str) -> String {
     out
 }
 
+/// WHERE conditions and their parameters for a query's keys.
+fn conditions(query: &Query) -> (Vec<String>, Vec<Bind>) {
+    let mut binds = Vec::new();
+    let mut conditions = Vec::new();
+    let param = |binds: &mut Vec<Bind>, b: Bind| {
+        binds.push(b);
+        format!("${}", binds.len())
+    };
+    for key in &query.keys {
+        let attribute = key.attribute;
+        let (col, integer) = column(attribute);
+        let name_col = folded_column(attribute);
+        match &key.matcher {
+            // Counters are return keys only (the query model never
+            // builds another matcher for them).
+            Matcher::Universal => {}
+            _ if attribute.kind() == ValueKind::Count => {}
+            Matcher::Single(v) if integer => match v.trim().parse::<i64>() {
+                Ok(n) => conditions.push(format!("{col} = {}", param(&mut binds, Bind::Int(n)))),
+                Err(_) => conditions.push("1 = 0".to_owned()),
+            },
+            Matcher::Single(v) => match name_col {
+                Some(folded) => conditions.push(format!(
+                    "{folded} = {}",
+                    param(&mut binds, Bind::Text(fold_for_matching(v)))
+                )),
+                None => conditions.push(format!(
+                    "{col} = {}",
+                    param(&mut binds, Bind::Text(v.clone()))
+                )),
+            },
+            Matcher::Wildcard(v) => {
+                let (target, value) = match name_col {
+                    Some(folded) => (folded, fold_for_matching(v)),
+                    None => (col, v.clone()),
+                };
+                conditions.push(format!(
+                    "{target} LIKE {} ESCAPE '\\'",
+                    param(&mut binds, Bind::Text(like_pattern(&value)))
+                ));
+            }
+            Matcher::Range { from, to } => {
+                conditions.push(format!("{col} <> ''"));
+                if let Some(from) = from {
+                    conditions.push(format!(
+                        "{col} >= {}",
+                        param(&mut binds, Bind::Text(from.clone()))
+                    ));
+                }
+                if let Some(to) = to {
+                    // '~' sorts after digits and '.', so "1200" also
+                    // admits "120059.5".
+                    conditions.push(format!(
+                        "{col} <= {}",
+                        param(&mut binds, Bind::Text(format!("{to}~")))
+                    ));
+                }
+            }
+            Matcher::AnyOf(values) if attribute == Attribute::ModalitiesInStudy => {
+                let list: Vec<String> = values
+                    .iter()
+                    .map(|v| param(&mut binds, Bind::Text(v.clone())))
+                    .collect();
+                conditions.push(format!(
+                    "st.id IN (SELECT study_fk FROM series WHERE modality IN ({}))",
+                    list.join(", ")
+                ));
+            }
+            Matcher::AnyOf(values) => {
+                let list: Vec<String> = values
+                    .iter()
+                    .map(|v| param(&mut binds, Bind::Text(v.clone())))
+                    .collect();
+                conditions.push(format!("{col} IN ({})", list.join(", ")));
+            }
+        }
+    }
+    (conditions, binds)
+}
+
+/// One instance to send for a C-MOVE or C-GET.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrieveItem {
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub transfer_syntax_uid: String,
+    pub key: String,
+}
+
 impl Index {
     /// Plan a query returning at most `limit` rows.
     pub fn plan_find(&self, query: &Query, limit: usize) -> FindPlan {
@@ -137,83 +226,7 @@ impl Index {
             .map(|a| (*a, column(*a).1))
             .collect();
         let (from, order) = from_clause(query.level);
-        let mut binds = Vec::new();
-        let mut conditions = Vec::new();
-        let param = |binds: &mut Vec<Bind>, b: Bind| {
-            binds.push(b);
-            format!("${}", binds.len())
-        };
-        for key in &query.keys {
-            let attribute = key.attribute;
-            let (col, integer) = column(attribute);
-            let name_col = folded_column(attribute);
-            match &key.matcher {
-                // Counters are return keys only (the query model never
-                // builds another matcher for them).
-                Matcher::Universal => {}
-                _ if attribute.kind() == ValueKind::Count => {}
-                Matcher::Single(v) if integer => match v.trim().parse::<i64>() {
-                    Ok(n) => {
-                        conditions.push(format!("{col} = {}", param(&mut binds, Bind::Int(n))))
-                    }
-                    Err(_) => conditions.push("1 = 0".to_owned()),
-                },
-                Matcher::Single(v) => match name_col {
-                    Some(folded) => conditions.push(format!(
-                        "{folded} = {}",
-                        param(&mut binds, Bind::Text(fold_for_matching(v)))
-                    )),
-                    None => conditions.push(format!(
-                        "{col} = {}",
-                        param(&mut binds, Bind::Text(v.clone()))
-                    )),
-                },
-                Matcher::Wildcard(v) => {
-                    let (target, value) = match name_col {
-                        Some(folded) => (folded, fold_for_matching(v)),
-                        None => (col, v.clone()),
-                    };
-                    conditions.push(format!(
-                        "{target} LIKE {} ESCAPE '\\'",
-                        param(&mut binds, Bind::Text(like_pattern(&value)))
-                    ));
-                }
-                Matcher::Range { from, to } => {
-                    conditions.push(format!("{col} <> ''"));
-                    if let Some(from) = from {
-                        conditions.push(format!(
-                            "{col} >= {}",
-                            param(&mut binds, Bind::Text(from.clone()))
-                        ));
-                    }
-                    if let Some(to) = to {
-                        // '~' sorts after digits and '.', so "1200" also
-                        // admits "120059.5".
-                        conditions.push(format!(
-                            "{col} <= {}",
-                            param(&mut binds, Bind::Text(format!("{to}~")))
-                        ));
-                    }
-                }
-                Matcher::AnyOf(values) if attribute == Attribute::ModalitiesInStudy => {
-                    let list: Vec<String> = values
-                        .iter()
-                        .map(|v| param(&mut binds, Bind::Text(v.clone())))
-                        .collect();
-                    conditions.push(format!(
-                        "st.id IN (SELECT study_fk FROM series WHERE modality IN ({}))",
-                        list.join(", ")
-                    ));
-                }
-                Matcher::AnyOf(values) => {
-                    let list: Vec<String> = values
-                        .iter()
-                        .map(|v| param(&mut binds, Bind::Text(v.clone())))
-                        .collect();
-                    conditions.push(format!("{col} IN ({})", list.join(", ")));
-                }
-            }
-        }
+        let (conditions, binds) = conditions(query);
         let columns: Vec<&str> = selected.iter().map(|(a, _)| column(*a).0).collect();
         let mut sql = format!("SELECT {} FROM {from}", columns.join(", "));
         if !conditions.is_empty() {
@@ -226,6 +239,39 @@ impl Index {
             binds,
             selected,
         }
+    }
+
+    /// The instances a retrieve identifier selects, in series and instance
+    /// order. Holds only keys, never object data.
+    pub async fn retrieve_items(&self, query: &Query) -> Result<Vec<RetrieveItem>, IndexError> {
+        let (from, _) = from_clause(Level::Image);
+        let (conditions, binds) = conditions(query);
+        let mut sql = format!(
+            "SELECT i.sop_class_uid, i.sop_instance_uid, i.transfer_syntax_uid, i.object_key FROM {from}"
+        );
+        if !conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conditions.join(" AND "));
+        }
+        sql.push_str(" ORDER BY se.id, i.instance_number, i.id");
+        let mut q = sqlx::query(&sql);
+        for b in &binds {
+            q = match b {
+                Bind::Text(s) => q.bind(s.as_str()),
+                Bind::Int(n) => q.bind(*n),
+            };
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RetrieveItem {
+                    sop_class_uid: r.try_get(0)?,
+                    sop_instance_uid: r.try_get(1)?,
+                    transfer_syntax_uid: r.try_get(2)?,
+                    key: r.try_get(3)?,
+                })
+            })
+            .collect()
     }
 
     /// Run a plan, streaming matches.

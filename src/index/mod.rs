@@ -20,7 +20,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
-pub use find::{FindPlan, FindRow};
+pub use find::{FindPlan, FindRow, RetrieveItem};
 pub use peers::PeerSource;
 pub use read::{IndexStats, IndexedObject, InstanceRecord, StudySummary};
 pub use write::{Recorded, StoreRequest};

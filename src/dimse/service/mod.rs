@@ -1,17 +1,23 @@
 //! DIMSE services: one file per service, each with a `handle` that takes the
 //! parsed request and answers on the association. [`serve`] dispatches.
 
+pub mod c_get;
+pub mod c_move;
 mod echo;
 pub mod find;
+pub mod retrieve;
 mod store;
 
 use std::sync::Arc;
 
 use super::association::{Association, AssociationError, Request};
 use super::command::{Command, CommandField, Status};
+use crate::dimse::scu::Scu;
 use crate::index::Index;
 use crate::ingest::Ingest;
 use crate::model::AeTitle;
+use crate::peers::PeerRegistry;
+use crate::storage::Storage;
 use crate::telemetry::Metrics;
 
 /// What a service handler needs from the rest of Tessera.
@@ -23,6 +29,12 @@ pub struct ServiceContext {
     pub metrics: Arc<Metrics>,
     pub ae_title: AeTitle,
     pub max_find_results: usize,
+    /// Stored objects, read for C-MOVE and C-GET.
+    pub storage: Storage,
+    /// Move destinations.
+    pub peers: PeerRegistry,
+    /// Outbound associations.
+    pub scu: Scu,
 }
 
 /// Answer one request.
@@ -35,6 +47,8 @@ pub async fn dispatch(
         CommandField::CEchoRq => echo::handle(assoc, request).await,
         CommandField::CStoreRq => store::handle(assoc, request, ctx).await,
         CommandField::CFindRq => find::handle(assoc, request, ctx).await,
+        CommandField::CMoveRq => c_move::handle(assoc, request, ctx).await,
+        CommandField::CGetRq => c_get::handle(assoc, request, ctx).await,
         // C-CANCEL for an operation that is not running needs no answer.
         CommandField::CCancelRq => Ok(()),
         other => {

@@ -1,0 +1,141 @@
+//! C-GET SCP (PS3.4 C.4.3): the matching instances are sent as C-STORE
+//! sub-operations back over the same association, on the storage
+//! presentation contexts the requestor proposed with the SCP role.
+
+use dicom_ul::pdu::PDataValue;
+
+use super::retrieve::{parse_identifier, send_instance, SubOpChannel, Tally, MAX_IDENTIFIER};
+use super::ServiceContext;
+use crate::dimse::association::{Association, AssociationError, Request};
+use crate::dimse::command::{Command, CommandField, Status};
+use crate::query::Root;
+
+pub const PATIENT_ROOT_GET: &str = "1.2.840.10008.5.1.4.1.2.1.3";
+pub const STUDY_ROOT_GET: &str = "1.2.840.10008.5.1.4.1.2.2.3";
+
+const PENDING: Status = Status::Other(0xFF00);
+const CANCELLED: Status = Status::Other(0xFE00);
+const UNABLE_TO_CALCULATE: Status = Status::Other(0xA701);
+
+impl SubOpChannel for Association {
+    fn context_for(&self, sop_class: &str, transfer_syntax: &str) -> Option<u8> {
+        self.context_for_syntax(sop_class, transfer_syntax)
+    }
+
+    fn max_pdv_len(&self) -> usize {
+        self.max_send_pdv()
+    }
+
+    async fn send_pdv(&mut self, pdv: PDataValue) -> Result<(), AssociationError> {
+        self.send_raw(pdv).await
+    }
+
+    async fn store_response(&mut self) -> Result<(Command, bool), AssociationError> {
+        let mut cancelled = false;
+        loop {
+            let request = self
+                .next_request()
+                .await?
+                .ok_or_else(|| AssociationError::Protocol("released during a C-GET".into()))?;
+            match request.command.field {
+                CommandField::CStoreRsp => return Ok((request.command, cancelled)),
+                CommandField::CCancelRq => cancelled = true,
+                other => {
+                    return Err(AssociationError::Protocol(format!(
+                        "{other:?} where a C-STORE-RSP was expected"
+                    )))
+                }
+            }
+        }
+    }
+}
+
+#[tracing::instrument(skip_all, fields(calling_ae = %assoc.calling_ae()))]
+pub async fn handle(
+    assoc: &mut Association,
+    request: Request,
+    ctx: &ServiceContext,
+) -> Result<(), AssociationError> {
+    let Request {
+        context_id,
+        command,
+    } = request;
+    let respond = |status: Status| Command::response_to(&command, status);
+    if !command.has_dataset {
+        let rsp = respond(Status::DataSetDoesNotMatchSopClass)
+            .with_error_comment("C-GET-RQ without an identifier");
+        return assoc.send_command(context_id, &rsp).await;
+    }
+    let bytes = assoc.read_data_set(context_id, MAX_IDENTIFIER).await?;
+    let Some(context) = assoc.context(context_id).cloned() else {
+        return assoc
+            .send_command(context_id, &respond(Status::CannotUnderstand))
+            .await;
+    };
+    let root = if context.abstract_syntax == PATIENT_ROOT_GET {
+        Root::Patient
+    } else {
+        Root::Study
+    };
+    let query = match parse_identifier(&bytes, context.transfer_syntax.as_str(), root) {
+        Ok(q) => q,
+        Err(e) => {
+            let rsp = respond(Status::DataSetDoesNotMatchSopClass).with_error_comment(e);
+            return assoc.send_command(context_id, &rsp).await;
+        }
+    };
+    let items = match ctx.index.retrieve_items(&query).await {
+        Ok(items) => items,
+        Err(e) => {
+            tracing::error!(error = %e, "retrieve query failed");
+            let rsp = respond(UNABLE_TO_CALCULATE).with_error_comment("index query failed");
+            return assoc.send_command(context_id, &rsp).await;
+        }
+    };
+    let mut tally = Tally::new(items.len());
+    let mut cancelled = false;
+    for (n, item) in items.iter().enumerate() {
+        if let Some(next) = assoc.poll_request() {
+            match next? {
+                Some(r) if r.command.field == CommandField::CCancelRq => {
+                    cancelled = true;
+                    break;
+                }
+                Some(_) => {
+                    return Err(AssociationError::Protocol(
+                        "new request during a C-GET".into(),
+                    ))
+                }
+                None => break,
+            }
+        }
+        let sub_id = u16::try_from(n % 0xFFFF + 1).unwrap_or(1);
+        let (outcome, cancel_seen) = send_instance(assoc, &ctx.storage, item, sub_id, None).await?;
+        tally.record(item, outcome);
+        if cancel_seen {
+            cancelled = true;
+            break;
+        }
+        let mut rsp = respond(PENDING);
+        rsp.sub_operations = Some(tally.counts(false));
+        assoc.send_command(context_id, &rsp).await?;
+    }
+    let status = if cancelled {
+        CANCELLED
+    } else {
+        tally.final_status()
+    };
+    let mut rsp = respond(status);
+    rsp.sub_operations = Some(if cancelled {
+        tally.counts(false)
+    } else {
+        tally.counts(true)
+    });
+    let failed = tally.failed_identifier(context.transfer_syntax.as_str());
+    rsp.has_dataset = failed.is_some();
+    assoc.send_command(context_id, &rsp).await?;
+    if let Some(bytes) = failed {
+        assoc.send_data_set(context_id, bytes).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,168 @@
+//! C-MOVE SCP (PS3.4 C.4.2): the matching instances are sent as C-STORE
+//! sub-operations over a new association to the Move Destination, which
+//! must be a registered peer. Pending responses carry the sub-operation
+//! counts; C-CANCEL is honoured between sub-operations.
+
+use super::retrieve::{parse_identifier, send_instance, Tally, MAX_IDENTIFIER};
+use super::ServiceContext;
+use crate::dimse::association::{Association, AssociationError, Request};
+use crate::dimse::command::{Command, CommandField, Status};
+use crate::peers::RegistryError;
+use crate::query::Root;
+
+pub const PATIENT_ROOT_MOVE: &str = "1.2.840.10008.5.1.4.1.2.1.2";
+pub const STUDY_ROOT_MOVE: &str = "1.2.840.10008.5.1.4.1.2.2.2";
+
+const PENDING: Status = Status::Other(0xFF00);
+const CANCELLED: Status = Status::Other(0xFE00);
+const DESTINATION_UNKNOWN: Status = Status::Other(0xA801);
+const UNABLE_TO_CALCULATE: Status = Status::Other(0xA701);
+
+#[tracing::instrument(skip_all, fields(calling_ae = %assoc.calling_ae(), destination = request.command.move_destination.as_deref().unwrap_or("")))]
+pub async fn handle(
+    assoc: &mut Association,
+    request: Request,
+    ctx: &ServiceContext,
+) -> Result<(), AssociationError> {
+    let Request {
+        context_id,
+        command,
+    } = request;
+    let respond = |status: Status| Command::response_to(&command, status);
+    if !command.has_dataset {
+        let rsp = respond(Status::DataSetDoesNotMatchSopClass)
+            .with_error_comment("C-MOVE-RQ without an identifier");
+        return assoc.send_command(context_id, &rsp).await;
+    }
+    let bytes = assoc.read_data_set(context_id, MAX_IDENTIFIER).await?;
+    let Some(context) = assoc.context(context_id).cloned() else {
+        return assoc
+            .send_command(context_id, &respond(Status::CannotUnderstand))
+            .await;
+    };
+    let root = if context.abstract_syntax == PATIENT_ROOT_MOVE {
+        Root::Patient
+    } else {
+        Root::Study
+    };
+    let query = match parse_identifier(&bytes, context.transfer_syntax.as_str(), root) {
+        Ok(q) => q,
+        Err(e) => {
+            let rsp = respond(Status::DataSetDoesNotMatchSopClass).with_error_comment(e);
+            return assoc.send_command(context_id, &rsp).await;
+        }
+    };
+    let destination = command.move_destination.clone().unwrap_or_default();
+    let peer = match ctx.peers.get(destination.trim()).await {
+        Ok(peer) => peer,
+        Err(RegistryError::NotFound(_)) => {
+            let rsp = respond(DESTINATION_UNKNOWN)
+                .with_error_comment(format!("unknown move destination {destination}"));
+            return assoc.send_command(context_id, &rsp).await;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "peer lookup failed");
+            return assoc
+                .send_command(context_id, &respond(UNABLE_TO_CALCULATE))
+                .await;
+        }
+    };
+    let items = match ctx.index.retrieve_items(&query).await {
+        Ok(items) => items,
+        Err(e) => {
+            tracing::error!(error = %e, "retrieve query failed");
+            let rsp = respond(UNABLE_TO_CALCULATE).with_error_comment("index query failed");
+            return assoc.send_command(context_id, &rsp).await;
+        }
+    };
+    let mut tally = Tally::new(items.len());
+    if items.is_empty() {
+        let mut rsp = respond(Status::Success);
+        rsp.sub_operations = Some(tally.counts(true));
+        return assoc.send_command(context_id, &rsp).await;
+    }
+    let mut pairs: Vec<(String, String)> = items
+        .iter()
+        .map(|i| (i.sop_class_uid.clone(), i.transfer_syntax_uid.clone()))
+        .collect();
+    pairs.sort();
+    pairs.dedup();
+    let mut out = match ctx.scu.open_store(&peer, &pairs).await {
+        Ok(out) => Some(out),
+        Err(e) => {
+            // Unreachable, or it accepted none of the syntaxes: every
+            // sub-operation fails and is listed.
+            tracing::warn!(error = %e, "cannot open an association to the move destination");
+            for item in &items {
+                tally.record(item, super::retrieve::SubOpOutcome::Failed);
+            }
+            None
+        }
+    };
+    let originator = assoc.calling_ae().as_str().to_owned();
+    let message_id = command.message_id.unwrap_or(1);
+    let mut cancelled = false;
+    for (n, item) in items.iter().enumerate() {
+        let Some(out) = out.as_mut() else { break };
+        if let Some(next) = assoc.poll_request() {
+            match next? {
+                Some(r) if r.command.field == CommandField::CCancelRq => {
+                    cancelled = true;
+                    break;
+                }
+                Some(_) => {
+                    return Err(AssociationError::Protocol(
+                        "new request during a C-MOVE".into(),
+                    ))
+                }
+                None => break,
+            }
+        }
+        let sub_id = u16::try_from(n % 0xFFFF + 1).unwrap_or(1);
+        let outcome = match send_instance(
+            out,
+            &ctx.storage,
+            item,
+            sub_id,
+            Some((&originator, message_id)),
+        )
+        .await
+        {
+            Ok((outcome, _)) => outcome,
+            Err(e) => {
+                // The destination association broke: the rest fail.
+                tracing::warn!(error = %e, "move destination failed");
+                for rest in &items[n..] {
+                    tally.record(rest, super::retrieve::SubOpOutcome::Failed);
+                }
+                break;
+            }
+        };
+        tally.record(item, outcome);
+        let mut rsp = respond(PENDING);
+        rsp.sub_operations = Some(tally.counts(false));
+        assoc.send_command(context_id, &rsp).await?;
+    }
+    if let Some(out) = out {
+        out.release().await;
+    }
+
+    let status = if cancelled {
+        CANCELLED
+    } else {
+        tally.final_status()
+    };
+    let mut rsp = respond(status);
+    rsp.sub_operations = Some(if cancelled {
+        tally.counts(false)
+    } else {
+        tally.counts(true)
+    });
+    let failed = tally.failed_identifier(context.transfer_syntax.as_str());
+    rsp.has_dataset = failed.is_some();
+    assoc.send_command(context_id, &rsp).await?;
+    if let Some(bytes) = failed {
+        assoc.send_data_set(context_id, bytes).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! What C-MOVE and C-GET share: reading the identifier, sending one stored
+//! instance as a C-STORE sub-operation over any association, and the
+//! sub-operation bookkeeping (PS3.4 C.4.2 and C.4.3).
+
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::tags;
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_object::InMemDicomObject;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use dicom_ul::pdu::{PDataValue, PDataValueType};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::dimse::association::AssociationError;
+use crate::dimse::command::{request, Command, CommandField, Status, SubOperations};
+use crate::index::RetrieveItem;
+use crate::query::{Query, Root};
+use crate::storage::Storage;
+
+/// Identifiers are small; this bounds a hostile one.
+pub const MAX_IDENTIFIER: usize = 1024 * 1024;
+
+/// Parse a C-MOVE/C-GET identifier in the context's transfer syntax.
+pub fn parse_identifier(bytes: &[u8], ts_uid: &str, root: Root) -> Result<Query, String> {
+    let ts = TransferSyntaxRegistry
+        .get(ts_uid)
+        .ok_or_else(|| format!("unknown transfer syntax {ts_uid}"))?;
+    let obj = InMemDicomObject::read_dataset_with_ts(bytes, ts).map_err(|e| e.to_string())?;
+    Query::from_identifier(&obj, root).map_err(|e| e.to_string())
+}
+
+/// An association C-STORE sub-operations can be sent on.
+pub(crate) trait SubOpChannel {
+    /// The accepted presentation context for this SOP class and syntax.
+    fn context_for(&self, sop_class: &str, transfer_syntax: &str) -> Option<u8>;
+    /// Largest PDV payload the receiver accepts.
+    fn max_pdv_len(&self) -> usize;
+    async fn send_pdv(&mut self, pdv: PDataValue) -> Result<(), AssociationError>;
+    /// The next C-STORE-RSP, and whether a C-CANCEL arrived meanwhile.
+    async fn store_response(&mut self) -> Result<(Command, bool), AssociationError>;
+}
+
+/// How one sub-operation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubOpOutcome {
+    Completed,
+    Warning,
+    Failed,
+}
+
+/// Running counts plus the failed instances, for responses.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub total: usize,
+    pub completed: u16,
+    pub failed: u16,
+    pub warning: u16,
+    pub failed_uids: Vec<String>,
+}
+
+impl Tally {
+    pub fn new(total: usize) -> Self {
+        Tally {
+            total,
+            ..Default::default()
+        }
+    }
+
+    pub fn record(&mut self, item: &RetrieveItem, outcome: SubOpOutcome) {
+        match outcome {
+            SubOpOutcome::Completed => self.completed += 1,
+            SubOpOutcome::Warning => self.warning += 1,
+            SubOpOutcome::Failed => {
+                self.failed += 1;
+                self.failed_uids.push(item.sop_instance_uid.clone());
+            }
+        }
+    }
+
+    fn done(&self) -> usize {
+        usize::from(self.completed) + usize::from(self.failed) + usize::from(self.warning)
+    }
+
+    pub fn counts(&self, final_response: bool) -> SubOperations {
+        let remaining = if final_response {
+            0
+        } else {
+            u16::try_from(self.total.saturating_sub(self.done())).unwrap_or(u16::MAX)
+        };
+        SubOperations {
+            remaining,
+            completed: self.completed,
+            failed: self.failed,
+            warning: self.warning,
+        }
+    }
+
+    /// Final status: success, or B000 when some sub-operations failed or
+    /// warned, or A702 when all failed.
+    pub fn final_status(&self) -> Status {
+        if self.failed == 0 && self.warning == 0 {
+            Status::Success
+        } else if self.completed == 0 && self.warning == 0 && self.total > 0 {
+            Status::Other(0xA702)
+        } else {
+            Status::Other(0xB000)
+        }
+    }
+
+    /// The Failed SOP Instance UID List identifier, when there are failures.
+    pub fn failed_identifier(&self, ts_uid: &str) -> Option<Vec<u8>> {
+        if self.failed_uids.is_empty() {
+            return None;
+        }
+        let ts = TransferSyntaxRegistry.get(ts_uid)?;
+        let mut obj = InMemDicomObject::new_empty();
+        obj.put(DataElement::new(
+            tags::FAILED_SOP_INSTANCE_UID_LIST,
+            VR::UI,
+            PrimitiveValue::from(self.failed_uids.join("\\")),
+        ));
+        let mut out = Vec::new();
+        obj.write_dataset_with_ts(&mut out, ts).ok()?;
+        Some(out)
+    }
+}
+
+/// Read until `buf` is full or the reader ends; returns the bytes read.
+async fn fill<R: AsyncRead + Unpin + ?Sized>(
+    reader: &mut R,
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        let got = reader.read(&mut buf[n..]).await?;
+        if got == 0 {
+            break;
+        }
+        n += got;
+    }
+    Ok(n)
+}
+
+/// Skip the Part-10 preamble and file meta group; the rest is the data set.
+async fn skip_part10_header<R: AsyncRead + Unpin + ?Sized>(reader: &mut R) -> std::io::Result<()> {
+    let mut head = [0u8; 132 + 12];
+    reader.read_exact(&mut head).await?;
+    if &head[128..132] != b"DICM" {
+        return Err(std::io::Error::other("stored object is not Part-10"));
+    }
+    let group_len = u32::from_le_bytes([head[140], head[141], head[142], head[143]]);
+    let mut rest = reader.take(u64::from(group_len));
+    tokio::io::copy(&mut rest, &mut tokio::io::sink()).await?;
+    Ok(())
+}
+
+/// Send one stored instance as a C-STORE sub-operation, streaming it from
+/// storage two PDVs at a time.
+pub(crate) async fn send_instance<C: SubOpChannel>(
+    chan: &mut C,
+    storage: &Storage,
+    item: &RetrieveItem,
+    message_id: u16,
+    originator: Option<(&str, u16)>,
+) -> Result<(SubOpOutcome, bool), AssociationError> {
+    let Some(context_id) = chan.context_for(&item.sop_class_uid, &item.transfer_syntax_uid) else {
+        tracing::warn!(sop_instance = %item.sop_instance_uid, ts = %item.transfer_syntax_uid, "no presentation context for the stored transfer syntax");
+        return Ok((SubOpOutcome::Failed, false));
+    };
+    let mut reader = match storage.open_read(&item.key).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(sop_instance = %item.sop_instance_uid, error = %e, "cannot read stored object");
+            return Ok((SubOpOutcome::Failed, false));
+        }
+    };
+    if let Err(e) = skip_part10_header(&mut reader).await {
+        tracing::error!(sop_instance = %item.sop_instance_uid, error = %e, "stored object unreadable");
+        return Ok((SubOpOutcome::Failed, false));
+    }
+    let mut rq = request(CommandField::CStoreRq, message_id, &item.sop_class_uid);
+    rq.affected_sop_instance_uid = Some(item.sop_instance_uid.clone());
+    rq.priority = Some(0);
+    rq.has_dataset = true;
+    if let Some((ae, id)) = originator {
+        rq.move_originator_ae_title = Some(ae.to_owned());
+        rq.move_originator_message_id = Some(id);
+    }
+    chan.send_pdv(PDataValue {
+        presentation_context_id: context_id,
+        value_type: PDataValueType::Command,
+        is_last: true,
+        data: rq.encode()?,
+    })
+    .await?;
+
+    let max = chan.max_pdv_len();
+    let mut current = vec![0u8; max];
+    let io = |e: std::io::Error| AssociationError::Protocol(format!("reading stored object: {e}"));
+    let mut len = fill(&mut reader, &mut current).await.map_err(io)?;
+    loop {
+        let mut next = vec![0u8; max];
+        let next_len = if len == max {
+            fill(&mut reader, &mut next).await.map_err(io)?
+        } else {
+            0
+        };
+        current.truncate(len);
+        chan.send_pdv(PDataValue {
+            presentation_context_id: context_id,
+            value_type: PDataValueType::Data,
+            is_last: next_len == 0,
+            data: current,
+        })
+        .await?;
+        if next_len == 0 {
+            break;
+        }
+        current = next;
+        len = next_len;
+    }
+
+    let (rsp, cancelled) = chan.store_response().await?;
+    let outcome = match rsp.status.map(Status::code) {
+        Some(0x0000) => SubOpOutcome::Completed,
+        Some(code) if code & 0xF000 == 0xB000 => SubOpOutcome::Warning,
+        _ => SubOpOutcome::Failed,
+    };
+    Ok((outcome, cancelled))
+}

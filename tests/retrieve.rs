@@ -1,0 +1,276 @@
+//! C-MOVE and C-GET SCP against DCMTK movescu/getscu, with DCMTK storescp as
+//! the move destination: counts, received data sets, an unknown or
+//! unreachable destination, and sub-operations the destination refuses.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{dcmtk, python, run_peer, skip, Archive, Backend};
+use tessera::model::RawPeer;
+
+struct StoreScp {
+    child: tokio::process::Child,
+    port: u16,
+}
+
+impl StoreScp {
+    /// storescp as AE "DEST"; `all_syntaxes` accepts every transfer syntax
+    /// (+xa), otherwise only uncompressed ones.
+    async fn start(dir: &Path, all_syntaxes: bool) -> Self {
+        let tool = dcmtk("storescp").expect("checked by caller");
+        let port = free_port();
+        std::fs::create_dir_all(dir).expect("dir");
+        let mut cmd = tokio::process::Command::new(tool);
+        cmd.args(["--aetitle", "DEST", "-od"]).arg(dir);
+        if all_syntaxes {
+            cmd.arg("+xa");
+        }
+        let child = cmd
+            .arg(port.to_string())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("storescp");
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return StoreScp { child, port };
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("storescp did not start");
+    }
+}
+
+impl Drop for StoreScp {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn peer(ae: &str, port: u16) -> RawPeer {
+    RawPeer {
+        ae_title: ae.into(),
+        host: "127.0.0.1".into(),
+        port,
+        tls: false,
+        services: None,
+    }
+}
+
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+fn study_uid(file: &Path) -> String {
+    let obj = dicom_object::open_file(file).expect("dicom");
+    obj.element(dicom_dictionary_std::tags::STUDY_INSTANCE_UID)
+        .expect("uid")
+        .to_str()
+        .expect("text")
+        .trim_end_matches('\0')
+        .to_owned()
+}
+
+/// Received files match the originals (by SOP Instance UID).
+async fn same_as_sent(sent: &[PathBuf], received: &[PathBuf]) {
+    let by_uid = |files: &[PathBuf]| -> std::collections::BTreeMap<String, PathBuf> {
+        files
+            .iter()
+            .map(|f| {
+                let obj = dicom_object::open_file(f).expect("dicom");
+                let uid = obj.meta().media_storage_sop_instance_uid().to_owned();
+                (uid, f.clone())
+            })
+            .collect()
+    };
+    let (a, b) = (by_uid(sent), by_uid(received));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    let mut args = Vec::new();
+    for (uid, file) in &a {
+        args.push(file.to_str().expect("utf8").to_owned());
+        args.push(b[uid].to_str().expect("utf8").to_owned());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_peer("same_dataset.py", &args).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+async fn move_and_get(backend: Backend) {
+    let (Some(movescu), Some(getscu), Some(_), Some(_)) = (
+        dcmtk("movescu"),
+        dcmtk("getscu"),
+        dcmtk("storescp"),
+        python(),
+    ) else {
+        return skip(
+            "move_and_get",
+            "DCMTK movescu/getscu/storescp or pynetdicom missing",
+        );
+    };
+    let work = tempfile::tempdir().expect("tmp");
+    let dest = StoreScp::start(&work.path().join("dest"), true).await;
+    let strict = StoreScp::start(&work.path().join("strict"), false).await;
+    let down_port = free_port();
+    let (dest_port, strict_port) = (dest.port, strict.port);
+    let archive = Archive::start_with(backend, |raw| {
+        raw.peers = vec![
+            peer("DEST", dest_port),
+            peer("STRICT", strict_port),
+            peer("DOWN", down_port),
+        ];
+    })
+    .await;
+    // One uncompressed study of 5 and one RLE study of 3.
+    let plain = work.path().join("plain");
+    let rle = work.path().join("rle");
+    assert!(run_peer(
+        "gen.py",
+        &[
+            plain.to_str().expect("utf8"),
+            "--count",
+            "5",
+            "--seed",
+            "41"
+        ]
+    )
+    .await
+    .status
+    .success());
+    assert!(run_peer(
+        "gen.py",
+        &[
+            rle.to_str().expect("utf8"),
+            "--count",
+            "3",
+            "--seed",
+            "42",
+            "--ts",
+            "1.2.840.10008.1.2.5"
+        ]
+    )
+    .await
+    .status
+    .success());
+    let port = archive.dicom_port.to_string();
+    for dir in [&plain, &rle] {
+        assert!(run_peer(
+            "send.py",
+            &["127.0.0.1", &port, dir.to_str().expect("utf8")]
+        )
+        .await
+        .status
+        .success());
+    }
+    let plain_files = files_in(&plain);
+    let rle_files = files_in(&rle);
+    let plain_study = format!("StudyInstanceUID={}", study_uid(&plain_files[0]));
+    let rle_study = format!("StudyInstanceUID={}", study_uid(&rle_files[0]));
+
+    // -d prints response identifiers (the Failed SOP Instance UID List).
+    let movescu_run = |dest: &'static str, key: String| {
+        let movescu = movescu.clone();
+        let args = archive.ae_args();
+        async move {
+            let out = tokio::process::Command::new(movescu)
+                .args([
+                    "-d",
+                    "-S",
+                    "-aem",
+                    dest,
+                    "-k",
+                    "QueryRetrieveLevel=STUDY",
+                    "-k",
+                    &key,
+                ])
+                .args(args)
+                .output()
+                .await
+                .expect("movescu");
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        }
+    };
+
+    // C-MOVE of both studies to a destination accepting everything.
+    let success = "0x0000: Success: Sub-operations complete";
+    let out = movescu_run("DEST", plain_study.clone()).await;
+    assert!(out.contains(success), "{out}");
+    assert_eq!(
+        out.matches("0xff00: Pending").count(),
+        5,
+        "a pending response per sub-operation: {out}"
+    );
+    let out = movescu_run("DEST", rle_study.clone()).await;
+    assert!(out.contains(success), "{out}");
+    let received = files_in(&work.path().join("dest"));
+    assert_eq!(received.len(), 8);
+    let sent: Vec<PathBuf> = plain_files.iter().chain(&rle_files).cloned().collect();
+    same_as_sent(&sent, &received).await;
+
+    // A destination that refuses RLE: every sub-operation fails, reported
+    // with the Failed SOP Instance UID List (no transcoding yet).
+    let out = movescu_run("STRICT", rle_study.clone()).await;
+    assert!(
+        out.contains("Refused: OutOfResourcesSubOperations"),
+        "{out}"
+    );
+    assert!(out.contains("Failed Suboperations          : 3"), "{out}");
+    assert!(
+        out.contains("(0008,0058)"),
+        "failed instances are listed: {out}"
+    );
+
+    // Unknown and unreachable destinations.
+    let out = movescu_run("NOWHERE", plain_study.clone()).await;
+    assert!(out.contains("MoveDestinationUnknown"), "{out}");
+    let out = movescu_run("DOWN", plain_study.clone()).await;
+    assert!(out.contains("OutOfResourcesSubOperations"), "{out}");
+
+    // C-GET back over the same association.
+    let get_dir = work.path().join("get");
+    std::fs::create_dir_all(&get_dir).expect("dir");
+    let out = tokio::process::Command::new(getscu)
+        .args(["-v", "-S", "-od"])
+        .arg(&get_dir)
+        .args(["-k", "QueryRetrieveLevel=STUDY", "-k", &plain_study])
+        .args(archive.ae_args())
+        .output()
+        .await
+        .expect("getscu");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("Received C-GET Response (Success)"), "{text}");
+    same_as_sent(&plain_files, &files_in(&get_dir)).await;
+}
+
+on_both_backends!(move_and_get);
