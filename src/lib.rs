@@ -17,6 +17,8 @@
 //! - [`query`]: the protocol-neutral query model (C-FIND today); the index
 //!   turns it into SQL.
 //! - [`peers`]: the remote AE registry (config file and REST API).
+//! - [`transcode`]: decoding a stored object for a receiver that cannot take
+//!   its transfer syntax (C-MOVE, C-GET).
 //! - [`model`]: identifiers and metadata types shared by all of the above.
 //! - [`config`], [`telemetry`], [`server`]: settings, logs and metrics,
 //!   ordered startup and shutdown.
@@ -33,5 +35,6 @@ pub mod query;
 pub mod server;
 pub mod storage;
 pub mod telemetry;
+pub mod transcode;
 pub mod verify;
 pub mod web;

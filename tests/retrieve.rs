@@ -271,6 +271,53 @@ async fn move_and_get(backend: Backend) {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("Received C-GET Response (Success)"), "{text}");
     same_as_sent(&plain_files, &files_in(&get_dir)).await;
+
+    // getscu proposes uncompressed syntaxes only: the RLE study is decoded.
+    let get_rle = work.path().join("get-rle");
+    std::fs::create_dir_all(&get_rle).expect("dir");
+    let getscu = dcmtk("getscu").expect("getscu");
+    let out = tokio::process::Command::new(getscu)
+        .args(["-S", "-od"])
+        .arg(&get_rle)
+        .args(["-k", "QueryRetrieveLevel=STUDY", "-k", &rle_study])
+        .args(archive.ae_args())
+        .output()
+        .await
+        .expect("getscu");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = files_in(&get_rle);
+    assert_eq!(got.len(), 3);
+    let mut pairs = Vec::new();
+    for original in &rle_files {
+        let uid = dicom_object::open_file(original)
+            .expect("dicom")
+            .meta()
+            .media_storage_sop_instance_uid()
+            .to_owned();
+        let received = got
+            .iter()
+            .find(|r| {
+                dicom_object::open_file(r)
+                    .expect("dicom")
+                    .meta()
+                    .media_storage_sop_instance_uid()
+                    == uid
+            })
+            .expect("received");
+        pairs.push(original.to_str().expect("utf8").to_owned());
+        pairs.push(received.to_str().expect("utf8").to_owned());
+    }
+    let pairs: Vec<&str> = pairs.iter().map(String::as_str).collect();
+    let same = run_peer("same_pixels.py", &pairs).await;
+    assert!(
+        same.status.success(),
+        "{}",
+        String::from_utf8_lossy(&same.stdout)
+    );
 }
 
 on_both_backends!(move_and_get);

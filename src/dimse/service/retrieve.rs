@@ -15,6 +15,7 @@ use crate::dimse::command::{request, Command, CommandField, Status, SubOperation
 use crate::index::RetrieveItem;
 use crate::query::{Query, Root};
 use crate::storage::Storage;
+use crate::transcode;
 
 /// Identifiers are small; this bounds a hostile one.
 pub const MAX_IDENTIFIER: usize = 1024 * 1024;
@@ -162,21 +163,42 @@ pub(crate) async fn send_instance<C: SubOpChannel>(
     message_id: u16,
     originator: Option<(&str, u16)>,
 ) -> Result<(SubOpOutcome, bool), AssociationError> {
-    let Some(context_id) = chan.context_for(&item.sop_class_uid, &item.transfer_syntax_uid) else {
-        tracing::warn!(sop_instance = %item.sop_instance_uid, ts = %item.transfer_syntax_uid, "no presentation context for the stored transfer syntax");
-        return Ok((SubOpOutcome::Failed, false));
-    };
-    let mut reader = match storage.open_read(&item.key).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(sop_instance = %item.sop_instance_uid, error = %e, "cannot read stored object");
-            return Ok((SubOpOutcome::Failed, false));
+    // As stored when the receiver takes that syntax; else decoded to an
+    // uncompressed syntax it accepts.
+    let (context_id, mut reader): (u8, std::pin::Pin<Box<dyn AsyncRead + Send>>) = match chan
+        .context_for(&item.sop_class_uid, &item.transfer_syntax_uid)
+    {
+        Some(id) => {
+            let mut reader = match storage.open_read(&item.key).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(sop_instance = %item.sop_instance_uid, error = %e, "cannot read stored object");
+                    return Ok((SubOpOutcome::Failed, false));
+                }
+            };
+            if let Err(e) = skip_part10_header(&mut reader).await {
+                tracing::error!(sop_instance = %item.sop_instance_uid, error = %e, "stored object unreadable");
+                return Ok((SubOpOutcome::Failed, false));
+            }
+            (id, reader)
+        }
+        None => {
+            let Some((id, ts)) = transcode::TARGETS.iter().find_map(|ts| {
+                chan.context_for(&item.sop_class_uid, ts)
+                    .map(|id| (id, *ts))
+            }) else {
+                tracing::warn!(sop_instance = %item.sop_instance_uid, ts = %item.transfer_syntax_uid, "receiver accepts neither the stored syntax nor an uncompressed one");
+                return Ok((SubOpOutcome::Failed, false));
+            };
+            match transcode::data_set_in(storage, &item.key, ts).await {
+                Ok(bytes) => (id, Box::pin(std::io::Cursor::new(bytes))),
+                Err(e) => {
+                    tracing::warn!(sop_instance = %item.sop_instance_uid, error = %e, "transcoding failed");
+                    return Ok((SubOpOutcome::Failed, false));
+                }
+            }
         }
     };
-    if let Err(e) = skip_part10_header(&mut reader).await {
-        tracing::error!(sop_instance = %item.sop_instance_uid, error = %e, "stored object unreadable");
-        return Ok((SubOpOutcome::Failed, false));
-    }
     let mut rq = request(CommandField::CStoreRq, message_id, &item.sop_class_uid);
     rq.affected_sop_instance_uid = Some(item.sop_instance_uid.clone());
     rq.priority = Some(0);
