@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::dimse::listener;
 use crate::dimse::scu::Scu;
+use crate::dimse::service::commitment::worker::CommitmentWorker;
 use crate::dimse::service::ServiceContext;
 use crate::index::{Index, IndexError};
 use crate::ingest::{GroupCommitter, Ingest};
@@ -169,6 +170,19 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     tracing::info!(addr = %bound.http, "HTTP listener ready");
 
     let associations = TaskTracker::new();
+    let commitments = Arc::new(tokio::sync::Notify::new());
+    // Reports held by associations that ended with the last run are due.
+    core.index.commitments_due_now().await?;
+    let worker = CommitmentWorker {
+        index: core.index.clone(),
+        storage: core.storage.clone(),
+        peers: peers.clone(),
+        scu: core.scu(&config),
+        wake: commitments.clone(),
+    };
+    let worker_tracker = TaskTracker::new();
+    worker_tracker.spawn(worker.run(shutdown.clone()));
+    worker_tracker.close();
     let ctx = ServiceContext {
         ingest,
         index: core.index.clone(),
@@ -178,6 +192,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         storage: core.storage.clone(),
         peers: peers.clone(),
         scu: core.scu(&config),
+        commitments,
     };
     let dicom_task = tokio::spawn(listener::run(
         dicom_listener,
@@ -197,6 +212,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         tracing::info!("associations finished");
         http_handle.stop(true).await;
         let _ = http_task.await;
+        worker_tracker.wait().await;
         // The last Ingest handle went with the DICOM listener; the committer
         // drains what is queued and exits.
         committer_tracker.close();

@@ -36,13 +36,15 @@ pub enum VerifyError {
     Storage(#[from] StorageError),
 }
 
-enum Check {
+/// What re-hashing one object found.
+pub enum Check {
     Ok(u64),
     Missing,
     Corrupt(String),
 }
 
-async fn check(storage: &Storage, obj: &IndexedObject) -> Result<Check, StorageError> {
+/// Re-hash one indexed object and compare size and SHA-256.
+pub async fn check(storage: &Storage, obj: &IndexedObject) -> Result<Check, StorageError> {
     let mut reader = match storage.open_read(&obj.key).await {
         Ok(r) => r,
         Err(StorageError::NotFound(_)) => return Ok(Check::Missing),

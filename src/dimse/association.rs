@@ -118,7 +118,8 @@ pub fn acceptor_options(
         .with_abstract_syntax(super::service::c_move::PATIENT_ROOT_MOVE)
         .with_abstract_syntax(super::service::c_move::STUDY_ROOT_MOVE)
         .with_abstract_syntax(super::service::c_get::PATIENT_ROOT_GET)
-        .with_abstract_syntax(super::service::c_get::STUDY_ROOT_GET);
+        .with_abstract_syntax(super::service::c_get::STUDY_ROOT_GET)
+        .with_abstract_syntax(super::service::commitment::STORAGE_COMMITMENT_PUSH);
     for (uid, _) in STORAGE_SOP_CLASSES {
         options = options.with_abstract_syntax(*uid);
     }

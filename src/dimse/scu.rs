@@ -27,7 +27,7 @@ pub enum ScuError {
     Timeout(String),
     #[error("unexpected answer from {peer}: {what}")]
     Protocol { peer: String, what: String },
-    #[error("{peer} answered C-ECHO with status {status:04X}H")]
+    #[error("{peer} answered with status {status:04X}H")]
     Status { peer: String, status: u16 },
 }
 
@@ -240,5 +240,109 @@ impl crate::dimse::service::retrieve::SubOpChannel for StoreAssociation {
                 }
             }
         }
+    }
+}
+
+impl Scu {
+    /// Deliver a storage commitment report on a new association to the
+    /// requester, proposing the SCP role for the Push Model SOP class.
+    pub async fn send_commitment_report(
+        &self,
+        peer: &Peer,
+        result: &crate::dimse::service::commitment::CommitResult,
+    ) -> Result<(), ScuError> {
+        use crate::dimse::service::commitment::{
+            STORAGE_COMMITMENT_INSTANCE, STORAGE_COMMITMENT_PUSH,
+        };
+        use dicom_encoding::TransferSyntaxIndex;
+        if peer.tls {
+            return Err(ScuError::Tls);
+        }
+        let name = format!("{}@{}:{}", peer.ae_title, peer.host, peer.port);
+        let protocol = |what: String| ScuError::Protocol {
+            peer: name.clone(),
+            what,
+        };
+        let work = async {
+            let mut assoc = ClientAssociationOptions::new()
+                .calling_ae_title(self.ae_title.as_str())
+                .called_ae_title(peer.ae_title.as_str())
+                .with_presentation_context(
+                    STORAGE_COMMITMENT_PUSH,
+                    vec![
+                        crate::transcode::EXPLICIT_VR_LITTLE_ENDIAN,
+                        crate::transcode::IMPLICIT_VR_LITTLE_ENDIAN,
+                    ],
+                )
+                .with_role_selection(STORAGE_COMMITMENT_PUSH, false, true)
+                .establish_async((peer.host.as_str(), peer.port))
+                .await
+                .map_err(|source| ScuError::Associate {
+                    peer: name.clone(),
+                    source,
+                })?;
+            let (pc, ts_uid) = assoc
+                .presentation_contexts()
+                .iter()
+                .find(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+                .map(|pc| (pc.id, pc.transfer_syntax.trim_end_matches('\0').to_owned()))
+                .ok_or_else(|| ScuError::NotAccepted(name.clone()))?;
+            let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry
+                .get(&ts_uid)
+                .ok_or_else(|| protocol(format!("accepted unknown transfer syntax {ts_uid}")))?;
+            let mut data = Vec::new();
+            result
+                .report()
+                .write_dataset_with_ts(&mut data, ts)
+                .map_err(|e| protocol(e.to_string()))?;
+            let mut rq = request(CommandField::NEventReportRq, 1, STORAGE_COMMITMENT_PUSH);
+            rq.affected_sop_instance_uid = Some(STORAGE_COMMITMENT_INSTANCE.to_owned());
+            rq.event_type_id = Some(result.event_type());
+            rq.has_dataset = true;
+            let command = rq.encode().map_err(|e| protocol(e.to_string()))?;
+            let max = (assoc.acceptor_max_pdu_length() as usize)
+                .saturating_sub(6)
+                .clamp(1024, 1 << 20);
+            let mut pdvs = vec![PDataValue {
+                presentation_context_id: pc,
+                value_type: PDataValueType::Command,
+                is_last: true,
+                data: command,
+            }];
+            let chunks = data.len().div_ceil(max).max(1);
+            for (i, chunk) in data.chunks(max).enumerate() {
+                pdvs.push(PDataValue {
+                    presentation_context_id: pc,
+                    value_type: PDataValueType::Data,
+                    is_last: i + 1 == chunks,
+                    data: chunk.to_vec(),
+                });
+            }
+            for pdv in pdvs {
+                assoc
+                    .send(&Pdu::PData { data: vec![pdv] })
+                    .await
+                    .map_err(|e| protocol(e.to_string()))?;
+            }
+            let status = match assoc.receive().await.map_err(|e| protocol(e.to_string()))? {
+                Pdu::PData { data } if !data.is_empty() => {
+                    let rsp =
+                        Command::decode(&data[0].data).map_err(|e| protocol(e.to_string()))?;
+                    rsp.status.unwrap_or(Status::Other(0xFFFF))
+                }
+                other => return Err(protocol(format!("{other:?}"))),
+            };
+            let _ = assoc.release().await;
+            match status {
+                Status::Success => Ok(()),
+                other => Err(ScuError::Status {
+                    peer: name.clone(),
+                    status: other.code(),
+                }),
+            }
+        };
+        tokio::time::timeout(self.timeout.max(Duration::from_secs(30)), work)
+            .await
+            .map_err(|_| ScuError::Timeout(format!("N-EVENT-REPORT to {}", peer.ae_title)))?
     }
 }

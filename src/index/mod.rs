@@ -8,6 +8,7 @@
 //! ([`Index::record_batch`]); reads are typed functions, never raw SQL in
 //! callers.
 
+mod commitments;
 mod find;
 mod peers;
 mod read;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
+pub use commitments::PendingCommitment;
 pub use find::{FindPlan, FindRow, RetrieveItem};
 pub use peers::PeerSource;
 pub use read::{IndexStats, IndexedObject, InstanceRecord, StudySummary};

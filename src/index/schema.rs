@@ -7,31 +7,35 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 use super::Backend;
 
-const SQLITE: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "information model",
-        include_str!("../../migrations/sqlite/0001_information_model.sql"),
-    ),
-    (
-        2,
-        "peers",
-        include_str!("../../migrations/sqlite/0002_peers.sql"),
-    ),
-];
+/// The numbered migrations, the same list for each backend's folder.
+macro_rules! migrations {
+    ($db:literal) => {
+        &[
+            (
+                1,
+                "information model",
+                include_str!(concat!(
+                    "../../migrations/",
+                    $db,
+                    "/0001_information_model.sql"
+                )),
+            ),
+            (
+                2,
+                "peers",
+                include_str!(concat!("../../migrations/", $db, "/0002_peers.sql")),
+            ),
+            (
+                3,
+                "commitments",
+                include_str!(concat!("../../migrations/", $db, "/0003_commitments.sql")),
+            ),
+        ]
+    };
+}
 
-const POSTGRES: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "information model",
-        include_str!("../../migrations/postgres/0001_information_model.sql"),
-    ),
-    (
-        2,
-        "peers",
-        include_str!("../../migrations/postgres/0002_peers.sql"),
-    ),
-];
+const SQLITE: &[(i64, &str, &str)] = migrations!("sqlite");
+const POSTGRES: &[(i64, &str, &str)] = migrations!("postgres");
 
 pub(super) fn migrator(backend: Backend) -> Migrator {
     let set = match backend {

@@ -259,6 +259,22 @@ impl Archive {
         }
     }
 
+    /// Stop and start again on the same data, index and ports.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let mut config = self.config.clone();
+        config.dicom.bind = format!("127.0.0.1:{}", self.dicom_port)
+            .parse()
+            .expect("addr");
+        config.http_bind = format!("127.0.0.1:{}", self.http_port)
+            .parse()
+            .expect("addr");
+        let running = server::start(config, CancellationToken::new())
+            .await
+            .expect("server restarts");
+        self.running = Some(running);
+    }
+
     /// Plain HTTP GET on the archive's HTTP port; returns (status, body).
     pub async fn http_get(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
         http_get(self.http_port, path, headers).await

@@ -3,6 +3,7 @@
 
 pub mod c_get;
 pub mod c_move;
+pub mod commitment;
 mod echo;
 pub mod find;
 pub mod retrieve;
@@ -35,6 +36,8 @@ pub struct ServiceContext {
     pub peers: PeerRegistry,
     /// Outbound associations.
     pub scu: Scu,
+    /// Wakes the storage commitment worker.
+    pub commitments: Arc<tokio::sync::Notify>,
 }
 
 /// Answer one request.
@@ -49,6 +52,12 @@ pub async fn dispatch(
         CommandField::CFindRq => find::handle(assoc, request, ctx).await,
         CommandField::CMoveRq => c_move::handle(assoc, request, ctx).await,
         CommandField::CGetRq => c_get::handle(assoc, request, ctx).await,
+        CommandField::NActionRq
+            if request.command.requested_sop_class_uid.as_deref()
+                == Some(commitment::STORAGE_COMMITMENT_PUSH) =>
+        {
+            commitment::handle(assoc, request, ctx).await
+        }
         // C-CANCEL for an operation that is not running needs no answer.
         CommandField::CCancelRq => Ok(()),
         other => {
