@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::model::{AeTitle, Peer, RawPeer};
+use crate::routing::{RawRoute, Route};
 
 /// What to do when an instance arrives whose SOP Instance UID is already
 /// stored with different content. Identical content is always accepted once.
@@ -74,6 +75,18 @@ pub struct RawConfig {
     /// Remote AEs: `[[peers]]` tables.
     #[serde(default)]
     pub peers: Vec<RawPeer>,
+    /// Store-and-forward rules: `[[routes]]` tables.
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub forwarding: RawForwarding,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForwarding {
+    /// Failed attempts before a forward becomes a dead letter (default 20).
+    pub max_attempts: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -187,6 +200,9 @@ pub struct Config {
     pub index_max_connections: u32,
     /// Peers from the config file; written to the registry at startup.
     pub peers: Vec<Peer>,
+    pub routes: Vec<Route>,
+    /// Failed attempts before a forward becomes a dead letter.
+    pub forward_max_attempts: i64,
 }
 
 pub const DEFAULT_AE_TITLE: &str = "TESSERA";
@@ -275,7 +291,18 @@ impl Config {
                 key: "peers",
                 reason: e.to_string(),
             })?;
+        let routes = raw
+            .routes
+            .into_iter()
+            .map(Route::from_raw)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ConfigError::Invalid {
+                key: "routes",
+                reason: e.to_string(),
+            })?;
         Ok(Config {
+            forward_max_attempts: raw.forwarding.max_attempts.unwrap_or(20).max(1),
+            routes,
             peers,
             dicom,
             http_bind: raw

@@ -17,6 +17,7 @@
 //! - [`query`]: the protocol-neutral query model (C-FIND today); the index
 //!   turns it into SQL.
 //! - [`peers`]: the remote AE registry (config file and REST API).
+//! - [`routing`]: store-and-forward rules; ingest queues matches.
 //! - [`transcode`]: decoding a stored object for a receiver that cannot take
 //!   its transfer syntax (C-MOVE, C-GET).
 //! - [`model`]: identifiers and metadata types shared by all of the above.
@@ -32,6 +33,7 @@ pub mod ingest;
 pub mod model;
 pub mod peers;
 pub mod query;
+pub mod routing;
 pub mod server;
 pub mod storage;
 pub mod telemetry;

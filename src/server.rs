@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::dimse::forwarder::Forwarder;
 use crate::dimse::listener;
 use crate::dimse::scu::Scu;
 use crate::dimse::service::commitment::worker::CommitmentWorker;
@@ -19,6 +20,7 @@ use crate::dimse::service::ServiceContext;
 use crate::index::{Index, IndexError};
 use crate::ingest::{GroupCommitter, Ingest};
 use crate::peers::PeerRegistry;
+use crate::routing::Router;
 use crate::storage::{Storage, StorageError};
 use crate::telemetry::Metrics;
 use crate::web::{self, AppState, AuthPolicy};
@@ -79,6 +81,7 @@ impl Core {
             self.storage.clone(),
             self.index.clone(),
             committer,
+            Arc::new(Router::new(config.routes.clone())),
             self.metrics.clone(),
         )
     }
@@ -173,6 +176,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let commitments = Arc::new(tokio::sync::Notify::new());
     // Reports held by associations that ended with the last run are due.
     core.index.commitments_due_now().await?;
+    core.index.forwards_due_now().await?;
     let worker = CommitmentWorker {
         index: core.index.clone(),
         storage: core.storage.clone(),
@@ -182,6 +186,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     };
     let worker_tracker = TaskTracker::new();
     worker_tracker.spawn(worker.run(shutdown.clone()));
+    let forwarder = Forwarder {
+        index: core.index.clone(),
+        storage: core.storage.clone(),
+        peers: peers.clone(),
+        scu: core.scu(&config),
+        metrics: core.metrics.clone(),
+        wake: Arc::new(tokio::sync::Notify::new()),
+        max_attempts: config.forward_max_attempts,
+    };
+    worker_tracker.spawn(forwarder.run(shutdown.clone()));
     worker_tracker.close();
     let ctx = ServiceContext {
         ingest,

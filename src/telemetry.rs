@@ -45,6 +45,9 @@ pub struct Metrics {
     pub bytes_received: Counter<u64, AtomicU64>,
     pub store_latency: Histogram,
     pub errors: Family<ErrorLabels, Counter>,
+    pub forward_pending: Gauge,
+    pub forward_dead: Gauge,
+    pub forwarded: Counter,
 }
 
 impl Default for Metrics {
@@ -64,6 +67,9 @@ impl Metrics {
             bytes_received: Counter::default(),
             store_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             errors: Family::default(),
+            forward_pending: Gauge::default(),
+            forward_dead: Gauge::default(),
+            forwarded: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -97,6 +103,17 @@ impl Metrics {
             m.store_latency.clone(),
         );
         registry.register("errors", "Errors by kind", m.errors.clone());
+        registry.register(
+            "forward_queue_pending",
+            "Instances waiting to be forwarded",
+            m.forward_pending.clone(),
+        );
+        registry.register(
+            "forward_queue_dead",
+            "Forwards given up after too many attempts (dead letters)",
+            m.forward_dead.clone(),
+        );
+        registry.register("forwarded", "Instances forwarded", m.forwarded.clone());
         Metrics { registry, ..m }
     }
 

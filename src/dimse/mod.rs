@@ -5,13 +5,15 @@
 //!   fragments. Framing never decides what a command means.
 //! - [`command`]: typed command sets and status codes.
 //! - [`service`]: one module per DIMSE service (C-ECHO, C-STORE, C-FIND).
-//! - [`scu`]: outbound associations (C-ECHO to verify a peer).
+//! - [`scu`]: outbound associations (C-ECHO, C-STORE, N-EVENT-REPORT).
+//! - [`forwarder`]: the store-and-forward worker.
 //!
 //! An instance arrives here, is streamed to [`crate::ingest`], and is
 //! answered only once ingest reports it durable.
 
 pub mod association;
 pub mod command;
+pub mod forwarder;
 pub mod listener;
 pub mod scu;
 pub mod service;

@@ -10,6 +10,7 @@
 
 mod commitments;
 mod find;
+mod forwarding;
 mod peers;
 mod read;
 mod schema;
@@ -23,6 +24,7 @@ use sqlx::{AnyPool, ConnectOptions, Executor};
 
 pub use commitments::PendingCommitment;
 pub use find::{FindPlan, FindRow, RetrieveItem};
+pub use forwarding::{DeadLetter, DueForward, ForwardingStats};
 pub use peers::PeerSource;
 pub use read::{IndexStats, IndexedObject, InstanceRecord, StudySummary};
 pub use write::{Recorded, StoreRequest};

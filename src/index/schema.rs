@@ -30,6 +30,11 @@ macro_rules! migrations {
                 "commitments",
                 include_str!(concat!("../../migrations/", $db, "/0003_commitments.sql")),
             ),
+            (
+                4,
+                "forwarding",
+                include_str!(concat!("../../migrations/", $db, "/0004_forwarding.sql")),
+            ),
         ]
     };
 }

@@ -15,6 +15,8 @@ pub struct StoreRequest {
     pub meta: InstanceMeta,
     pub object: StoredObject,
     pub source_ae_title: String,
+    /// (route name, destination AE) to queue, in the same transaction.
+    pub forward_to: Vec<(String, String)>,
 }
 
 /// What recording did. Keys named here are no longer referenced by the index
@@ -152,6 +154,7 @@ async fn record_one(
     if new_series == 1 && !meta.series.modality.is_empty() {
         add_modality(tx, study_id, &meta.series.modality).await?;
     }
+    queue_forwards(tx, req).await?;
     Ok(Recorded::Inserted)
 }
 
@@ -194,11 +197,33 @@ async fn record_duplicate(
             .bind(id)
             .execute(&mut **tx)
             .await?;
+            queue_forwards(tx, req).await?;
             Ok(Recorded::Replaced {
                 unreferenced_key: old_key,
             })
         }
     }
+}
+
+/// Queue the instance for every matching route, atomically with recording it.
+async fn queue_forwards(
+    tx: &mut Transaction<'static, Any>,
+    req: &StoreRequest,
+) -> Result<(), IndexError> {
+    let ts = now();
+    for (route, destination) in &req.forward_to {
+        sqlx::query(
+            "INSERT INTO forward_queue (route, destination_ae, sop_instance_uid, next_attempt_at, created_at) \
+             VALUES ($1, $2, $3, $4, $4)",
+        )
+        .bind(route.as_str())
+        .bind(destination.as_str())
+        .bind(req.meta.sop_instance_uid.as_str())
+        .bind(ts)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 /// INSERT … ON CONFLICT DO NOTHING RETURNING id, then SELECT when the row

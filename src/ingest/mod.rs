@@ -18,6 +18,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::index::{Index, IndexError, Recorded, StoreRequest};
 use crate::model::{AeTitle, StoredObject, Uid};
+use crate::routing::Router;
 use crate::storage::{SpoolWriter, Storage, StorageError};
 use crate::telemetry::Metrics;
 pub use committer::GroupCommitter;
@@ -62,6 +63,7 @@ pub struct Ingest {
     storage: Storage,
     index: Index,
     committer: GroupCommitter,
+    router: Arc<Router>,
     metrics: Arc<Metrics>,
 }
 
@@ -87,12 +89,14 @@ impl Ingest {
         storage: Storage,
         index: Index,
         committer: GroupCommitter,
+        router: Arc<Router>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Ingest {
             storage,
             index,
             committer,
+            router,
             metrics,
         }
     }
@@ -138,7 +142,14 @@ impl Ingest {
         // duplicates in the same transaction that records the instance.
         let key = self.storage.commit(spooled).await?;
         let sop_uid = parsed.meta.sop_instance_uid.clone();
+        let forward_to = self
+            .router
+            .destinations(&parsed.meta, &incoming.source)
+            .into_iter()
+            .map(|(route, ae)| (route, ae.to_string()))
+            .collect();
         let request = StoreRequest {
+            forward_to,
             meta: parsed.meta,
             object: StoredObject {
                 key,

@@ -6,6 +6,7 @@
 
 mod auth;
 mod error;
+mod forwarding;
 mod peers;
 mod status;
 
@@ -56,6 +57,7 @@ pub fn start(listener: TcpListener, state: AppState) -> std::io::Result<actix_we
                 web::scope("/api/v1")
                     .wrap(actix_web::middleware::from_fn(auth::authenticate))
                     .route("/stats", web::get().to(status::stats))
+                    .route("/forwarding", web::get().to(forwarding::forwarding))
                     .configure(peers::routes),
             )
     })

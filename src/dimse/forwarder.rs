@@ -1,0 +1,146 @@
+//! The store-and-forward worker: delivers queued instances to their
+//! destination peers with C-STORE (as stored, or transcoded when the peer
+//! only takes uncompressed data), retrying with exponential backoff and
+//! turning a forward into a dead letter after too many failures. The queue
+//! is in the index, so it survives restarts; an instance is marked done only
+//! after its C-STORE succeeded.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::scu::Scu;
+use super::service::retrieve::{send_instance, SubOpOutcome};
+use crate::index::{DueForward, Index};
+use crate::peers::PeerRegistry;
+use crate::storage::Storage;
+use crate::telemetry::Metrics;
+
+const POLL: Duration = Duration::from_secs(1);
+const BATCH: i64 = 64;
+const MAX_BACKOFF_SECS: i64 = 600;
+
+pub struct Forwarder {
+    pub index: Index,
+    pub storage: Storage,
+    pub peers: PeerRegistry,
+    pub scu: Scu,
+    pub metrics: Arc<Metrics>,
+    pub wake: Arc<Notify>,
+    /// Attempts before a forward becomes a dead letter.
+    pub max_attempts: i64,
+}
+
+impl Forwarder {
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            match self.index.due_forwards(BATCH).await {
+                Ok(due) if !due.is_empty() => {
+                    let mut by_destination: BTreeMap<String, Vec<DueForward>> = BTreeMap::new();
+                    for f in due {
+                        by_destination
+                            .entry(f.destination_ae.clone())
+                            .or_default()
+                            .push(f);
+                    }
+                    for (destination, forwards) in by_destination {
+                        if shutdown.is_cancelled() {
+                            return;
+                        }
+                        self.deliver(&destination, forwards).await;
+                    }
+                    self.update_metrics().await;
+                    continue;
+                }
+                Ok(_) => self.update_metrics().await,
+                Err(e) => tracing::warn!(error = %e, "cannot read the forwarding queue"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+
+    async fn update_metrics(&self) {
+        if let Ok(stats) = self.index.forwarding_stats().await {
+            self.metrics.forward_pending.set(stats.pending);
+            self.metrics.forward_dead.set(stats.dead);
+        }
+    }
+
+    async fn deliver(&self, destination: &str, forwards: Vec<DueForward>) {
+        let peer = match self.peers.get(destination).await {
+            Ok(peer) => peer,
+            Err(e) => {
+                return self
+                    .retry_all(&forwards, &format!("destination not registered: {e}"))
+                    .await
+            }
+        };
+        let mut pairs: Vec<(String, String)> = forwards
+            .iter()
+            .flat_map(|f| {
+                std::iter::once((
+                    f.item.sop_class_uid.clone(),
+                    f.item.transfer_syntax_uid.clone(),
+                ))
+                .chain(
+                    crate::transcode::TARGETS
+                        .iter()
+                        .map(|ts| (f.item.sop_class_uid.clone(), (*ts).to_owned())),
+                )
+            })
+            .collect();
+        pairs.sort();
+        pairs.dedup();
+        let mut association = match self.scu.open_store(&peer, &pairs).await {
+            Ok(a) => a,
+            Err(e) => return self.retry_all(&forwards, &e.to_string()).await,
+        };
+        for (n, f) in forwards.iter().enumerate() {
+            let message_id = u16::try_from(n % 0xFFFF + 1).unwrap_or(1);
+            match send_instance(&mut association, &self.storage, &f.item, message_id, None).await {
+                Ok((SubOpOutcome::Completed | SubOpOutcome::Warning, _)) => {
+                    if let Err(e) = self.index.forward_done(f.id).await {
+                        tracing::warn!(error = %e, "cannot mark forward done");
+                    }
+                    self.metrics.forwarded.inc();
+                }
+                Ok((SubOpOutcome::Failed, _)) => {
+                    self.retry(f, "refused by the destination or not sendable")
+                        .await;
+                }
+                Err(e) => {
+                    // The association broke: this and the rest go again later.
+                    self.retry_all(&forwards[n..], &e.to_string()).await;
+                    association.abort().await;
+                    return;
+                }
+            }
+        }
+        association.release().await;
+    }
+
+    async fn retry_all(&self, forwards: &[DueForward], error: &str) {
+        for f in forwards {
+            self.retry(f, error).await;
+        }
+    }
+
+    async fn retry(&self, f: &DueForward, error: &str) {
+        let delay = (1i64 << f.attempts.clamp(0, 10)).min(MAX_BACKOFF_SECS);
+        tracing::warn!(sop_instance = %f.item.sop_instance_uid, destination = %f.destination_ae, %error, retry_in_secs = delay, "forward failed");
+        if let Err(e) = self
+            .index
+            .forward_retry(f.id, delay, self.max_attempts, error)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot update the forwarding queue");
+        }
+    }
+}

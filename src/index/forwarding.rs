@@ -1,0 +1,148 @@
+//! The forwarding queue: instances waiting to be sent to a peer, their
+//! attempts, and the dead letters.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{Index, IndexError, RetrieveItem};
+
+/// A queued forward joined with the instance it sends.
+#[derive(Debug, Clone)]
+pub struct DueForward {
+    pub id: i64,
+    pub destination_ae: String,
+    pub attempts: i64,
+    pub item: RetrieveItem,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct ForwardingStats {
+    pub pending: i64,
+    pub done: i64,
+    pub dead: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub route: String,
+    pub destination_ae: String,
+    pub sop_instance_uid: String,
+    pub attempts: i64,
+    pub last_error: String,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Index {
+    /// Forwards due now, oldest first, with what is needed to send them.
+    pub async fn due_forwards(&self, limit: i64) -> Result<Vec<DueForward>, IndexError> {
+        let rows = sqlx::query(
+            "SELECT f.id, f.destination_ae, f.attempts, i.sop_class_uid, i.sop_instance_uid, \
+             i.transfer_syntax_uid, i.object_key FROM forward_queue f \
+             JOIN instances i ON i.sop_instance_uid = f.sop_instance_uid \
+             WHERE f.state = 'pending' AND f.next_attempt_at <= $1 ORDER BY f.id LIMIT $2",
+        )
+        .bind(now())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DueForward {
+                    id: r.try_get(0)?,
+                    destination_ae: r.try_get(1)?,
+                    attempts: r.try_get(2)?,
+                    item: RetrieveItem {
+                        sop_class_uid: r.try_get(3)?,
+                        sop_instance_uid: r.try_get(4)?,
+                        transfer_syntax_uid: r.try_get(5)?,
+                        key: r.try_get(6)?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    pub async fn forward_done(&self, id: i64) -> Result<(), IndexError> {
+        sqlx::query(
+            "UPDATE forward_queue SET state = 'done', done_at = $1, last_error = '' WHERE id = $2",
+        )
+        .bind(now())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Another attempt after `delay_secs`, or a dead letter once
+    /// `max_attempts` is reached.
+    pub async fn forward_retry(
+        &self,
+        id: i64,
+        delay_secs: i64,
+        max_attempts: i64,
+        error: &str,
+    ) -> Result<(), IndexError> {
+        sqlx::query(
+            "UPDATE forward_queue SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2, \
+             state = CASE WHEN attempts + 1 >= $3 THEN 'dead' ELSE state END WHERE id = $4",
+        )
+        .bind(now() + delay_secs)
+        .bind(error)
+        .bind(max_attempts)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Retry every pending forward now: at startup, after an outage.
+    pub async fn forwards_due_now(&self) -> Result<(), IndexError> {
+        sqlx::query("UPDATE forward_queue SET next_attempt_at = $1 WHERE state = 'pending'")
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn forwarding_stats(&self) -> Result<ForwardingStats, IndexError> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM forward_queue WHERE state = 'pending'), \
+             (SELECT COUNT(*) FROM forward_queue WHERE state = 'done'), \
+             (SELECT COUNT(*) FROM forward_queue WHERE state = 'dead')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(ForwardingStats {
+            pending: row.try_get(0)?,
+            done: row.try_get(1)?,
+            dead: row.try_get(2)?,
+        })
+    }
+
+    pub async fn dead_letters(&self, limit: i64) -> Result<Vec<DeadLetter>, IndexError> {
+        let rows = sqlx::query(
+            "SELECT route, destination_ae, sop_instance_uid, attempts, last_error FROM forward_queue \
+             WHERE state = 'dead' ORDER BY id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeadLetter {
+                    route: r.try_get(0)?,
+                    destination_ae: r.try_get(1)?,
+                    sop_instance_uid: r.try_get(2)?,
+                    attempts: r.try_get(3)?,
+                    last_error: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+}
