@@ -372,6 +372,40 @@ impl Association {
         Ok(())
     }
 
+    /// Send a command and its (small) data set in as few PDUs as possible:
+    /// one when both fit, which halves the writes for each C-FIND match.
+    pub async fn send_command_and_data_set(
+        &mut self,
+        context_id: u8,
+        command: &Command,
+        data: Vec<u8>,
+    ) -> Result<(), AssociationError> {
+        let command = command.encode()?;
+        let max = (self.inner.requestor_max_pdu_length() as usize).saturating_sub(12);
+        if command.len() + data.len() > max {
+            self.send_fragments(context_id, PDataValueType::Command, command)
+                .await?;
+            return self
+                .send_fragments(context_id, PDataValueType::Data, data)
+                .await;
+        }
+        let pdv = |value_type, data| PDataValue {
+            presentation_context_id: context_id,
+            value_type,
+            is_last: true,
+            data,
+        };
+        self.inner
+            .send(&Pdu::PData {
+                data: vec![
+                    pdv(PDataValueType::Command, command),
+                    pdv(PDataValueType::Data, data),
+                ],
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Send an encoded data set after a command (C-FIND results,
     /// N-EVENT-REPORT information, C-STORE sub-operations).
     pub async fn send_data_set(

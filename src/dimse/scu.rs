@@ -31,6 +31,14 @@ pub enum ScuError {
     Status { peer: String, status: u16 },
 }
 
+type ClientAssociation = dicom_ul::association::AsyncClientAssociation<tokio::net::TcpStream>;
+
+/// Send each PDU at once: with Nagle's algorithm a short last PDV waits for
+/// the peer's delayed ACK, about 40 ms per message.
+fn no_delay(assoc: &mut ClientAssociation) {
+    let _ = assoc.inner_stream().set_nodelay(true);
+}
+
 /// Our identity when calling peers.
 #[derive(Debug, Clone)]
 pub struct Scu {
@@ -57,6 +65,7 @@ impl Scu {
                     peer: name.clone(),
                     source,
                 })?;
+            no_delay(&mut assoc);
             let pc = assoc
                 .presentation_contexts()
                 .iter()
@@ -141,7 +150,7 @@ impl Scu {
         for (sop_class, ts) in pairs.iter().take(MAX_CONTEXTS) {
             options = options.with_presentation_context(sop_class.as_str(), vec![ts.as_str()]);
         }
-        let inner = tokio::time::timeout(
+        let mut inner = tokio::time::timeout(
             self.timeout,
             options.establish_async((peer.host.as_str(), peer.port)),
         )
@@ -151,6 +160,7 @@ impl Scu {
             peer: name.clone(),
             source,
         })?;
+        no_delay(&mut inner);
         let contexts = inner
             .presentation_contexts()
             .iter()
@@ -281,6 +291,7 @@ impl Scu {
                     peer: name.clone(),
                     source,
                 })?;
+            no_delay(&mut assoc);
             let (pc, ts_uid) = assoc
                 .presentation_contexts()
                 .iter()

@@ -76,6 +76,39 @@ impl LocalStore {
         }
     }
 
+    pub(super) async fn read_small(
+        &self,
+        key: &str,
+        limit: u64,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        let path = self.root.join(key);
+        let key = key.to_owned();
+        tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let file = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(StorageError::NotFound(key))
+                }
+                Err(e) => return Err(StorageError::io(&path, e)),
+            };
+            let len = file
+                .metadata()
+                .map_err(|e| StorageError::io(&path, e))?
+                .len();
+            if len > limit {
+                return Ok(None);
+            }
+            let mut bytes = Vec::with_capacity(len as usize);
+            file.take(limit)
+                .read_to_end(&mut bytes)
+                .map_err(|e| StorageError::io(&path, e))?;
+            Ok(Some(bytes))
+        })
+        .await
+        .map_err(|e| StorageError::io(&self.root, std::io::Error::other(e)))?
+    }
+
     pub(super) async fn delete(&self, key: &str) -> Result<(), StorageError> {
         let path = self.root.join(key);
         match tokio::fs::remove_file(&path).await {

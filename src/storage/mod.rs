@@ -124,6 +124,16 @@ impl Storage {
         }
     }
 
+    /// The whole object in one read when it is at most `limit` bytes (one
+    /// thread hop instead of one per chunk); `None` when it is larger.
+    pub async fn read_small(&self, key: &str, limit: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        check_key(key)?;
+        match &self.backend {
+            Backend::Local(store) => store.read_small(key, limit).await,
+            Backend::S3(_) => Ok(None),
+        }
+    }
+
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
         check_key(key)?;
         match &self.backend {

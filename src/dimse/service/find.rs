@@ -130,8 +130,9 @@ pub async fn handle(
         }
         let mut rsp = respond(pending);
         rsp.has_dataset = true;
-        assoc.send_command(context_id, &rsp).await?;
-        assoc.send_data_set(context_id, bytes).await?;
+        assoc
+            .send_command_and_data_set(context_id, &rsp, bytes)
+            .await?;
         sent += 1;
     };
     drop(rows);

@@ -14,11 +14,13 @@ use crate::dimse::association::AssociationError;
 use crate::dimse::command::{request, Command, CommandField, Status, SubOperations};
 use crate::index::RetrieveItem;
 use crate::query::{Query, Root};
-use crate::storage::Storage;
+use crate::storage::{ObjectReader, Storage};
 use crate::transcode;
 
 /// Identifiers are small; this bounds a hostile one.
 pub const MAX_IDENTIFIER: usize = 1024 * 1024;
+/// Objects up to this size are read whole before sending.
+const SMALL_OBJECT: u64 = 16 * 1024 * 1024;
 
 /// Parse a C-MOVE/C-GET identifier in the context's transfer syntax.
 pub fn parse_identifier(bytes: &[u8], ts_uid: &str, root: Root) -> Result<Query, String> {
@@ -169,7 +171,17 @@ pub(crate) async fn send_instance<C: SubOpChannel>(
         .context_for(&item.sop_class_uid, &item.transfer_syntax_uid)
     {
         Some(id) => {
-            let mut reader = match storage.open_read(&item.key).await {
+            // Typical images in one read (one thread hop); large ones
+            // streamed through a big buffer, since PDVs can be as small as
+            // 16 KiB and every file read is a hop.
+            let opened = match storage.read_small(&item.key, SMALL_OBJECT).await {
+                Ok(Some(bytes)) => Ok(Box::pin(std::io::Cursor::new(bytes)) as ObjectReader),
+                Ok(None) => storage.open_read(&item.key).await.map(|r| {
+                    Box::pin(tokio::io::BufReader::with_capacity(1 << 20, r)) as ObjectReader
+                }),
+                Err(e) => Err(e),
+            };
+            let mut reader = match opened {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(sop_instance = %item.sop_instance_uid, error = %e, "cannot read stored object");
