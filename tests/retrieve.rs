@@ -18,14 +18,18 @@ impl StoreScp {
     /// storescp as AE "DEST"; `all_syntaxes` accepts every transfer syntax
     /// (+xa), otherwise only uncompressed ones.
     async fn start(dir: &Path, all_syntaxes: bool) -> Self {
+        Self::start_with(dir, if all_syntaxes { &["+xa"] } else { &[] }).await
+    }
+
+    /// storescp with extra options (--refuse, --abort-after, --sleep-after …).
+    async fn start_with(dir: &Path, options: &[&str]) -> Self {
         let tool = dcmtk("storescp").expect("checked by caller");
         let port = free_port();
         std::fs::create_dir_all(dir).expect("dir");
         let mut cmd = tokio::process::Command::new(tool);
-        cmd.args(["--aetitle", "DEST", "-od"]).arg(dir);
-        if all_syntaxes {
-            cmd.arg("+xa");
-        }
+        cmd.args(["--aetitle", "DEST", "-od"])
+            .arg(dir)
+            .args(options);
         let child = cmd
             .arg(port.to_string())
             .kill_on_drop(true)
@@ -320,4 +324,104 @@ async fn move_and_get(backend: Backend) {
     );
 }
 
-on_both_backends!(move_and_get);
+/// Destinations that refuse the association, abort in the middle, or are
+/// slow enough for a C-CANCEL to land between sub-operations.
+async fn troublesome_destinations(backend: Backend) {
+    let (Some(movescu), Some(_), Some(_)) = (dcmtk("movescu"), dcmtk("storescp"), python()) else {
+        return skip(
+            "troublesome_destinations",
+            "DCMTK movescu/storescp or pynetdicom missing",
+        );
+    };
+    let work = tempfile::tempdir().expect("tmp");
+    let refuse = StoreScp::start_with(&work.path().join("refuse"), &["--refuse"]).await;
+    let abort = StoreScp::start_with(&work.path().join("abort"), &["--abort-after"]).await;
+    let slow = StoreScp::start_with(&work.path().join("slow"), &["--sleep-after", "1"]).await;
+    let (r, a, s) = (refuse.port, abort.port, slow.port);
+    let archive = Archive::start_with(backend, |raw| {
+        raw.peers = vec![peer("REFUSE", r), peer("ABORT", a), peer("SLOW", s)];
+    })
+    .await;
+    let corpus = work.path().join("corpus");
+    assert!(run_peer(
+        "gen.py",
+        &[
+            corpus.to_str().expect("utf8"),
+            "--count",
+            "4",
+            "--seed",
+            "44"
+        ]
+    )
+    .await
+    .status
+    .success());
+    let port = archive.dicom_port.to_string();
+    assert!(run_peer(
+        "send.py",
+        &["127.0.0.1", &port, corpus.to_str().expect("utf8")]
+    )
+    .await
+    .status
+    .success());
+    let study = format!("StudyInstanceUID={}", study_uid(&files_in(&corpus)[0]));
+    let run = |dest: &'static str, extra: &'static [&'static str]| {
+        let movescu = movescu.clone();
+        let args = archive.ae_args();
+        let study = study.clone();
+        async move {
+            let out = tokio::process::Command::new(movescu)
+                .args([
+                    "-d",
+                    "-S",
+                    "-aem",
+                    dest,
+                    "-k",
+                    "QueryRetrieveLevel=STUDY",
+                    "-k",
+                    &study,
+                ])
+                .args(extra)
+                .args(args)
+                .output()
+                .await
+                .expect("movescu");
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        }
+    };
+    // Refused association: every sub-operation fails and is listed.
+    let out = run("REFUSE", &[]).await;
+    assert!(
+        out.contains("Refused: OutOfResourcesSubOperations"),
+        "{out}"
+    );
+    assert!(out.contains("Failed Suboperations          : 4"), "{out}");
+    // Aborted after the first C-STORE-RQ: that and the rest fail; Tessera
+    // stays up and answers the next request.
+    let out = run("ABORT", &[]).await;
+    assert!(out.contains("Failed Suboperations          : 4"), "{out}");
+    assert!(out.contains("(0008,0058)"), "{out}");
+    // Slow destination: C-CANCEL after the first pending response ends the
+    // move with FE00 before all four are sent.
+    let out = run("SLOW", &["--cancel", "1"]).await;
+    assert!(out.contains("0xfe00: Cancel"), "{out}");
+    let completed = out
+        .lines()
+        .filter(|l| l.contains("Completed Suboperations"))
+        .last()
+        .and_then(|l| l.rsplit(':').next())
+        .and_then(|n| n.trim().parse::<u32>().ok())
+        .expect("completed count");
+    assert!(completed < 4, "cancelled before the end: {out}");
+    let out = run("SLOW", &[]).await;
+    assert!(
+        out.contains("0x0000: Success"),
+        "still serving after all that: {out}"
+    );
+}
+
+on_both_backends!(move_and_get, troublesome_destinations);
