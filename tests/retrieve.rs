@@ -411,8 +411,7 @@ async fn troublesome_destinations(backend: Backend) {
     assert!(out.contains("0xfe00: Cancel"), "{out}");
     let completed = out
         .lines()
-        .filter(|l| l.contains("Completed Suboperations"))
-        .last()
+        .rfind(|l| l.contains("Completed Suboperations"))
         .and_then(|l| l.rsplit(':').next())
         .and_then(|n| n.trim().parse::<u32>().ok())
         .expect("completed count");
