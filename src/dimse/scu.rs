@@ -39,6 +39,40 @@ fn no_delay(assoc: &mut ClientAssociation) {
     let _ = assoc.inner_stream().set_nodelay(true);
 }
 
+/// Send one request (its PDVs in order), read the response, release, and
+/// turn anything but success into an error.
+async fn request_and_release(
+    mut assoc: ClientAssociation,
+    pdvs: Vec<PDataValue>,
+    peer: &str,
+) -> Result<(), ScuError> {
+    let protocol = |what: String| ScuError::Protocol {
+        peer: peer.to_owned(),
+        what,
+    };
+    for pdv in pdvs {
+        assoc
+            .send(&Pdu::PData { data: vec![pdv] })
+            .await
+            .map_err(|e| protocol(e.to_string()))?;
+    }
+    let status = match assoc.receive().await.map_err(|e| protocol(e.to_string()))? {
+        Pdu::PData { data } if !data.is_empty() => {
+            let rsp = Command::decode(&data[0].data).map_err(|e| protocol(e.to_string()))?;
+            rsp.status.unwrap_or(Status::Other(0xFFFF))
+        }
+        other => return Err(protocol(format!("{other:?}"))),
+    };
+    let _ = assoc.release().await;
+    match status {
+        Status::Success => Ok(()),
+        other => Err(ScuError::Status {
+            peer: peer.to_owned(),
+            status: other.code(),
+        }),
+    }
+}
+
 /// Our identity when calling peers.
 #[derive(Debug, Clone)]
 pub struct Scu {
@@ -83,30 +117,8 @@ impl Scu {
                 is_last: true,
                 data: bytes,
             };
-            let protocol = |what: String| ScuError::Protocol {
-                peer: name.clone(),
-                what,
-            };
-            assoc
-                .send(&Pdu::PData { data: vec![pdv] })
-                .await
-                .map_err(|e| protocol(e.to_string()))?;
-            let status = match assoc.receive().await.map_err(|e| protocol(e.to_string()))? {
-                Pdu::PData { data } if !data.is_empty() => {
-                    let rsp =
-                        Command::decode(&data[0].data).map_err(|e| protocol(e.to_string()))?;
-                    rsp.status.unwrap_or(Status::Other(0xFFFF))
-                }
-                other => return Err(protocol(format!("{other:?}"))),
-            };
-            let _ = assoc.release().await;
-            match status {
-                Status::Success => Ok(started.elapsed()),
-                other => Err(ScuError::Status {
-                    peer: name.clone(),
-                    status: other.code(),
-                }),
-            }
+            request_and_release(assoc, vec![pdv], &name).await?;
+            Ok(started.elapsed())
         };
         tokio::time::timeout(self.timeout, work)
             .await
@@ -329,28 +341,7 @@ impl Scu {
                     data: chunk.to_vec(),
                 });
             }
-            for pdv in pdvs {
-                assoc
-                    .send(&Pdu::PData { data: vec![pdv] })
-                    .await
-                    .map_err(|e| protocol(e.to_string()))?;
-            }
-            let status = match assoc.receive().await.map_err(|e| protocol(e.to_string()))? {
-                Pdu::PData { data } if !data.is_empty() => {
-                    let rsp =
-                        Command::decode(&data[0].data).map_err(|e| protocol(e.to_string()))?;
-                    rsp.status.unwrap_or(Status::Other(0xFFFF))
-                }
-                other => return Err(protocol(format!("{other:?}"))),
-            };
-            let _ = assoc.release().await;
-            match status {
-                Status::Success => Ok(()),
-                other => Err(ScuError::Status {
-                    peer: name.clone(),
-                    status: other.code(),
-                }),
-            }
+            request_and_release(assoc, pdvs, &name).await
         };
         tokio::time::timeout(self.timeout.max(Duration::from_secs(30)), work)
             .await

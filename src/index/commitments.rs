@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::{Index, IndexError};
+use super::{unix_now as now, Index, IndexError};
 
 /// A commitment whose report is still to be delivered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,13 +16,6 @@ pub struct PendingCommitment {
     /// The verification result (JSON), once computed.
     pub result_json: Option<String>,
     pub attempts: i64,
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 impl Index {

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Index, IndexError, RetrieveItem};
+use super::{unix_now as now, Index, IndexError, RetrieveItem};
 
 /// A queued forward joined with the instance it sends.
 #[derive(Debug, Clone)]
@@ -29,13 +29,6 @@ pub struct DeadLetter {
     pub sop_instance_uid: String,
     pub attempts: i64,
     pub last_error: String,
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 impl Index {

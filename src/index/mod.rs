@@ -125,6 +125,14 @@ impl Index {
     }
 }
 
+/// Seconds since the Unix epoch, the timestamp every table stores.
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 /// Hide a password in a database URL before it reaches a log line.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

@@ -77,12 +77,7 @@ impl Index {
         .bind(i64::from(peer.tls))
         .bind(services.join(","))
         .bind(source.as_str())
-        .bind(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0),
-        )
+        .bind(super::unix_now())
         .execute(&self.pool)
         .await?;
         Ok(!existed)

@@ -5,7 +5,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::{Index, IndexError};
+use super::{unix_now as now, Index, IndexError};
 use crate::config::DuplicatePolicy;
 use crate::model::{fold_for_matching, InstanceMeta, StoredObject};
 
@@ -33,13 +33,6 @@ pub enum Recorded {
     Rejected { unreferenced_key: String },
     /// Different bytes under a known UID replaced the stored version.
     Replaced { unreferenced_key: String },
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 impl Index {

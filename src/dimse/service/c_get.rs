@@ -4,11 +4,11 @@
 
 use dicom_ul::pdu::PDataValue;
 
-use super::retrieve::{parse_identifier, send_instance, SubOpChannel, Tally, MAX_IDENTIFIER};
+use super::identifier::receive_query;
+use super::retrieve::{send_instance, SubOpChannel, Tally};
 use super::ServiceContext;
 use crate::dimse::association::{Association, AssociationError, Request};
 use crate::dimse::command::{Command, CommandField, Status};
-use crate::query::Root;
 
 pub const PATIENT_ROOT_GET: &str = "1.2.840.10008.5.1.4.1.2.1.3";
 pub const STUDY_ROOT_GET: &str = "1.2.840.10008.5.1.4.1.2.2.3";
@@ -61,28 +61,10 @@ pub async fn handle(
         command,
     } = request;
     let respond = |status: Status| Command::response_to(&command, status);
-    if !command.has_dataset {
-        let rsp = respond(Status::DataSetDoesNotMatchSopClass)
-            .with_error_comment("C-GET-RQ without an identifier");
-        return assoc.send_command(context_id, &rsp).await;
-    }
-    let bytes = assoc.read_data_set(context_id, MAX_IDENTIFIER).await?;
-    let Some(context) = assoc.context(context_id).cloned() else {
-        return assoc
-            .send_command(context_id, &respond(Status::CannotUnderstand))
-            .await;
-    };
-    let root = if context.abstract_syntax == PATIENT_ROOT_GET {
-        Root::Patient
-    } else {
-        Root::Study
-    };
-    let query = match parse_identifier(&bytes, context.transfer_syntax.as_str(), root) {
-        Ok(q) => q,
-        Err(e) => {
-            let rsp = respond(Status::DataSetDoesNotMatchSopClass).with_error_comment(e);
-            return assoc.send_command(context_id, &rsp).await;
-        }
+    let Some((query, context)) =
+        receive_query(assoc, context_id, &command, PATIENT_ROOT_GET).await?
+    else {
+        return Ok(());
     };
     let items = match ctx.index.retrieve_items(&query).await {
         Ok(items) => items,

@@ -3,12 +3,12 @@
 //! must be a registered peer. Pending responses carry the sub-operation
 //! counts; C-CANCEL is honoured between sub-operations.
 
-use super::retrieve::{parse_identifier, send_instance, Tally, MAX_IDENTIFIER};
+use super::identifier::receive_query;
+use super::retrieve::{send_instance, Tally};
 use super::ServiceContext;
 use crate::dimse::association::{Association, AssociationError, Request};
 use crate::dimse::command::{Command, CommandField, Status};
 use crate::peers::RegistryError;
-use crate::query::Root;
 
 pub const PATIENT_ROOT_MOVE: &str = "1.2.840.10008.5.1.4.1.2.1.2";
 pub const STUDY_ROOT_MOVE: &str = "1.2.840.10008.5.1.4.1.2.2.2";
@@ -29,28 +29,10 @@ pub async fn handle(
         command,
     } = request;
     let respond = |status: Status| Command::response_to(&command, status);
-    if !command.has_dataset {
-        let rsp = respond(Status::DataSetDoesNotMatchSopClass)
-            .with_error_comment("C-MOVE-RQ without an identifier");
-        return assoc.send_command(context_id, &rsp).await;
-    }
-    let bytes = assoc.read_data_set(context_id, MAX_IDENTIFIER).await?;
-    let Some(context) = assoc.context(context_id).cloned() else {
-        return assoc
-            .send_command(context_id, &respond(Status::CannotUnderstand))
-            .await;
-    };
-    let root = if context.abstract_syntax == PATIENT_ROOT_MOVE {
-        Root::Patient
-    } else {
-        Root::Study
-    };
-    let query = match parse_identifier(&bytes, context.transfer_syntax.as_str(), root) {
-        Ok(q) => q,
-        Err(e) => {
-            let rsp = respond(Status::DataSetDoesNotMatchSopClass).with_error_comment(e);
-            return assoc.send_command(context_id, &rsp).await;
-        }
+    let Some((query, context)) =
+        receive_query(assoc, context_id, &command, PATIENT_ROOT_MOVE).await?
+    else {
+        return Ok(());
     };
     let destination = command.move_destination.clone().unwrap_or_default();
     let peer = match ctx.peers.get(destination.trim()).await {

@@ -12,17 +12,16 @@ use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use futures::StreamExt;
 
+use super::identifier::receive_query;
 use super::ServiceContext;
 use crate::dimse::association::{Association, AssociationError, Request};
 use crate::dimse::command::{Command, CommandField, Status};
 use crate::index::FindRow;
-use crate::query::{Attribute, Level, Query, Root};
+use crate::query::{Attribute, Level, Query};
 
 pub const PATIENT_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.1.1";
 pub const STUDY_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
 
-/// Identifiers are a few hundred bytes; this bounds a hostile one.
-const MAX_IDENTIFIER: usize = 1024 * 1024;
 const PENDING: Status = Status::Other(0xFF00);
 const PENDING_WITH_UNSUPPORTED_KEYS: Status = Status::Other(0xFF01);
 const CANCELLED: Status = Status::Other(0xFE00);
@@ -39,42 +38,10 @@ pub async fn handle(
         command,
     } = request;
     let respond = |status: Status| Command::response_to(&command, status);
-    if !command.has_dataset {
-        let rsp = respond(Status::DataSetDoesNotMatchSopClass)
-            .with_error_comment("C-FIND-RQ without an identifier");
-        return assoc.send_command(context_id, &rsp).await;
-    }
-    let bytes = assoc.read_data_set(context_id, MAX_IDENTIFIER).await?;
-    let Some(context) = assoc.context(context_id).cloned() else {
-        return assoc
-            .send_command(context_id, &respond(Status::CannotUnderstand))
-            .await;
-    };
-    let root = match context.abstract_syntax.as_str() {
-        PATIENT_ROOT_FIND => Root::Patient,
-        _ => Root::Study,
-    };
-    let identifier = TransferSyntaxRegistry
-        .get(context.transfer_syntax.as_str())
-        .ok_or_else(|| "unknown transfer syntax".to_owned())
-        .and_then(|ts| {
-            InMemDicomObject::read_dataset_with_ts(bytes.as_slice(), ts).map_err(|e| e.to_string())
-        });
-    let identifier = match identifier {
-        Ok(obj) => obj,
-        Err(e) => {
-            let rsp = respond(Status::DataSetDoesNotMatchSopClass)
-                .with_error_comment(format!("unreadable identifier: {e}"));
-            return assoc.send_command(context_id, &rsp).await;
-        }
-    };
-    let query = match Query::from_identifier(&identifier, root) {
-        Ok(q) => q,
-        Err(e) => {
-            let rsp =
-                respond(Status::DataSetDoesNotMatchSopClass).with_error_comment(e.to_string());
-            return assoc.send_command(context_id, &rsp).await;
-        }
+    let Some((query, context)) =
+        receive_query(assoc, context_id, &command, PATIENT_ROOT_FIND).await?
+    else {
+        return Ok(());
     };
     tracing::debug!(level = ?query.level, keys = query.keys.len(), "C-FIND");
 

@@ -13,23 +13,11 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use crate::dimse::association::AssociationError;
 use crate::dimse::command::{request, Command, CommandField, Status, SubOperations};
 use crate::index::RetrieveItem;
-use crate::query::{Query, Root};
 use crate::storage::{ObjectReader, Storage};
 use crate::transcode;
 
-/// Identifiers are small; this bounds a hostile one.
-pub const MAX_IDENTIFIER: usize = 1024 * 1024;
 /// Objects up to this size are read whole before sending.
 const SMALL_OBJECT: u64 = 16 * 1024 * 1024;
-
-/// Parse a C-MOVE/C-GET identifier in the context's transfer syntax.
-pub fn parse_identifier(bytes: &[u8], ts_uid: &str, root: Root) -> Result<Query, String> {
-    let ts = TransferSyntaxRegistry
-        .get(ts_uid)
-        .ok_or_else(|| format!("unknown transfer syntax {ts_uid}"))?;
-    let obj = InMemDicomObject::read_dataset_with_ts(bytes, ts).map_err(|e| e.to_string())?;
-    Query::from_identifier(&obj, root).map_err(|e| e.to_string())
-}
 
 /// An association C-STORE sub-operations can be sent on.
 pub(crate) trait SubOpChannel {
