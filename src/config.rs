@@ -100,6 +100,7 @@ pub struct RawDicom {
     pub artim_timeout_secs: Option<u64>,
     pub shutdown_grace_secs: Option<u64>,
     pub max_find_results: Option<usize>,
+    pub fuzzy_person_names: Option<bool>,
     pub allowed_calling_ae_titles: Option<Vec<String>>,
     pub require_called_ae_title: Option<bool>,
     pub duplicate_policy: Option<DuplicatePolicy>,
@@ -180,6 +181,9 @@ pub struct DicomConfig {
     pub shutdown_grace: Duration,
     /// A C-FIND with more matches ends with A700 after this many.
     pub max_find_results: usize,
+    /// C-FIND person names: case- and diacritic-insensitive (default), or
+    /// exact as stored.
+    pub fuzzy_person_names: bool,
     /// Empty means any calling AE title is accepted.
     pub allowed_calling_ae_titles: Vec<AeTitle>,
     pub require_called_ae_title: bool,
@@ -254,6 +258,7 @@ impl Config {
             artim_timeout: Duration::from_secs(d.artim_timeout_secs.unwrap_or(30)),
             shutdown_grace: Duration::from_secs(d.shutdown_grace_secs.unwrap_or(30)),
             max_find_results: d.max_find_results.unwrap_or(10_000).max(1),
+            fuzzy_person_names: d.fuzzy_person_names.unwrap_or(true),
             allowed_calling_ae_titles: allowed,
             require_called_ae_title: d.require_called_ae_title.unwrap_or(false),
             duplicate_policy: d.duplicate_policy.unwrap_or_default(),

@@ -203,6 +203,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         metrics: core.metrics.clone(),
         ae_title: config.dicom.ae_title.clone(),
         max_find_results: config.dicom.max_find_results,
+        fuzzy_person_names: config.dicom.fuzzy_person_names,
         storage: core.storage.clone(),
         peers: peers.clone(),
         scu: core.scu(&config),

@@ -482,4 +482,54 @@ async fn cancel_and_limit(backend: Backend) {
     );
 }
 
-on_both_backends!(study_root_matching, patient_root_levels, cancel_and_limit);
+/// Extended negotiation: combined date-time matching applies the StudyDate
+/// and StudyTime ranges as one range; without it they apply separately.
+/// With `fuzzy_person_names = false` names match exactly as stored.
+async fn combined_date_time_and_exact_names(backend: Backend) {
+    let Some(_) = python() else {
+        return skip("combined_date_time_and_exact_names", "pynetdicom missing");
+    };
+    let archive =
+        Archive::start_with(backend, |raw| raw.dicom.fuzzy_person_names = Some(false)).await;
+    let dirs = load(&archive).await;
+    let study_a = study_uid_of(&dirs[0]); // 20200315 120000
+    let port = archive.dicom_port.to_string();
+    let find = |ext: &'static str, keys: Vec<&'static str>| {
+        let port = port.clone();
+        async move {
+            let mut args = vec!["127.0.0.1", port.as_str(), "--ext", ext];
+            for k in &keys {
+                args.push("--key");
+                args.push(k);
+            }
+            let out = run_peer("find_ext.py", &args).await;
+            assert!(out.status.success());
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")
+        }
+    };
+    // 2020-03-14 13:00 to 2020-03-15 12:30 contains 2020-03-15 12:00 ...
+    let keys = vec!["StudyDate=20200314-20200315", "StudyTime=1300-1230"];
+    let combined = find("010101", keys.clone()).await;
+    assert_eq!(combined["accepted"], "010101", "{combined}");
+    assert_eq!(combined["matches"], serde_json::json!([study_a]));
+    // ... but no time of day lies between 13:00 and 12:30.
+    let separate = find("000000", keys).await;
+    assert_eq!(separate["accepted"], "000000");
+    assert_eq!(separate["matches"], serde_json::json!([]));
+    // Exact names: the stored spelling matches, the folded one does not.
+    let exact = find("00", vec!["PatientName=Müller*"]).await;
+    assert_eq!(
+        exact["matches"].as_array().map(Vec::len),
+        Some(1),
+        "{exact}"
+    );
+    let folded = find("00", vec!["PatientName=muller*"]).await;
+    assert_eq!(folded["matches"], serde_json::json!([]), "{folded}");
+}
+
+on_both_backends!(
+    study_root_matching,
+    patient_root_levels,
+    cancel_and_limit,
+    combined_date_time_and_exact_names
+);

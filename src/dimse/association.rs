@@ -76,6 +76,19 @@ impl AccessControl for AePolicy {
 pub struct RolePolicy;
 
 impl Negotiation for RolePolicy {
+    /// Query/Retrieve FIND extended negotiation (PS3.4 C.5.1.1): relational
+    /// queries, combined date-time matching and fuzzy person-name matching
+    /// are accepted as requested; later bytes are not supported.
+    fn extended_negotiation(&self, sop_class_uid: &str, input: &[u8]) -> Option<Vec<u8>> {
+        let uid = sop_class_uid.trim_end_matches('\0');
+        let find = [
+            super::service::find::PATIENT_ROOT_FIND,
+            super::service::find::STUDY_ROOT_FIND,
+        ];
+        find.contains(&uid)
+            .then(|| input.iter().take(3).map(|b| u8::from(*b == 1)).collect())
+    }
+
     fn negotiate_roles(
         &self,
         sop_class_uid: &str,
@@ -345,6 +358,14 @@ impl Association {
         let bytes = command.encode()?;
         self.send_fragments(context_id, PDataValueType::Command, bytes)
             .await
+    }
+
+    /// Whether combined date-time matching was negotiated for a SOP class.
+    pub fn combined_date_time(&self, sop_class_uid: &str) -> bool {
+        self.inner
+            .extended_negotiation_for(sop_class_uid)
+            .and_then(|bytes| bytes.get(1))
+            .is_some_and(|b| *b == 1)
     }
 
     /// The accepted presentation context for a SOP class in a syntax.

@@ -136,10 +136,48 @@ fn conditions(query: &Query) -> (Vec<String>, Vec<Bind>) {
         binds.push(b);
         format!("${}", binds.len())
     };
+    let range_of = |attribute: Attribute| {
+        query
+            .keys
+            .iter()
+            .find_map(|k| match (&k.matcher, k.attribute == attribute) {
+                (Matcher::Range { from, to }, true) => Some((from.clone(), to.clone())),
+                _ => None,
+            })
+    };
+    let combined = match (
+        range_of(Attribute::StudyDate),
+        range_of(Attribute::StudyTime),
+    ) {
+        (Some(date), Some(time)) if query.combined_date_time => Some((date, time)),
+        _ => None,
+    };
+    if let Some(((date_from, date_to), (time_from, time_to))) = &combined {
+        // One range over date and time together: 20200314 1300 to 20200315 1230.
+        let column = "(st.study_date || st.study_time)";
+        conditions.push("st.study_date <> ''".to_owned());
+        if let Some(d) = date_from {
+            let t = time_from.clone().unwrap_or_default();
+            conditions.push(format!(
+                "{column} >= {}",
+                param(&mut binds, Bind::Text(format!("{d}{t}")))
+            ));
+        }
+        if let Some(d) = date_to {
+            let t = time_to.clone().unwrap_or_else(|| "~".into());
+            conditions.push(format!(
+                "{column} <= {}",
+                param(&mut binds, Bind::Text(format!("{d}{t}~")))
+            ));
+        }
+    }
     for key in &query.keys {
         let attribute = key.attribute;
+        if combined.is_some() && matches!(attribute, Attribute::StudyDate | Attribute::StudyTime) {
+            continue;
+        }
         let (col, integer) = column(attribute);
-        let name_col = folded_column(attribute);
+        let name_col = folded_column(attribute).filter(|_| query.fuzzy_names);
         match &key.matcher {
             // Counters are return keys only (the query model never
             // builds another matcher for them).

@@ -86,6 +86,11 @@ pub struct Query {
     pub keys: Vec<Key>,
     /// Requested attributes the index does not hold: returned empty.
     pub unsupported: Vec<Tag>,
+    /// StudyDate and StudyTime ranges form one date-time range (PS3.4
+    /// C.2.2.2.5.1), when negotiated.
+    pub combined_date_time: bool,
+    /// Person names match case- and diacritic-insensitively.
+    pub fuzzy_names: bool,
 }
 
 impl Query {
@@ -136,6 +141,8 @@ impl Query {
             level,
             keys,
             unsupported,
+            combined_date_time: false,
+            fuzzy_names: true,
         })
     }
 }

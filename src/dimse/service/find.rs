@@ -38,11 +38,13 @@ pub async fn handle(
         command,
     } = request;
     let respond = |status: Status| Command::response_to(&command, status);
-    let Some((query, context)) =
+    let Some((mut query, context)) =
         receive_query(assoc, context_id, &command, PATIENT_ROOT_FIND).await?
     else {
         return Ok(());
     };
+    query.combined_date_time = assoc.combined_date_time(&context.abstract_syntax);
+    query.fuzzy_names = ctx.fuzzy_person_names;
     tracing::debug!(level = ?query.level, keys = query.keys.len(), "C-FIND");
 
     let ts = match TransferSyntaxRegistry.get(context.transfer_syntax.as_str()) {

@@ -31,6 +31,8 @@ pub struct ServiceContext {
     pub metrics: Arc<Metrics>,
     pub ae_title: AeTitle,
     pub max_find_results: usize,
+    /// Person names match case- and diacritic-insensitively in C-FIND.
+    pub fuzzy_person_names: bool,
     /// Stored objects, read for C-MOVE and C-GET.
     pub storage: Storage,
     /// Move destinations.
