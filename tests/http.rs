@@ -28,8 +28,18 @@ async fn probes_metrics_and_stats(backend: Backend) {
         .expect("storescu");
     assert!(out.status.success());
 
-    let (status, metrics) = archive.http_get("/metrics", &[]).await;
-    assert_eq!(status, 200);
+    // The peer has its A-RELEASE-RP before the association task has ended
+    // and lowered the gauge: allow it a moment.
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        let (status, body) = archive.http_get("/metrics", &[]).await;
+        assert_eq!(status, 200);
+        metrics = body;
+        if metrics.contains("tessera_dicom_associations_active 0") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     for line in [
         "tessera_instances_received_total 1",
         "tessera_dicom_associations_total 1",
