@@ -5,7 +5,9 @@
 use dicom_ul::pdu::PDataValue;
 
 use super::identifier::receive_query;
-use super::retrieve::{send_instance, SubOpChannel, Tally};
+use super::retrieve::{
+    requester_stopped, send_final, send_instance, send_pending, SubOpChannel, Tally,
+};
 use super::ServiceContext;
 use crate::dimse::association::{Association, AssociationError, Request};
 use crate::dimse::command::{Command, CommandField, Status};
@@ -13,8 +15,6 @@ use crate::dimse::command::{Command, CommandField, Status};
 pub const PATIENT_ROOT_GET: &str = "1.2.840.10008.5.1.4.1.2.1.3";
 pub const STUDY_ROOT_GET: &str = "1.2.840.10008.5.1.4.1.2.2.3";
 
-const PENDING: Status = Status::Other(0xFF00);
-const CANCELLED: Status = Status::Other(0xFE00);
 const UNABLE_TO_CALCULATE: Status = Status::Other(0xA701);
 
 impl SubOpChannel for Association {
@@ -77,19 +77,9 @@ pub async fn handle(
     let mut tally = Tally::new(items.len());
     let mut cancelled = false;
     for (n, item) in items.iter().enumerate() {
-        if let Some(next) = assoc.poll_request() {
-            match next? {
-                Some(r) if r.command.field == CommandField::CCancelRq => {
-                    cancelled = true;
-                    break;
-                }
-                Some(_) => {
-                    return Err(AssociationError::Protocol(
-                        "new request during a C-GET".into(),
-                    ))
-                }
-                None => break,
-            }
+        if requester_stopped(assoc)? {
+            cancelled = true;
+            break;
         }
         let sub_id = u16::try_from(n % 0xFFFF + 1).unwrap_or(1);
         let (outcome, cancel_seen) = send_instance(assoc, &ctx.storage, item, sub_id, None).await?;
@@ -98,26 +88,15 @@ pub async fn handle(
             cancelled = true;
             break;
         }
-        let mut rsp = respond(PENDING);
-        rsp.sub_operations = Some(tally.counts(false));
-        assoc.send_command(context_id, &rsp).await?;
+        send_pending(assoc, context_id, &command, &tally).await?;
     }
-    let status = if cancelled {
-        CANCELLED
-    } else {
-        tally.final_status()
-    };
-    let mut rsp = respond(status);
-    rsp.sub_operations = Some(if cancelled {
-        tally.counts(false)
-    } else {
-        tally.counts(true)
-    });
-    let failed = tally.failed_identifier(context.transfer_syntax.as_str());
-    rsp.has_dataset = failed.is_some();
-    assoc.send_command(context_id, &rsp).await?;
-    if let Some(bytes) = failed {
-        assoc.send_data_set(context_id, bytes).await?;
-    }
-    Ok(())
+    send_final(
+        assoc,
+        context_id,
+        &command,
+        &tally,
+        cancelled,
+        context.transfer_syntax.as_str(),
+    )
+    .await
 }

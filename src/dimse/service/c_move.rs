@@ -4,17 +4,15 @@
 //! counts; C-CANCEL is honoured between sub-operations.
 
 use super::identifier::receive_query;
-use super::retrieve::{send_instance, Tally};
+use super::retrieve::{requester_stopped, send_final, send_instance, send_pending, Tally};
 use super::ServiceContext;
 use crate::dimse::association::{Association, AssociationError, Request};
-use crate::dimse::command::{Command, CommandField, Status};
+use crate::dimse::command::{Command, Status};
 use crate::peers::RegistryError;
 
 pub const PATIENT_ROOT_MOVE: &str = "1.2.840.10008.5.1.4.1.2.1.2";
 pub const STUDY_ROOT_MOVE: &str = "1.2.840.10008.5.1.4.1.2.2.2";
 
-const PENDING: Status = Status::Other(0xFF00);
-const CANCELLED: Status = Status::Other(0xFE00);
 const DESTINATION_UNKNOWN: Status = Status::Other(0xA801);
 const UNABLE_TO_CALCULATE: Status = Status::Other(0xA701);
 
@@ -86,19 +84,9 @@ pub async fn handle(
     let mut cancelled = false;
     for (n, item) in items.iter().enumerate() {
         let Some(out) = out.as_mut() else { break };
-        if let Some(next) = assoc.poll_request() {
-            match next? {
-                Some(r) if r.command.field == CommandField::CCancelRq => {
-                    cancelled = true;
-                    break;
-                }
-                Some(_) => {
-                    return Err(AssociationError::Protocol(
-                        "new request during a C-MOVE".into(),
-                    ))
-                }
-                None => break,
-            }
+        if requester_stopped(assoc)? {
+            cancelled = true;
+            break;
         }
         let sub_id = u16::try_from(n % 0xFFFF + 1).unwrap_or(1);
         let outcome = match send_instance(
@@ -121,30 +109,19 @@ pub async fn handle(
             }
         };
         tally.record(item, outcome);
-        let mut rsp = respond(PENDING);
-        rsp.sub_operations = Some(tally.counts(false));
-        assoc.send_command(context_id, &rsp).await?;
+        send_pending(assoc, context_id, &command, &tally).await?;
     }
     if let Some(out) = out {
         out.release().await;
     }
 
-    let status = if cancelled {
-        CANCELLED
-    } else {
-        tally.final_status()
-    };
-    let mut rsp = respond(status);
-    rsp.sub_operations = Some(if cancelled {
-        tally.counts(false)
-    } else {
-        tally.counts(true)
-    });
-    let failed = tally.failed_identifier(context.transfer_syntax.as_str());
-    rsp.has_dataset = failed.is_some();
-    assoc.send_command(context_id, &rsp).await?;
-    if let Some(bytes) = failed {
-        assoc.send_data_set(context_id, bytes).await?;
-    }
-    Ok(())
+    send_final(
+        assoc,
+        context_id,
+        &command,
+        &tally,
+        cancelled,
+        context.transfer_syntax.as_str(),
+    )
+    .await
 }

@@ -10,7 +10,7 @@ use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use dicom_ul::pdu::{PDataValue, PDataValueType};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::dimse::association::AssociationError;
+use crate::dimse::association::{Association, AssociationError};
 use crate::dimse::command::{request, Command, CommandField, Status, SubOperations};
 use crate::index::RetrieveItem;
 use crate::storage::{ObjectReader, Storage};
@@ -113,6 +113,63 @@ impl Tally {
         obj.write_dataset_with_ts(&mut out, ts).ok()?;
         Some(out)
     }
+}
+
+const PENDING: Status = Status::Other(0xFF00);
+const CANCELLED: Status = Status::Other(0xFE00);
+
+/// Between sub-operations: whether the requester cancelled (C-CANCEL) or
+/// released; any other request in the middle is a protocol error.
+pub(crate) fn requester_stopped(assoc: &mut Association) -> Result<bool, AssociationError> {
+    match assoc.poll_request() {
+        None => Ok(false),
+        Some(next) => match next? {
+            Some(r) if r.command.field == CommandField::CCancelRq => Ok(true),
+            Some(r) => Err(AssociationError::Protocol(format!(
+                "{:?} during a retrieve",
+                r.command.field
+            ))),
+            None => Ok(true),
+        },
+    }
+}
+
+/// A pending response with the counts so far.
+pub(crate) async fn send_pending(
+    assoc: &mut Association,
+    context_id: u8,
+    request: &Command,
+    tally: &Tally,
+) -> Result<(), AssociationError> {
+    let mut rsp = Command::response_to(request, PENDING);
+    rsp.sub_operations = Some(tally.counts(false));
+    assoc.send_command(context_id, &rsp).await
+}
+
+/// The final response: cancelled (FE00) or the tally's status, with the
+/// Failed SOP Instance UID List when something failed.
+pub(crate) async fn send_final(
+    assoc: &mut Association,
+    context_id: u8,
+    request: &Command,
+    tally: &Tally,
+    cancelled: bool,
+    ts_uid: &str,
+) -> Result<(), AssociationError> {
+    let status = if cancelled {
+        CANCELLED
+    } else {
+        tally.final_status()
+    };
+    let mut rsp = Command::response_to(request, status);
+    rsp.sub_operations = Some(tally.counts(!cancelled));
+    let failed = tally.failed_identifier(ts_uid);
+    rsp.has_dataset = failed.is_some();
+    assoc.send_command(context_id, &rsp).await?;
+    if let Some(bytes) = failed {
+        assoc.send_data_set(context_id, bytes).await?;
+    }
+    Ok(())
 }
 
 /// Read until `buf` is full or the reader ends; returns the bytes read.
