@@ -7,17 +7,9 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{python, run_peer, skip, Archive, Backend};
-use tessera::model::RawPeer;
+use common::{free_port, local_peer, python, run_peer, skip, Archive, Backend};
 
 const CT: &str = "1.2.840.10008.5.1.4.1.1.2";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 fn sop_uid(file: &PathBuf) -> String {
     dicom_object::open_file(file)
@@ -57,13 +49,7 @@ async fn commitment_reports(backend: Backend) {
     };
     let listen = free_port();
     let mut archive = Archive::start_with(backend, |raw| {
-        raw.peers = vec![RawPeer {
-            ae_title: "COMMITSCU".into(),
-            host: "127.0.0.1".into(),
-            port: listen,
-            tls: false,
-            services: None,
-        }];
+        raw.peers = vec![local_peer("COMMITSCU", listen)];
     })
     .await;
     let dir = archive.dir.path().join("corpus");

@@ -7,16 +7,8 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{dcmtk, http_get, python, run_peer, skip, Archive, Backend};
-use tessera::model::RawPeer;
+use common::{dcmtk, free_port, http_get, local_peer, python, run_peer, skip, Archive, Backend};
 use tessera::routing::RawRoute;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 fn route(name: &str, destination: &str, modality: &[&str]) -> RawRoute {
     RawRoute {
@@ -74,13 +66,7 @@ async fn forwards_survive_outage_and_restart(backend: Backend) {
     };
     let dest_port = free_port();
     let mut archive = Archive::start_with(backend, |raw| {
-        raw.peers = vec![RawPeer {
-            ae_title: "DEST".into(),
-            host: "127.0.0.1".into(),
-            port: dest_port,
-            tls: false,
-            services: None,
-        }];
+        raw.peers = vec![local_peer("DEST", dest_port)];
         raw.routes = vec![route("ct-to-dest", "DEST", &["CT"]), {
             let mut r = route("never", "DEST", &[]);
             r.calling_ae = vec!["NOMATCH*".into()];

@@ -4,59 +4,17 @@
 
 mod common;
 
-use common::{dcmtk, http_request, skip, tessera_cli, Archive, Backend};
+use common::{dcmtk, free_port, http_request, skip, tessera_cli, Archive, Backend, StoreScp};
 use tessera::model::RawPeer;
 
-/// A DCMTK storescp on a free port, killed on drop.
-struct StoreScp {
-    child: tokio::process::Child,
-    port: u16,
-}
-
-impl StoreScp {
-    async fn start(dir: &std::path::Path) -> Option<Self> {
-        let tool = dcmtk("storescp")?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
-        let child = tokio::process::Command::new(tool)
-            .args(["--aetitle", "STORESCP", "-od"])
-            .arg(dir)
-            .arg(port.to_string())
-            .kill_on_drop(true)
-            .spawn()
-            .ok()?;
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return Some(StoreScp { child, port });
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        }
-        None
-    }
-}
-
-impl Drop for StoreScp {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+async fn storescp(dir: &std::path::Path) -> Option<StoreScp> {
+    dcmtk("storescp")?;
+    Some(StoreScp::start("STORESCP", dir, &[]).await)
 }
 
 async fn registry_api_and_echo(backend: Backend) {
     let dir = tempfile::tempdir().expect("tmp");
-    let Some(scp) = StoreScp::start(dir.path()).await else {
+    let Some(scp) = storescp(dir.path()).await else {
         return skip("registry_api_and_echo", "DCMTK storescp not installed");
     };
     let scp_port = scp.port;
@@ -133,7 +91,7 @@ on_both_backends!(registry_api_and_echo);
 #[tokio::test]
 async fn echo_command() {
     let dir = tempfile::tempdir().expect("tmp");
-    let Some(scp) = StoreScp::start(dir.path()).await else {
+    let Some(scp) = storescp(dir.path()).await else {
         return skip("echo_command", "DCMTK storescp not installed");
     };
     let config = dir.path().join("tessera.toml");

@@ -6,70 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{dcmtk, python, run_peer, skip, Archive, Backend};
-use tessera::model::RawPeer;
-
-struct StoreScp {
-    child: tokio::process::Child,
-    port: u16,
-}
-
-impl StoreScp {
-    /// storescp as AE "DEST"; `all_syntaxes` accepts every transfer syntax
-    /// (+xa), otherwise only uncompressed ones.
-    async fn start(dir: &Path, all_syntaxes: bool) -> Self {
-        Self::start_with(dir, if all_syntaxes { &["+xa"] } else { &[] }).await
-    }
-
-    /// storescp with extra options (--refuse, --abort-after, --sleep-after …).
-    async fn start_with(dir: &Path, options: &[&str]) -> Self {
-        let tool = dcmtk("storescp").expect("checked by caller");
-        let port = free_port();
-        std::fs::create_dir_all(dir).expect("dir");
-        let mut cmd = tokio::process::Command::new(tool);
-        cmd.args(["--aetitle", "DEST", "-od"])
-            .arg(dir)
-            .args(options);
-        let child = cmd
-            .arg(port.to_string())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("storescp");
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return StoreScp { child, port };
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        }
-        panic!("storescp did not start");
-    }
-}
-
-impl Drop for StoreScp {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn peer(ae: &str, port: u16) -> RawPeer {
-    RawPeer {
-        ae_title: ae.into(),
-        host: "127.0.0.1".into(),
-        port,
-        tls: false,
-        services: None,
-    }
-}
+use common::{dcmtk, free_port, local_peer, python, run_peer, skip, Archive, Backend, StoreScp};
 
 fn files_in(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -135,15 +72,15 @@ async fn move_and_get(backend: Backend) {
         );
     };
     let work = tempfile::tempdir().expect("tmp");
-    let dest = StoreScp::start(&work.path().join("dest"), true).await;
-    let strict = StoreScp::start(&work.path().join("strict"), false).await;
+    let dest = StoreScp::start("DEST", &work.path().join("dest"), &["+xa"]).await;
+    let strict = StoreScp::start("DEST", &work.path().join("strict"), &[]).await;
     let down_port = free_port();
     let (dest_port, strict_port) = (dest.port, strict.port);
     let archive = Archive::start_with(backend, |raw| {
         raw.peers = vec![
-            peer("DEST", dest_port),
-            peer("STRICT", strict_port),
-            peer("DOWN", down_port),
+            local_peer("DEST", dest_port),
+            local_peer("STRICT", strict_port),
+            local_peer("DOWN", down_port),
         ];
     })
     .await;
@@ -334,12 +271,16 @@ async fn troublesome_destinations(backend: Backend) {
         );
     };
     let work = tempfile::tempdir().expect("tmp");
-    let refuse = StoreScp::start_with(&work.path().join("refuse"), &["--refuse"]).await;
-    let abort = StoreScp::start_with(&work.path().join("abort"), &["--abort-after"]).await;
-    let slow = StoreScp::start_with(&work.path().join("slow"), &["--sleep-after", "1"]).await;
+    let refuse = StoreScp::start("DEST", &work.path().join("refuse"), &["--refuse"]).await;
+    let abort = StoreScp::start("DEST", &work.path().join("abort"), &["--abort-after"]).await;
+    let slow = StoreScp::start("DEST", &work.path().join("slow"), &["--sleep-after", "1"]).await;
     let (r, a, s) = (refuse.port, abort.port, slow.port);
     let archive = Archive::start_with(backend, |raw| {
-        raw.peers = vec![peer("REFUSE", r), peer("ABORT", a), peer("SLOW", s)];
+        raw.peers = vec![
+            local_peer("REFUSE", r),
+            local_peer("ABORT", a),
+            local_peer("SLOW", s),
+        ];
     })
     .await;
     let corpus = work.path().join("corpus");

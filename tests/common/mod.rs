@@ -482,3 +482,63 @@ pub async fn tessera_cli(data_dir: &Path, args: &[&str]) -> Output {
         .await
         .expect("tessera runs")
 }
+
+/// A free TCP port on 127.0.0.1 (the probe socket is closed again).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A registered peer on 127.0.0.1 with every service.
+pub fn local_peer(ae: &str, port: u16) -> tessera::model::RawPeer {
+    tessera::model::RawPeer {
+        ae_title: ae.into(),
+        host: "127.0.0.1".into(),
+        port,
+        tls: false,
+        services: None,
+    }
+}
+
+/// A DCMTK storescp on a free port writing into `dir`, killed on drop.
+/// Callers check `dcmtk("storescp")` first.
+pub struct StoreScp {
+    child: tokio::process::Child,
+    pub port: u16,
+}
+
+impl StoreScp {
+    /// Start as `ae` with extra options (+xa, --refuse, --sleep-after …) and
+    /// wait, bounded, until it accepts connections.
+    pub async fn start(ae: &str, dir: &Path, options: &[&str]) -> Self {
+        let tool = dcmtk("storescp").expect("storescp installed");
+        let port = free_port();
+        std::fs::create_dir_all(dir).expect("dir");
+        let child = tokio::process::Command::new(tool)
+            .args(["--aetitle", ae, "-od"])
+            .arg(dir)
+            .args(options)
+            .arg(port.to_string())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("storescp starts");
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return StoreScp { child, port };
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("storescp did not start");
+    }
+}
+
+impl Drop for StoreScp {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
