@@ -5,7 +5,7 @@ usage: commit.py HOST PORT --mode same|new [--listen-port P] [--no-wait]
 same: wait for the N-EVENT-REPORT on the requesting association.
 new:  release at once and wait for it on a new association to our own
       listener (AE COMMITSCU on --listen-port).
---no-wait: only send the N-ACTION (new mode), do not listen.
+--no-wait: only send the N-ACTION (new mode), refuse any report, do not listen.
 Prints JSON: {"action_status", "event_type", "transaction_uid",
 "committed": [uid...], "failed": [[uid, reason]...]}; exit 1 on timeout.
 """
@@ -67,7 +67,10 @@ for ref in args.ref:
     items.append(item)
 request.ReferencedSOPSequence = items
 
-assoc = ae.associate(args.host, args.port, ae_title="TESSERA", evt_handlers=handlers)
+# With --no-wait no handler is bound, so a report on this association is
+# refused (pynetdicom answers 0110H) and has to be delivered later.
+assoc = ae.associate(args.host, args.port, ae_title="TESSERA",
+                     evt_handlers=[] if args.no_wait else handlers)
 if not assoc.is_established:
     sys.exit("association failed")
 status, _ = assoc.send_n_action(request, 1, StorageCommitmentPushModel, INSTANCE)
