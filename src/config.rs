@@ -80,6 +80,10 @@ pub struct RawConfig {
     pub routes: Vec<RawRoute>,
     #[serde(default)]
     pub forwarding: RawForwarding,
+    #[serde(default)]
+    pub dicomweb: RawDicomWeb,
+    #[serde(default)]
+    pub viewer: RawViewer,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -105,6 +109,37 @@ pub struct RawDicom {
     pub require_called_ae_title: Option<bool>,
     pub duplicate_policy: Option<DuplicatePolicy>,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDicomWeb {
+    /// QIDO-RS answers at most this many matches per request.
+    pub max_results: Option<usize>,
+    /// Largest STOW-RS request body accepted.
+    pub max_upload_bytes: Option<u64>,
+    /// Origins allowed to call DICOMweb from a browser ("*" for any).
+    pub cors_allowed_origins: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawViewer {
+    /// Folder holding the prepared OHIF viewer (see `scripts/install-viewer`).
+    pub dir: Option<PathBuf>,
+}
+
+/// DICOMweb settings.
+#[derive(Debug, Clone)]
+pub struct DicomWebConfig {
+    pub max_results: usize,
+    pub max_upload_bytes: u64,
+    pub cors_allowed_origins: Vec<String>,
+    pub viewer_dir: PathBuf,
+    /// The same name matching as C-FIND when `fuzzymatching` is not given.
+    pub fuzzy_person_names: bool,
+}
+
+pub const DEFAULT_VIEWER_DIR: &str = "web/dist-viewer";
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -207,6 +242,7 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Failed attempts before a forward becomes a dead letter.
     pub forward_max_attempts: i64,
+    pub dicomweb: DicomWebConfig,
 }
 
 pub const DEFAULT_AE_TITLE: &str = "TESSERA";
@@ -305,7 +341,18 @@ impl Config {
                 key: "routes",
                 reason: e.to_string(),
             })?;
+        let dicomweb = DicomWebConfig {
+            fuzzy_person_names: dicom.fuzzy_person_names,
+            max_results: raw.dicomweb.max_results.unwrap_or(1000).max(1),
+            max_upload_bytes: raw.dicomweb.max_upload_bytes.unwrap_or(4 << 30),
+            cors_allowed_origins: raw.dicomweb.cors_allowed_origins.unwrap_or_default(),
+            viewer_dir: raw
+                .viewer
+                .dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_VIEWER_DIR)),
+        };
         Ok(Config {
+            dicomweb,
             forward_max_attempts: raw.forwarding.max_attempts.unwrap_or(20).max(1),
             routes,
             peers,

@@ -13,9 +13,11 @@
 //!   or S3-compatible storage.
 //! - [`index`]: the SQL index (SQLite or PostgreSQL) of patients, studies,
 //!   series and instances. All SQL lives there.
-//! - [`web`]: the HTTP port: health, metrics, JSON API.
-//! - [`query`]: the protocol-neutral query model (C-FIND today); the index
-//!   turns it into SQL.
+//! - [`web`]: the HTTP port: health, metrics, JSON API, the OHIF viewer.
+//! - [`dicomweb`]: QIDO-RS, WADO-RS, STOW-RS and WADO-URI on the HTTP port.
+//!   STOW-RS streams into ingest like C-STORE.
+//! - [`query`]: the protocol-neutral query model shared by C-FIND and
+//!   QIDO-RS; the index turns it into SQL.
 //! - [`peers`]: the remote AE registry (config file and REST API).
 //! - [`routing`]: store-and-forward rules; ingest queues matches.
 //! - [`transcode`]: decoding a stored object for a receiver that cannot take
@@ -26,6 +28,7 @@
 //! - [`import`], [`verify`]: the `tessera import` and `tessera verify` tools.
 
 pub mod config;
+pub mod dicomweb;
 pub mod dimse;
 pub mod import;
 pub mod index;

@@ -163,6 +163,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             .clone()
             .map_or(AuthPolicy::Open, AuthPolicy::BearerToken),
         peers: peers.clone(),
+        ingest: ingest.clone(),
+        dicomweb: config.dicomweb.clone(),
     };
     let http = web::start(http_listener, state).map_err(|source| ServerError::Bind {
         addr: config.http_bind,

@@ -13,7 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::ingest::{IngestError, IngestOutcome};
+use crate::ingest::IngestError;
 
 /// Install the global tracing subscriber. `RUST_LOG` overrides `default`.
 pub fn init_logging(default: &str, json: bool) {
@@ -128,15 +128,16 @@ impl Metrics {
             .inc();
     }
 
-    pub fn observe_store(&self, elapsed: Duration, result: &Result<IngestOutcome, IngestError>) {
+    pub fn observe_store(&self, elapsed: Duration, error: Option<&IngestError>) {
         self.store_latency.observe(elapsed.as_secs_f64());
-        if let Err(e) = result {
+        if let Some(e) = error {
             self.error(match e {
                 IngestError::Invalid(_) => "invalid_object",
                 IngestError::Duplicate(_) => "duplicate_rejected",
                 IngestError::Storage(_) => "storage",
                 IngestError::Index(_) => "index",
                 IngestError::ShuttingDown => "shutting_down",
+                IngestError::WrongStudy { .. } => "wrong_study",
             });
         }
     }

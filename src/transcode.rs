@@ -8,7 +8,7 @@
 
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::file::ReadPreamble;
-use dicom_object::OpenFileOptions;
+use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use dicom_pixeldata::Transcode;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use tokio::io::AsyncReadExt;
@@ -39,6 +39,38 @@ pub async fn data_set_in(
     key: &str,
     target_ts: &str,
 ) -> Result<Vec<u8>, TranscodeError> {
+    convert(storage, key, target_ts, false).await
+}
+
+/// A stored object as a Part-10 file in `target_ts`.
+pub async fn part10_in(
+    storage: &Storage,
+    key: &str,
+    target_ts: &str,
+) -> Result<Vec<u8>, TranscodeError> {
+    convert(storage, key, target_ts, true).await
+}
+
+/// A stored object decoded into memory, for rendering.
+pub async fn load(storage: &Storage, key: &str) -> Result<DefaultDicomObject, TranscodeError> {
+    let bytes = read_bounded(storage, key).await?;
+    tokio::task::spawn_blocking(move || {
+        OpenFileOptions::new()
+            .read_preamble(ReadPreamble::Always)
+            .from_reader(bytes.as_slice())
+            .map_err(|e| TranscodeError::Failed {
+                ts: String::new(),
+                reason: e.to_string(),
+            })
+    })
+    .await
+    .map_err(|e| TranscodeError::Failed {
+        ts: String::new(),
+        reason: e.to_string(),
+    })?
+}
+
+async fn read_bounded(storage: &Storage, key: &str) -> Result<Vec<u8>, TranscodeError> {
     let reader = storage.open_read(key).await?;
     let mut bytes = Vec::new();
     let read = reader
@@ -49,8 +81,18 @@ pub async fn data_set_in(
     if read as u64 > MAX_TRANSCODE_BYTES {
         return Err(TranscodeError::TooLarge(read as u64));
     }
+    Ok(bytes)
+}
+
+async fn convert(
+    storage: &Storage,
+    key: &str,
+    target_ts: &str,
+    with_meta: bool,
+) -> Result<Vec<u8>, TranscodeError> {
+    let bytes = read_bounded(storage, key).await?;
     let target = target_ts.to_owned();
-    tokio::task::spawn_blocking(move || transcode_bytes(&bytes, &target))
+    tokio::task::spawn_blocking(move || transcode_bytes(&bytes, &target, with_meta))
         .await
         .map_err(|e| TranscodeError::Failed {
             ts: target_ts.to_owned(),
@@ -58,7 +100,11 @@ pub async fn data_set_in(
         })?
 }
 
-fn transcode_bytes(part10: &[u8], target_ts: &str) -> Result<Vec<u8>, TranscodeError> {
+fn transcode_bytes(
+    part10: &[u8],
+    target_ts: &str,
+    with_meta: bool,
+) -> Result<Vec<u8>, TranscodeError> {
     let failed = |reason: String| TranscodeError::Failed {
         ts: target_ts.to_owned(),
         reason,
@@ -72,7 +118,11 @@ fn transcode_bytes(part10: &[u8], target_ts: &str) -> Result<Vec<u8>, TranscodeE
         .map_err(|e| failed(e.to_string()))?;
     obj.transcode(ts).map_err(|e| failed(e.to_string()))?;
     let mut out = Vec::with_capacity(part10.len() * 2);
-    obj.write_dataset_with_ts(&mut out, ts)
-        .map_err(|e| failed(e.to_string()))?;
+    if with_meta {
+        obj.write_all(&mut out).map_err(|e| failed(e.to_string()))?;
+    } else {
+        obj.write_dataset_with_ts(&mut out, ts)
+            .map_err(|e| failed(e.to_string()))?;
+    }
     Ok(out)
 }

@@ -70,6 +70,8 @@ fn column(attribute: Attribute) -> (&'static str, bool) {
         Modality => ("se.modality", false),
         SeriesNumber => ("se.series_number", true),
         SeriesDescription => ("se.series_description", false),
+        SeriesDate => ("se.series_date", false),
+        SeriesTime => ("se.series_time", false),
         BodyPartExamined => ("se.body_part_examined", false),
         PerformedProcedureStepStartDate => ("se.pps_start_date", false),
         PerformedProcedureStepStartTime => ("se.pps_start_time", false),
@@ -258,6 +260,11 @@ pub struct RetrieveItem {
 impl Index {
     /// Plan a query returning at most `limit` rows.
     pub fn plan_find(&self, query: &Query, limit: usize) -> FindPlan {
+        self.plan_find_page(query, limit, 0)
+    }
+
+    /// Plan a query returning at most `limit` rows after skipping `offset`.
+    pub fn plan_find_page(&self, query: &Query, limit: usize, offset: usize) -> FindPlan {
         let selected: Vec<(Attribute, bool)> = Attribute::ALL
             .iter()
             .filter(|a| a.level() <= query.level)
@@ -272,6 +279,9 @@ impl Index {
             sql.push_str(&conditions.join(" AND "));
         }
         sql.push_str(&format!(" ORDER BY {order} LIMIT {}", limit.max(1)));
+        if offset > 0 {
+            sql.push_str(&format!(" OFFSET {offset}"));
+        }
         FindPlan {
             sql,
             binds,

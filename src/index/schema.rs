@@ -35,6 +35,11 @@ macro_rules! migrations {
                 "forwarding",
                 include_str!(concat!("../../migrations/", $db, "/0004_forwarding.sql")),
             ),
+            (
+                5,
+                "dicomweb",
+                include_str!(concat!("../../migrations/", $db, "/0005_dicomweb.sql")),
+            ),
         ]
     };
 }

@@ -7,7 +7,7 @@ use sqlx::{Any, Row, Transaction};
 
 use super::{unix_now as now, Index, IndexError};
 use crate::config::DuplicatePolicy;
-use crate::model::{fold_for_matching, InstanceMeta, StoredObject};
+use crate::model::{fold_for_matching, InstanceMeta, PixelLayout, StoredObject};
 
 /// One instance to record, with its stored object.
 #[derive(Debug, Clone)]
@@ -17,6 +17,9 @@ pub struct StoreRequest {
     pub source_ae_title: String,
     /// (route name, destination AE) to queue, in the same transaction.
     pub forward_to: Vec<(String, String)>,
+    /// The DICOM JSON metadata document, when it could be built.
+    pub document: Option<String>,
+    pub pixels: Option<PixelLayout>,
 }
 
 /// What recording did. Keys named here are no longer referenced by the index
@@ -112,9 +115,10 @@ async fn record_one(
     .bind(ts)
     .fetch_optional(&mut **tx)
     .await?;
-    if inserted.is_none() {
+    let Some(inserted) = inserted else {
         return record_duplicate(tx, req, policy).await;
-    }
+    };
+    record_document(tx, id_of(&inserted)?, req).await?;
 
     let new_study = i64::from(new_study);
     let new_series = i64::from(new_series);
@@ -190,6 +194,15 @@ async fn record_duplicate(
             .bind(id)
             .execute(&mut **tx)
             .await?;
+            sqlx::query("DELETE FROM instance_frames WHERE instance_fk = $1")
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query("DELETE FROM instance_documents WHERE instance_fk = $1")
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+            record_document(tx, id, req).await?;
             queue_forwards(tx, req).await?;
             Ok(Recorded::Replaced {
                 unreferenced_key: old_key,
@@ -199,6 +212,54 @@ async fn record_duplicate(
 }
 
 /// Queue the instance for every matching route, atomically with recording it.
+/// The metadata document and frame locations of an instance row.
+async fn record_document(
+    tx: &mut Transaction<'static, Any>,
+    instance_id: i64,
+    req: &StoreRequest,
+) -> Result<(), IndexError> {
+    let (offset, length, frame_len) = match &req.pixels {
+        Some(PixelLayout::Native {
+            offset,
+            length,
+            frame_len,
+        }) => (
+            Some(*offset as i64),
+            Some(*length as i64),
+            Some(*frame_len as i64),
+        ),
+        _ => (None, None, None),
+    };
+    let encapsulated = matches!(req.pixels, Some(PixelLayout::Encapsulated { .. }));
+    sqlx::query(
+        "INSERT INTO instance_documents (instance_fk, metadata, pixel_offset, pixel_length, \
+         frame_length, encapsulated) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(instance_id)
+    .bind(req.document.as_deref())
+    .bind(offset)
+    .bind(length)
+    .bind(frame_len)
+    .bind(i64::from(encapsulated))
+    .execute(&mut **tx)
+    .await?;
+    if let Some(PixelLayout::Encapsulated { frames }) = &req.pixels {
+        for (n, (offset, length)) in frames.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO instance_frames (instance_fk, frame_number, byte_offset, byte_length) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(instance_id)
+            .bind(n as i64 + 1)
+            .bind(*offset as i64)
+            .bind(*length as i64)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
 async fn queue_forwards(
     tx: &mut Transaction<'static, Any>,
     req: &StoreRequest,
@@ -323,8 +384,9 @@ async fn upsert_series(
         sqlx::query(
             "INSERT INTO series (study_fk, series_instance_uid, modality, series_number, \
              series_description, body_part_examined, pps_start_date, pps_start_time, \
-             scheduled_procedure_step_id, requested_procedure_id, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) \
+             scheduled_procedure_step_id, requested_procedure_id, created_at, updated_at, \
+             series_date, series_time) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13) \
              ON CONFLICT (series_instance_uid) DO NOTHING RETURNING id",
         )
         .bind(study_fk)
@@ -337,7 +399,9 @@ async fn upsert_series(
         .bind(s.performed_procedure_step_start_time.as_str())
         .bind(s.scheduled_procedure_step_id.as_str())
         .bind(s.requested_procedure_id.as_str())
-        .bind(ts),
+        .bind(ts)
+        .bind(s.series_date.as_str())
+        .bind(s.series_time.as_str()),
         sqlx::query("SELECT id FROM series WHERE series_instance_uid = $1")
             .bind(s.series_instance_uid.as_str()),
     )

@@ -23,7 +23,9 @@ use dicom_parser::dataset::LazyDataToken;
 use dicom_parser::stateful::decode::{DynStatefulDecoder, StatefulDecode};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
-use crate::model::{decode_text, InstanceMeta, PatientMeta, SeriesMeta, StudyMeta, Uid};
+use crate::model::{
+    decode_text, InstanceMeta, PatientMeta, PixelLayout, SeriesMeta, StudyMeta, Uid,
+};
 
 /// Syntaxes whose whole data set is deflated explicit VR little endian:
 /// Deflated Explicit VR LE, JPIP Referenced Deflate, JPIP HTJ2K Referenced
@@ -37,6 +39,9 @@ const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 /// No indexed attribute is anywhere near this long; a longer value is
 /// skipped rather than read.
 const MAX_INDEXED_VALUE: u32 = 64 * 1024;
+/// A Basic Offset Table larger than this (over two million frames) is not
+/// read; such an object's frames are found by decoding instead.
+const MAX_OFFSET_TABLE: u32 = 8 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HeaderError {
@@ -61,6 +66,20 @@ pub enum HeaderError {
 pub struct ParsedHeader {
     pub meta: InstanceMeta,
     pub transfer_syntax_uid: Uid,
+    /// Where the frames are, when they can be located without decoding.
+    pub pixels: Option<PixelLayout>,
+    pub has_pixel_data: bool,
+}
+
+/// Pixel Data as the walk met it, in data-set offsets.
+#[derive(Debug, Default)]
+struct PixelScan {
+    /// Native Pixel Data: value offset and length.
+    native: Option<(u64, u64)>,
+    /// Encapsulated Pixel Data: each item's value offset and length; the
+    /// first item is the Basic Offset Table.
+    items: Vec<(u64, u64)>,
+    offset_table: Vec<u8>,
 }
 
 /// The attributes the index keeps, read at the top level of the data set.
@@ -95,6 +114,9 @@ const WANTED: &[Tag] = &[
     tags::PERFORMED_PROCEDURE_STEP_START_TIME,
     tags::BITS_ALLOCATED,
     tags::TIMEZONE_OFFSET_FROM_UTC,
+    tags::SAMPLES_PER_PIXEL,
+    tags::SERIES_DATE,
+    tags::SERIES_TIME,
 ];
 
 /// Read from the first item of the Request Attributes Sequence, which QIDO-RS
@@ -121,11 +143,25 @@ pub fn parse(path: &Path) -> Result<ParsedHeader, HeaderError> {
     let ts_uid = Uid::new(file_meta.transfer_syntax())
         .map_err(|_| HeaderError::TransferSyntax(file_meta.transfer_syntax().to_owned()))?;
     let dataset_start = file.stream_position()?;
-    let raw = walk_dataset(file, ts_uid.as_str(), total - dataset_start.min(total))?;
+    let deflated = DEFLATED_SYNTAXES.contains(&ts_uid.as_str());
+    let (raw, scan) = walk_dataset(file, ts_uid.as_str(), total - dataset_start.min(total))?;
     let meta = build_meta(&raw, &file_meta)?;
+    // Offsets into a deflated stream do not address the stored file.
+    let pixels = if deflated {
+        None
+    } else {
+        pixel_layout(
+            &scan,
+            &meta,
+            integer(&raw, tags::SAMPLES_PER_PIXEL),
+            dataset_start,
+        )
+    };
     Ok(ParsedHeader {
         meta,
         transfer_syntax_uid: ts_uid,
+        pixels,
+        has_pixel_data: scan.native.is_some() || !scan.items.is_empty(),
     })
 }
 
@@ -133,7 +169,7 @@ fn walk_dataset<R: Read + Seek>(
     mut source: R,
     ts_uid: &str,
     dataset_len: u64,
-) -> Result<HashMap<Tag, RawValue>, HeaderError> {
+) -> Result<(HashMap<Tag, RawValue>, PixelScan), HeaderError> {
     let deflated = DEFLATED_SYNTAXES.contains(&ts_uid);
     let effective = if deflated { EXPLICIT_VR_LE } else { ts_uid };
     let ts = TransferSyntaxRegistry
@@ -147,13 +183,13 @@ fn walk_dataset<R: Read + Seek>(
         let inflater = flate2::read::DeflateDecoder::new(source);
         let decoder = DynStatefulDecoder::new_with(BufReader::new(inflater), ts, charset, 0)
             .map_err(|e| HeaderError::TransferSyntax(format!("{ts_uid}: {e}")))?;
-        let (values, _) = collect(LazyDataSetReader::new(decoder), big_endian)?;
-        return Ok(values);
+        let (values, scan, _) = collect(LazyDataSetReader::new(decoder), big_endian)?;
+        return Ok((values, scan));
     }
     source.seek(SeekFrom::Start(start))?;
     let decoder = DynStatefulDecoder::new_with(source, ts, charset, 0)
         .map_err(|e| HeaderError::TransferSyntax(format!("{ts_uid}: {e}")))?;
-    let (values, consumed) = collect(LazyDataSetReader::new(decoder), big_endian)?;
+    let (values, scan, consumed) = collect(LazyDataSetReader::new(decoder), big_endian)?;
     // The lazy reader skips values by length without noticing a short read,
     // so completeness is checked here.
     if consumed != dataset_len {
@@ -162,7 +198,7 @@ fn walk_dataset<R: Read + Seek>(
             actual: dataset_len,
         });
     }
-    Ok(values)
+    Ok((values, scan))
 }
 
 type Decoder<R> = DynStatefulDecoder<R>;
@@ -170,8 +206,9 @@ type Decoder<R> = DynStatefulDecoder<R>;
 fn collect<R: Read>(
     mut reader: LazyDataSetReader<Decoder<R>>,
     big_endian: bool,
-) -> Result<(HashMap<Tag, RawValue>, u64), HeaderError> {
+) -> Result<(HashMap<Tag, RawValue>, PixelScan, u64), HeaderError> {
     let mut values = HashMap::new();
+    let mut scan = PixelScan::default();
     // Open sequences, each with the number of items seen so far.
     let mut open: Vec<(Tag, usize)> = Vec::new();
     while let Some(token) = reader.advance() {
@@ -201,6 +238,9 @@ fn collect<R: Read>(
                         _ => false,
                     };
                 let offset = decoder.position();
+                if open.is_empty() && header.tag == tags::PIXEL_DATA && !header.len.is_undefined() {
+                    scan.native = Some((offset, u64::from(header.len.0)));
+                }
                 let result = if wanted {
                     let mut bytes = Vec::with_capacity(header.len.0 as usize);
                     let r =
@@ -231,11 +271,21 @@ fn collect<R: Read>(
                 };
                 result.map_err(|reason| HeaderError::Malformed { offset, reason })?;
             }
-            other @ LazyDataToken::LazyItemValue { .. } => {
-                other.skip().map_err(|e| HeaderError::Malformed {
-                    offset: 0,
-                    reason: e.to_string(),
-                })?;
+            LazyDataToken::LazyItemValue { len, decoder } => {
+                let offset = decoder.position();
+                let in_pixel_data = matches!(open.as_slice(), [(t, _)] if *t == tags::PIXEL_DATA);
+                let token = LazyDataToken::LazyItemValue { len, decoder };
+                let result = if in_pixel_data && scan.items.is_empty() && len <= MAX_OFFSET_TABLE {
+                    token
+                        .read_value_into(&mut scan.offset_table)
+                        .map_err(|e| e.to_string())
+                } else {
+                    token.skip().map_err(|e| e.to_string())
+                };
+                result.map_err(|reason| HeaderError::Malformed { offset, reason })?;
+                if in_pixel_data {
+                    scan.items.push((offset, u64::from(len)));
+                }
             }
             _ => {}
         }
@@ -247,7 +297,70 @@ fn collect<R: Read>(
             reason: "data set ends inside a sequence".into(),
         });
     }
-    Ok((values, consumed))
+    Ok((values, scan, consumed))
+}
+
+/// Turn the scan into file ranges per frame, or `None` when frames cannot be
+/// told apart without decoding (several fragments per frame and no offset
+/// table).
+fn pixel_layout(
+    scan: &PixelScan,
+    meta: &InstanceMeta,
+    samples_per_pixel: Option<i64>,
+    base: u64,
+) -> Option<PixelLayout> {
+    let frames = meta.number_of_frames.unwrap_or(1).max(1) as u64;
+    if let Some((offset, length)) = scan.native {
+        let bits = meta.bits_allocated? as u64;
+        let pixels =
+            (meta.rows? as u64) * (meta.columns? as u64) * samples_per_pixel.unwrap_or(1) as u64;
+        let frame_len = if bits == 1 {
+            pixels.div_ceil(8)
+        } else {
+            pixels * bits.div_ceil(8)
+        };
+        if frame_len == 0 || frame_len * frames > length {
+            return None;
+        }
+        return Some(PixelLayout::Native {
+            offset: base + offset,
+            length,
+            frame_len,
+        });
+    }
+    // Item ranges include their 8-byte headers.
+    let fragments: Vec<(u64, u64)> = scan
+        .items
+        .iter()
+        .skip(1)
+        .map(|(offset, len)| (base + offset - 8, len + 8))
+        .collect();
+    let (first, last) = (fragments.first()?, fragments.last()?);
+    let end = last.0 + last.1;
+    let table: Vec<u64> = scan
+        .offset_table
+        .chunks_exact(4)
+        .map(|c| u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+        .collect();
+    let ranges: Vec<(u64, u64)> = if table.len() as u64 == frames {
+        let starts: Vec<u64> = table.iter().map(|o| first.0 + o).collect();
+        let mut ranges = Vec::with_capacity(starts.len());
+        for (i, start) in starts.iter().enumerate() {
+            let stop = starts.get(i + 1).copied().unwrap_or(end);
+            if stop <= *start || stop > end {
+                return None;
+            }
+            ranges.push((*start, stop - start));
+        }
+        ranges
+    } else if fragments.len() as u64 == frames {
+        fragments
+    } else if frames == 1 {
+        vec![(first.0, end - first.0)]
+    } else {
+        return None;
+    };
+    Some(PixelLayout::Encapsulated { frames: ranges })
 }
 
 fn build_meta(
@@ -299,6 +412,8 @@ fn build_meta(
             modality: ascii(raw, tags::MODALITY),
             series_number: integer(raw, tags::SERIES_NUMBER),
             series_description: text(tags::SERIES_DESCRIPTION),
+            series_date: ascii(raw, tags::SERIES_DATE),
+            series_time: ascii(raw, tags::SERIES_TIME),
             body_part_examined: ascii(raw, tags::BODY_PART_EXAMINED),
             performed_procedure_step_start_date: ascii(
                 raw,

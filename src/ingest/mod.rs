@@ -7,6 +7,7 @@
 //! object is fsync'd (or uploaded) and its index row is committed.
 
 mod committer;
+pub mod document;
 mod header;
 mod part10;
 
@@ -36,12 +37,31 @@ pub enum IngestError {
     Duplicate(Uid),
     #[error("the archive is shutting down")]
     ShuttingDown,
+    #[error("instance {sop_instance} belongs to study {found}, not to study {expected}")]
+    WrongStudy {
+        expected: String,
+        found: String,
+        sop_class: Uid,
+        sop_instance: Uid,
+    },
+}
+
+/// The identity of a stored instance, for protocol responses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredIds {
+    pub sop_class_uid: Uid,
+    pub sop_instance_uid: Uid,
+    pub study_instance_uid: Uid,
+    pub series_instance_uid: Uid,
 }
 
 impl IngestError {
     /// Problems with the sender's data, as opposed to ours.
     pub fn is_bad_input(&self) -> bool {
-        matches!(self, IngestError::Invalid(_))
+        matches!(
+            self,
+            IngestError::Invalid(_) | IngestError::WrongStudy { .. }
+        )
     }
 }
 
@@ -122,20 +142,75 @@ impl Ingest {
 
     /// Validate, store durably and index an object received in full.
     pub async fn finish(&self, incoming: Incoming) -> Result<IngestOutcome, IngestError> {
+        self.finish_in_study(incoming, None)
+            .await
+            .map(|(outcome, _)| outcome)
+    }
+
+    /// As [`Ingest::finish`], refusing the object before it is committed
+    /// unless it belongs to `study` (STOW-RS to a study URL).
+    pub async fn finish_in_study(
+        &self,
+        incoming: Incoming,
+        study: Option<&str>,
+    ) -> Result<(IngestOutcome, StoredIds), IngestError> {
         let started = Instant::now();
-        let result = self.finish_inner(incoming).await;
-        self.metrics.observe_store(started.elapsed(), &result);
+        let result = self.finish_inner(incoming, study).await;
+        self.metrics
+            .observe_store(started.elapsed(), result.as_ref().err());
         result
     }
 
-    async fn finish_inner(&self, incoming: Incoming) -> Result<IngestOutcome, IngestError> {
+    /// Begin receiving a complete Part-10 object (STOW-RS, import).
+    pub async fn begin_part10(&self, source: &str) -> Result<Incoming, IngestError> {
+        Ok(Incoming {
+            spool: self.storage.spool().await?,
+            source: source.to_owned(),
+        })
+    }
+
+    async fn finish_inner(
+        &self,
+        incoming: Incoming,
+        study: Option<&str>,
+    ) -> Result<(IngestOutcome, StoredIds), IngestError> {
         let spooled = incoming.spool.finish().await?;
         let path = spooled.path().to_owned();
-        let parsed = tokio::task::spawn_blocking(move || header::parse(&path))
-            .await
-            .map_err(|e| HeaderError::Meta(format!("header task failed: {e}")))??;
+        let (parsed, document) = tokio::task::spawn_blocking(move || {
+            let parsed = header::parse(&path)?;
+            let document = document::build(
+                &path,
+                &parsed.meta,
+                parsed.pixels.as_ref(),
+                parsed.has_pixel_data,
+            );
+            Ok::<_, HeaderError>((parsed, document))
+        })
+        .await
+        .map_err(|e| HeaderError::Meta(format!("header task failed: {e}")))??;
+        // The document is a cache: without it, metadata is built on request.
+        let document = document
+            .map_err(|e| tracing::warn!(error = %e, "cannot build the metadata document"))
+            .ok();
         let size = spooled.size;
         let sha256 = spooled.sha256.clone();
+        let ids = StoredIds {
+            sop_class_uid: parsed.meta.sop_class_uid.clone(),
+            sop_instance_uid: parsed.meta.sop_instance_uid.clone(),
+            study_instance_uid: parsed.meta.study.study_instance_uid.clone(),
+            series_instance_uid: parsed.meta.series.series_instance_uid.clone(),
+        };
+        if let Some(expected) = study {
+            if ids.study_instance_uid.as_str() != expected {
+                // Never committed: the spool file is dropped with `spooled`.
+                return Err(IngestError::WrongStudy {
+                    expected: expected.to_owned(),
+                    found: ids.study_instance_uid.to_string(),
+                    sop_class: ids.sop_class_uid,
+                    sop_instance: ids.sop_instance_uid,
+                });
+            }
+        }
 
         // Keys are content hashes: a resend of identical bytes finds its
         // object already stored and writes nothing. The index decides
@@ -158,6 +233,8 @@ impl Ingest {
                 transfer_syntax_uid: parsed.transfer_syntax_uid,
             },
             source_ae_title: incoming.source,
+            document,
+            pixels: parsed.pixels,
         };
         let recorded = self.committer.record(request).await?;
         let outcome = match recorded {
@@ -179,7 +256,7 @@ impl Ingest {
         if outcome == IngestOutcome::Stored {
             self.metrics.instance_stored(size);
         }
-        Ok(outcome)
+        Ok((outcome, ids))
     }
 
     /// Delete an object the index no longer points at. Failure only leaves

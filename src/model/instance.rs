@@ -31,6 +31,8 @@ pub struct SeriesMeta {
     pub modality: String,
     pub series_number: Option<i64>,
     pub series_description: String,
+    pub series_date: String,
+    pub series_time: String,
     pub body_part_examined: String,
     pub performed_procedure_step_start_date: String,
     pub performed_procedure_step_start_time: String,
@@ -68,4 +70,20 @@ pub struct StoredObject {
     /// Lower-case hex SHA-256 of the stored object's bytes.
     pub sha256: String,
     pub transfer_syntax_uid: Uid,
+}
+
+/// Where an instance's frames lie in its stored object, found by the header
+/// walk so a single frame of a multi-gigabyte slide is one ranged read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PixelLayout {
+    /// Native pixel data: frames are consecutive, `frame_len` bytes each,
+    /// starting at `offset`.
+    Native {
+        offset: u64,
+        length: u64,
+        frame_len: u64,
+    },
+    /// Encapsulated pixel data: per frame, the byte range in the object that
+    /// holds that frame's fragment items (headers included).
+    Encapsulated { frames: Vec<(u64, u64)> },
 }

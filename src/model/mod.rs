@@ -8,5 +8,5 @@ mod peer;
 
 pub use charset::{decode_text, fold_for_matching};
 pub use ids::{AeTitle, IdError, Uid};
-pub use instance::{InstanceMeta, PatientMeta, SeriesMeta, StoredObject, StudyMeta};
+pub use instance::{InstanceMeta, PatientMeta, PixelLayout, SeriesMeta, StoredObject, StudyMeta};
 pub use peer::{Peer, PeerError, PeerService, RawPeer};

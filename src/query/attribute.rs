@@ -87,6 +87,8 @@ attributes! {
     Modality => tags::MODALITY, CS, Series, Code;
     SeriesNumber => tags::SERIES_NUMBER, IS, Series, Number;
     SeriesDescription => tags::SERIES_DESCRIPTION, LO, Series, Text;
+    SeriesDate => tags::SERIES_DATE, DA, Series, Date;
+    SeriesTime => tags::SERIES_TIME, TM, Series, Time;
     BodyPartExamined => tags::BODY_PART_EXAMINED, CS, Series, Code;
     PerformedProcedureStepStartDate => tags::PERFORMED_PROCEDURE_STEP_START_DATE, DA, Series, Date;
     PerformedProcedureStepStartTime => tags::PERFORMED_PROCEDURE_STEP_START_TIME, TM, Series, Time;

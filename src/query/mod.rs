@@ -25,6 +25,8 @@ pub enum QueryError {
     LevelNotInModel { level: Level, root: Root },
     #[error("invalid range {0:?}")]
     BadRange(String),
+    #[error("invalid date {0:?}: dates are YYYYMMDD")]
+    BadDate(String),
 }
 
 /// The hierarchy level of a query.
@@ -94,6 +96,26 @@ pub struct Query {
 }
 
 impl Query {
+    /// A query at `level` with no keys yet.
+    pub fn new(level: Level) -> Self {
+        Query {
+            level,
+            keys: Vec::new(),
+            unsupported: Vec::new(),
+            combined_date_time: false,
+            fuzzy_names: true,
+        }
+    }
+
+    /// Add a key from its DICOM string form (wildcards, ranges, lists).
+    /// A key given twice keeps the last value.
+    pub fn add_key(&mut self, attribute: Attribute, raw: &str) -> Result<(), QueryError> {
+        let matcher = matcher_for(attribute, raw.trim_matches(['\0', ' ']))?;
+        self.keys.retain(|k| k.attribute != attribute);
+        self.keys.push(Key { attribute, matcher });
+        Ok(())
+    }
+
     /// Build a query from a C-FIND identifier. Text is expected as UTF-8 or
     /// the default repertoire (dicom-rs has already decoded it).
     pub fn from_identifier(identifier: &InMemDicomObject, root: Root) -> Result<Self, QueryError> {
@@ -147,6 +169,11 @@ impl Query {
     }
 }
 
+/// A DA value: YYYYMMDD.
+fn is_date(value: &str) -> bool {
+    value.len() == 8 && value.bytes().all(|b| b.is_ascii_digit())
+}
+
 fn matcher_for(attribute: Attribute, raw: &str) -> Result<Matcher, QueryError> {
     if raw.is_empty() || raw == "*" {
         return Ok(Matcher::Universal);
@@ -172,11 +199,17 @@ fn matcher_for(attribute: Attribute, raw: &str) -> Result<Matcher, QueryError> {
                 return Err(QueryError::BadRange(raw.into()));
             }
             let end = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_owned());
-            Ok(Matcher::Range {
-                from: end(from),
-                to: end(to),
-            })
+            let (from, to) = (end(from), end(to));
+            if attribute.kind() == ValueKind::Date
+                && ![&from, &to]
+                    .iter()
+                    .all(|e| e.as_deref().is_none_or(is_date))
+            {
+                return Err(QueryError::BadRange(raw.into()));
+            }
+            Ok(Matcher::Range { from, to })
         }
+        ValueKind::Date if !is_date(raw) => Err(QueryError::BadDate(raw.into())),
         ValueKind::Number | ValueKind::Date | ValueKind::Time | ValueKind::DateTime => {
             Ok(Matcher::Single(raw.to_owned()))
         }

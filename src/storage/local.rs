@@ -76,6 +76,46 @@ impl LocalStore {
         }
     }
 
+    pub(super) async fn read_range(
+        &self,
+        key: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>, StorageError> {
+        let path = self.root.join(key);
+        let key = key.to_owned();
+        tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut file = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(StorageError::NotFound(key))
+                }
+                Err(e) => return Err(StorageError::io(&path, e)),
+            };
+            file.seek(SeekFrom::Start(offset))
+                .map_err(|e| StorageError::io(&path, e))?;
+            let mut bytes = Vec::with_capacity(length as usize);
+            file.take(length)
+                .read_to_end(&mut bytes)
+                .map_err(|e| StorageError::io(&path, e))?;
+            if (bytes.len() as u64) < length {
+                return Err(StorageError::io(
+                    &path,
+                    std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "object is shorter than indexed",
+                    ),
+                ));
+            }
+            Ok(bytes)
+        })
+        .await
+        .map_err(|e| {
+            StorageError::io(std::path::Path::new("read_range"), std::io::Error::other(e))
+        })?
+    }
+
     pub(super) async fn read_small(
         &self,
         key: &str,

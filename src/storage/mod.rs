@@ -124,6 +124,21 @@ impl Storage {
         }
     }
 
+    /// `length` bytes from `offset`: one frame of a large object without
+    /// reading the rest.
+    pub async fn read_range(
+        &self,
+        key: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>, StorageError> {
+        check_key(key)?;
+        match &self.backend {
+            Backend::Local(store) => store.read_range(key, offset, length).await,
+            Backend::S3(store) => store.read_range(key, offset, length).await,
+        }
+    }
+
     /// The whole object in one read when it is at most `limit` bytes (one
     /// thread hop instead of one per chunk); `None` when it is larger.
     pub async fn read_small(&self, key: &str, limit: u64) -> Result<Option<Vec<u8>>, StorageError> {

@@ -156,6 +156,25 @@ impl S3Store {
         Ok(Box::pin(tokio_util::io::StreamReader::new(stream)))
     }
 
+    pub(super) async fn read_range(
+        &self,
+        key: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>, StorageError> {
+        match self
+            .store
+            .get_range(&self.path(key), offset..offset + length)
+            .await
+        {
+            Ok(bytes) => Ok(bytes.to_vec()),
+            Err(object_store::Error::NotFound { .. }) => {
+                Err(StorageError::NotFound(key.to_owned()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub(super) async fn delete(&self, key: &str) -> Result<(), StorageError> {
         match self.store.delete(&self.path(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

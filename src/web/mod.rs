@@ -1,5 +1,6 @@
-//! The HTTP edge: health, readiness, Prometheus metrics and the JSON API
-//! (status, remote AE registry). Later DICOMweb and the viewer mount here too.
+//! The HTTP edge: health, readiness, Prometheus metrics, the JSON API
+//! (status, remote AE registry, forwarding), DICOMweb ([`crate::dicomweb`])
+//! and the OHIF viewer ([`viewer`]).
 //!
 //! [`auth`] is the single place requests are authenticated; every route
 //! except the probes goes through it.
@@ -9,14 +10,21 @@ mod error;
 mod forwarding;
 mod peers;
 mod status;
+mod viewer;
 
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::{web, App, HttpServer};
+use actix_web::http::header::{ContentEncoding, CONTENT_ENCODING, CONTENT_TYPE};
+use actix_web::middleware::{from_fn, Compress, Next};
+use actix_web::{
+    body::MessageBody, dev::ServiceRequest, dev::ServiceResponse, web, App, HttpServer,
+};
 
+use crate::config::DicomWebConfig;
 use crate::index::Index;
+use crate::ingest::Ingest;
 use crate::peers::PeerRegistry;
 use crate::storage::Storage;
 use crate::telemetry::Metrics;
@@ -32,12 +40,15 @@ pub struct AppState {
     pub started: Instant,
     pub auth: AuthPolicy,
     pub peers: PeerRegistry,
+    pub ingest: Ingest,
+    pub dicomweb: DicomWebConfig,
 }
 
 /// Build and start the HTTP server on an already-bound listener. The caller
 /// stops it through the returned handle.
 pub fn start(listener: TcpListener, state: AppState) -> std::io::Result<actix_web::dev::Server> {
     let server = HttpServer::new(move || {
+        let viewer_dir = state.dicomweb.viewer_dir.clone();
         App::new()
             .app_data(web::Data::new(state.clone()))
             .wrap(
@@ -60,11 +71,65 @@ pub fn start(listener: TcpListener, state: AppState) -> std::io::Result<actix_we
                     .route("/forwarding", web::get().to(forwarding::forwarding))
                     .configure(peers::routes),
             )
+            .service(
+                web::scope("/dicom-web")
+                    .wrap(from_fn(auth::authenticate))
+                    .wrap(from_fn(identity_unless_json))
+                    .wrap(Compress::default())
+                    .wrap(cors(&state.dicomweb.cors_allowed_origins))
+                    .configure(crate::dicomweb::routes),
+            )
+            .service(
+                web::scope("/wado")
+                    .wrap(from_fn(auth::authenticate))
+                    .wrap(cors(&state.dicomweb.cors_allowed_origins))
+                    .configure(crate::dicomweb::wado_uri_routes),
+            )
+            .configure(|cfg| viewer::routes(cfg, &viewer_dir))
     })
-    .workers(2)
+    .workers(4)
     .disable_signals()
     .shutdown_timeout(10)
     .listen(listener)?
     .run();
     Ok(server)
+}
+
+/// Only JSON is worth compressing: images, frames and DICOM objects are
+/// compressed already or too large to spend CPU on, so they are marked
+/// `identity` before the compressor sees them.
+async fn identity_unless_json(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let mut response = next.call(req).await?;
+    let json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"));
+    if !json && !response.headers().contains_key(CONTENT_ENCODING) {
+        response.headers_mut().insert(
+            CONTENT_ENCODING,
+            ContentEncoding::Identity.to_header_value(),
+        );
+    }
+    Ok(response)
+}
+
+/// CORS for browsers on other origins, when configured.
+fn cors(origins: &[String]) -> actix_cors::Cors {
+    let mut cors = actix_cors::Cors::default()
+        .allowed_methods(["GET", "POST", "OPTIONS"])
+        .allow_any_header()
+        .expose_headers(["Warning", "ETag", "Content-Location", "Content-Range"])
+        .max_age(3600);
+    for origin in origins {
+        cors = if origin == "*" {
+            cors.allow_any_origin()
+        } else {
+            cors.allowed_origin(origin)
+        };
+    }
+    cors
 }

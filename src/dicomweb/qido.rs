@@ -1,0 +1,349 @@
+//! QIDO-RS (PS3.18 10.6): query parameters become a [`Query`], matched by
+//! the same SQL as C-FIND; each match is answered as DICOM JSON with the
+//! level's default attributes, the matching keys and any `includefield`.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use dicom_core::dictionary::DataDictionary;
+use dicom_core::Tag;
+use dicom_dictionary_std::StandardDataDictionary;
+use futures::StreamExt;
+use serde_json::{Map, Value};
+
+use super::accept::percent_decode;
+use super::json::{element, single, tag_key};
+use super::{base_url, path_uid, DicomWebError};
+use crate::index::FindRow;
+use crate::query::{Attribute, Level, Query};
+use crate::web::AppState;
+
+use Attribute::*;
+
+/// PS3.18 table 10.6.3-3 (study), -4 (series), -5 (instance).
+const STUDY_DEFAULTS: &[Attribute] = &[
+    StudyDate,
+    StudyTime,
+    AccessionNumber,
+    ModalitiesInStudy,
+    ReferringPhysicianName,
+    TimezoneOffsetFromUtc,
+    PatientName,
+    PatientId,
+    PatientBirthDate,
+    PatientSex,
+    StudyInstanceUid,
+    StudyId,
+    StudyDescription,
+    NumberOfStudyRelatedSeries,
+    NumberOfStudyRelatedInstances,
+];
+const SERIES_DEFAULTS: &[Attribute] = &[
+    Modality,
+    TimezoneOffsetFromUtc,
+    SeriesDescription,
+    SeriesInstanceUid,
+    PerformedProcedureStepStartDate,
+    PerformedProcedureStepStartTime,
+    SeriesNumber,
+    NumberOfSeriesRelatedInstances,
+];
+const INSTANCE_DEFAULTS: &[Attribute] = &[
+    SopClassUid,
+    SopInstanceUid,
+    TimezoneOffsetFromUtc,
+    InstanceNumber,
+    Rows,
+    Columns,
+    BitsAllocated,
+    NumberOfFrames,
+];
+
+const TRUNCATED_WARNING: &str = "299 tessera \"The number of results exceeded the maximum \
+     supported by the server. Additional results can be requested.\"";
+
+/// Parent UIDs fixed by the path.
+#[derive(Default)]
+struct Parents {
+    study: Option<String>,
+    series: Option<String>,
+}
+
+pub async fn studies(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, DicomWebError> {
+    search(&req, &state, Level::Study, Parents::default()).await
+}
+
+pub async fn series(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, DicomWebError> {
+    search(&req, &state, Level::Series, Parents::default()).await
+}
+
+pub async fn instances(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, DicomWebError> {
+    search(&req, &state, Level::Image, Parents::default()).await
+}
+
+pub async fn series_in_study(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, DicomWebError> {
+    let parents = Parents {
+        study: Some(path_uid(&path)?),
+        series: None,
+    };
+    search(&req, &state, Level::Series, parents).await
+}
+
+pub async fn instances_in_study(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, DicomWebError> {
+    let parents = Parents {
+        study: Some(path_uid(&path)?),
+        series: None,
+    };
+    search(&req, &state, Level::Image, parents).await
+}
+
+pub async fn instances_in_series(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, DicomWebError> {
+    let (study, series) = path.into_inner();
+    let parents = Parents {
+        study: Some(path_uid(&study)?),
+        series: Some(path_uid(&series)?),
+    };
+    search(&req, &state, Level::Image, parents).await
+}
+
+/// A parsed QIDO request.
+struct Search {
+    query: Query,
+    /// Attributes answered for each match.
+    returned: Vec<Attribute>,
+    limit: Option<usize>,
+    offset: usize,
+    /// Requested attributes the index does not hold.
+    unsupported: Vec<String>,
+}
+
+fn parse_tag(name: &str) -> Option<Tag> {
+    if name.len() == 8 && name.chars().all(|c| c.is_ascii_hexdigit()) {
+        let group = u16::from_str_radix(&name[..4], 16).ok()?;
+        let element = u16::from_str_radix(&name[4..], 16).ok()?;
+        return Some(Tag(group, element));
+    }
+    StandardDataDictionary.by_name(name).map(|e| e.tag.inner())
+}
+
+fn defaults(level: Level, nested: bool) -> Vec<Attribute> {
+    let mut out: Vec<Attribute> = match level {
+        Level::Patient | Level::Study => STUDY_DEFAULTS.to_vec(),
+        Level::Series => SERIES_DEFAULTS.to_vec(),
+        Level::Image => INSTANCE_DEFAULTS.to_vec(),
+    };
+    // A search not scoped by a parent path also returns the parents'
+    // defaults (PS3.18 10.6.3.3.1), so results can be placed.
+    if !nested {
+        if level >= Level::Series {
+            out.extend_from_slice(STUDY_DEFAULTS);
+        }
+        if level == Level::Image {
+            out.extend_from_slice(SERIES_DEFAULTS);
+        }
+    }
+    out
+}
+
+fn parse_search(
+    req: &HttpRequest,
+    level: Level,
+    parents: &Parents,
+    fuzzy_default: bool,
+) -> Result<Search, DicomWebError> {
+    let mut query = Query::new(level);
+    query.fuzzy_names = fuzzy_default;
+    let mut returned = defaults(level, parents.study.is_some());
+    let mut limit = None;
+    let mut offset = 0;
+    let mut unsupported = Vec::new();
+    let bad = |msg: String| DicomWebError::BadRequest(msg);
+    for pair in req.query_string().split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = percent_decode(name);
+        let value = percent_decode(value);
+        match name.as_str() {
+            "limit" => {
+                limit = Some(value.parse::<usize>().map_err(|_| {
+                    bad(format!(
+                        "limit must be a non-negative integer, not {value:?}"
+                    ))
+                })?)
+            }
+            "offset" => {
+                offset = value.parse::<usize>().map_err(|_| {
+                    bad(format!(
+                        "offset must be a non-negative integer, not {value:?}"
+                    ))
+                })?
+            }
+            "fuzzymatching" => {
+                query.fuzzy_names = match value.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    other => {
+                        return Err(bad(format!(
+                            "fuzzymatching must be true or false, not {other:?}"
+                        )))
+                    }
+                }
+            }
+            "includefield" => {
+                for field in value.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+                    if field == "all" {
+                        returned.extend(Attribute::ALL.iter().filter(|a| a.level() <= level));
+                        continue;
+                    }
+                    let tag = parse_tag(field).ok_or_else(|| {
+                        bad(format!("unknown attribute {field:?} in includefield"))
+                    })?;
+                    match Attribute::from_tag(tag) {
+                        Some(a) if a.level() <= level => returned.push(a),
+                        _ => unsupported.push(field.to_owned()),
+                    }
+                }
+            }
+            "accept" | "emptyvaluematching" | "multiplevaluematching" => {}
+            _ => {
+                let tag = parse_tag(&name)
+                    .ok_or_else(|| bad(format!("unknown query parameter or attribute {name:?}")))?;
+                let Some(attribute) = Attribute::from_tag(tag) else {
+                    unsupported.push(name.clone());
+                    continue;
+                };
+                if attribute.level() > level {
+                    return Err(bad(format!(
+                        "{name} is a {} level attribute and cannot be matched in a {} level search",
+                        attribute.level().keyword().to_lowercase(),
+                        level.keyword().to_lowercase()
+                    )));
+                }
+                // QIDO separates list values by commas; the query model by
+                // backslashes.
+                let value = match attribute.kind() {
+                    crate::query::ValueKind::Uid | crate::query::ValueKind::List => {
+                        value.replace(',', "\\")
+                    }
+                    _ => value,
+                };
+                query
+                    .add_key(attribute, &value)
+                    .map_err(|e| bad(format!("{name}: {e}")))?;
+                returned.push(attribute);
+            }
+        }
+    }
+    if let Some(study) = &parents.study {
+        query
+            .add_key(StudyInstanceUid, study)
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    if let Some(series) = &parents.series {
+        query
+            .add_key(SeriesInstanceUid, series)
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    let mut seen = std::collections::HashSet::new();
+    returned.retain(|a| seen.insert(*a));
+    Ok(Search {
+        query,
+        returned,
+        limit,
+        offset,
+        unsupported,
+    })
+}
+
+async fn search(
+    req: &HttpRequest,
+    state: &AppState,
+    level: Level,
+    parents: Parents,
+) -> Result<HttpResponse, DicomWebError> {
+    let accepts_json = super::accept::ranges(req).iter().any(|r| {
+        matches!(
+            r.mime.as_str(),
+            "*/*" | "application/*" | "application/dicom+json" | "application/json"
+        )
+    });
+    if !accepts_json {
+        return Err(DicomWebError::NotAcceptable(
+            "search results are available as application/dicom+json".into(),
+        ));
+    }
+    let search = parse_search(req, level, &parents, state.dicomweb.fuzzy_person_names)?;
+    let max = state.dicomweb.max_results;
+    let wanted = search.limit.unwrap_or(max).min(max);
+    // One extra row tells whether the cap cut the answer short.
+    let plan = state
+        .index
+        .plan_find_page(&search.query, wanted + 1, search.offset);
+    let base = base_url(req);
+    let mut rows = state.index.find(&plan);
+    let mut out = Vec::new();
+    let mut truncated = false;
+    while let Some(row) = rows.next().await {
+        let row = row?;
+        if out.len() == wanted {
+            truncated = search.limit.is_none_or(|l| l > max);
+            break;
+        }
+        out.push(match_json(&row, level, &search.returned, &base));
+    }
+    let mut response = HttpResponse::Ok();
+    response.content_type("application/dicom+json");
+    if truncated {
+        response.insert_header(("Warning", TRUNCATED_WARNING));
+    }
+    if !search.unsupported.is_empty() {
+        response.append_header((
+            "Warning",
+            format!(
+                "299 tessera \"The following attributes are not supported and were ignored: {}\"",
+                search.unsupported.join(", ")
+            ),
+        ));
+    }
+    Ok(response.body(Value::Array(out).to_string()))
+}
+
+fn match_json(row: &FindRow, level: Level, returned: &[Attribute], base: &str) -> Value {
+    // Attributes in tag order, as DICOM data sets are.
+    let mut map = std::collections::BTreeMap::new();
+    for attribute in returned {
+        map.insert(
+            tag_key(attribute.tag()),
+            element(*attribute, row.get(*attribute)),
+        );
+    }
+    let study = row.get(StudyInstanceUid);
+    let mut url = format!("{base}/studies/{study}");
+    if level >= Level::Series {
+        url.push_str(&format!("/series/{}", row.get(SeriesInstanceUid)));
+    }
+    if level == Level::Image {
+        url.push_str(&format!("/instances/{}", row.get(SopInstanceUid)));
+    }
+    map.insert("00081190".into(), single("UR", &url));
+    map.insert("00080056".into(), single("CS", "ONLINE"));
+    Value::Object(map.into_iter().collect::<Map<String, Value>>())
+}

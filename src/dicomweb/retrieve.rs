@@ -1,0 +1,540 @@
+//! WADO-RS retrieve (PS3.18 10.4): instances of a study, series or single
+//! instance as `multipart/related; type="application/dicom"`, frames, and
+//! bulk data.
+//!
+//! Objects go out as stored, streamed chunk by chunk, unless the client
+//! asks for another transfer syntax; then each is converted alone. Frames
+//! are read by byte range from the locations found at ingest, so one tile
+//! of a whole-slide image costs one small read.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use futures::TryStreamExt;
+use tokio_util::io::ReaderStream;
+
+use super::accept::{bitstream_media_type, dicom_syntax, ranges, DicomSyntax};
+use super::multipart::{self, Disconnected, PartSender};
+use super::{path_uid, DicomWebError};
+use crate::index::{FrameLocation, Scope, ScopedInstance};
+use crate::ingest::document::valid_bulk_path;
+use crate::storage::Storage;
+use crate::transcode::{self, EXPLICIT_VR_LITTLE_ENDIAN};
+use crate::web::AppState;
+
+/// Native Pixel Data larger than this is served by range or by frame only.
+const MAX_BULK_IN_ONE_RESPONSE: u64 = 512 << 20;
+
+pub async fn study(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, DicomWebError> {
+    let scope = Scope {
+        study: path_uid(&path)?,
+        series: None,
+        instance: None,
+    };
+    send_instances(&req, &state, scope).await
+}
+
+pub async fn series(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, DicomWebError> {
+    let (study, series) = path.into_inner();
+    let scope = Scope {
+        study: path_uid(&study)?,
+        series: Some(path_uid(&series)?),
+        instance: None,
+    };
+    send_instances(&req, &state, scope).await
+}
+
+pub async fn instance(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String, String)>,
+) -> Result<HttpResponse, DicomWebError> {
+    let scope = instance_scope(path.into_inner())?;
+    send_instances(&req, &state, scope).await
+}
+
+pub(super) fn instance_scope(
+    (study, series, instance): (String, String, String),
+) -> Result<Scope, DicomWebError> {
+    Ok(Scope {
+        study: path_uid(&study)?,
+        series: Some(path_uid(&series)?),
+        instance: Some(path_uid(&instance)?),
+    })
+}
+
+/// The instances of a scope, in order; a 404 when there are none.
+pub(super) async fn instances_of(
+    state: &AppState,
+    scope: &Scope,
+) -> Result<Vec<ScopedInstance>, DicomWebError> {
+    let items: Vec<ScopedInstance> = state
+        .index
+        .scoped_instances(scope, false)
+        .try_collect()
+        .await?;
+    if items.is_empty() {
+        return Err(DicomWebError::NotFound(format!(
+            "no instances in {}",
+            scope
+                .instance
+                .as_ref()
+                .or(scope.series.as_ref())
+                .unwrap_or(&scope.study)
+        )));
+    }
+    Ok(items)
+}
+
+async fn send_instances(
+    req: &HttpRequest,
+    state: &AppState,
+    scope: Scope,
+) -> Result<HttpResponse, DicomWebError> {
+    let syntax = dicom_syntax(req)?;
+    if let DicomSyntax::Target(ts) = &syntax {
+        if !transcode::TARGETS.contains(&ts.as_str()) {
+            // Only conversions to native syntaxes are offered; an object
+            // already in the asked syntax still goes out below.
+            let items = instances_of(state, &scope).await?;
+            if items.iter().any(|i| i.transfer_syntax_uid != *ts) {
+                return Err(DicomWebError::NotAcceptable(format!(
+                    "cannot convert to transfer syntax {ts}; ask for transfer-syntax=* to receive objects as stored"
+                )));
+            }
+        }
+    }
+    let items = instances_of(state, &scope).await?;
+    let (response, parts) = multipart::response("application/dicom");
+    let storage = state.storage.clone();
+    tokio::spawn(async move {
+        let mut parts = parts;
+        for item in items {
+            match send_one(&mut parts, &storage, &item, &syntax).await {
+                Ok(()) => {}
+                Err(SendError::Disconnected) => return,
+                Err(SendError::Failed(reason)) => {
+                    tracing::warn!(sop = %item.sop_instance_uid, %reason, "WADO-RS retrieve stopped");
+                    parts.fail(reason).await;
+                    return;
+                }
+            }
+        }
+        parts.finish().await;
+    });
+    Ok(response)
+}
+
+enum SendError {
+    Disconnected,
+    Failed(String),
+}
+
+impl From<Disconnected> for SendError {
+    fn from(_: Disconnected) -> Self {
+        SendError::Disconnected
+    }
+}
+
+async fn send_one(
+    parts: &mut PartSender,
+    storage: &Storage,
+    item: &ScopedInstance,
+    syntax: &DicomSyntax,
+) -> Result<(), SendError> {
+    let target = syntax.for_stored(&item.transfer_syntax_uid);
+    let content_type = format!("application/dicom; transfer-syntax={target}");
+    if target == item.transfer_syntax_uid {
+        let reader = storage
+            .open_read(&item.key)
+            .await
+            .map_err(|e| SendError::Failed(e.to_string()))?;
+        parts.begin_part(&content_type, None).await?;
+        let mut chunks = ReaderStream::with_capacity(reader, 256 * 1024);
+        while let Some(chunk) = chunks
+            .try_next()
+            .await
+            .map_err(|e| SendError::Failed(e.to_string()))?
+        {
+            parts.send(chunk).await?;
+        }
+    } else {
+        let converted = transcode::part10_in(storage, &item.key, target)
+            .await
+            .map_err(|e| SendError::Failed(e.to_string()))?;
+        parts.begin_part(&content_type, None).await?;
+        parts.send(Bytes::from(converted)).await?;
+    }
+    Ok(())
+}
+
+/// How the client wants frames.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum FrameSyntax {
+    /// As stored: the compressed bitstream, or raw bytes when native.
+    AsStored,
+    /// Uncompressed bytes.
+    Uncompressed,
+}
+
+fn frame_syntax(req: &HttpRequest, stored_ts: &str) -> Result<FrameSyntax, DicomWebError> {
+    let native = !is_encapsulated(stored_ts);
+    let stored_type = bitstream_media_type(stored_ts);
+    for range in ranges(req) {
+        let wildcard_ts = range.transfer_syntax.as_deref() == Some("*");
+        let exact_ts = range.transfer_syntax.as_deref() == Some(stored_ts);
+        if range.payload_matches("application/octet-stream") && range.payload() != "*/*" {
+            if native || wildcard_ts || exact_ts {
+                return Ok(FrameSyntax::AsStored);
+            }
+            return Ok(FrameSyntax::Uncompressed);
+        }
+        if !native && range.payload() != "*/*" && range.payload_matches(stored_type) {
+            if range.transfer_syntax.is_none() || wildcard_ts || exact_ts {
+                return Ok(FrameSyntax::AsStored);
+            }
+            continue;
+        }
+        if range.payload() == "*/*" {
+            return Ok(if wildcard_ts || exact_ts || native {
+                FrameSyntax::AsStored
+            } else {
+                FrameSyntax::Uncompressed
+            });
+        }
+    }
+    Err(DicomWebError::NotAcceptable(format!(
+        "frames of this instance are available as application/octet-stream or {stored_type}"
+    )))
+}
+
+fn is_encapsulated(ts: &str) -> bool {
+    !matches!(
+        ts,
+        "1.2.840.10008.1.2"
+            | "1.2.840.10008.1.2.1"
+            | "1.2.840.10008.1.2.2"
+            | "1.2.840.10008.1.2.1.99"
+    )
+}
+
+/// `1,3,5` → frame numbers, 1-based.
+pub(super) fn frame_numbers(list: &str) -> Result<Vec<u32>, DicomWebError> {
+    let numbers: Result<Vec<u32>, _> = list.split(',').map(|n| n.trim().parse::<u32>()).collect();
+    match numbers {
+        Ok(n) if !n.is_empty() && n.iter().all(|f| *f >= 1) => Ok(n),
+        _ => Err(DicomWebError::BadRequest(format!(
+            "{list:?} is not a list of frame numbers (1, 2, …)"
+        ))),
+    }
+}
+
+pub async fn frames(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String, String, String)>,
+) -> Result<HttpResponse, DicomWebError> {
+    let (study, series, instance, list) = path.into_inner();
+    let numbers = frame_numbers(&list)?;
+    let scope = instance_scope((study, series, instance))?;
+    let item = instances_of(&state, &scope).await?.remove(0);
+    let wanted = frame_syntax(&req, &item.transfer_syntax_uid)?;
+    let frame_count = item.number_of_frames.unwrap_or(1).max(1);
+    if let Some(bad) = numbers.iter().find(|n| i64::from(**n) > frame_count) {
+        return Err(DicomWebError::NotFound(format!(
+            "frame {bad} does not exist; the instance has {frame_count}"
+        )));
+    }
+    let stored_ts = item.transfer_syntax_uid.clone();
+    let (part_type, ts_out) = match wanted {
+        FrameSyntax::Uncompressed => ("application/octet-stream", EXPLICIT_VR_LITTLE_ENDIAN),
+        FrameSyntax::AsStored if is_encapsulated(&stored_ts) => {
+            let accepts_octet = ranges(&req)
+                .iter()
+                .any(|r| r.payload() == "application/octet-stream");
+            if accepts_octet {
+                ("application/octet-stream", stored_ts.as_str())
+            } else {
+                (bitstream_media_type(&stored_ts), stored_ts.as_str())
+            }
+        }
+        FrameSyntax::AsStored => ("application/octet-stream", stored_ts.as_str()),
+    };
+    let part_content_type = format!("{part_type}; transfer-syntax={ts_out}");
+    let (response, mut parts) = multipart::response(part_type);
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut decoded: Option<dicom_object::DefaultDicomObject> = None;
+        for number in numbers {
+            let bytes = match frame_bytes(&state, &item, number, &wanted, &mut decoded).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(sop = %item.sop_instance_uid, error = %e, "frame retrieve stopped");
+                    parts.fail(e.to_string()).await;
+                    return;
+                }
+            };
+            if parts.begin_part(&part_content_type, None).await.is_err()
+                || parts.send(Bytes::from(bytes)).await.is_err()
+            {
+                return;
+            }
+        }
+        parts.finish().await;
+    });
+    Ok(response)
+}
+
+/// One frame's bytes: a ranged read when its location is known and no
+/// decoding is wanted; otherwise the object is decoded (once per request).
+async fn frame_bytes(
+    state: &AppState,
+    item: &ScopedInstance,
+    number: u32,
+    wanted: &FrameSyntax,
+    decoded: &mut Option<dicom_object::DefaultDicomObject>,
+) -> Result<Vec<u8>, DicomWebError> {
+    let encapsulated = is_encapsulated(&item.transfer_syntax_uid);
+    if *wanted == FrameSyntax::AsStored || !encapsulated {
+        match state
+            .index
+            .frame_location(&item.sop_instance_uid, number)
+            .await?
+        {
+            FrameLocation::Native { offset, length } => {
+                return Ok(state.storage.read_range(&item.key, offset, length).await?)
+            }
+            FrameLocation::Encapsulated { offset, length } if encapsulated => {
+                let items = state.storage.read_range(&item.key, offset, length).await?;
+                return fragments_of(&items);
+            }
+            FrameLocation::OutOfRange => {
+                return Err(DicomWebError::NotFound(format!(
+                    "frame {number} does not exist"
+                )))
+            }
+            _ => {}
+        }
+    }
+    if decoded.is_none() {
+        *decoded = Some(transcode::load(&state.storage, &item.key).await?);
+    }
+    let object = decoded
+        .as_ref()
+        .ok_or_else(|| DicomWebError::Internal("object not loaded".into()))?;
+    super::render::decoded_frame(
+        object,
+        number,
+        *wanted == FrameSyntax::AsStored && encapsulated,
+    )
+}
+
+/// Concatenate the values of the fragment items in `items` (explicit VR
+/// little endian item headers, as encapsulation always uses).
+fn fragments_of(items: &[u8]) -> Result<Vec<u8>, DicomWebError> {
+    let mut out = Vec::with_capacity(items.len());
+    let mut rest = items;
+    while rest.len() >= 8 {
+        let tag = (
+            u16::from_le_bytes([rest[0], rest[1]]),
+            u16::from_le_bytes([rest[2], rest[3]]),
+        );
+        let len = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]) as usize;
+        if tag != (0xFFFE, 0xE000) || rest.len() < 8 + len {
+            return Err(DicomWebError::Internal(
+                "stored fragment items do not match the index".into(),
+            ));
+        }
+        out.extend_from_slice(&rest[8..8 + len]);
+        rest = &rest[8 + len..];
+    }
+    Ok(out)
+}
+
+/// Bulk data by the BulkDataURIs of the metadata. Pixel Data of native
+/// objects supports byte ranges (RFC 9110 14), so large images can be
+/// fetched piecewise.
+pub async fn bulk(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String, String, String)>,
+) -> Result<HttpResponse, DicomWebError> {
+    let (study, series, instance, bulk_path) = path.into_inner();
+    if !valid_bulk_path(&bulk_path) {
+        return Err(DicomWebError::BadRequest(format!(
+            "{bulk_path:?} is not a bulk data path"
+        )));
+    }
+    let scope = instance_scope((study, series, instance))?;
+    let item = instances_of(&state, &scope).await?.remove(0);
+    let (offset, length) = if bulk_path.eq_ignore_ascii_case("7FE00010") {
+        match state
+            .index
+            .frame_location(&item.sop_instance_uid, 1)
+            .await?
+        {
+            FrameLocation::Native { offset, length } => {
+                let frames = item.number_of_frames.unwrap_or(1).max(1) as u64;
+                (offset, length * frames)
+            }
+            _ => return encapsulated_pixel_data(&state, &item).await,
+        }
+    } else {
+        let value = super::render::bulk_value(&state.storage, &item.key, &bulk_path).await?;
+        return Ok(ranged(&req, Bytes::from(value)));
+    };
+    let range = byte_range(&req, length)?;
+    if range.is_none() && length > MAX_BULK_IN_ONE_RESPONSE {
+        return Err(DicomWebError::NotAcceptable(format!(
+            "the pixel data is {length} bytes; fetch it by frames or with a Range header"
+        )));
+    }
+    let (start, end) = range.unwrap_or((0, length));
+    let bytes = state
+        .storage
+        .read_range(&item.key, offset + start, end - start)
+        .await?;
+    Ok(bulk_response(
+        &req,
+        Bytes::from(bytes),
+        range.map(|r| (r, length)),
+    ))
+}
+
+/// Compressed Pixel Data as bulk data: every frame's bitstream, one part
+/// each, as frames are.
+async fn encapsulated_pixel_data(
+    state: &AppState,
+    item: &ScopedInstance,
+) -> Result<HttpResponse, DicomWebError> {
+    let count = item.number_of_frames.unwrap_or(1).max(1) as u32;
+    let media = bitstream_media_type(&item.transfer_syntax_uid);
+    let content_type = format!("{media}; transfer-syntax={}", item.transfer_syntax_uid);
+    let (response, mut parts) = multipart::response(media);
+    let state = state.clone();
+    let item = item.clone();
+    tokio::spawn(async move {
+        let mut decoded = None;
+        for number in 1..=count {
+            match frame_bytes(&state, &item, number, &FrameSyntax::AsStored, &mut decoded).await {
+                Ok(bytes) => {
+                    if parts.begin_part(&content_type, None).await.is_err()
+                        || parts.send(Bytes::from(bytes)).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    parts.fail(e.to_string()).await;
+                    return;
+                }
+            }
+        }
+        parts.finish().await;
+    });
+    Ok(response)
+}
+
+/// Serve a small in-memory value, honouring a single byte range.
+fn ranged(req: &HttpRequest, bytes: Bytes) -> HttpResponse {
+    let length = bytes.len() as u64;
+    match byte_range(req, length) {
+        Ok(Some((start, end))) => bulk_response(
+            req,
+            bytes.slice(start as usize..end as usize),
+            Some(((start, end), length)),
+        ),
+        Ok(None) => bulk_response(req, bytes, None),
+        Err(e) => actix_web::ResponseError::error_response(&e),
+    }
+}
+
+/// Bulk data as the client asked: a one-part `multipart/related` (the
+/// PS3.18 default) or a bare `application/octet-stream`; 206 with
+/// Content-Range when `range` (`[start, end)` of `total`) was asked for.
+fn bulk_response(
+    req: &HttpRequest,
+    bytes: Bytes,
+    range: Option<((u64, u64), u64)>,
+) -> HttpResponse {
+    let content_range =
+        range.map(|((start, end), total)| format!("bytes {start}-{}/{total}", end - 1));
+    let mut response = if content_range.is_some() {
+        HttpResponse::PartialContent()
+    } else {
+        HttpResponse::Ok()
+    };
+    response.insert_header((header::ACCEPT_RANGES, "bytes"));
+    if let Some(content_range) = &content_range {
+        response.insert_header((header::CONTENT_RANGE, content_range.as_str()));
+    }
+    let bare = ranges(req)
+        .first()
+        .is_some_and(|r| r.mime == "application/octet-stream");
+    if bare {
+        return response
+            .content_type("application/octet-stream")
+            .body(bytes);
+    }
+    let boundary = multipart::boundary();
+    let info = req.connection_info();
+    let location = format!("{}://{}{}", info.scheme(), info.host(), req.uri().path());
+    let mut head = format!(
+        "--{boundary}\r\nContent-Type: application/octet-stream\r\nContent-Location: {location}\r\n"
+    );
+    if let Some(content_range) = &content_range {
+        head.push_str(&format!("Content-Range: {content_range}\r\n"));
+    }
+    head.push_str("\r\n");
+    let tail = format!("\r\n--{boundary}--\r\n");
+    let mut body = Vec::with_capacity(head.len() + bytes.len() + tail.len());
+    body.extend_from_slice(head.as_bytes());
+    body.extend_from_slice(&bytes);
+    body.extend_from_slice(tail.as_bytes());
+    response
+        .content_type(format!(
+            "multipart/related; type=\"application/octet-stream\"; boundary={boundary}"
+        ))
+        .body(body)
+}
+
+/// A single `bytes=a-b`, `bytes=a-` or `bytes=-n` range as `[start, end)`.
+fn byte_range(req: &HttpRequest, length: u64) -> Result<Option<(u64, u64)>, DicomWebError> {
+    let Some(value) = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Ok(None);
+    };
+    let invalid = || DicomWebError::BadRequest(format!("unsupported Range {value:?}"));
+    let spec = value.trim().strip_prefix("bytes=").ok_or_else(invalid)?;
+    if spec.contains(',') {
+        return Err(invalid());
+    }
+    let (a, b) = spec.split_once('-').ok_or_else(invalid)?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().map_err(|_| invalid())?;
+            (length.saturating_sub(n), length)
+        }
+        (a, "") => (a.parse().map_err(|_| invalid())?, length),
+        (a, b) => {
+            let a: u64 = a.parse().map_err(|_| invalid())?;
+            let b: u64 = b.parse().map_err(|_| invalid())?;
+            (a, b.saturating_add(1).min(length))
+        }
+    };
+    if start >= end || start >= length {
+        return Err(DicomWebError::RangeNotSatisfiable(length));
+    }
+    Ok(Some((start, end)))
+}

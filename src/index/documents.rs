@@ -1,0 +1,245 @@
+//! What DICOMweb reads from the index: instances in a study, series or
+//! instance scope with their metadata documents, the version of a scope
+//! (for ETags), and where one frame lies in its object.
+
+use std::sync::OnceLock;
+
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{Index, IndexError};
+
+/// A study, one of its series, or one instance of that series.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    pub study: String,
+    pub series: Option<String>,
+    pub instance: Option<String>,
+}
+
+/// One instance in a scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopedInstance {
+    pub series_instance_uid: String,
+    pub sop_instance_uid: String,
+    pub sop_class_uid: String,
+    pub transfer_syntax_uid: String,
+    pub key: String,
+    pub size: i64,
+    pub number_of_frames: Option<i64>,
+    /// The DICOM JSON document; `None` for instances stored before documents
+    /// existed or whose document could not be built.
+    pub metadata: Option<String>,
+}
+
+/// Where a frame's bytes are in the stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameLocation {
+    /// Raw pixel bytes.
+    Native { offset: u64, length: u64 },
+    /// Fragment items (headers included) of an encapsulated frame.
+    Encapsulated { offset: u64, length: u64 },
+    /// The frame number is beyond the instance's frames.
+    OutOfRange,
+    /// The layout is unknown: the object must be decoded.
+    Unknown,
+}
+
+const SCOPED_SELECT: &str = "SELECT se.series_instance_uid, i.sop_instance_uid, i.sop_class_uid, \
+     i.transfer_syntax_uid, i.object_key, i.size_bytes, i.number_of_frames, d.metadata \
+     FROM instances i JOIN series se ON se.id = i.series_fk JOIN studies st ON st.id = se.study_fk \
+     LEFT JOIN instance_documents d ON d.instance_fk = i.id WHERE st.study_instance_uid = $1";
+
+/// The statement for a scope's depth, built once: `query` borrows its SQL
+/// for as long as the row stream lives.
+fn scoped_sql(scope: &Scope, with_documents: bool) -> &'static str {
+    static STATEMENTS: OnceLock<[String; 6]> = OnceLock::new();
+    let all = STATEMENTS.get_or_init(|| {
+        let build = |depth: usize, documents: bool| {
+            let mut sql = if documents {
+                SCOPED_SELECT.to_owned()
+            } else {
+                SCOPED_SELECT.replace("d.metadata", "NULL")
+            };
+            if depth >= 1 {
+                sql.push_str(" AND se.series_instance_uid = $2");
+            }
+            if depth >= 2 {
+                sql.push_str(" AND i.sop_instance_uid = $3");
+            }
+            sql.push_str(" ORDER BY se.series_number, se.id, i.instance_number, i.id");
+            sql
+        };
+        [
+            build(0, false),
+            build(1, false),
+            build(2, false),
+            build(0, true),
+            build(1, true),
+            build(2, true),
+        ]
+    });
+    let depth = if scope.instance.is_some() {
+        2
+    } else {
+        usize::from(scope.series.is_some())
+    };
+    &all[depth + if with_documents { 3 } else { 0 }]
+}
+
+fn scoped(row: AnyRow) -> Result<ScopedInstance, IndexError> {
+    Ok(ScopedInstance {
+        series_instance_uid: row.try_get(0)?,
+        sop_instance_uid: row.try_get(1)?,
+        sop_class_uid: row.try_get(2)?,
+        transfer_syntax_uid: row.try_get(3)?,
+        key: row.try_get(4)?,
+        size: row.try_get(5)?,
+        number_of_frames: row.try_get(6)?,
+        metadata: row.try_get(7)?,
+    })
+}
+
+impl Index {
+    /// The instances of a scope in series and instance order, streamed.
+    /// Documents are fetched only when asked for, since retrieve does not
+    /// need them.
+    pub fn scoped_instances<'a>(
+        &'a self,
+        scope: &'a Scope,
+        with_documents: bool,
+    ) -> BoxStream<'a, Result<ScopedInstance, IndexError>> {
+        let mut q = sqlx::query(scoped_sql(scope, with_documents)).bind(scope.study.as_str());
+        // Unused parameters are bound too: PostgreSQL wants $3 after $2.
+        if scope.series.is_some() || scope.instance.is_some() {
+            q = q.bind(scope.series.as_deref().unwrap_or_default());
+        }
+        if let Some(instance) = &scope.instance {
+            q = q.bind(instance.as_str());
+        }
+        q.fetch(&self.pool)
+            .map_err(IndexError::from)
+            .and_then(|row| async move { scoped(row) })
+            .boxed()
+    }
+
+    /// A value that changes whenever the scope's content does, for ETags;
+    /// `None` when the scope does not exist.
+    pub async fn scope_version(&self, scope: &Scope) -> Result<Option<String>, IndexError> {
+        let row = if let Some(instance) = &scope.instance {
+            sqlx::query(
+                "SELECT i.sha256 FROM instances i JOIN series se ON se.id = i.series_fk \
+                 JOIN studies st ON st.id = se.study_fk \
+                 WHERE i.sop_instance_uid = $1 AND se.series_instance_uid = $2 \
+                 AND st.study_instance_uid = $3",
+            )
+            .bind(instance.as_str())
+            .bind(scope.series.as_deref().unwrap_or_default())
+            .bind(scope.study.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.try_get::<String, _>(0))
+            .transpose()?
+        } else if let Some(series) = &scope.series {
+            sqlx::query(
+                "SELECT se.id, se.num_instances, se.updated_at FROM series se \
+                 JOIN studies st ON st.id = se.study_fk \
+                 WHERE se.series_instance_uid = $1 AND st.study_instance_uid = $2",
+            )
+            .bind(series.as_str())
+            .bind(scope.study.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| version_of(&r))
+            .transpose()?
+        } else {
+            sqlx::query(
+                "SELECT id, num_instances, updated_at FROM studies WHERE study_instance_uid = $1",
+            )
+            .bind(scope.study.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| version_of(&r))
+            .transpose()?
+        };
+        Ok(row)
+    }
+
+    /// Where frame `frame` (1-based) of an instance lies.
+    pub async fn frame_location(
+        &self,
+        sop_instance_uid: &str,
+        frame: u32,
+    ) -> Result<FrameLocation, IndexError> {
+        let row = sqlx::query(
+            "SELECT i.id, i.number_of_frames, d.pixel_offset, d.pixel_length, d.frame_length, \
+             d.encapsulated FROM instances i LEFT JOIN instance_documents d ON d.instance_fk = i.id \
+             WHERE i.sop_instance_uid = $1",
+        )
+        .bind(sop_instance_uid)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(FrameLocation::OutOfRange);
+        };
+        let id: i64 = row.try_get(0)?;
+        let frames: Option<i64> = row.try_get(1)?;
+        if frame == 0 || i64::from(frame) > frames.unwrap_or(1).max(1) {
+            return Ok(FrameLocation::OutOfRange);
+        }
+        let offset: Option<i64> = row.try_get(2)?;
+        let frame_len: Option<i64> = row.try_get(4)?;
+        let encapsulated: Option<i64> = row.try_get(5)?;
+        if let (Some(offset), Some(frame_len)) = (offset, frame_len) {
+            return Ok(FrameLocation::Native {
+                offset: (offset + frame_len * (i64::from(frame) - 1)) as u64,
+                length: frame_len as u64,
+            });
+        }
+        if encapsulated != Some(1) {
+            return Ok(FrameLocation::Unknown);
+        }
+        let range = sqlx::query(
+            "SELECT byte_offset, byte_length FROM instance_frames \
+             WHERE instance_fk = $1 AND frame_number = $2",
+        )
+        .bind(id)
+        .bind(i64::from(frame))
+        .fetch_optional(&self.pool)
+        .await?;
+        match range {
+            Some(r) => Ok(FrameLocation::Encapsulated {
+                offset: r.try_get::<i64, _>(0)? as u64,
+                length: r.try_get::<i64, _>(1)? as u64,
+            }),
+            None => Ok(FrameLocation::Unknown),
+        }
+    }
+
+    /// Store a document built on request for an instance that had none.
+    pub async fn save_document(
+        &self,
+        sop_instance_uid: &str,
+        metadata: &str,
+    ) -> Result<(), IndexError> {
+        sqlx::query(
+            "INSERT INTO instance_documents (instance_fk, metadata) \
+             SELECT id, $1 FROM instances WHERE sop_instance_uid = $2 \
+             ON CONFLICT (instance_fk) DO UPDATE SET metadata = excluded.metadata",
+        )
+        .bind(metadata)
+        .bind(sop_instance_uid)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+fn version_of(row: &AnyRow) -> Result<String, IndexError> {
+    let id: i64 = row.try_get(0)?;
+    let count: i64 = row.try_get(1)?;
+    let updated: i64 = row.try_get(2)?;
+    Ok(format!("{id}-{count}-{updated}"))
+}

@@ -1,0 +1,123 @@
+//! The OHIF viewer at `/viewer`, in a real browser: Debian's Chromium driven
+//! by playwright-core (`tests/viewer/viewer.mjs`) finds a CT study stored
+//! through STOW-RS in the study list, opens it, and checks the image canvas
+//! shows pixels. The screenshot is kept under `target/test-artifacts/`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{skip, Archive, Backend};
+
+fn manifest() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Why the browser test cannot run here, if it cannot.
+fn missing_tool() -> Option<&'static str> {
+    if !manifest().join("web/dist-viewer/index.html").is_file() {
+        return Some("the viewer is not installed (scripts/install-viewer)");
+    }
+    if !manifest().join("web/node_modules/playwright-core").is_dir() {
+        return Some("playwright-core is not installed (scripts/install-viewer)");
+    }
+    if !Path::new("/usr/bin/chromium").exists() {
+        return Some("/usr/bin/chromium is not installed (scripts/install-viewer --with-browser)");
+    }
+    let node = std::process::Command::new("node").arg("--version").output();
+    if !node.is_ok_and(|o| o.status.success()) {
+        return Some("node is not installed");
+    }
+    None
+}
+
+/// CT_small.dcm from pydicom's samples.
+fn ct_sample() -> Option<PathBuf> {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "from pydicom.data import get_testdata_file; print(get_testdata_file('CT_small.dcm'))",
+        ])
+        .output()
+        .ok()?;
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    path.is_file().then_some(path)
+}
+
+/// STOW-RS one Part-10 file; returns the HTTP status.
+async fn stow(port: u16, part10: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let boundary = "viewer-test-boundary";
+    let mut body = format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").into_bytes();
+    body.extend_from_slice(part10);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let head = format!(
+        "POST /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Content-Type: multipart/related; type=\"application/dicom\"; boundary={boundary}\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    stream.write_all(head.as_bytes()).await.expect("send");
+    stream.write_all(&body).await.expect("send body");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("read");
+    String::from_utf8_lossy(&response)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn viewer_shows_a_ct_study(backend: Backend) {
+    if let Some(reason) = missing_tool() {
+        return skip("viewer_shows_a_ct_study", reason);
+    }
+    let Some(sample) = ct_sample() else {
+        return skip(
+            "viewer_shows_a_ct_study",
+            "pydicom's CT_small.dcm is not installed",
+        );
+    };
+    let viewer_dir = manifest().join("web/dist-viewer");
+    let archive = Archive::start_with(backend, |raw| raw.viewer.dir = Some(viewer_dir)).await;
+    let bytes = std::fs::read(&sample).expect("read sample");
+    assert_eq!(
+        stow(archive.http_port, &bytes).await,
+        200,
+        "STOW-RS of CT_small.dcm"
+    );
+
+    let artifacts = manifest().join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).expect("artifact dir");
+    let screenshot = artifacts.join(format!("viewer-{backend:?}.png").to_lowercase());
+    let out = tokio::process::Command::new("node")
+        .arg(manifest().join("tests/viewer/viewer.mjs"))
+        .args([
+            "--base",
+            &format!("http://127.0.0.1:{}", archive.http_port),
+            "--study",
+            "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322",
+            "--screenshot",
+        ])
+        .arg(&screenshot)
+        .output()
+        .await
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "the viewer did not show the study (screenshot: {}):\n{}{}",
+        screenshot.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        screenshot.is_file(),
+        "no screenshot at {}",
+        screenshot.display()
+    );
+}
+
+on_both_backends!(viewer_shows_a_ct_study);
