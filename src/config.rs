@@ -119,6 +119,9 @@ pub struct RawDicomWeb {
     pub max_upload_bytes: Option<u64>,
     /// Origins allowed to call DICOMweb from a browser ("*" for any).
     pub cors_allowed_origins: Option<Vec<String>>,
+    /// The DICOMweb root clients reach us at, for RetrieveURL and
+    /// BulkDataURI values (e.g. behind a reverse proxy).
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -134,6 +137,8 @@ pub struct DicomWebConfig {
     pub max_results: usize,
     pub max_upload_bytes: u64,
     pub cors_allowed_origins: Vec<String>,
+    /// Without a trailing slash; `None`: from each request's Host header.
+    pub public_url: Option<String>,
     pub viewer_dir: PathBuf,
     /// The same name matching as C-FIND when `fuzzymatching` is not given.
     pub fuzzy_person_names: bool,
@@ -346,6 +351,18 @@ impl Config {
             max_results: raw.dicomweb.max_results.unwrap_or(1000).max(1),
             max_upload_bytes: raw.dicomweb.max_upload_bytes.unwrap_or(4 << 30),
             cors_allowed_origins: raw.dicomweb.cors_allowed_origins.unwrap_or_default(),
+            public_url: match raw.dicomweb.public_url {
+                Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                    Some(url.trim_end_matches('/').to_owned())
+                }
+                Some(url) => {
+                    return Err(ConfigError::Invalid {
+                        key: "dicomweb.public_url",
+                        reason: format!("{url:?} is not an http:// or https:// URL"),
+                    })
+                }
+                None => None,
+            },
             viewer_dir: raw
                 .viewer
                 .dir

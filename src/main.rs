@@ -47,6 +47,9 @@ struct Settings {
     /// keep-first, replace or reject.
     #[arg(long, global = true, env = "TESSERA_DUPLICATE_POLICY")]
     duplicate_policy: Option<DuplicatePolicy>,
+    /// Folder of the prepared OHIF viewer served at /viewer.
+    #[arg(long, global = true, env = "TESSERA_VIEWER_DIR")]
+    viewer_dir: Option<PathBuf>,
     /// Log as JSON lines.
     #[arg(long, global = true, env = "TESSERA_LOG_JSON")]
     log_json: bool,
@@ -104,6 +107,9 @@ impl Settings {
         }
         if let Some(v) = &self.index_url {
             raw.index.url = Some(v.clone());
+        }
+        if let Some(v) = self.viewer_dir.clone() {
+            raw.viewer.dir = Some(v);
         }
         if let Some(v) = self.duplicate_policy {
             raw.dicom.duplicate_policy = Some(v);

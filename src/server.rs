@@ -172,6 +172,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     })?;
     let http_handle = http.handle();
     let http_task = tokio::spawn(http);
+    if !config.dicomweb.viewer_dir.join("index.html").is_file() {
+        tracing::warn!(
+            dir = %config.dicomweb.viewer_dir.display(),
+            "the OHIF viewer is not installed; /viewer explains how (scripts/install-viewer)"
+        );
+    }
     tracing::info!(addr = %bound.http, "HTTP listener ready");
 
     let associations = TaskTracker::new();

@@ -66,6 +66,7 @@ fn conformance_statement_lists_every_storage_sop_class() {
 fn readme_shows_the_run_and_test_commands() {
     let readme = read("README.md");
     for command in [
+        "scripts/serve",
         "cargo run --release -- serve",
         "scripts/test",
         ".ci/run",

@@ -112,9 +112,15 @@ pub fn wado_uri_routes(cfg: &mut web::ServiceConfig) {
     cfg.route("", web::get().to(wado_uri::wado));
 }
 
-/// The DICOMweb root as this client reached it, for RetrieveURL and
-/// BulkDataURI values.
+/// The DICOMweb root for RetrieveURL and BulkDataURI values: the
+/// configured public URL, else as this client reached us (Host header).
 fn base_url(req: &HttpRequest) -> String {
+    let configured = req
+        .app_data::<web::Data<crate::web::AppState>>()
+        .and_then(|s| s.dicomweb.public_url.clone());
+    if let Some(url) = configured {
+        return url;
+    }
     let info = req.connection_info();
     format!("{}://{}/dicom-web", info.scheme(), info.host())
 }
