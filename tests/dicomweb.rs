@@ -88,6 +88,7 @@ checks!(
     search_instances,
     search_includefield,
     search_paging,
+    search_sequence,
     search_fuzzy,
     retrieve_instance,
     retrieve_default_ts,

@@ -42,6 +42,8 @@ async fn load(archive: &Archive) -> Vec<PathBuf> {
                 "20211120",
                 "--modality",
                 "MR",
+                "--sps-id",
+                "SPS-2",
             ],
         ),
         (
@@ -527,7 +529,74 @@ async fn combined_date_time_and_exact_names(backend: Backend) {
     assert_eq!(folded["matches"], serde_json::json!([]), "{folded}");
 }
 
+/// Single-item sequence matching (PS3.4 C.2.2.2.6) on the Request
+/// Attributes Sequence, and the sequence returned with its item.
+async fn sequence_matching(backend: Backend) {
+    let (Some(_), Some(_)) = (dcmtk("findscu"), python()) else {
+        return skip("sequence_matching", "DCMTK findscu or pynetdicom missing");
+    };
+    let archive = Archive::start(backend).await;
+    let dirs = load(&archive).await;
+    let mr_study = format!("StudyInstanceUID={}", study_uid_of(&dirs[1]));
+    let series = |sps: &'static str| {
+        let study = mr_study.clone();
+        let archive = &archive;
+        async move {
+            let mut keys = vec![
+                "QueryRetrieveLevel=SERIES".to_owned(),
+                study,
+                "SeriesInstanceUID".to_owned(),
+            ];
+            keys.push(match sps {
+                "" => "RequestAttributesSequence".to_owned(),
+                sps => format!("RequestAttributesSequence[0].ScheduledProcedureStepID={sps}"),
+            });
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            find(archive, "-S", &keys, &[]).await
+        }
+    };
+    let item_value = |found: &Found, tag: Tag| -> Vec<String> {
+        found
+            .responses
+            .iter()
+            .map(|r| {
+                r.element(tags::REQUEST_ATTRIBUTES_SEQUENCE)
+                    .ok()
+                    .and_then(|e| e.items().and_then(|i| i.first()))
+                    .and_then(|item| item.element(tag).ok())
+                    .and_then(|e| e.to_str().ok())
+                    .map(|s| s.trim_end_matches(['\0', ' ']).to_owned())
+                    .unwrap_or_default()
+            })
+            .collect()
+    };
+
+    let matching = series("SPS-2").await;
+    assert_eq!(count(&matching), 1, "{}", matching.output);
+    assert_eq!(
+        item_value(&matching, tags::SCHEDULED_PROCEDURE_STEP_ID),
+        vec!["SPS-2"]
+    );
+    let wildcard = series("SPS-*").await;
+    assert_eq!(count(&wildcard), 1, "{}", wildcard.output);
+    let other = series("SPS-1").await;
+    assert_eq!(count(&other), 0, "{}", other.output);
+
+    // An empty sequence asks for the item as stored.
+    let universal = series("").await;
+    assert_eq!(count(&universal), 1, "{}", universal.output);
+    assert_eq!(
+        item_value(&universal, tags::SCHEDULED_PROCEDURE_STEP_ID),
+        vec!["SPS-2"]
+    );
+    assert_eq!(
+        item_value(&universal, tags::REQUESTED_PROCEDURE_ID),
+        vec!["RP-1"]
+    );
+}
+
 on_both_backends!(
+    sequence_matching,
     study_root_matching,
     patient_root_levels,
     cancel_and_limit,

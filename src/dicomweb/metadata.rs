@@ -6,7 +6,7 @@
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::{base_url, path_uid, DicomWebError};
+use super::{base_url, instance_scope, series_scope, study_scope, DicomWebError};
 use crate::index::{Scope, ScopedInstance};
 use crate::ingest::document::{rebuild, BULK_BASE};
 use crate::web::AppState;
@@ -16,12 +16,7 @@ pub async fn study(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, DicomWebError> {
-    let scope = Scope {
-        study: path_uid(&path)?,
-        series: None,
-        instance: None,
-    };
-    respond(&req, &state, scope).await
+    respond(&req, &state, study_scope(&path)?).await
 }
 
 pub async fn series(
@@ -29,13 +24,7 @@ pub async fn series(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, DicomWebError> {
-    let (study, series) = path.into_inner();
-    let scope = Scope {
-        study: path_uid(&study)?,
-        series: Some(path_uid(&series)?),
-        instance: None,
-    };
-    respond(&req, &state, scope).await
+    respond(&req, &state, series_scope(path.into_inner())?).await
 }
 
 pub async fn instance(
@@ -43,13 +32,7 @@ pub async fn instance(
     state: web::Data<AppState>,
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, DicomWebError> {
-    let (study, series, instance) = path.into_inner();
-    let scope = Scope {
-        study: path_uid(&study)?,
-        series: Some(path_uid(&series)?),
-        instance: Some(path_uid(&instance)?),
-    };
-    respond(&req, &state, scope).await
+    respond(&req, &state, instance_scope(path.into_inner())?).await
 }
 
 async fn respond(

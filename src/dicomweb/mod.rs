@@ -26,6 +26,8 @@ mod wado_uri;
 
 use actix_web::{web, HttpRequest};
 
+use crate::index::Scope;
+
 pub use error::DicomWebError;
 
 /// Mount the DICOMweb routes.
@@ -137,4 +139,33 @@ fn path_uid(value: &str) -> Result<String, DicomWebError> {
             "{value:?} is not a valid UID"
         )))
     }
+}
+
+/// The study named by a path.
+fn study_scope(study: &str) -> Result<Scope, DicomWebError> {
+    Ok(Scope {
+        study: path_uid(study)?,
+        series: None,
+        instance: None,
+    })
+}
+
+/// The series named by a path.
+fn series_scope((study, series): (String, String)) -> Result<Scope, DicomWebError> {
+    Ok(Scope {
+        study: path_uid(&study)?,
+        series: Some(path_uid(&series)?),
+        instance: None,
+    })
+}
+
+/// The instance named by a path.
+fn instance_scope(
+    (study, series, instance): (String, String, String),
+) -> Result<Scope, DicomWebError> {
+    Ok(Scope {
+        study: path_uid(&study)?,
+        series: Some(path_uid(&series)?),
+        instance: Some(path_uid(&instance)?),
+    })
 }

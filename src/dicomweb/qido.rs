@@ -45,6 +45,8 @@ const SERIES_DEFAULTS: &[Attribute] = &[
     PerformedProcedureStepStartTime,
     SeriesNumber,
     NumberOfSeriesRelatedInstances,
+    ScheduledProcedureStepId,
+    RequestedProcedureId,
 ];
 const INSTANCE_DEFAULTS: &[Attribute] = &[
     SopClassUid,
@@ -145,6 +147,22 @@ fn parse_tag(name: &str) -> Option<Tag> {
     StandardDataDictionary.by_name(name).map(|e| e.tag.inner())
 }
 
+/// A matching attribute: a keyword or tag, or `sequence.attribute` for an
+/// attribute of a sequence item (PS3.18 8.3.4.1). `None`: a valid attribute
+/// the index does not hold.
+fn parse_attribute(name: &str) -> Result<Option<Attribute>, DicomWebError> {
+    let unknown =
+        || DicomWebError::BadRequest(format!("unknown query parameter or attribute {name:?}"));
+    match name.split_once('.') {
+        Some((sequence, item)) => {
+            let sequence = parse_tag(sequence).ok_or_else(unknown)?;
+            let item = parse_tag(item).ok_or_else(unknown)?;
+            Ok(Attribute::in_sequence(sequence, item))
+        }
+        None => Ok(Attribute::from_tag(parse_tag(name).ok_or_else(unknown)?)),
+    }
+}
+
 fn defaults(level: Level, nested: bool) -> Vec<Attribute> {
     let mut out: Vec<Attribute> = match level {
         Level::Patient | Level::Study => STUDY_DEFAULTS.to_vec(),
@@ -216,6 +234,11 @@ fn parse_search(
                     let tag = parse_tag(field).ok_or_else(|| {
                         bad(format!("unknown attribute {field:?} in includefield"))
                     })?;
+                    let members = Attribute::members_of(tag);
+                    if !members.is_empty() {
+                        returned.extend(members.iter().filter(|a| a.level() <= level));
+                        continue;
+                    }
                     match Attribute::from_tag(tag) {
                         Some(a) if a.level() <= level => returned.push(a),
                         _ => unsupported.push(field.to_owned()),
@@ -224,9 +247,7 @@ fn parse_search(
             }
             "accept" | "emptyvaluematching" | "multiplevaluematching" => {}
             _ => {
-                let tag = parse_tag(&name)
-                    .ok_or_else(|| bad(format!("unknown query parameter or attribute {name:?}")))?;
-                let Some(attribute) = Attribute::from_tag(tag) else {
+                let Some(attribute) = parse_attribute(&name)? else {
                     unsupported.push(name.clone());
                     continue;
                 };
@@ -329,11 +350,31 @@ async fn search(
 fn match_json(row: &FindRow, level: Level, returned: &[Attribute], base: &str) -> Value {
     // Attributes in tag order, as DICOM data sets are.
     let mut map = std::collections::BTreeMap::new();
+    let mut items: std::collections::BTreeMap<String, Map<String, Value>> = Default::default();
     for attribute in returned {
-        map.insert(
-            tag_key(attribute.tag()),
-            element(*attribute, row.get(*attribute)),
-        );
+        let value = element(*attribute, row.get(*attribute));
+        match attribute.sequence() {
+            None => {
+                map.insert(tag_key(attribute.tag()), value);
+            }
+            Some(seq) => {
+                items
+                    .entry(tag_key(seq))
+                    .or_default()
+                    .insert(tag_key(attribute.tag()), value);
+            }
+        }
+    }
+    // Item attributes go into one item of their sequence; an item with no
+    // values at all is left out (an empty sequence).
+    for (seq, item) in items {
+        let empty = item.values().all(|v| v.get("Value").is_none());
+        let values: Vec<Value> = if empty {
+            vec![]
+        } else {
+            vec![Value::Object(item)]
+        };
+        map.insert(seq, serde_json::json!({ "vr": "SQ", "Value": values }));
     }
     let study = row.get(StudyInstanceUid);
     let mut url = format!("{base}/studies/{study}");

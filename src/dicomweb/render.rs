@@ -20,8 +20,8 @@ use image::{DynamicImage, ImageFormat};
 
 use super::accept::{percent_decode, ranges};
 use super::multipart;
-use super::retrieve::{frame_numbers, instance_scope, instances_of};
-use super::{path_uid, DicomWebError};
+use super::retrieve::{frame_numbers, instances_of};
+use super::{instance_scope, series_scope, study_scope, DicomWebError};
 use crate::index::{Scope, ScopedInstance};
 use crate::storage::Storage;
 use crate::transcode;
@@ -341,22 +341,6 @@ async fn render_one(
     tokio::task::spawn_blocking(move || render_frame(&object, number, &rendering))
         .await
         .map_err(|e| DicomWebError::Internal(e.to_string()))?
-}
-
-fn study_scope(study: &str) -> Result<Scope, DicomWebError> {
-    Ok(Scope {
-        study: path_uid(study)?,
-        series: None,
-        instance: None,
-    })
-}
-
-fn series_scope((study, series): (String, String)) -> Result<Scope, DicomWebError> {
-    Ok(Scope {
-        study: path_uid(&study)?,
-        series: Some(path_uid(&series)?),
-        instance: None,
-    })
 }
 
 type Resp = Result<HttpResponse, DicomWebError>;

@@ -15,7 +15,7 @@ use tokio_util::io::ReaderStream;
 
 use super::accept::{bitstream_media_type, dicom_syntax, ranges, DicomSyntax};
 use super::multipart::{self, Disconnected, PartSender};
-use super::{path_uid, DicomWebError};
+use super::{instance_scope, series_scope, study_scope, DicomWebError};
 use crate::index::{FrameLocation, Scope, ScopedInstance};
 use crate::ingest::document::valid_bulk_path;
 use crate::storage::Storage;
@@ -30,12 +30,7 @@ pub async fn study(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, DicomWebError> {
-    let scope = Scope {
-        study: path_uid(&path)?,
-        series: None,
-        instance: None,
-    };
-    send_instances(&req, &state, scope).await
+    send_instances(&req, &state, study_scope(&path)?).await
 }
 
 pub async fn series(
@@ -43,13 +38,7 @@ pub async fn series(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, DicomWebError> {
-    let (study, series) = path.into_inner();
-    let scope = Scope {
-        study: path_uid(&study)?,
-        series: Some(path_uid(&series)?),
-        instance: None,
-    };
-    send_instances(&req, &state, scope).await
+    send_instances(&req, &state, series_scope(path.into_inner())?).await
 }
 
 pub async fn instance(
@@ -57,18 +46,7 @@ pub async fn instance(
     state: web::Data<AppState>,
     path: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, DicomWebError> {
-    let scope = instance_scope(path.into_inner())?;
-    send_instances(&req, &state, scope).await
-}
-
-pub(super) fn instance_scope(
-    (study, series, instance): (String, String, String),
-) -> Result<Scope, DicomWebError> {
-    Ok(Scope {
-        study: path_uid(&study)?,
-        series: Some(path_uid(&series)?),
-        instance: Some(path_uid(&instance)?),
-    })
+    send_instances(&req, &state, instance_scope(path.into_inner())?).await
 }
 
 /// The instances of a scope, in order; a 404 when there are none.
@@ -269,6 +247,25 @@ pub async fn frames(
         FrameSyntax::AsStored => ("application/octet-stream", stored_ts.as_str()),
     };
     let part_content_type = format!("{part_type}; transfer-syntax={ts_out}");
+    Ok(send_frames(
+        &state,
+        item,
+        numbers,
+        wanted,
+        part_type,
+        part_content_type,
+    ))
+}
+
+/// Stream frames as parts of one type; the object is decoded at most once.
+fn send_frames(
+    state: &AppState,
+    item: ScopedInstance,
+    numbers: Vec<u32>,
+    wanted: FrameSyntax,
+    part_type: &str,
+    part_content_type: String,
+) -> HttpResponse {
     let (response, mut parts) = multipart::response(part_type);
     let state = state.clone();
     tokio::spawn(async move {
@@ -290,7 +287,7 @@ pub async fn frames(
         }
         parts.finish().await;
     });
-    Ok(response)
+    response
 }
 
 /// One frame's bytes: a ranged read when its location is known and no
@@ -418,29 +415,14 @@ async fn encapsulated_pixel_data(
     let count = item.number_of_frames.unwrap_or(1).max(1) as u32;
     let media = bitstream_media_type(&item.transfer_syntax_uid);
     let content_type = format!("{media}; transfer-syntax={}", item.transfer_syntax_uid);
-    let (response, mut parts) = multipart::response(media);
-    let state = state.clone();
-    let item = item.clone();
-    tokio::spawn(async move {
-        let mut decoded = None;
-        for number in 1..=count {
-            match frame_bytes(&state, &item, number, &FrameSyntax::AsStored, &mut decoded).await {
-                Ok(bytes) => {
-                    if parts.begin_part(&content_type, None).await.is_err()
-                        || parts.send(Bytes::from(bytes)).await.is_err()
-                    {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    parts.fail(e.to_string()).await;
-                    return;
-                }
-            }
-        }
-        parts.finish().await;
-    });
-    Ok(response)
+    Ok(send_frames(
+        state,
+        item.clone(),
+        (1..=count).collect(),
+        FrameSyntax::AsStored,
+        media,
+        content_type,
+    ))
 }
 
 /// Serve a small in-memory value, honouring a single byte range.

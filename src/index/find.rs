@@ -76,6 +76,8 @@ fn column(attribute: Attribute) -> (&'static str, bool) {
         PerformedProcedureStepStartDate => ("se.pps_start_date", false),
         PerformedProcedureStepStartTime => ("se.pps_start_time", false),
         NumberOfSeriesRelatedInstances => ("se.num_instances", true),
+        ScheduledProcedureStepId => ("se.scheduled_procedure_step_id", false),
+        RequestedProcedureId => ("se.requested_procedure_id", false),
         SopInstanceUid => ("i.sop_instance_uid", false),
         SopClassUid => ("i.sop_class_uid", false),
         InstanceNumber => ("i.instance_number", true),

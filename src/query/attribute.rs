@@ -53,7 +53,7 @@ macro_rules! attributes {
                 match self { $(Attribute::$name => ValueKind::$kind),* }
             }
 
-            pub fn from_tag(tag: Tag) -> Option<Self> {
+            fn from_any_tag(tag: Tag) -> Option<Self> {
                 match tag {
                     $(t if t == $tag => Some(Attribute::$name),)*
                     _ => None,
@@ -93,6 +93,8 @@ attributes! {
     PerformedProcedureStepStartDate => tags::PERFORMED_PROCEDURE_STEP_START_DATE, DA, Series, Date;
     PerformedProcedureStepStartTime => tags::PERFORMED_PROCEDURE_STEP_START_TIME, TM, Series, Time;
     NumberOfSeriesRelatedInstances => tags::NUMBER_OF_SERIES_RELATED_INSTANCES, IS, Series, Count;
+    ScheduledProcedureStepId => tags::SCHEDULED_PROCEDURE_STEP_ID, SH, Series, Text;
+    RequestedProcedureId => tags::REQUESTED_PROCEDURE_ID, SH, Series, Text;
     SopInstanceUid => tags::SOP_INSTANCE_UID, UI, Image, Uid;
     SopClassUid => tags::SOP_CLASS_UID, UI, Image, Uid;
     InstanceNumber => tags::INSTANCE_NUMBER, IS, Image, Number;
@@ -104,6 +106,45 @@ attributes! {
     ContentTime => tags::CONTENT_TIME, TM, Image, Time;
 }
 
+/// Sequences whose (first) item the index holds, with the attributes kept
+/// from it.
+const SEQUENCES: &[(Tag, &[Attribute])] = &[(
+    tags::REQUEST_ATTRIBUTES_SEQUENCE,
+    &[
+        Attribute::ScheduledProcedureStepId,
+        Attribute::RequestedProcedureId,
+    ],
+)];
+
+impl Attribute {
+    /// A top-level attribute by tag.
+    pub fn from_tag(tag: Tag) -> Option<Self> {
+        Self::from_any_tag(tag).filter(|a| a.sequence().is_none())
+    }
+
+    /// An attribute inside the item of sequence `sequence`.
+    pub fn in_sequence(sequence: Tag, tag: Tag) -> Option<Self> {
+        Self::from_any_tag(tag).filter(|a| a.sequence() == Some(sequence))
+    }
+
+    /// The sequence this attribute sits in, for item attributes.
+    pub fn sequence(self) -> Option<Tag> {
+        SEQUENCES
+            .iter()
+            .find(|(_, members)| members.contains(&self))
+            .map(|(seq, _)| *seq)
+    }
+
+    /// The item attributes the index holds for `sequence` (empty when it
+    /// holds none).
+    pub fn members_of(sequence: Tag) -> &'static [Attribute] {
+        SEQUENCES
+            .iter()
+            .find(|(seq, _)| *seq == sequence)
+            .map_or(&[], |(_, members)| members)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,7 +152,14 @@ mod tests {
     #[test]
     fn tags_round_trip() {
         for a in Attribute::ALL {
-            assert_eq!(Attribute::from_tag(a.tag()), Some(*a));
+            match a.sequence() {
+                None => assert_eq!(Attribute::from_tag(a.tag()), Some(*a)),
+                Some(seq) => {
+                    assert_eq!(Attribute::from_tag(a.tag()), None);
+                    assert_eq!(Attribute::in_sequence(seq, a.tag()), Some(*a));
+                    assert!(Attribute::members_of(seq).contains(a));
+                }
+            }
         }
         assert_eq!(Attribute::from_tag(Tag(0x0009, 0x0010)), None);
     }

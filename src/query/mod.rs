@@ -144,6 +144,11 @@ impl Query {
             {
                 continue;
             }
+            let members = Attribute::members_of(tag);
+            if !members.is_empty() {
+                sequence_keys(element, members, level, &mut keys)?;
+                continue;
+            }
             let Some(attribute) = Attribute::from_tag(tag) else {
                 unsupported.push(tag);
                 continue;
@@ -167,6 +172,49 @@ impl Query {
             fuzzy_names: true,
         })
     }
+}
+
+/// Keys from a sequence key attribute (PS3.4 C.2.2.2.6): the attributes of
+/// its single item match as top-level keys would (an item matches when all
+/// do); an empty sequence or empty item asks for every attribute held.
+fn sequence_keys(
+    element: &dicom_object::mem::InMemElement,
+    members: &[Attribute],
+    level: Level,
+    keys: &mut Vec<Key>,
+) -> Result<(), QueryError> {
+    if members.iter().any(|a| a.level() > level) {
+        return Ok(());
+    }
+    let item = element.items().and_then(|items| items.first());
+    let given: Vec<(Attribute, String)> = item
+        .map(|item| {
+            item.iter()
+                .filter_map(|e| {
+                    let attribute = Attribute::in_sequence(element.tag(), e.tag())?;
+                    let raw = e
+                        .to_str()
+                        .map(|s| s.trim_matches(['\0', ' ']).to_owned())
+                        .unwrap_or_default();
+                    Some((attribute, raw))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if given.is_empty() {
+        keys.extend(members.iter().map(|a| Key {
+            attribute: *a,
+            matcher: Matcher::Universal,
+        }));
+        return Ok(());
+    }
+    for (attribute, raw) in given {
+        keys.push(Key {
+            attribute,
+            matcher: matcher_for(attribute, &raw)?,
+        });
+    }
+    Ok(())
 }
 
 /// A DA value: YYYYMMDD.

@@ -1002,6 +1002,45 @@ def c_search_paging(ctx: Ctx):
     expect(len(one) == 1, f"limit=1: got {len(one)} results")
 
 
+@check("search_sequence", "QIDO-RS series by RequestAttributesSequence item attributes; the item is returned")
+def c_search_sequence(ctx: Ctx):
+    soft = Soft()
+    study = pydicom.uid.generate_uid()
+    request = Dataset()
+    request.ScheduledProcedureStepID = f"SPS-{RUN}"
+    request.RequestedProcedureID = "RP-7"
+    ds = instance(ctx, "CT_small.dcm", study=study, RequestAttributesSequence=[request])
+    store(ctx, [ds])
+
+    def search(params):
+        r = ctx.get(f"studies/{study}/series", params=params, headers={"Accept": ACCEPT_JSON})
+        expect_status(r, 200, what=f"series search {params}")
+        return json_body(r, f"series search {params}")
+
+    def by_tag_path():
+        found = search({"00400275.00400009": f"SPS-{RUN}"})
+        expect(len(found) == 1, f"00400275.00400009=SPS-{RUN}: {len(found)} series, expected 1")
+        seq = found[0].get("00400275", {})
+        expect(seq.get("vr") == "SQ" and len(seq.get("Value", [])) == 1,
+               f"RequestAttributesSequence not returned as one item: {seq!r}")
+        item = seq["Value"][0]
+        expect(value(item, "00400009") == f"SPS-{RUN}" and value(item, "00401001") == "RP-7",
+               f"returned item has the wrong values: {item!r}")
+
+    def by_keyword_and_wildcard():
+        found = search({"RequestAttributesSequence.ScheduledProcedureStepID": "SPS-*"})
+        expect(len(found) == 1, f"keyword path with wildcard: {len(found)} series, expected 1")
+
+    def no_match():
+        found = search({"00400275.00400009": "SPS-nothing"})
+        expect(found == [], f"a different ScheduledProcedureStepID matched: {found!r}")
+
+    soft.run(by_tag_path)
+    soft.run(by_keyword_and_wildcard)
+    soft.run(no_match)
+    soft.done()
+
+
 @check("search_fuzzy", "QIDO-RS fuzzymatching=true folds case and diacritics; false is literal (see docstring)")
 def c_search_fuzzy(ctx: Ctx):
     name = "Nguyễn^Văn"

@@ -22,7 +22,8 @@ from pydicom.uid import (
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 
-def make(index, study_uid, series_uid, patient, rows, cols, rng, ts, study_date="20260101", modality="CT"):
+def make(index, study_uid, series_uid, patient, rows, cols, rng, ts, study_date="20260101", modality="CT",
+         sps_id="SPS-1"):
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.SOPClassUID = CT_IMAGE_STORAGE
@@ -41,7 +42,7 @@ def make(index, study_uid, series_uid, patient, rows, cols, rng, ts, study_date=
     ds.Modality = modality
     ds.SeriesNumber = 1
     request = Dataset()
-    request.ScheduledProcedureStepID = "SPS-1"
+    request.ScheduledProcedureStepID = sps_id
     request.RequestedProcedureID = "RP-1"
     ds.RequestAttributesSequence = [request]
     ds.InstanceNumber = index + 1
@@ -83,6 +84,7 @@ def main():
     p.add_argument("--patient-name", default="Nguyễn^Văn")
     p.add_argument("--study-date", default="20260101")
     p.add_argument("--modality", default="CT")
+    p.add_argument("--sps-id", default="SPS-1", help="ScheduledProcedureStepID in RequestAttributesSequence")
     args = p.parse_args()
     os.makedirs(args.outdir, exist_ok=True)
     rng = np.random.default_rng(args.seed)
@@ -95,7 +97,7 @@ def main():
         study_uid, series_uid = studies[i % args.studies]
         patient = (args.patient_name, f"PID{args.seed}-{i % args.studies}")
         ds = make(i, study_uid, series_uid, patient, args.rows, args.cols, rng, args.ts,
-                  args.study_date, args.modality)
+                  args.study_date, args.modality, args.sps_id)
         little = ds.file_meta.TransferSyntaxUID != ExplicitVRBigEndian
         implicit = ds.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
         ds.save_as(

@@ -5,7 +5,8 @@
 //! so no result set is built in memory. A C-CANCEL is checked between
 //! responses, and a configured maximum ends the query with a clear status.
 
-use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_core::value::DataSetSequence;
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
@@ -108,6 +109,16 @@ pub async fn handle(
     assoc.send_command(context_id, &final_status).await
 }
 
+fn value_element(attribute: Attribute, value: &str) -> DataElement<InMemDicomObject> {
+    match attribute.vr() {
+        VR::US => match value.parse::<u16>() {
+            Ok(n) => DataElement::new(attribute.tag(), VR::US, PrimitiveValue::from(n)),
+            Err(_) => DataElement::new(attribute.tag(), VR::US, PrimitiveValue::Empty),
+        },
+        vr => DataElement::new(attribute.tag(), vr, PrimitiveValue::from(value)),
+    }
+}
+
 /// The identifier of one match: the requested keys with their values, the
 /// unique keys of every level down to the query level, and the character
 /// set (values are UTF-8).
@@ -139,16 +150,32 @@ fn response_identifier(query: &Query, row: &FindRow, ae_title: &str) -> InMemDic
         .iter()
         .filter(|(l, _)| *l <= query.level)
         .map(|(_, a)| *a);
+    // Item attributes go into one item of their sequence.
+    let mut items: Vec<(Tag, InMemDicomObject)> = Vec::new();
     for attribute in requested.chain(always) {
-        let value = row.get(attribute);
-        let element = match attribute.vr() {
-            VR::US => match value.parse::<u16>() {
-                Ok(n) => DataElement::new(attribute.tag(), VR::US, PrimitiveValue::from(n)),
-                Err(_) => DataElement::new(attribute.tag(), VR::US, PrimitiveValue::Empty),
+        let element = value_element(attribute, row.get(attribute));
+        match attribute.sequence() {
+            None => {
+                obj.put(element);
+            }
+            Some(seq) => match items.iter_mut().find(|(t, _)| *t == seq) {
+                Some((_, item)) => {
+                    item.put(element);
+                }
+                None => {
+                    let mut item = InMemDicomObject::new_empty();
+                    item.put(element);
+                    items.push((seq, item));
+                }
             },
-            vr => DataElement::new(attribute.tag(), vr, PrimitiveValue::from(value)),
-        };
-        obj.put(element);
+        }
+    }
+    for (seq, item) in items {
+        obj.put(DataElement::new(
+            seq,
+            VR::SQ,
+            DataSetSequence::from(vec![item]),
+        ));
     }
     // Keys the index does not hold are answered empty (status FF01 says so).
     for tag in &query.unsupported {
