@@ -1,4 +1,5 @@
-//! HTTP basics: probes, Prometheus metrics after real stores, JSON stats.
+//! HTTP basics: probes, Prometheus metrics after real stores, JSON stats;
+//! DICOMweb's CORS, upload limit, authentication and the viewer fallback.
 
 mod common;
 
@@ -62,4 +63,94 @@ async fn probes_metrics_and_stats(backend: Backend) {
     assert!(stats["stored_bytes"].as_u64().expect("bytes") > size / 2);
 }
 
-on_both_backends!(probes_metrics_and_stats);
+/// Send raw bytes, return the whole response (head and body) as text.
+async fn raw_http(port: u16, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    stream.write_all(request).await.expect("send");
+    let mut response = Vec::new();
+    // The server may answer and close before reading an oversized body.
+    let _ = stream.read_to_end(&mut response).await;
+    String::from_utf8_lossy(&response).to_lowercase()
+}
+
+async fn dicomweb_cors_limits_and_auth(backend: Backend) {
+    let viewer = tempfile::tempdir().expect("tmp");
+    let archive = Archive::start_with(backend, |raw| {
+        raw.dicomweb.cors_allowed_origins = Some(vec!["https://viewer.example".into()]);
+        raw.dicomweb.max_upload_bytes = Some(4096);
+        raw.viewer.dir = Some(viewer.path().to_owned());
+        raw.http.api_token = Some("secret".into());
+    })
+    .await;
+    let port = archive.http_port;
+
+    // CORS preflight and response headers for the configured origin only.
+    let preflight = raw_http(
+        port,
+        b"OPTIONS /dicom-web/studies HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+          Origin: https://viewer.example\r\nAccess-Control-Request-Method: GET\r\n\
+          Access-Control-Request-Headers: authorization\r\n\r\n",
+    )
+    .await;
+    assert!(preflight.starts_with("http/1.1 200"), "{preflight}");
+    assert!(
+        preflight.contains("access-control-allow-origin: https://viewer.example"),
+        "{preflight}"
+    );
+    let other = raw_http(
+        port,
+        b"OPTIONS /dicom-web/studies HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+          Origin: https://elsewhere.example\r\nAccess-Control-Request-Method: GET\r\n\r\n",
+    )
+    .await;
+    assert!(!other.contains("access-control-allow-origin"), "{other}");
+
+    // The API token guards DICOMweb too.
+    let (status, _) = archive.http_get("/dicom-web/studies", &[]).await;
+    assert_eq!(status, 401);
+    let auth = [("Authorization", "Bearer secret")];
+    let (status, body) = archive.http_get("/dicom-web/studies", &auth).await;
+    assert_eq!((status, body.as_str()), (200, "[]"));
+    let (status, body) = archive
+        .http_get("/dicom-web/studies?limit=many", &auth)
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("limit"), "{body}");
+
+    // A body over dicomweb.max_upload_bytes is refused with 413, whether
+    // announced by Content-Length or sent chunked.
+    let big = vec![b'x'; 8192];
+    let mut request = format!(
+        "POST /dicom-web/studies HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Authorization: Bearer secret\r\n\
+         Content-Type: multipart/related; type=\"application/dicom\"; boundary=b\r\n\
+         Content-Length: {}\r\n\r\n",
+        big.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&big);
+    let response = raw_http(port, &request).await;
+    assert!(response.starts_with("http/1.1 413"), "{response}");
+    let mut chunked = b"POST /dicom-web/studies HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+        Authorization: Bearer secret\r\n\
+        Content-Type: multipart/related; type=\"application/dicom\"; boundary=b\r\n\
+        Transfer-Encoding: chunked\r\n\r\n"
+        .to_vec();
+    let mut body = b"--b\r\nContent-Type: application/dicom\r\n\r\n".to_vec();
+    body.extend_from_slice(&big);
+    chunked.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
+    chunked.extend_from_slice(&body);
+    chunked.extend_from_slice(b"\r\n0\r\n\r\n");
+    let response = raw_http(port, &chunked).await;
+    assert!(response.starts_with("http/1.1 413"), "{response}");
+
+    // Without an installed viewer, /viewer says how to install it.
+    let (status, body) = archive.http_get("/viewer/", &[]).await;
+    assert_eq!(status, 503);
+    assert!(body.contains("scripts/install-viewer"), "{body}");
+}
+
+on_both_backends!(probes_metrics_and_stats, dicomweb_cors_limits_and_auth);

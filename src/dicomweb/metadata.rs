@@ -70,19 +70,19 @@ async fn respond(
             .insert_header((header::ETAG, etag))
             .finish());
     }
-    let documents = collect_documents(state, &scope).await?;
-    if documents.is_empty() {
+    let joined = state.index.joined_documents(&scope).await?;
+    if joined.instances == 0 {
         return Err(DicomWebError::NotFound(not_found(&scope)));
     }
-    let mut body = String::with_capacity(documents.iter().map(String::len).sum::<usize>() + 2);
-    body.push('[');
-    for (i, doc) in documents.iter().enumerate() {
-        if i > 0 {
-            body.push(',');
+    let body = match joined.joined {
+        Some(documents) if joined.documented == joined.instances => {
+            format!("[{documents}]")
         }
-        body.push_str(doc);
-    }
-    body.push(']');
+        _ => {
+            let documents = collect_documents(state, &scope).await?;
+            format!("[{}]", documents.join(","))
+        }
+    };
     let body = body.replace(BULK_BASE, &base_url(req));
     Ok(HttpResponse::Ok()
         .content_type("application/dicom+json")

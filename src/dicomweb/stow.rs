@@ -190,7 +190,14 @@ fn forward_body(
 }
 
 fn body_error(e: multer::Error, limit: u64) -> DicomWebError {
-    let text = e.to_string();
+    // The limit error raised in `forward_body` arrives wrapped by multer.
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
     if text.contains("exceeds the limit") {
         DicomWebError::PayloadTooLarge(format!("the body exceeds the limit of {limit} bytes"))
     } else {

@@ -24,7 +24,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
 pub use commitments::PendingCommitment;
-pub use documents::{FrameLocation, Scope, ScopedInstance};
+pub use documents::{FrameLocation, JoinedDocuments, Scope, ScopedInstance};
 pub use find::{FindPlan, FindRow, RetrieveItem};
 pub use forwarding::{DeadLetter, DueForward, ForwardingStats};
 pub use peers::PeerSource;

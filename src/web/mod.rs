@@ -87,6 +87,13 @@ pub fn start(listener: TcpListener, state: AppState) -> std::io::Result<actix_we
             )
             .configure(|cfg| viewer::routes(cfg, &viewer_dir))
     })
+    // Responses go out in several writes (headers, chunks); with Nagle's
+    // algorithm each exchange would wait for the client's delayed ACK.
+    .on_connect(|connection, _| {
+        if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            let _ = tcp.set_nodelay(true);
+        }
+    })
     .workers(4)
     .disable_signals()
     .shutdown_timeout(10)
