@@ -39,15 +39,16 @@ window.config = {
         qidoRoot: '/dicom-web',
         wadoRoot: '/dicom-web',
         wadoUriRoot: '/wado',
-        // QIDO requests carry no includefield: OHIF asks for what it needs
-        // through series metadata instead.
-        qidoSupportsIncludeField: false,
+        // Tessera answers includefield (keywords, tags, "all").
+        qidoSupportsIncludeField: true,
         // Frames come from WADO-RS .../frames/N; thumbnails are rendered in
         // the browser from frames (no /rendered or /thumbnail requests).
         imageRendering: 'wadors',
         thumbnailRendering: 'wadors',
         enableStudyLazyLoad: true,
-        supportsFuzzyMatching: false,
+        // fuzzymatching=true: names match case- and diacritic-insensitively
+        // ("nguyen" finds "Nguyễn"), which is what people type.
+        supportsFuzzyMatching: true,
         supportsWildcard: true,
         // A full DICOMweb server, not a static file tree.
         staticWado: false,

@@ -7,10 +7,9 @@ use dicom_core::dictionary::DataDictionary;
 use dicom_core::Tag;
 use dicom_dictionary_std::StandardDataDictionary;
 use futures::StreamExt;
-use serde_json::{Map, Value};
 
 use super::accept::percent_decode;
-use super::json::{element, single, tag_key};
+use super::json::{push_key, push_string, write_element};
 use super::{base_url, path_uid, DicomWebError};
 use crate::index::FindRow;
 use crate::query::{Attribute, Level, Query};
@@ -315,21 +314,31 @@ async fn search(
     let max = state.dicomweb.max_results;
     let wanted = search.limit.unwrap_or(max).min(max);
     // One extra row tells whether the cap cut the answer short.
+    let mut columns = search.returned.clone();
+    columns.extend([StudyInstanceUid, SeriesInstanceUid, SopInstanceUid]);
     let plan = state
         .index
-        .plan_find_page(&search.query, wanted + 1, search.offset);
+        .plan_find_columns(&search.query, wanted + 1, search.offset, &columns);
     let base = base_url(req);
     let mut rows = state.index.find(&plan);
-    let mut out = Vec::new();
+    let slots = layout(&search.returned);
+    let mut body = Vec::with_capacity(4096);
+    body.push(b'[');
+    let mut count = 0;
     let mut truncated = false;
     while let Some(row) = rows.next().await {
         let row = row?;
-        if out.len() == wanted {
+        if count == wanted {
             truncated = search.limit.is_none_or(|l| l > max);
             break;
         }
-        out.push(match_json(&row, level, &search.returned, &base));
+        if count > 0 {
+            body.push(b',');
+        }
+        write_match(&mut body, &row, level, &slots, &base);
+        count += 1;
     }
+    body.push(b']');
     let mut response = HttpResponse::Ok();
     response.content_type("application/dicom+json");
     if truncated {
@@ -344,47 +353,94 @@ async fn search(
             ),
         ));
     }
-    Ok(response.body(Value::Array(out).to_string()))
+    Ok(response.body(body))
 }
 
-fn match_json(row: &FindRow, level: Level, returned: &[Attribute], base: &str) -> Value {
-    // Attributes in tag order, as DICOM data sets are.
-    let mut map = std::collections::BTreeMap::new();
-    let mut items: std::collections::BTreeMap<String, Map<String, Value>> = Default::default();
+/// What one match holds, in tag order (DICOM JSON objects list attributes
+/// as data sets do). Built once per search, used for every row.
+enum Slot {
+    Attribute(Attribute),
+    /// A sequence with one item of these attributes.
+    Sequence(Tag, Vec<Attribute>),
+    RetrieveUrl,
+    Availability,
+}
+
+impl Slot {
+    fn tag(&self) -> Tag {
+        match self {
+            Slot::Attribute(a) => a.tag(),
+            Slot::Sequence(tag, _) => *tag,
+            Slot::RetrieveUrl => dicom_dictionary_std::tags::RETRIEVE_URL,
+            Slot::Availability => dicom_dictionary_std::tags::INSTANCE_AVAILABILITY,
+        }
+    }
+}
+
+fn layout(returned: &[Attribute]) -> Vec<Slot> {
+    let mut slots = vec![Slot::RetrieveUrl, Slot::Availability];
     for attribute in returned {
-        let value = element(*attribute, row.get(*attribute));
         match attribute.sequence() {
-            None => {
-                map.insert(tag_key(attribute.tag()), value);
-            }
+            None => slots.push(Slot::Attribute(*attribute)),
             Some(seq) => {
-                items
-                    .entry(tag_key(seq))
-                    .or_default()
-                    .insert(tag_key(attribute.tag()), value);
+                let existing = slots.iter_mut().find_map(|s| match s {
+                    Slot::Sequence(t, members) if *t == seq => Some(members),
+                    _ => None,
+                });
+                match existing {
+                    Some(members) => members.push(*attribute),
+                    None => slots.push(Slot::Sequence(seq, vec![*attribute])),
+                }
             }
         }
     }
-    // Item attributes go into one item of their sequence; an item with no
-    // values at all is left out (an empty sequence).
-    for (seq, item) in items {
-        let empty = item.values().all(|v| v.get("Value").is_none());
-        let values: Vec<Value> = if empty {
-            vec![]
-        } else {
-            vec![Value::Object(item)]
-        };
-        map.insert(seq, serde_json::json!({ "vr": "SQ", "Value": values }));
+    slots.sort_by_key(Slot::tag);
+    slots
+}
+
+/// Write one match as a DICOM JSON object. Written straight into the
+/// response buffer: building a value tree per row cost more than the query.
+fn write_match(out: &mut Vec<u8>, row: &FindRow, level: Level, slots: &[Slot], base: &str) {
+    out.push(b'{');
+    for (i, slot) in slots.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_key(out, slot.tag());
+        match slot {
+            Slot::Attribute(a) => write_element(out, *a, row.get(*a)),
+            Slot::Sequence(_, members) => {
+                out.extend_from_slice(br#"{"vr":"SQ","Value":["#);
+                // An item with no values at all is an empty sequence.
+                if members.iter().any(|a| !row.get(*a).is_empty()) {
+                    out.push(b'{');
+                    for (j, a) in members.iter().enumerate() {
+                        if j > 0 {
+                            out.push(b',');
+                        }
+                        push_key(out, a.tag());
+                        write_element(out, *a, row.get(*a));
+                    }
+                    out.push(b'}');
+                }
+                out.extend_from_slice(b"]}");
+            }
+            Slot::RetrieveUrl => {
+                let mut url = format!("{base}/studies/{}", row.get(StudyInstanceUid));
+                if level >= Level::Series {
+                    url.push_str("/series/");
+                    url.push_str(row.get(SeriesInstanceUid));
+                }
+                if level == Level::Image {
+                    url.push_str("/instances/");
+                    url.push_str(row.get(SopInstanceUid));
+                }
+                out.extend_from_slice(br#"{"vr":"UR","Value":["#);
+                push_string(out, &url);
+                out.extend_from_slice(b"]}");
+            }
+            Slot::Availability => out.extend_from_slice(br#"{"vr":"CS","Value":["ONLINE"]}"#),
+        }
     }
-    let study = row.get(StudyInstanceUid);
-    let mut url = format!("{base}/studies/{study}");
-    if level >= Level::Series {
-        url.push_str(&format!("/series/{}", row.get(SeriesInstanceUid)));
-    }
-    if level == Level::Image {
-        url.push_str(&format!("/instances/{}", row.get(SopInstanceUid)));
-    }
-    map.insert("00081190".into(), single("UR", &url));
-    map.insert("00080056".into(), single("CS", "ONLINE"));
-    Value::Object(map.into_iter().collect::<Map<String, Value>>())
+    out.push(b'}');
 }

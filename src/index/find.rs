@@ -267,9 +267,21 @@ impl Index {
 
     /// Plan a query returning at most `limit` rows after skipping `offset`.
     pub fn plan_find_page(&self, query: &Query, limit: usize, offset: usize) -> FindPlan {
+        self.plan_find_columns(query, limit, offset, Attribute::ALL)
+    }
+
+    /// As [`Index::plan_find_page`], reading only `wanted` (those at or
+    /// above the query level): fewer columns cost less per row.
+    pub fn plan_find_columns(
+        &self,
+        query: &Query,
+        limit: usize,
+        offset: usize,
+        wanted: &[Attribute],
+    ) -> FindPlan {
         let selected: Vec<(Attribute, bool)> = Attribute::ALL
             .iter()
-            .filter(|a| a.level() <= query.level)
+            .filter(|a| a.level() <= query.level && wanted.contains(a))
             .map(|a| (*a, column(*a).1))
             .collect();
         let (from, order) = from_clause(query.level);
