@@ -43,7 +43,10 @@ pub fn write_element(out: &mut Vec<u8>, attribute: Attribute, text: &str) {
             any = true;
         }
         VR::IS | VR::US | VR::UL | VR::SL | VR::SS => {
-            for n in text.split('\\').filter_map(|v| v.trim().parse::<i64>().ok()) {
+            for n in text
+                .split('\\')
+                .filter_map(|v| v.trim().parse::<i64>().ok())
+            {
                 if any {
                     out.push(b',');
                 }
