@@ -94,11 +94,7 @@ pub async fn series_in_study(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, DicomWebError> {
-    let parents = Parents {
-        study: Some(path_uid(&path)?),
-        series: None,
-    };
-    search(&req, &state, Level::Series, parents).await
+    in_study(&req, &state, &path, Level::Series).await
 }
 
 pub async fn instances_in_study(
@@ -106,11 +102,20 @@ pub async fn instances_in_study(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, DicomWebError> {
+    in_study(&req, &state, &path, Level::Image).await
+}
+
+async fn in_study(
+    req: &HttpRequest,
+    state: &AppState,
+    study: &str,
+    level: Level,
+) -> Result<HttpResponse, DicomWebError> {
     let parents = Parents {
-        study: Some(path_uid(&path)?),
+        study: Some(path_uid(study)?),
         series: None,
     };
-    search(&req, &state, Level::Image, parents).await
+    search(req, state, level, parents).await
 }
 
 pub async fn instances_in_series(

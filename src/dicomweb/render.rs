@@ -405,16 +405,7 @@ pub async fn frames_rendered(
     state: web::Data<AppState>,
     path: web::Path<(String, String, String, String)>,
 ) -> Resp {
-    let (study, series, instance, list) = path.into_inner();
-    let frames = frame_numbers(&list)?;
-    respond(
-        &req,
-        &state,
-        instance_scope((study, series, instance))?,
-        Some(frames),
-        false,
-    )
-    .await
+    frames(&req, &state, path.into_inner(), false).await
 }
 
 pub async fn frames_thumbnail(
@@ -422,16 +413,18 @@ pub async fn frames_thumbnail(
     state: web::Data<AppState>,
     path: web::Path<(String, String, String, String)>,
 ) -> Resp {
-    let (study, series, instance, list) = path.into_inner();
+    frames(&req, &state, path.into_inner(), true).await
+}
+
+async fn frames(
+    req: &HttpRequest,
+    state: &AppState,
+    (study, series, instance, list): (String, String, String, String),
+    thumbnail: bool,
+) -> Resp {
     let frames = frame_numbers(&list)?;
-    respond(
-        &req,
-        &state,
-        instance_scope((study, series, instance))?,
-        Some(frames),
-        true,
-    )
-    .await
+    let scope = instance_scope((study, series, instance))?;
+    respond(req, state, scope, Some(frames), thumbnail).await
 }
 
 /// Render one instance for WADO-URI.
