@@ -6,7 +6,12 @@ times `movescu` moving the study to a DCMTK `storescp` on this machine,
 R times each, alternating. Prints a Markdown table with instances/s and the
 Tessera/Orthanc ratio.
 
-usage: move.py --tessera-bin PATH [--count 500] [--repeat 3] [--out FILE]
+With --ignore the storescp receives every data set but writes nothing
+(`storescp --ignore`), so the figure is how fast each server sends rather
+than how fast one storescp writes files; completion is then taken from the
+final C-MOVE response (Success means every sub-operation completed).
+
+usage: move.py --tessera-bin PATH [--count 500] [--repeat 3] [--ignore] [--out FILE]
 """
 import argparse
 import json
@@ -55,6 +60,7 @@ def main():
     ap.add_argument("--orthanc-bin", default="/usr/sbin/Orthanc")
     ap.add_argument("--count", type=int, default=500)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--ignore", action="store_true", help="storescp --ignore: receive, do not write")
     ap.add_argument("--out")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="tessera-move-")
@@ -69,7 +75,8 @@ def main():
     dest_port = free_port()
     dest_dir = os.path.join(work, "dest")
     os.makedirs(dest_dir)
-    dest = subprocess.Popen(["/usr/bin/storescp", "--aetitle", "DEST", "+xa", "-od", dest_dir, str(dest_port)],
+    receiver = ["--ignore"] if args.ignore else ["+xa", "-od", dest_dir]
+    dest = subprocess.Popen(["/usr/bin/storescp", "--aetitle", "DEST"] + receiver + [str(dest_port)],
                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     procs = [dest]
     try:
@@ -111,9 +118,14 @@ def main():
                 shutil.rmtree(dest_dir)
                 os.makedirs(dest_dir)
                 start = time.perf_counter()
-                run(["/usr/bin/movescu", "-S", "-aec", aet, "-aem", "DEST", "-k", "QueryRetrieveLevel=STUDY",
-                     "-k", f"StudyInstanceUID={study}", "127.0.0.1", str(port)])
+                r = run(["/usr/bin/movescu", "-v", "-S", "-aec", aet, "-aem", "DEST", "-k", "QueryRetrieveLevel=STUDY",
+                         "-k", f"StudyInstanceUID={study}", "127.0.0.1", str(port)])
                 elapsed = time.perf_counter() - start
+                if args.ignore:
+                    if "Final Move Response (Success)" not in r.stdout + r.stderr:
+                        raise SystemExit(f"{aet}: C-MOVE did not end in Success:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
+                    times[aet].append(elapsed)
+                    continue
                 got = len(os.listdir(dest_dir))
                 for _ in range(50):  # storescp may still be closing the last file
                     if got == args.count:
@@ -136,8 +148,9 @@ def main():
     t, o = statistics.median(times["TESSERA"]), statistics.median(times["ORTHANC"])
     lines = [
         f"One study of {args.count} CT instances ({size / 1e6:.0f} MB, explicit VR LE) moved with DCMTK "
-        "movescu to a DCMTK storescp (+xa) on the same machine; median of "
-        f"{args.repeat} runs each, alternating.",
+        + ("movescu to a DCMTK storescp --ignore (receives, writes nothing) on the same machine; median of "
+           if args.ignore else "movescu to a DCMTK storescp (+xa) on the same machine; median of ")
+        + f"{args.repeat} runs each, alternating.",
         "",
         "| | Tessera | Orthanc | Tessera/Orthanc |",
         "|---|---:|---:|---:|",

@@ -91,6 +91,13 @@ pub struct RawConfig {
 pub struct RawForwarding {
     /// Failed attempts before a forward becomes a dead letter (default 20).
     pub max_attempts: Option<i64>,
+    /// On routes with `confirm_commitment`: seconds to wait for the
+    /// destination's storage commitment report before sending the
+    /// instances again (default 3600).
+    pub commitment_timeout_secs: Option<i64>,
+    /// Seconds the forwarding association stays open for the report
+    /// before it is expected on a new association (default 5).
+    pub commitment_report_wait_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -247,6 +254,10 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Failed attempts before a forward becomes a dead letter.
     pub forward_max_attempts: i64,
+    /// Seconds a forward waits for its storage commitment report.
+    pub forward_commitment_timeout_secs: i64,
+    /// How long the forwarding association stays open for that report.
+    pub forward_report_wait: Duration,
     pub dicomweb: DicomWebConfig,
 }
 
@@ -371,6 +382,14 @@ impl Config {
         Ok(Config {
             dicomweb,
             forward_max_attempts: raw.forwarding.max_attempts.unwrap_or(20).max(1),
+            forward_commitment_timeout_secs: raw
+                .forwarding
+                .commitment_timeout_secs
+                .unwrap_or(3600)
+                .max(1),
+            forward_report_wait: Duration::from_secs(
+                raw.forwarding.commitment_report_wait_secs.unwrap_or(5),
+            ),
             routes,
             peers,
             dicom,

@@ -28,13 +28,26 @@ pub struct RawRoute {
     pub body_part_examined: Vec<String>,
     #[serde(default)]
     pub patient_id: Vec<String>,
+    /// A forward is done only when the destination confirms it with
+    /// Storage Commitment, not when its C-STORE succeeds.
+    #[serde(default)]
+    pub confirm_commitment: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub name: String,
     pub destination: AeTitle,
+    pub confirm_commitment: bool,
     raw: RawRouteConditions,
+}
+
+/// Where one instance goes, by which rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub route: String,
+    pub destination: AeTitle,
+    pub confirm_commitment: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +65,7 @@ impl Route {
         Ok(Route {
             name: raw.name,
             destination: AeTitle::new(&raw.destination)?,
+            confirm_commitment: raw.confirm_commitment,
             raw: RawRouteConditions {
                 calling_ae: raw.calling_ae,
                 modality: raw.modality,
@@ -116,12 +130,16 @@ impl Router {
         Router { routes }
     }
 
-    /// (route name, destination) for every rule the instance matches.
-    pub fn destinations(&self, meta: &InstanceMeta, calling_ae: &str) -> Vec<(String, AeTitle)> {
+    /// Every rule the instance matches.
+    pub fn destinations(&self, meta: &InstanceMeta, calling_ae: &str) -> Vec<Destination> {
         self.routes
             .iter()
             .filter(|r| r.matches(meta, calling_ae))
-            .map(|r| (r.name.clone(), r.destination.clone()))
+            .map(|r| Destination {
+                route: r.name.clone(),
+                destination: r.destination.clone(),
+                confirm_commitment: r.confirm_commitment,
+            })
             .collect()
     }
 }

@@ -202,6 +202,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         metrics: core.metrics.clone(),
         wake: Arc::new(tokio::sync::Notify::new()),
         max_attempts: config.forward_max_attempts,
+        commitment_timeout_secs: config.forward_commitment_timeout_secs,
+        report_wait: config.forward_report_wait,
     };
     worker_tracker.spawn(forwarder.run(shutdown.clone()));
     worker_tracker.close();
@@ -216,6 +218,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         peers: peers.clone(),
         scu: core.scu(&config),
         commitments,
+        forward_max_attempts: config.forward_max_attempts,
     };
     let dicom_task = tokio::spawn(listener::run(
         dicom_listener,

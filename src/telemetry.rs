@@ -46,6 +46,7 @@ pub struct Metrics {
     pub store_latency: Histogram,
     pub errors: Family<ErrorLabels, Counter>,
     pub forward_pending: Gauge,
+    pub forward_committing: Gauge,
     pub forward_dead: Gauge,
     pub forwarded: Counter,
 }
@@ -68,6 +69,7 @@ impl Metrics {
             store_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             errors: Family::default(),
             forward_pending: Gauge::default(),
+            forward_committing: Gauge::default(),
             forward_dead: Gauge::default(),
             forwarded: Counter::default(),
             registry: Registry::default(),
@@ -107,6 +109,11 @@ impl Metrics {
             "forward_queue_pending",
             "Instances waiting to be forwarded",
             m.forward_pending.clone(),
+        );
+        registry.register(
+            "forward_queue_committing",
+            "Forwarded instances waiting for the destination's storage commitment",
+            m.forward_committing.clone(),
         );
         registry.register(
             "forward_queue_dead",

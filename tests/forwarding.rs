@@ -1,14 +1,20 @@
 //! Store-and-forward: routing rules, a destination that is down and comes
-//! back (nothing lost, nothing sent twice, across a restart), and dead
-//! letters for a destination that never answers.
+//! back (nothing lost, nothing sent twice, across a restart), dead letters
+//! for a destination that never answers, and forwards confirmed by the
+//! destination's storage commitment (a pynetdicom destination reporting on
+//! the same or a new association, failing, refusing or never reporting; and
+//! a second Tessera).
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{dcmtk, free_port, http_get, local_peer, python, run_peer, skip, Archive, Backend};
+use common::{
+    dcmtk, free_port, http_get, local_peer, peers_dir, python, run_peer, skip, Archive, Backend,
+};
 use tessera::routing::RawRoute;
+use tokio::io::AsyncBufReadExt;
 
 fn route(name: &str, destination: &str, modality: &[&str]) -> RawRoute {
     RawRoute {
@@ -20,6 +26,7 @@ fn route(name: &str, destination: &str, modality: &[&str]) -> RawRoute {
         study_description: vec![],
         body_part_examined: vec![],
         patient_id: vec![],
+        confirm_commitment: false,
     }
 }
 
@@ -154,7 +161,237 @@ async fn dead_letters_after_max_attempts(backend: Backend) {
     );
 }
 
+/// `tests/peers/commit_scp.py`: a storage SCP that is also a Storage
+/// Commitment SCP, logging what it receives; killed on drop.
+struct CommitScp {
+    _child: tokio::process::Child,
+    log: PathBuf,
+}
+
+impl CommitScp {
+    async fn start_at(dir: &Path, archive_port: u16, options: &[String]) -> Self {
+        std::fs::create_dir_all(dir).expect("dir");
+        let log = dir.join("commit-scp.jsonl");
+        let mut child = tokio::process::Command::new("python3")
+            .arg(peers_dir().join("commit_scp.py"))
+            .args(["--port", "0", "--ae", "DEST", "--log"])
+            .arg(&log)
+            .args(["--callback-port", &archive_port.to_string()])
+            .args(options)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("commit_scp.py starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::io::BufReader::new(stdout).read_line(&mut line),
+        )
+        .await
+        .expect("commit_scp.py ready in time")
+        .expect("reads");
+        assert!(line.starts_with("ready "), "commit_scp.py said {line:?}");
+        CommitScp { _child: child, log }
+    }
+
+    /// The logged events of one kind.
+    fn events(&self, kind: &str) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["event"] == kind)
+            .collect()
+    }
+}
+
+/// An archive whose CT route to DEST asks for storage commitment, the
+/// destination started once the archive's port is known.
+async fn archive_with_commit_route(
+    backend: Backend,
+    options: &[&str],
+    tweak: impl FnOnce(&mut tessera::config::RawConfig),
+) -> (Archive, CommitScp) {
+    let dest_port = free_port();
+    let archive = Archive::start_with(backend, |raw| {
+        raw.peers = vec![local_peer("DEST", dest_port)];
+        let mut r = route("ct-confirmed", "DEST", &["CT"]);
+        r.confirm_commitment = true;
+        raw.routes = vec![r];
+        raw.forwarding.commitment_report_wait_secs = Some(1);
+        tweak(raw);
+    })
+    .await;
+    let dir = archive.dir.path().join("dest");
+    let mut args = vec!["--port".to_owned(), dest_port.to_string()];
+    args.extend(options.iter().map(|o| (*o).to_owned()));
+    let scp = CommitScp::start_at(&dir, archive.dicom_port, &args).await;
+    (archive, scp)
+}
+
+async fn forwards_confirmed_by_commitment(backend: Backend) {
+    let Some(_) = python() else {
+        return skip("forwards_confirmed_by_commitment", "pynetdicom missing");
+    };
+    for mode in ["same", "new"] {
+        let (archive, scp) = archive_with_commit_route(backend, &["--mode", mode], |_| {}).await;
+        let work = archive.dir.path().to_owned();
+        store(
+            &archive,
+            &work.join("ct"),
+            &["--count", "3", "--seed", "71"],
+        )
+        .await;
+        let q = wait_for(&archive, "commitment to confirm the forwards", |q| {
+            q["done"] == 3
+        })
+        .await;
+        assert_eq!(q["pending"], 0, "{q}");
+        assert_eq!(q["committing"], 0, "{q}");
+        assert_eq!(scp.events("store").len(), 3, "each instance sent once");
+        let actions = scp.events("action");
+        assert_eq!(actions.len(), 1, "one request for the batch: {actions:?}");
+        assert_eq!(actions[0]["refs"].as_array().map(Vec::len), Some(3));
+        let reports = scp.events("report");
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        assert_eq!(reports[0]["mode"], mode);
+        assert_eq!(reports[0]["status"], 0, "Tessera accepted the report");
+        assert_eq!(reports[0]["transaction_uid"], actions[0]["transaction_uid"]);
+        // The gauge follows the queue within the forwarder's poll interval.
+        let mut metrics = String::new();
+        for _ in 0..50 {
+            metrics = http_get(archive.http_port, "/metrics", &[]).await.1;
+            if metrics.contains("tessera_forward_queue_committing 0") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            metrics.contains("tessera_forward_queue_committing 0"),
+            "{metrics}"
+        );
+    }
+}
+
+async fn failed_commitment_sends_again(backend: Backend) {
+    let Some(_) = python() else {
+        return skip("failed_commitment_sends_again", "pynetdicom missing");
+    };
+    let (archive, scp) =
+        archive_with_commit_route(backend, &["--mode", "same", "--fail-first", "1"], |_| {}).await;
+    store(
+        &archive,
+        &archive.dir.path().join("ct"),
+        &["--count", "2", "--seed", "72"],
+    )
+    .await;
+    let q = wait_for(&archive, "the second, successful commitment", |q| {
+        q["done"] == 2
+    })
+    .await;
+    assert_eq!(q["dead"], 0, "{q}");
+    assert_eq!(scp.events("action").len(), 2, "asked twice");
+    assert_eq!(scp.events("store").len(), 4, "each instance sent twice");
+    let reports = scp.events("report");
+    assert_eq!(reports[0]["failed"].as_array().map(Vec::len), Some(2));
+    assert_eq!(reports[1]["committed"].as_array().map(Vec::len), Some(2));
+}
+
+async fn unconfirmed_forwards_end_as_dead_letters(backend: Backend) {
+    let Some(_) = python() else {
+        return skip(
+            "unconfirmed_forwards_end_as_dead_letters",
+            "pynetdicom missing",
+        );
+    };
+    // No report in time: waiting, then sent again, then a dead letter.
+    let (archive, scp) = archive_with_commit_route(backend, &["--mode", "never"], |raw| {
+        raw.forwarding.commitment_timeout_secs = Some(3);
+        raw.forwarding.max_attempts = Some(2);
+    })
+    .await;
+    store(
+        &archive,
+        &archive.dir.path().join("ct"),
+        &["--count", "2", "--seed", "73"],
+    )
+    .await;
+    let q = wait_for(&archive, "forwards waiting for commitment", |q| {
+        q["committing"] == 2
+    })
+    .await;
+    assert_eq!(q["done"], 0, "not done without a report: {q}");
+    let q = wait_for(&archive, "dead letters", |q| q["dead"] == 2).await;
+    assert!(
+        q["dead_letters"][0]["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no storage commitment report"),
+        "{q}"
+    );
+    assert_eq!(scp.events("store").len(), 4, "sent again after the timeout");
+
+    // A destination that refuses the request.
+    let (archive, scp) =
+        archive_with_commit_route(backend, &["--mode", "same", "--refuse-action"], |raw| {
+            raw.forwarding.max_attempts = Some(1)
+        })
+        .await;
+    store(
+        &archive,
+        &archive.dir.path().join("ct"),
+        &["--count", "1", "--seed", "74"],
+    )
+    .await;
+    let q = wait_for(&archive, "a dead letter", |q| q["dead"] == 1).await;
+    assert!(
+        q["dead_letters"][0]["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("refused the commitment request (status 0110H)"),
+        "{q}"
+    );
+    assert_eq!(scp.events("action").len(), 1);
+}
+
+/// Tessera forwarding to Tessera: the destination verifies each object
+/// against its hash and reports on the forwarding association.
+async fn forwards_confirmed_by_another_tessera(backend: Backend) {
+    let Some(_) = python() else {
+        return skip(
+            "forwards_confirmed_by_another_tessera",
+            "pynetdicom missing",
+        );
+    };
+    let destination = Archive::start_with(backend, |raw| {
+        raw.dicom.ae_title = Some("DEST".into());
+    })
+    .await;
+    let archive = Archive::start_with(backend, |raw| {
+        raw.peers = vec![local_peer("DEST", destination.dicom_port)];
+        let mut r = route("all-confirmed", "DEST", &[]);
+        r.confirm_commitment = true;
+        raw.routes = vec![r];
+    })
+    .await;
+    store(
+        &archive,
+        &archive.dir.path().join("c"),
+        &["--count", "3", "--seed", "75"],
+    )
+    .await;
+    let q = wait_for(&archive, "the other Tessera to commit", |q| q["done"] == 3).await;
+    assert_eq!(q["committing"], 0, "{q}");
+    let stats = destination.index().await.stats().await.expect("stats");
+    assert_eq!(stats.instances, 3);
+}
+
 on_both_backends!(
     forwards_survive_outage_and_restart,
-    dead_letters_after_max_attempts
+    dead_letters_after_max_attempts,
+    forwards_confirmed_by_commitment,
+    failed_commitment_sends_again,
+    unconfirmed_forwards_end_as_dead_letters,
+    forwards_confirmed_by_another_tessera
 );

@@ -70,8 +70,8 @@ impl AccessControl for AePolicy {
 
 /// SCP/SCU role selection (PS3.7 D.3.3.4): for storage SOP classes the
 /// requestor may take either or both roles, which C-GET needs (the archive
-/// sends C-STOREs back on the same association). No extended negotiation
-/// is offered.
+/// sends C-STOREs back on the same association); for the Storage Commitment
+/// Push Model too, so a destination can report on a new association.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RolePolicy;
 
@@ -96,13 +96,17 @@ impl Negotiation for RolePolicy {
         scp_role: bool,
     ) -> Option<RequestorRoles> {
         let uid = sop_class_uid.trim_end_matches('\0');
-        STORAGE_SOP_CLASSES
-            .iter()
-            .any(|(storage, _)| *storage == uid)
-            .then_some(RequestorRoles {
-                scu: scu_role,
-                scp: scp_role,
-            })
+        // A storage commitment SCP reporting on a new association takes
+        // the SCP role for the Push Model.
+        let commitment = uid == super::service::commitment::STORAGE_COMMITMENT_PUSH;
+        (commitment
+            || STORAGE_SOP_CLASSES
+                .iter()
+                .any(|(storage, _)| *storage == uid))
+        .then_some(RequestorRoles {
+            scu: scu_role,
+            scp: scp_role,
+        })
     }
 }
 

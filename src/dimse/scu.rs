@@ -1,5 +1,7 @@
-//! Outbound associations (SCU side). Today: C-ECHO to verify a peer; later
-//! C-STORE sub-operations, forwarding and N-EVENT-REPORT.
+//! Outbound associations (SCU side): C-ECHO to verify a peer, C-STORE
+//! sub-operations for C-MOVE and forwarding (with an optional storage
+//! commitment request on the same association), and storage commitment
+//! reports to requesters that released their association.
 
 use std::time::{Duration, Instant};
 
@@ -146,11 +148,13 @@ const MAX_CONTEXTS: usize = 128;
 
 impl Scu {
     /// Associate with `peer` proposing each (SOP class, transfer syntax)
-    /// pair as its own presentation context, so data goes as stored.
+    /// pair as its own presentation context, so data goes as stored; with
+    /// `commitment`, also the Storage Commitment Push Model (we as SCU).
     pub async fn open_store(
         &self,
         peer: &Peer,
         pairs: &[(String, String)],
+        commitment: bool,
     ) -> Result<StoreAssociation, ScuError> {
         if peer.tls {
             return Err(ScuError::Tls);
@@ -159,8 +163,18 @@ impl Scu {
         let mut options = ClientAssociationOptions::new()
             .calling_ae_title(self.ae_title.as_str())
             .called_ae_title(peer.ae_title.as_str());
-        for (sop_class, ts) in pairs.iter().take(MAX_CONTEXTS) {
+        let room = MAX_CONTEXTS - usize::from(commitment);
+        for (sop_class, ts) in pairs.iter().take(room) {
             options = options.with_presentation_context(sop_class.as_str(), vec![ts.as_str()]);
+        }
+        if commitment {
+            options = options.with_presentation_context(
+                crate::dimse::service::commitment::STORAGE_COMMITMENT_PUSH,
+                vec![
+                    crate::transcode::EXPLICIT_VR_LITTLE_ENDIAN,
+                    crate::transcode::IMPLICIT_VR_LITTLE_ENDIAN,
+                ],
+            );
         }
         let mut inner = tokio::time::timeout(
             self.timeout,
@@ -202,6 +216,132 @@ impl StoreAssociation {
     pub async fn abort(self) {
         let _ = self.inner.abort().await;
     }
+
+    /// The accepted context for an abstract syntax, with its transfer syntax.
+    pub fn context_of(&self, abstract_syntax: &str) -> Option<(u8, String)> {
+        self.contexts
+            .iter()
+            .find(|(c, _, _)| c == abstract_syntax)
+            .map(|(_, ts, id)| (*id, ts.clone()))
+    }
+
+    /// Send a command and, when given, its encoded data set.
+    pub async fn send_message(
+        &mut self,
+        context_id: u8,
+        command: &Command,
+        data: Option<Vec<u8>>,
+    ) -> Result<(), crate::dimse::association::AssociationError> {
+        use crate::dimse::service::retrieve::SubOpChannel;
+        let max = self.max_pdv_len();
+        let command = command.encode()?;
+        self.send_pdv(PDataValue {
+            presentation_context_id: context_id,
+            value_type: PDataValueType::Command,
+            is_last: true,
+            data: command,
+        })
+        .await?;
+        let Some(data) = data else {
+            return Ok(());
+        };
+        let chunks = data.len().div_ceil(max).max(1);
+        for (i, chunk) in data.chunks(max).enumerate() {
+            self.send_pdv(PDataValue {
+                presentation_context_id: context_id,
+                value_type: PDataValueType::Data,
+                is_last: i + 1 == chunks,
+                data: chunk.to_vec(),
+            })
+            .await?;
+        }
+        if data.is_empty() {
+            self.send_pdv(PDataValue {
+                presentation_context_id: context_id,
+                value_type: PDataValueType::Data,
+                is_last: true,
+                data: Vec::new(),
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The next whole message the peer sends (command, data set bytes),
+    /// or `None` when nothing came within `wait` or the peer released.
+    pub async fn receive_message(
+        &mut self,
+        wait: Duration,
+        max_data: usize,
+    ) -> Result<Option<PeerMessage>, crate::dimse::association::AssociationError> {
+        use crate::dimse::association::AssociationError;
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut command: Option<Command> = None;
+        let mut command_bytes = Vec::new();
+        let mut data = Vec::new();
+        loop {
+            let pdu = match tokio::time::timeout_at(deadline, self.inner.receive()).await {
+                Err(_) => return Ok(None),
+                Ok(pdu) => pdu?,
+            };
+            let pdvs = match pdu {
+                Pdu::PData { data } => data,
+                Pdu::ReleaseRQ => return Ok(None),
+                Pdu::AbortRQ { .. } => return Err(AssociationError::PeerAborted),
+                other => {
+                    return Err(AssociationError::Protocol(format!(
+                        "{} sent {other:?} during a DIMSE exchange",
+                        self.peer
+                    )))
+                }
+            };
+            for pdv in pdvs {
+                let context_id = pdv.presentation_context_id;
+                match pdv.value_type {
+                    PDataValueType::Command => {
+                        command_bytes.extend_from_slice(&pdv.data);
+                        if pdv.is_last {
+                            let decoded = Command::decode(&command_bytes)?;
+                            if !decoded.has_dataset {
+                                return Ok(Some(PeerMessage {
+                                    context_id,
+                                    command: decoded,
+                                    data,
+                                }));
+                            }
+                            command = Some(decoded);
+                        }
+                    }
+                    PDataValueType::Data => {
+                        if data.len() + pdv.data.len() > max_data {
+                            return Err(AssociationError::Protocol(format!(
+                                "{} sent a data set over {max_data} bytes",
+                                self.peer
+                            )));
+                        }
+                        data.extend_from_slice(&pdv.data);
+                        if pdv.is_last {
+                            if let Some(command) = command.take() {
+                                return Ok(Some(PeerMessage {
+                                    context_id,
+                                    command,
+                                    data,
+                                }));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A request or response the peer sent on an outbound association.
+#[derive(Debug)]
+pub struct PeerMessage {
+    pub context_id: u8,
+    pub command: Command,
+    pub data: Vec<u8>,
 }
 
 impl crate::dimse::service::retrieve::SubOpChannel for StoreAssociation {

@@ -26,7 +26,7 @@ use sqlx::{AnyPool, ConnectOptions, Executor};
 pub use commitments::PendingCommitment;
 pub use documents::{FrameLocation, JoinedDocuments, Scope, ScopedInstance};
 pub use find::{FindPlan, FindRow, RetrieveItem};
-pub use forwarding::{DeadLetter, DueForward, ForwardingStats};
+pub use forwarding::{CommitmentOutcome, DeadLetter, DueForward, ForwardingStats, NewForward};
 pub use peers::PeerSource;
 pub use read::{IndexStats, IndexedObject, InstanceRecord, StudySummary};
 pub use write::{Recorded, StoreRequest};

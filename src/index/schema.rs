@@ -40,6 +40,15 @@ macro_rules! migrations {
                 "dicomweb",
                 include_str!(concat!("../../migrations/", $db, "/0005_dicomweb.sql")),
             ),
+            (
+                6,
+                "forward commitment",
+                include_str!(concat!(
+                    "../../migrations/",
+                    $db,
+                    "/0006_forward_commitment.sql"
+                )),
+            ),
         ]
     };
 }

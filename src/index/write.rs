@@ -5,7 +5,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::{unix_now as now, Index, IndexError};
+use super::{unix_now as now, Index, IndexError, NewForward};
 use crate::config::DuplicatePolicy;
 use crate::model::{fold_for_matching, InstanceMeta, PixelLayout, StoredObject};
 
@@ -15,8 +15,8 @@ pub struct StoreRequest {
     pub meta: InstanceMeta,
     pub object: StoredObject,
     pub source_ae_title: String,
-    /// (route name, destination AE) to queue, in the same transaction.
-    pub forward_to: Vec<(String, String)>,
+    /// Forwards to queue, in the same transaction.
+    pub forward_to: Vec<NewForward>,
     /// The DICOM JSON metadata document, when it could be built.
     pub document: Option<String>,
     pub pixels: Option<PixelLayout>,
@@ -265,14 +265,15 @@ async fn queue_forwards(
     req: &StoreRequest,
 ) -> Result<(), IndexError> {
     let ts = now();
-    for (route, destination) in &req.forward_to {
+    for forward in &req.forward_to {
         sqlx::query(
-            "INSERT INTO forward_queue (route, destination_ae, sop_instance_uid, next_attempt_at, created_at) \
-             VALUES ($1, $2, $3, $4, $4)",
+            "INSERT INTO forward_queue (route, destination_ae, sop_instance_uid, confirm_commitment, \
+             next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $5)",
         )
-        .bind(route.as_str())
-        .bind(destination.as_str())
+        .bind(forward.route.as_str())
+        .bind(forward.destination_ae.as_str())
         .bind(req.meta.sop_instance_uid.as_str())
+        .bind(i64::from(forward.confirm_commitment))
         .bind(ts)
         .execute(&mut **tx)
         .await?;

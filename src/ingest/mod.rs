@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use tokio::io::AsyncReadExt;
 
-use crate::index::{Index, IndexError, Recorded, StoreRequest};
+use crate::index::{Index, IndexError, NewForward, Recorded, StoreRequest};
 use crate::model::{AeTitle, StoredObject, Uid};
 use crate::routing::Router;
 use crate::storage::{SpoolWriter, Storage, StorageError};
@@ -221,7 +221,11 @@ impl Ingest {
             .router
             .destinations(&parsed.meta, &incoming.source)
             .into_iter()
-            .map(|(route, ae)| (route, ae.to_string()))
+            .map(|d| NewForward {
+                route: d.route,
+                destination_ae: d.destination.to_string(),
+                confirm_commitment: d.confirm_commitment,
+            })
             .collect();
         let request = StoreRequest {
             forward_to,

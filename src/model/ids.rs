@@ -34,6 +34,30 @@ impl Uid {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A new UID under the `2.25` root (PS3.5 B.2): a 128-bit value from
+    /// the clock, the process and a counter, hashed so that UIDs made on
+    /// different nodes at the same instant still differ.
+    pub fn generate() -> Self {
+        use sha2::{Digest, Sha256};
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let mut hash = Sha256::new();
+        hash.update(nanos.to_le_bytes());
+        hash.update(std::process::id().to_le_bytes());
+        hash.update(COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+        if let Ok(host) = std::env::var("HOSTNAME") {
+            hash.update(host.as_bytes());
+        }
+        let digest = hash.finalize();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        Uid(format!("2.25.{}", u128::from_le_bytes(bytes)))
+    }
 }
 
 impl fmt::Display for Uid {
@@ -88,6 +112,17 @@ mod tests {
         );
         for bad in ["", "1..2", ".1", "1.", "1.2.a", &"1".repeat(65)] {
             assert!(Uid::new(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn generated_uids_are_valid_and_distinct() {
+        let a = Uid::generate();
+        let b = Uid::generate();
+        assert_ne!(a, b);
+        for uid in [a, b] {
+            assert!(uid.as_str().starts_with("2.25."));
+            assert_eq!(Uid::new(uid.as_str()), Ok(uid.clone()));
         }
     }
 

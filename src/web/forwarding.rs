@@ -10,6 +10,7 @@ pub async fn forwarding(state: web::Data<AppState>) -> HttpResponse {
     match (stats, dead) {
         (Ok(stats), Ok(dead)) => HttpResponse::Ok().json(serde_json::json!({
             "pending": stats.pending,
+            "committing": stats.committing,
             "done": stats.done,
             "dead": stats.dead,
             "dead_letters": dead,

@@ -67,7 +67,7 @@ pub async fn handle(
         .collect();
     pairs.sort();
     pairs.dedup();
-    let mut out = match ctx.scu.open_store(&peer, &pairs).await {
+    let mut out = match ctx.scu.open_store(&peer, &pairs, false).await {
         Ok(out) => Some(out),
         Err(e) => {
             // Unreachable, or it accepted none of the syntaxes: every

@@ -41,6 +41,9 @@ pub struct ServiceContext {
     pub scu: Scu,
     /// Wakes the storage commitment worker.
     pub commitments: Arc<tokio::sync::Notify>,
+    /// Attempts before a forward becomes a dead letter; a commitment report
+    /// that lists a forward as failed counts as one.
+    pub forward_max_attempts: i64,
 }
 
 /// Answer one request.
@@ -60,6 +63,12 @@ pub async fn dispatch(
                 == Some(commitment::STORAGE_COMMITMENT_PUSH) =>
         {
             commitment::handle(assoc, request, ctx).await
+        }
+        CommandField::NEventReportRq
+            if request.command.affected_sop_class_uid.as_deref()
+                == Some(commitment::STORAGE_COMMITMENT_PUSH) =>
+        {
+            commitment::report::handle(assoc, request, ctx).await
         }
         // C-CANCEL for an operation that is not running needs no answer.
         CommandField::CCancelRq => Ok(()),

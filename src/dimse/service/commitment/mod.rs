@@ -22,6 +22,7 @@ use crate::index::{Index, IndexedObject};
 use crate::storage::Storage;
 use crate::verify::{check, Check};
 
+pub mod report;
 pub mod worker;
 
 pub const STORAGE_COMMITMENT_PUSH: &str = "1.2.840.10008.1.20.1";

@@ -3,7 +3,10 @@
 //! only takes uncompressed data), retrying with exponential backoff and
 //! turning a forward into a dead letter after too many failures. The queue
 //! is in the index, so it survives restarts; an instance is marked done only
-//! after its C-STORE succeeded.
+//! after its C-STORE succeeded, or, on routes that ask for it, only once the
+//! destination has confirmed it by storage commitment ([`confirm`]).
+
+mod confirm;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,6 +26,11 @@ const POLL: Duration = Duration::from_secs(1);
 const BATCH: i64 = 64;
 const MAX_BACKOFF_SECS: i64 = 600;
 
+/// Seconds before the next attempt after `attempts` failed ones.
+pub fn backoff_secs(attempts: i64) -> i64 {
+    (1i64 << attempts.clamp(0, 10)).min(MAX_BACKOFF_SECS)
+}
+
 pub struct Forwarder {
     pub index: Index,
     pub storage: Storage,
@@ -32,11 +40,28 @@ pub struct Forwarder {
     pub wake: Arc<Notify>,
     /// Attempts before a forward becomes a dead letter.
     pub max_attempts: i64,
+    /// A forward waiting for a commitment report longer than this is sent
+    /// again.
+    pub commitment_timeout_secs: i64,
+    /// How long the forwarding association stays open for the report.
+    pub report_wait: Duration,
 }
 
 impl Forwarder {
     pub async fn run(self, shutdown: CancellationToken) {
         loop {
+            match self
+                .index
+                .expire_commitments(self.commitment_timeout_secs, self.max_attempts)
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(
+                    forwards = n,
+                    "no storage commitment report in time; sending again"
+                ),
+                Err(e) => tracing::warn!(error = %e, "cannot expire commitments"),
+            }
             match self.index.due_forwards(BATCH).await {
                 Ok(due) if !due.is_empty() => {
                     let mut by_destination: BTreeMap<String, Vec<DueForward>> = BTreeMap::new();
@@ -69,6 +94,7 @@ impl Forwarder {
     async fn update_metrics(&self) {
         if let Ok(stats) = self.index.forwarding_stats().await {
             self.metrics.forward_pending.set(stats.pending);
+            self.metrics.forward_committing.set(stats.committing);
             self.metrics.forward_dead.set(stats.dead);
         }
     }
@@ -98,30 +124,42 @@ impl Forwarder {
             .collect();
         pairs.sort();
         pairs.dedup();
-        let mut association = match self.scu.open_store(&peer, &pairs).await {
+        let commitment = forwards.iter().any(|f| f.confirm_commitment);
+        let mut association = match self.scu.open_store(&peer, &pairs, commitment).await {
             Ok(a) => a,
             Err(e) => return self.retry_all(&forwards, &e.to_string()).await,
         };
+        let mut to_confirm = Vec::new();
         for (n, f) in forwards.iter().enumerate() {
             let message_id = u16::try_from(n % 0xFFFF + 1).unwrap_or(1);
             match send_instance(&mut association, &self.storage, &f.item, message_id, None).await {
                 Ok((SubOpOutcome::Completed | SubOpOutcome::Warning, _)) => {
-                    if let Err(e) = self.index.forward_done(f.id).await {
+                    self.metrics.forwarded.inc();
+                    if f.confirm_commitment {
+                        to_confirm.push(f);
+                    } else if let Err(e) = self.index.forward_done(f.id).await {
                         tracing::warn!(error = %e, "cannot mark forward done");
                     }
-                    self.metrics.forwarded.inc();
                 }
                 Ok((SubOpOutcome::Failed, _)) => {
                     self.retry(f, "refused by the destination or not sendable")
                         .await;
                 }
                 Err(e) => {
-                    // The association broke: this and the rest go again later.
+                    // The association broke: this and the rest go again
+                    // later, as do those sent but not yet confirmed.
                     self.retry_all(&forwards[n..], &e.to_string()).await;
+                    for f in to_confirm {
+                        self.retry(f, "association broke before storage commitment")
+                            .await;
+                    }
                     association.abort().await;
                     return;
                 }
             }
+        }
+        if !to_confirm.is_empty() {
+            confirm::request_commitment(self, &mut association, &to_confirm).await;
         }
         association.release().await;
     }
@@ -133,7 +171,7 @@ impl Forwarder {
     }
 
     async fn retry(&self, f: &DueForward, error: &str) {
-        let delay = (1i64 << f.attempts.clamp(0, 10)).min(MAX_BACKOFF_SECS);
+        let delay = backoff_secs(f.attempts);
         tracing::warn!(sop_instance = %f.item.sop_instance_uid, destination = %f.destination_ae, %error, retry_in_secs = delay, "forward failed");
         if let Err(e) = self
             .index
