@@ -47,6 +47,13 @@ def wait_echo(aet, port, proc, timeout=60):
     raise SystemExit(f"{aet} did not answer C-ECHO")
 
 
+def cpu_seconds(pid):
+    """User plus system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run(cmd, **kw):
     r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, **kw)
     if r.returncode != 0:
@@ -113,14 +120,20 @@ def main():
             run(["/usr/bin/storescu", "-aec", aet, "127.0.0.1", str(port)] + files)
 
         times = {"TESSERA": [], "ORTHANC": []}
+        cpu = {"TESSERA": [], "ORTHANC": [], "DEST": []}
+        pids = {"TESSERA": tessera.pid, "ORTHANC": orthanc.pid}
         for _ in range(args.repeat):
             for aet, port in (("TESSERA", t_port), ("ORTHANC", o_port)):
+                cpu_before = cpu_seconds(pids[aet]), cpu_seconds(dest.pid)
                 shutil.rmtree(dest_dir)
                 os.makedirs(dest_dir)
                 start = time.perf_counter()
                 r = run(["/usr/bin/movescu", "-v", "-S", "-aec", aet, "-aem", "DEST", "-k", "QueryRetrieveLevel=STUDY",
                          "-k", f"StudyInstanceUID={study}", "127.0.0.1", str(port)])
                 elapsed = time.perf_counter() - start
+                cpu[aet].append(cpu_seconds(pids[aet]) - cpu_before[0])
+                if aet == "TESSERA":
+                    cpu["DEST"].append(cpu_seconds(dest.pid) - cpu_before[1])
                 if args.ignore:
                     if "Final Move Response (Success)" not in r.stdout + r.stderr:
                         raise SystemExit(f"{aet}: C-MOVE did not end in Success:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
@@ -157,6 +170,10 @@ def main():
         f"| wall time s | {t:.2f} | {o:.2f} | {t / o:.2f}x |",
         f"| instances/s | {args.count / t:.0f} | {args.count / o:.0f} | {o / t:.2f}x |",
         f"| MB/s | {size / 1e6 / t:.0f} | {size / 1e6 / o:.0f} | |",
+        f"| server CPU s per move | {statistics.median(cpu['TESSERA']):.2f} | "
+        f"{statistics.median(cpu['ORTHANC']):.2f} | |",
+        "",
+        f"storescp CPU per move from Tessera (median): {statistics.median(cpu['DEST']):.2f} s.",
         "",
         "All runs (s): Tessera " + ", ".join(f"{x:.2f}" for x in times["TESSERA"])
         + "; Orthanc " + ", ".join(f"{x:.2f}" for x in times["ORTHANC"]),

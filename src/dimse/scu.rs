@@ -134,14 +134,22 @@ impl Verifier for Scu {
     }
 }
 
-/// An outbound association for C-STORE sub-operations (C-MOVE).
+/// An outbound association for C-STORE sub-operations (C-MOVE) and
+/// forwarding.
 pub struct StoreAssociation {
     inner: dicom_ul::association::AsyncClientAssociation<tokio::net::TcpStream>,
     /// (SOP class, transfer syntax, presentation context id) accepted.
     contexts: Vec<(String, String, u8)>,
     peer: String,
     timeout: Duration,
+    /// Encoded P-DATA-TF PDUs not yet written. Peers often take 16 KiB
+    /// PDUs; one write per PDU made the system calls the largest cost of
+    /// sending a study, so PDUs are written in batches.
+    unsent: Vec<u8>,
 }
+
+/// Write buffered PDUs once this many bytes are waiting.
+const WRITE_BATCH: usize = 256 * 1024;
 
 /// A presentation context can list at most this many (odd ids 1..=255).
 const MAX_CONTEXTS: usize = 128;
@@ -204,17 +212,56 @@ impl Scu {
             contexts,
             peer: name,
             timeout: self.timeout.max(Duration::from_secs(60)),
+            unsent: Vec::with_capacity(WRITE_BATCH + (1 << 20)),
         })
     }
 }
 
 impl StoreAssociation {
-    pub async fn release(self) {
+    pub async fn release(mut self) {
+        let _ = self.flush().await;
         let _ = self.inner.release().await;
     }
 
     pub async fn abort(self) {
         let _ = self.inner.abort().await;
+    }
+
+    /// Queue one PDV as its own P-DATA-TF PDU; written when enough is
+    /// waiting, at the end of a data set, or before anything is read.
+    async fn queue_pdv(
+        &mut self,
+        pdv: PDataValue,
+    ) -> Result<(), crate::dimse::association::AssociationError> {
+        let end_of_data_set = pdv.is_last && pdv.value_type == PDataValueType::Data;
+        dicom_ul::write_pdu(&mut self.unsent, &Pdu::PData { data: vec![pdv] })
+            .map_err(|e| crate::dimse::association::AssociationError::Protocol(e.to_string()))?;
+        if end_of_data_set || self.unsent.len() >= WRITE_BATCH {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Write what is queued. dicom-ul's own `send` writes each PDU at once,
+    /// so nothing of its own is pending on the socket.
+    async fn flush(&mut self) -> Result<(), crate::dimse::association::AssociationError> {
+        use crate::dimse::association::AssociationError;
+        use tokio::io::AsyncWriteExt;
+        if self.unsent.is_empty() {
+            return Ok(());
+        }
+        let timeout = self.timeout;
+        let stream = self.inner.inner_stream();
+        let written = tokio::time::timeout(timeout, stream.write_all(&self.unsent)).await;
+        self.unsent.clear();
+        match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(AssociationError::Protocol(format!(
+                "cannot write to {}: {e}",
+                self.peer
+            ))),
+            Err(_) => Err(AssociationError::IdleTimeout(timeout)),
+        }
     }
 
     /// The accepted context for an abstract syntax, with its transfer syntax.
@@ -243,7 +290,7 @@ impl StoreAssociation {
         })
         .await?;
         let Some(data) = data else {
-            return Ok(());
+            return self.flush().await;
         };
         let chunks = data.len().div_ceil(max).max(1);
         for (i, chunk) in data.chunks(max).enumerate() {
@@ -275,6 +322,7 @@ impl StoreAssociation {
         max_data: usize,
     ) -> Result<Option<PeerMessage>, crate::dimse::association::AssociationError> {
         use crate::dimse::association::AssociationError;
+        self.flush().await?;
         let deadline = tokio::time::Instant::now() + wait;
         let mut command: Option<Command> = None;
         let mut command_bytes = Vec::new();
@@ -363,16 +411,14 @@ impl crate::dimse::service::retrieve::SubOpChannel for StoreAssociation {
         &mut self,
         pdv: PDataValue,
     ) -> Result<(), crate::dimse::association::AssociationError> {
-        self.inner
-            .send(&Pdu::PData { data: vec![pdv] })
-            .await
-            .map_err(crate::dimse::association::AssociationError::from)
+        self.queue_pdv(pdv).await
     }
 
     async fn store_response(
         &mut self,
     ) -> Result<(Command, bool), crate::dimse::association::AssociationError> {
         use crate::dimse::association::AssociationError;
+        self.flush().await?;
         let mut bytes = Vec::new();
         loop {
             let pdu = tokio::time::timeout(self.timeout, self.inner.receive())

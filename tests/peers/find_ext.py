@@ -5,6 +5,7 @@ Prints JSON {"accepted": HEX or null, "matches": [StudyInstanceUID, ...]}.
 """
 import argparse
 import json
+import threading
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE
@@ -26,6 +27,14 @@ ae.add_requested_context(FIND)
 assoc = ae.associate(args.host, args.port, ae_title="TESSERA", ext_neg=[item])
 if not assoc.is_established:
     raise SystemExit("association failed")
+# pynetdicom's association thread can take a C-FIND-RSP off the queue while
+# send_c_find() pauses it, and drop it ("Received unexpected C-FIND service
+# message", pydicom/pynetdicom#875); fast answers make that likelier. This
+# client serves no requests, so that thread is kept from taking messages.
+_get_msg = assoc.dimse.get_msg
+assoc.dimse.get_msg = lambda block=False: (
+    (None, None) if threading.get_ident() == assoc.ident else _get_msg(block)
+)
 accepted = None
 for neg in assoc.acceptor.extended_negotiation:
     if isinstance(neg, SOPClassExtendedNegotiation) and neg.sop_class_uid == FIND:
