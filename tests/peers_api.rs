@@ -1,11 +1,14 @@
 //! The remote AE registry: peers from the config file, the REST API
-//! (`/api/v1/peers`), and C-ECHO against a real DCMTK storescp from the API
-//! and from `tessera echo`.
+//! (`/api/v1/peers`), C-ECHO against a real DCMTK storescp from the API
+//! and from `tessera echo`, and each peer's services enforced on the DICOM
+//! port.
 
 mod common;
 
-use common::{dcmtk, free_port, http_request, skip, tessera_cli, Archive, Backend, StoreScp};
-use tessera::model::RawPeer;
+use common::{
+    dcmtk, free_port, http_request, python, run_peer, skip, tessera_cli, Archive, Backend, StoreScp,
+};
+use tessera::model::{PeerService, RawPeer};
 
 async fn storescp(dir: &std::path::Path) -> Option<StoreScp> {
     dcmtk("storescp")?;
@@ -86,7 +89,125 @@ async fn registry_api_and_echo(backend: Backend) {
     assert_eq!(status, 404);
 }
 
-on_both_backends!(registry_api_and_echo);
+/// A DCMTK tool's output (stdout and stderr) against the archive, verbose.
+async fn dcmtk_output(tool: &str, archive: &Archive, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(dcmtk(tool).expect("checked by caller"))
+        .arg("-v")
+        .args(args)
+        .args([
+            "-aec",
+            "TESSERA",
+            "127.0.0.1",
+            &archive.dicom_port.to_string(),
+        ])
+        .output()
+        .await
+        .expect("DCMTK tool runs");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+async fn peer_services_are_enforced(backend: Backend) {
+    let (Some(_), Some(_), Some(_)) = (dcmtk("findscu"), dcmtk("movescu"), python()) else {
+        return skip(
+            "peer_services_are_enforced",
+            "DCMTK findscu/movescu or pynetdicom missing",
+        );
+    };
+    let archive = Archive::start_with(backend, |raw| {
+        raw.peers = vec![RawPeer {
+            ae_title: "FINDONLY".into(),
+            host: "127.0.0.1".into(),
+            port: free_port(),
+            tls: false,
+            services: Some(vec![PeerService::Find]),
+        }];
+    })
+    .await;
+    let dir = archive.dir.path().join("c");
+    let d = dir.to_str().expect("utf8");
+    assert!(run_peer("gen.py", &[d, "--count", "1", "--seed", "81"])
+        .await
+        .status
+        .success());
+    let port = archive.dicom_port.to_string();
+    let send = |calling: &'static str| {
+        let port = port.clone();
+        let d = d.to_owned();
+        async move {
+            let out = run_peer(
+                "send.py",
+                &[
+                    "127.0.0.1",
+                    &port,
+                    &d,
+                    "--calling-aet",
+                    calling,
+                    "--allow-failures",
+                ],
+            )
+            .await;
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("send.py summary")
+        }
+    };
+
+    // A registered peer without "store" is refused; any other AE may store.
+    let refused = send("FINDONLY").await;
+    assert_eq!(refused["success"], 0, "{refused}");
+    assert_eq!(
+        refused["statuses"]["0x0124"], 1,
+        "Not Authorized: {refused}"
+    );
+    let stored = send("MODALITY").await;
+    assert_eq!(stored["success"], 1, "{stored}");
+
+    // It may query, but not retrieve.
+    let found = dcmtk_output(
+        "findscu",
+        &archive,
+        &[
+            "-S",
+            "-aet",
+            "FINDONLY",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            "StudyInstanceUID",
+        ],
+    )
+    .await;
+    assert!(
+        found.contains("Received Final Find Response (Success)")
+            && found.contains("Find Response: 1"),
+        "{found}"
+    );
+    let moved = dcmtk_output(
+        "movescu",
+        &archive,
+        &[
+            "-S",
+            "-aet",
+            "FINDONLY",
+            "-aem",
+            "FINDONLY",
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            "StudyInstanceUID=*",
+        ],
+    )
+    .await;
+    // DCMTK names 0124H (Refused: Not Authorized) only by its code.
+    assert!(
+        moved.contains("Final Move Response (Unknown Status: 0x124)"),
+        "{moved}"
+    );
+}
+
+on_both_backends!(registry_api_and_echo, peer_services_are_enforced);
 
 #[tokio::test]
 async fn echo_command() {

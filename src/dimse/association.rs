@@ -3,7 +3,7 @@
 //! [`Association`], which turns P-DATA PDUs into whole commands and streamed
 //! data-set fragments. Nothing here knows what a command means.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use dicom_ul::association::server::{AccessControl, Negotiation, ServerAssociationOptions};
@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use super::command::{Command, CommandError};
 use super::storage_classes::STORAGE_SOP_CLASSES;
 use crate::config::DicomConfig;
-use crate::model::{AeTitle, Uid};
+use crate::model::{AeTitle, PeerService, Uid};
 
 pub const VERIFICATION: &str = "1.2.840.10008.1.1";
 /// Command sets are a few hundred bytes; anything near this is hostile.
@@ -169,6 +169,8 @@ pub struct Association {
     partial_command: Vec<u8>,
     partial_context: Option<u8>,
     released: bool,
+    /// The services a registered calling AE may use; `None` for no limit.
+    permitted: Option<BTreeSet<PeerService>>,
 }
 
 impl Association {
@@ -199,11 +201,23 @@ impl Association {
             partial_command: Vec::new(),
             partial_context: None,
             released: false,
+            permitted: None,
         }
     }
 
     pub fn calling_ae(&self) -> &AeTitle {
         &self.calling_ae
+    }
+
+    /// Limit this association to what the calling peer may use.
+    pub fn restrict_to(&mut self, services: BTreeSet<PeerService>) {
+        self.permitted = Some(services);
+    }
+
+    pub fn permits(&self, service: PeerService) -> bool {
+        self.permitted
+            .as_ref()
+            .is_none_or(|allowed| allowed.contains(&service))
     }
 
     pub fn context(&self, id: u8) -> Option<&PresentationContext> {

@@ -96,6 +96,11 @@ pub async fn run(
                 let mut assoc = Association::new(inner, idle);
                 tracing::Span::current().record("calling_ae", assoc.calling_ae().as_str());
                 tracing::debug!("association established");
+                // A registered peer may use only its services; other calling
+                // AEs are limited by `dicom.allowed_calling_ae_titles` alone.
+                if let Ok(peer) = ctx.peers.get(assoc.calling_ae().as_str()).await {
+                    assoc.restrict_to(peer.services);
+                }
                 let end = serve(&mut assoc, &ctx, &shutdown, grace).await;
                 end.finish(assoc).await;
             }

@@ -1,6 +1,6 @@
 """Send Part-10 files with pynetdicom over one or more parallel associations.
 
-usage: send.py HOST PORT FILE_OR_DIR... [--aet TESSERA] [--assocs N]
+usage: send.py HOST PORT FILE_OR_DIR... [--aet TESSERA] [--calling-aet AE] [--assocs N]
                [--ack-log PATH] [--allow-failures] [--echo]
 Each association proposes the SOP class and transfer syntax of its files,
 so data sets travel as they are stored. Prints a JSON summary:
@@ -37,7 +37,7 @@ def worker(files, args, results, ack, lock):
         ds = dcmread(f)
         contexts.add((ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.TransferSyntaxUID))
         datasets.append((f, ds))
-    ae = AE(ae_title="PYNETDICOM")
+    ae = AE(ae_title=args.calling_aet)
     ae.acse_timeout = 30
     ae.dimse_timeout = 120
     ae.network_timeout = 120
@@ -81,6 +81,7 @@ def main():
     p.add_argument("port", type=int)
     p.add_argument("paths", nargs="*")
     p.add_argument("--aet", default="TESSERA")
+    p.add_argument("--calling-aet", default="PYNETDICOM")
     p.add_argument("--assocs", type=int, default=1)
     p.add_argument("--ack-log")
     p.add_argument("--allow-failures", action="store_true")

@@ -17,7 +17,10 @@ use super::command::{Command, CommandField, Status};
 use crate::dimse::scu::Scu;
 use crate::index::Index;
 use crate::ingest::Ingest;
-use crate::model::AeTitle;
+use crate::model::{AeTitle, PeerService};
+
+/// Refused: Not Authorized (PS3.7 C.5.5).
+const NOT_AUTHORIZED: u16 = 0x0124;
 use crate::peers::PeerRegistry;
 use crate::storage::Storage;
 use crate::telemetry::Metrics;
@@ -52,6 +55,11 @@ pub async fn dispatch(
     request: Request,
     ctx: &ServiceContext,
 ) -> Result<(), AssociationError> {
+    if let Some(service) = required_service(&request.command) {
+        if !assoc.permits(service) {
+            return refuse_unauthorized(assoc, request, service).await;
+        }
+    }
     match request.command.field {
         CommandField::CEchoRq => echo::handle(assoc, request).await,
         CommandField::CStoreRq => store::handle(assoc, request, ctx).await,
@@ -82,4 +90,35 @@ pub async fn dispatch(
             assoc.send_command(request.context_id, &rsp).await
         }
     }
+}
+
+/// The peer service a request uses, for the registry's per-peer limits.
+fn required_service(command: &Command) -> Option<PeerService> {
+    match command.field {
+        CommandField::CStoreRq => Some(PeerService::Store),
+        CommandField::CFindRq => Some(PeerService::Find),
+        CommandField::CMoveRq => Some(PeerService::Move),
+        CommandField::CGetRq => Some(PeerService::Get),
+        CommandField::NActionRq => Some(PeerService::Commit),
+        _ => None,
+    }
+}
+
+/// Refused: Not Authorized (PS3.7 C.5.5), after reading any data set.
+async fn refuse_unauthorized(
+    assoc: &mut Association,
+    request: Request,
+    service: PeerService,
+) -> Result<(), AssociationError> {
+    tracing::warn!(calling_ae = %assoc.calling_ae(), service = service.as_str(), "request refused: not among the peer's services");
+    if request.command.has_dataset {
+        assoc.drain_data_set(request.context_id).await?;
+    }
+    let rsp = Command::response_to(&request.command, Status::Other(NOT_AUTHORIZED))
+        .with_error_comment(format!(
+            "{} may not use {} (peer services)",
+            assoc.calling_ae(),
+            service.as_str()
+        ));
+    assoc.send_command(request.context_id, &rsp).await
 }
