@@ -84,6 +84,20 @@ pub struct RawConfig {
     pub dicomweb: RawDicomWeb,
     #[serde(default)]
     pub viewer: RawViewer,
+    #[serde(default)]
+    pub tls: RawTls,
+}
+
+/// TLS for associations to peers marked `tls = true` (PEM files).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// CA certificates a peer's certificate must chain to.
+    pub ca_file: Option<PathBuf>,
+    /// Tessera's client certificate chain, presented to peers.
+    pub cert_file: Option<PathBuf>,
+    /// The key of `cert_file`.
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -259,6 +273,8 @@ pub struct Config {
     /// How long the forwarding association stays open for that report.
     pub forward_report_wait: Duration,
     pub dicomweb: DicomWebConfig,
+    /// TLS to peers; `None` when `[tls]` names no CA file.
+    pub tls: Option<crate::dimse::tls::TlsFiles>,
 }
 
 pub const DEFAULT_AE_TITLE: &str = "TESSERA";
@@ -379,7 +395,31 @@ impl Config {
                 .dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_VIEWER_DIR)),
         };
+        let tls = match (raw.tls.ca_file, raw.tls.cert_file, raw.tls.key_file) {
+            (None, None, None) => None,
+            (Some(ca_file), None, None) => Some(crate::dimse::tls::TlsFiles {
+                ca_file,
+                client: None,
+            }),
+            (Some(ca_file), Some(cert), Some(key)) => Some(crate::dimse::tls::TlsFiles {
+                ca_file,
+                client: Some((cert, key)),
+            }),
+            (None, _, _) => {
+                return Err(ConfigError::Invalid {
+                    key: "tls.ca_file",
+                    reason: "needed when a client certificate is set".into(),
+                })
+            }
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: "tls.cert_file",
+                    reason: "cert_file and key_file go together".into(),
+                })
+            }
+        };
         Ok(Config {
+            tls,
             dicomweb,
             forward_max_attempts: raw.forwarding.max_attempts.unwrap_or(20).max(1),
             forward_commitment_timeout_secs: raw

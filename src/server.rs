@@ -33,6 +33,8 @@ pub enum ServerError {
     Index(#[from] IndexError),
     #[error("cannot register the configured peers: {0}")]
     Peers(String),
+    #[error(transparent)]
+    Tls(#[from] crate::dimse::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -45,10 +47,16 @@ pub struct Core {
     pub storage: Storage,
     pub index: Index,
     pub metrics: Arc<Metrics>,
+    /// Client TLS for peers marked `tls`, loaded once at startup.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Core {
     pub async fn open(config: &Config) -> Result<Self, ServerError> {
+        let tls = match &config.tls {
+            Some(files) => Some(crate::dimse::tls::client_config(files)?),
+            None => None,
+        };
         let storage = Storage::open(config).await?;
         tracing::info!(storage = %storage.describe(), "storage ready");
         let index = Index::open(&config.index_url, config.index_max_connections).await?;
@@ -57,6 +65,7 @@ impl Core {
             storage,
             index,
             metrics: Arc::new(Metrics::new()),
+            tls,
         })
     }
 
@@ -70,6 +79,7 @@ impl Core {
         Scu {
             ae_title: config.dicom.ae_title.clone(),
             timeout: config.dicom.artim_timeout,
+            tls: self.tls.clone(),
         }
     }
 

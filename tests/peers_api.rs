@@ -207,7 +207,182 @@ async fn peer_services_are_enforced(backend: Backend) {
     );
 }
 
-on_both_backends!(registry_api_and_echo, peer_services_are_enforced);
+/// Run openssl in `dir`; false when it fails.
+fn openssl(dir: &std::path::Path, args: &[&str]) -> bool {
+    std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// A test CA and two certificates it signs: `server` for 127.0.0.1 and
+/// `client`, as PEM files in `dir`.
+fn make_certificates(dir: &std::path::Path) -> bool {
+    let ca = openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Tessera test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+    );
+    let mut ok = ca;
+    for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
+        let ext = dir.join(format!("{name}.ext"));
+        std::fs::write(
+            &ext,
+            format!("subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n"),
+        )
+        .expect("ext file");
+        ok =
+            ok && openssl(
+                dir,
+                &[
+                    "req",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-keyout",
+                    &format!("{name}.key"),
+                    "-out",
+                    &format!("{name}.csr"),
+                    "-subj",
+                    &format!("/CN={name}"),
+                ],
+            ) && openssl(
+                dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &format!("{name}.csr"),
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-out",
+                    &format!("{name}.pem"),
+                    "-days",
+                    "2",
+                    "-extfile",
+                    &format!("{name}.ext"),
+                ],
+            );
+    }
+    ok
+}
+
+/// Peers marked `tls`: C-ECHO and a C-MOVE to a DCMTK storescp that only
+/// speaks TLS and requires a client certificate; a clear error without
+/// `[tls]`.
+async fn tls_to_peers(backend: Backend) {
+    let (Some(movescu), Some(_), Some(_)) = (dcmtk("movescu"), dcmtk("storescp"), python()) else {
+        return skip(
+            "tls_to_peers",
+            "DCMTK movescu/storescp or pynetdicom missing",
+        );
+    };
+    let certs = tempfile::tempdir().expect("tmp");
+    if !make_certificates(certs.path()) {
+        return skip("tls_to_peers", "openssl could not make test certificates");
+    }
+    let pem = |name: &str| certs.path().join(name);
+    let received = certs.path().join("received");
+    let scp = StoreScp::start(
+        "TLSSCP",
+        &received,
+        &[
+            "+tls",
+            pem("server.key").to_str().expect("utf8"),
+            pem("server.pem").to_str().expect("utf8"),
+            "+cf",
+            pem("ca.pem").to_str().expect("utf8"),
+        ],
+    )
+    .await;
+    let tls_peer = |port| RawPeer {
+        ae_title: "TLSSCP".into(),
+        host: "127.0.0.1".into(),
+        port,
+        tls: true,
+        services: None,
+    };
+    let archive = Archive::start_with(backend, |raw| {
+        raw.peers = vec![tls_peer(scp.port)];
+        raw.tls.ca_file = Some(pem("ca.pem"));
+        raw.tls.cert_file = Some(pem("client.pem"));
+        raw.tls.key_file = Some(pem("client.key"));
+    })
+    .await;
+    let (status, body) = http_request(
+        archive.http_port,
+        "POST",
+        "/api/v1/peers/TLSSCP/echo",
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""ok":true"#), "{body}");
+
+    let dir = archive.dir.path().join("c");
+    let d = dir.to_str().expect("utf8");
+    assert!(run_peer("gen.py", &[d, "--count", "2", "--seed", "82"])
+        .await
+        .status
+        .success());
+    let port = archive.dicom_port.to_string();
+    assert!(run_peer("send.py", &["127.0.0.1", &port, d])
+        .await
+        .status
+        .success());
+    let out = tokio::process::Command::new(movescu)
+        .args(["-S", "-aet", "MOVESCU", "-aec", "TESSERA", "-aem", "TLSSCP"])
+        .args(["-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID=*"])
+        .args(["127.0.0.1", &port])
+        .output()
+        .await
+        .expect("movescu runs");
+    assert!(out.status.success(), "{out:?}");
+    let files = std::fs::read_dir(&received).expect("dir").count();
+    assert_eq!(files, 2, "both instances arrived over TLS");
+
+    // A TLS peer without [tls]: refused with a clear reason.
+    let plain = Archive::start_with(backend, |raw| raw.peers = vec![tls_peer(scp.port)]).await;
+    let (status, body) = http_request(
+        plain.http_port,
+        "POST",
+        "/api/v1/peers/TLSSCP/echo",
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("no [tls] ca_file"), "{body}");
+}
+
+on_both_backends!(
+    registry_api_and_echo,
+    peer_services_are_enforced,
+    tls_to_peers
+);
 
 #[tokio::test]
 async fn echo_command() {

@@ -4,8 +4,10 @@
 //! - [`association`]: negotiation policy and P-DATA ↔ commands and data-set
 //!   fragments. Framing never decides what a command means.
 //! - [`command`]: typed command sets and status codes.
-//! - [`service`]: one module per DIMSE service (C-ECHO, C-STORE, C-FIND).
-//! - [`scu`]: outbound associations (C-ECHO, C-STORE, N-EVENT-REPORT).
+//! - [`service`]: one module per DIMSE service (C-ECHO, C-STORE, C-FIND,
+//!   C-MOVE, C-GET, storage commitment).
+//! - [`scu`]: outbound associations (C-ECHO, C-STORE, N-ACTION,
+//!   N-EVENT-REPORT), each a [`link::Link`] over TCP or [`tls`].
 //! - [`forwarder`]: the store-and-forward worker.
 //!
 //! An instance arrives here, is streamed to [`crate::ingest`], and is
@@ -14,7 +16,9 @@
 pub mod association;
 pub mod command;
 pub mod forwarder;
+pub mod link;
 pub mod listener;
 pub mod scu;
 pub mod service;
 pub mod storage_classes;
+pub mod tls;

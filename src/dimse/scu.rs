@@ -3,6 +3,7 @@
 //! commitment request on the same association), and storage commitment
 //! reports to requesters that released their association.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextResultReason};
@@ -11,6 +12,7 @@ use futures::future::BoxFuture;
 
 use super::association::VERIFICATION;
 use super::command::{request, Command, CommandField, Status};
+use super::link::{Link, LinkError};
 use crate::model::{AeTitle, Peer};
 use crate::peers::Verifier;
 
@@ -23,8 +25,8 @@ pub enum ScuError {
     },
     #[error("{0} did not accept the Verification SOP class")]
     NotAccepted(String),
-    #[error("TLS to peers is not supported yet")]
-    Tls,
+    #[error("{0}")]
+    Tls(String),
     #[error("{0} timed out")]
     Timeout(String),
     #[error("unexpected answer from {peer}: {what}")]
@@ -33,18 +35,22 @@ pub enum ScuError {
     Status { peer: String, status: u16 },
 }
 
-type ClientAssociation = dicom_ul::association::AsyncClientAssociation<tokio::net::TcpStream>;
-
-/// Send each PDU at once: with Nagle's algorithm a short last PDV waits for
-/// the peer's delayed ACK, about 40 ms per message.
-fn no_delay(assoc: &mut ClientAssociation) {
-    let _ = assoc.inner_stream().set_nodelay(true);
+impl ScuError {
+    fn from_link(peer: &str, e: LinkError) -> Self {
+        match e {
+            LinkError::NoTlsConfig => ScuError::Tls(format!("{peer}: {e}")),
+            LinkError::Associate(source) => ScuError::Associate {
+                peer: peer.to_owned(),
+                source,
+            },
+        }
+    }
 }
 
 /// Send one request (its PDVs in order), read the response, release, and
 /// turn anything but success into an error.
 async fn request_and_release(
-    mut assoc: ClientAssociation,
+    mut assoc: Link,
     pdvs: Vec<PDataValue>,
     peer: &str,
 ) -> Result<(), ScuError> {
@@ -80,28 +86,23 @@ async fn request_and_release(
 pub struct Scu {
     pub ae_title: AeTitle,
     pub timeout: Duration,
+    /// For peers marked `tls`; `None` when `[tls]` is not configured.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Scu {
     /// C-ECHO: associate, verify, release. Returns the round-trip time.
     pub async fn echo(&self, peer: &Peer) -> Result<Duration, ScuError> {
-        if peer.tls {
-            return Err(ScuError::Tls);
-        }
         let started = Instant::now();
         let name = format!("{}@{}:{}", peer.ae_title, peer.host, peer.port);
         let work = async {
-            let mut assoc = ClientAssociationOptions::new()
+            let options = ClientAssociationOptions::new()
                 .calling_ae_title(self.ae_title.as_str())
                 .called_ae_title(peer.ae_title.as_str())
-                .with_abstract_syntax(VERIFICATION)
-                .establish_async((peer.host.as_str(), peer.port))
+                .with_abstract_syntax(VERIFICATION);
+            let assoc = Link::establish(options, peer, self.tls.as_ref())
                 .await
-                .map_err(|source| ScuError::Associate {
-                    peer: name.clone(),
-                    source,
-                })?;
-            no_delay(&mut assoc);
+                .map_err(|e| ScuError::from_link(&name, e))?;
             let pc = assoc
                 .presentation_contexts()
                 .iter()
@@ -137,7 +138,7 @@ impl Verifier for Scu {
 /// An outbound association for C-STORE sub-operations (C-MOVE) and
 /// forwarding.
 pub struct StoreAssociation {
-    inner: dicom_ul::association::AsyncClientAssociation<tokio::net::TcpStream>,
+    inner: Link,
     /// (SOP class, transfer syntax, presentation context id) accepted.
     contexts: Vec<(String, String, u8)>,
     peer: String,
@@ -164,9 +165,6 @@ impl Scu {
         pairs: &[(String, String)],
         commitment: bool,
     ) -> Result<StoreAssociation, ScuError> {
-        if peer.tls {
-            return Err(ScuError::Tls);
-        }
         let name = format!("{}@{}:{}", peer.ae_title, peer.host, peer.port);
         let mut options = ClientAssociationOptions::new()
             .calling_ae_title(self.ae_title.as_str())
@@ -184,17 +182,13 @@ impl Scu {
                 ],
             );
         }
-        let mut inner = tokio::time::timeout(
+        let inner = tokio::time::timeout(
             self.timeout,
-            options.establish_async((peer.host.as_str(), peer.port)),
+            Link::establish(options, peer, self.tls.as_ref()),
         )
         .await
         .map_err(|_| ScuError::Timeout(format!("association with {name}")))?
-        .map_err(|source| ScuError::Associate {
-            peer: name.clone(),
-            source,
-        })?;
-        no_delay(&mut inner);
+        .map_err(|e| ScuError::from_link(&name, e))?;
         let contexts = inner
             .presentation_contexts()
             .iter()
@@ -246,13 +240,11 @@ impl StoreAssociation {
     /// so nothing of its own is pending on the socket.
     async fn flush(&mut self) -> Result<(), crate::dimse::association::AssociationError> {
         use crate::dimse::association::AssociationError;
-        use tokio::io::AsyncWriteExt;
         if self.unsent.is_empty() {
             return Ok(());
         }
         let timeout = self.timeout;
-        let stream = self.inner.inner_stream();
-        let written = tokio::time::timeout(timeout, stream.write_all(&self.unsent)).await;
+        let written = tokio::time::timeout(timeout, self.inner.write_encoded(&self.unsent)).await;
         self.unsent.clear();
         match written {
             Ok(Ok(())) => Ok(()),
@@ -463,16 +455,13 @@ impl Scu {
             STORAGE_COMMITMENT_INSTANCE, STORAGE_COMMITMENT_PUSH,
         };
         use dicom_encoding::TransferSyntaxIndex;
-        if peer.tls {
-            return Err(ScuError::Tls);
-        }
         let name = format!("{}@{}:{}", peer.ae_title, peer.host, peer.port);
         let protocol = |what: String| ScuError::Protocol {
             peer: name.clone(),
             what,
         };
         let work = async {
-            let mut assoc = ClientAssociationOptions::new()
+            let options = ClientAssociationOptions::new()
                 .calling_ae_title(self.ae_title.as_str())
                 .called_ae_title(peer.ae_title.as_str())
                 .with_presentation_context(
@@ -482,14 +471,10 @@ impl Scu {
                         crate::transcode::IMPLICIT_VR_LITTLE_ENDIAN,
                     ],
                 )
-                .with_role_selection(STORAGE_COMMITMENT_PUSH, false, true)
-                .establish_async((peer.host.as_str(), peer.port))
+                .with_role_selection(STORAGE_COMMITMENT_PUSH, false, true);
+            let assoc = Link::establish(options, peer, self.tls.as_ref())
                 .await
-                .map_err(|source| ScuError::Associate {
-                    peer: name.clone(),
-                    source,
-                })?;
-            no_delay(&mut assoc);
+                .map_err(|e| ScuError::from_link(&name, e))?;
             let (pc, ts_uid) = assoc
                 .presentation_contexts()
                 .iter()
