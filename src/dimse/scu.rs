@@ -47,6 +47,31 @@ impl ScuError {
     }
 }
 
+/// A message as PDVs: the command, then the data set (if any) in pieces of
+/// at most `max` bytes, the last one marked.
+fn message_pdvs(
+    context_id: u8,
+    command: Vec<u8>,
+    data: Option<Vec<u8>>,
+    max: usize,
+) -> Vec<PDataValue> {
+    let pdv = |value_type, is_last, data| PDataValue {
+        presentation_context_id: context_id,
+        value_type,
+        is_last,
+        data,
+    };
+    let mut pdvs = vec![pdv(PDataValueType::Command, true, command)];
+    if let Some(data) = data {
+        let chunks = data.len().div_ceil(max).max(1);
+        pdvs.extend((0..chunks).map(|i| {
+            let piece = data[(i * max).min(data.len())..((i + 1) * max).min(data.len())].to_vec();
+            pdv(PDataValueType::Data, i + 1 == chunks, piece)
+        }));
+    }
+    pdvs
+}
+
 /// Send one request (its PDVs in order), read the response, release, and
 /// turn anything but success into an error.
 async fn request_and_release(
@@ -273,37 +298,10 @@ impl StoreAssociation {
     ) -> Result<(), crate::dimse::association::AssociationError> {
         use crate::dimse::service::retrieve::SubOpChannel;
         let max = self.max_pdv_len();
-        let command = command.encode()?;
-        self.send_pdv(PDataValue {
-            presentation_context_id: context_id,
-            value_type: PDataValueType::Command,
-            is_last: true,
-            data: command,
-        })
-        .await?;
-        let Some(data) = data else {
-            return self.flush().await;
-        };
-        let chunks = data.len().div_ceil(max).max(1);
-        for (i, chunk) in data.chunks(max).enumerate() {
-            self.send_pdv(PDataValue {
-                presentation_context_id: context_id,
-                value_type: PDataValueType::Data,
-                is_last: i + 1 == chunks,
-                data: chunk.to_vec(),
-            })
-            .await?;
+        for pdv in message_pdvs(context_id, command.encode()?, data, max) {
+            self.queue_pdv(pdv).await?;
         }
-        if data.is_empty() {
-            self.send_pdv(PDataValue {
-                presentation_context_id: context_id,
-                value_type: PDataValueType::Data,
-                is_last: true,
-                data: Vec::new(),
-            })
-            .await?;
-        }
-        Ok(())
+        self.flush().await
     }
 
     /// The next whole message the peer sends (command, data set bytes),
@@ -497,21 +495,7 @@ impl Scu {
             let max = (assoc.acceptor_max_pdu_length() as usize)
                 .saturating_sub(6)
                 .clamp(1024, 1 << 20);
-            let mut pdvs = vec![PDataValue {
-                presentation_context_id: pc,
-                value_type: PDataValueType::Command,
-                is_last: true,
-                data: command,
-            }];
-            let chunks = data.len().div_ceil(max).max(1);
-            for (i, chunk) in data.chunks(max).enumerate() {
-                pdvs.push(PDataValue {
-                    presentation_context_id: pc,
-                    value_type: PDataValueType::Data,
-                    is_last: i + 1 == chunks,
-                    data: chunk.to_vec(),
-                });
-            }
+            let pdvs = message_pdvs(pc, command, Some(data), max);
             request_and_release(assoc, pdvs, &name).await
         };
         tokio::time::timeout(self.timeout.max(Duration::from_secs(30)), work)

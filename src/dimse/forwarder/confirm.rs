@@ -18,7 +18,9 @@ use super::Forwarder;
 use crate::dimse::command::{request, CommandField, Status};
 use crate::dimse::scu::StoreAssociation;
 use crate::dimse::service::commitment::report::{self, MAX_REPORT};
-use crate::dimse::service::commitment::{STORAGE_COMMITMENT_INSTANCE, STORAGE_COMMITMENT_PUSH};
+use crate::dimse::service::commitment::{
+    referenced_sop, STORAGE_COMMITMENT_INSTANCE, STORAGE_COMMITMENT_PUSH,
+};
 use crate::index::DueForward;
 use crate::model::Uid;
 
@@ -32,20 +34,7 @@ fn action_information(transaction_uid: &Uid, sent: &[&DueForward]) -> InMemDicom
     ));
     let items: Vec<InMemDicomObject> = sent
         .iter()
-        .map(|f| {
-            let mut item = InMemDicomObject::new_empty();
-            item.put(DataElement::new(
-                tags::REFERENCED_SOP_CLASS_UID,
-                VR::UI,
-                PrimitiveValue::from(f.item.sop_class_uid.as_str()),
-            ));
-            item.put(DataElement::new(
-                tags::REFERENCED_SOP_INSTANCE_UID,
-                VR::UI,
-                PrimitiveValue::from(f.item.sop_instance_uid.as_str()),
-            ));
-            item
-        })
+        .map(|f| referenced_sop(&f.item.sop_class_uid, &f.item.sop_instance_uid))
         .collect();
     obj.put(DataElement::new(
         tags::REFERENCED_SOP_SEQUENCE,

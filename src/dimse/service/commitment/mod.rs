@@ -62,20 +62,7 @@ impl CommitResult {
             VR::UI,
             PrimitiveValue::from(self.transaction_uid.as_str()),
         ));
-        let item = |class: &str, instance: &str| {
-            let mut i = InMemDicomObject::new_empty();
-            i.put(DataElement::new(
-                tags::REFERENCED_SOP_CLASS_UID,
-                VR::UI,
-                PrimitiveValue::from(class),
-            ));
-            i.put(DataElement::new(
-                tags::REFERENCED_SOP_INSTANCE_UID,
-                VR::UI,
-                PrimitiveValue::from(instance),
-            ));
-            i
-        };
+        let item = referenced_sop;
         if !self.committed.is_empty() {
             let items: Vec<_> = self.committed.iter().map(|(c, i)| item(c, i)).collect();
             obj.put(DataElement::new(
@@ -106,6 +93,22 @@ impl CommitResult {
         }
         obj
     }
+}
+
+/// A Referenced SOP Sequence item: SOP Class and SOP Instance UID.
+pub fn referenced_sop(class: &str, instance: &str) -> InMemDicomObject {
+    let mut item = InMemDicomObject::new_empty();
+    item.put(DataElement::new(
+        tags::REFERENCED_SOP_CLASS_UID,
+        VR::UI,
+        PrimitiveValue::from(class),
+    ));
+    item.put(DataElement::new(
+        tags::REFERENCED_SOP_INSTANCE_UID,
+        VR::UI,
+        PrimitiveValue::from(instance),
+    ));
+    item
 }
 
 /// Verify each referenced instance: indexed, same SOP class, and its stored
