@@ -214,6 +214,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         max_attempts: config.forward_max_attempts,
         commitment_timeout_secs: config.forward_commitment_timeout_secs,
         report_wait: config.forward_report_wait,
+        reports_elsewhere: Default::default(),
     };
     worker_tracker.spawn(forwarder.run(shutdown.clone()));
     worker_tracker.close();

@@ -4,7 +4,9 @@
 //! UID. The rows wait in state `committing` until the N-EVENT-REPORT says
 //! which were committed; it may come on this association, while it stays
 //! open for `report_wait`, or later on one the destination opens
-//! ([`crate::dimse::service::commitment::report`]). A report that never
+//! ([`crate::dimse::service::commitment::report`]). A destination seen
+//! reporting on a new association is not waited for during the next ten
+//! minutes, so its batches do not each pay `report_wait`. A report that never
 //! comes sends the instances again after the commitment timeout.
 
 use dicom_core::value::DataSetSequence;
@@ -49,6 +51,7 @@ fn action_information(transaction_uid: &Uid, sent: &[&DueForward]) -> InMemDicom
 /// back in the queue, to be sent again.
 pub(super) async fn request_commitment(
     forwarder: &Forwarder,
+    destination: &str,
     association: &mut StoreAssociation,
     sent: &[&DueForward],
 ) {
@@ -98,6 +101,7 @@ pub(super) async fn request_commitment(
             Ok(Some(message)) => message,
             Ok(None) if accepted => {
                 tracing::debug!(transaction = %transaction_uid, "no report on the forwarding association; waiting for one on a new association");
+                forwarder.report_came_on_association(destination, false);
                 return;
             }
             Ok(None) => return give_back("no answer to the commitment request".into()).await,
@@ -117,6 +121,9 @@ pub(super) async fn request_commitment(
                     ))
                     .await;
                 }
+                if !forwarder.waits_for_report(destination) {
+                    return;
+                }
                 accepted = true;
                 wait = forwarder.report_wait;
             }
@@ -135,6 +142,7 @@ pub(super) async fn request_commitment(
                 {
                     tracing::warn!(error = %e, "cannot answer the commitment report");
                 }
+                forwarder.report_came_on_association(destination, true);
                 return;
             }
             other => {

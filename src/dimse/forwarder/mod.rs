@@ -45,7 +45,14 @@ pub struct Forwarder {
     pub commitment_timeout_secs: i64,
     /// How long the forwarding association stays open for the report.
     pub report_wait: Duration,
+    /// Destinations whose last report came on a new association, and when
+    /// that was seen: for a while their batches do not wait for one.
+    pub reports_elsewhere: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
+
+/// How long a destination that reported on a new association is not waited
+/// for; then the forwarding association waits once more.
+const RECHECK_REPORT_PATH: Duration = Duration::from_secs(600);
 
 impl Forwarder {
     pub async fn run(self, shutdown: CancellationToken) {
@@ -159,9 +166,30 @@ impl Forwarder {
             }
         }
         if !to_confirm.is_empty() {
-            confirm::request_commitment(self, &mut association, &to_confirm).await;
+            confirm::request_commitment(self, destination, &mut association, &to_confirm).await;
         }
         association.release().await;
+    }
+
+    /// Whether to keep the association open for the report: not for a
+    /// destination that lately reported on a new association instead.
+    fn waits_for_report(&self, destination: &str) -> bool {
+        let Ok(seen) = self.reports_elsewhere.lock() else {
+            return true;
+        };
+        seen.get(destination)
+            .is_none_or(|at| at.elapsed() > RECHECK_REPORT_PATH)
+    }
+
+    /// Remember where `destination` sent its last report.
+    fn report_came_on_association(&self, destination: &str, on_association: bool) {
+        if let Ok(mut seen) = self.reports_elsewhere.lock() {
+            if on_association {
+                seen.remove(destination);
+            } else {
+                seen.insert(destination.to_owned(), std::time::Instant::now());
+            }
+        }
     }
 
     async fn retry_all(&self, forwards: &[DueForward], error: &str) {
