@@ -635,23 +635,7 @@ def render(args, results: list[Result], env: dict, notes: list[str]) -> str:
         if r.detail:
             L.append(f"- {r.target}, {r.metric}: {r.detail}")
     L.append("")
-    L.append("## Exact commands")
-    L.append("")
-    L.append("```")
-    L.append(env["argv"])
-    for c in env.get("server_cmds", []):
-        L.append(c)
-    L.append("```")
-    if env.get("orthanc_config"):
-        L.append("")
-        L.append("Orthanc configuration (everything else at its defaults):")
-        L.append("")
-        L.append("```json")
-        L.append(env["orthanc_config"])
-        L.append("```")
-    L.append("")
-    L.append("Tools: " + "; ".join(f"{k}: {v}" for k, v in env["tools"].items()))
-    L.append("")
+    L.extend(ing.commands_footer(env))
     return "\n".join(L)
 
 

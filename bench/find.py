@@ -555,23 +555,7 @@ def render(args, env, results: dict[str, dict[str, KindResult]], notes) -> str:
                      f"raw max {max(r.raw_ms):.1f} ms, pynetdicom max {max(r.pyn_ms):.1f} ms; matches "
                      f"min {min(r.matches)} max {max(r.matches)}, expected mean {statistics.mean(r.expected):.2f}")
     L.append("")
-    L.append("## Exact commands")
-    L.append("")
-    L.append("```")
-    L.append(env["argv"])
-    for c in env["server_cmds"]:
-        L.append(c)
-    L.append("```")
-    if env.get("orthanc_config"):
-        L.append("")
-        L.append("Orthanc configuration (everything else at its defaults):")
-        L.append("")
-        L.append("```json")
-        L.append(env["orthanc_config"])
-        L.append("```")
-    L.append("")
-    L.append("Tools: " + "; ".join(f"{k}: {v}" for k, v in env["tools"].items()))
-    L.append("")
+    L.extend(ing.commands_footer(env))
     return "\n".join(L)
 
 

@@ -869,6 +869,17 @@ def render(args, corpus: Corpus, results: list[RunResult], env: dict) -> str:
     return "\n".join(L)
 
 
+def commands_footer(env: dict) -> list[str]:
+    """A report's closing lines: the exact commands, the Orthanc
+    configuration when there is one, and the tool versions."""
+    L = ["## Exact commands", "", "```", env["argv"], *env.get("server_cmds", []), "```"]
+    if env.get("orthanc_config"):
+        L += ["", "Orthanc configuration (everything else at its defaults):", "",
+              "```json", env["orthanc_config"], "```"]
+    L += ["", "Tools: " + "; ".join(f"{k}: {v}" for k, v in env["tools"].items()), ""]
+    return L
+
+
 # ---------------------------------------------------------------------- main
 
 def parse_args(argv=None):
