@@ -56,17 +56,14 @@ on both servers. Both servers get the same query list (fixed seed).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import gzip
 import http.client
 import io
 import json
 import os
-import platform
 import random
 import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -686,30 +683,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    for k in [k for k in ing.CHILD_ENV if k.startswith("TESSERA_")]:
-        del ing.CHILD_ENV[k]
-    ing.CHILD_ENV["TCP_NODELAY"] = "1"
-    signal.signal(signal.SIGTERM, ing._raise_on_sigterm)
-    signal.signal(signal.SIGINT, ing._raise_on_sigterm)
-    base = tempfile.mkdtemp(prefix="tessera-dicomweb-", dir=args.workdir)
-    if not args.skip_tessera:
-        args.tessera_run_bin = os.path.join(base, "tessera")
-        shutil.copy2(args.tessera_bin, args.tessera_run_bin)
-    cpu = "?"
-    try:
-        cpu = next(x.split(":", 1)[1].strip() for x in open("/proc/cpuinfo") if x.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    env = {
-        "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        "cpus": os.cpu_count(), "cpu": cpu,
-        "mem": f"{int(open('/proc/meminfo').readline().split()[1]) / 1024 / 1024:.0f} GiB RAM",
-        "kernel": platform.release(), "fs": ing.fs_type(base),
-        "load": " ".join(open("/proc/loadavg").read().split()[:3]),
-        "argv": shlex.join([sys.executable, *sys.argv]),
-        "tools": {"python requests": requests.__version__, "pydicom": pydicom.__version__},
-        "server_cmds": [],
-    }
+    base, env = ing.prepare_run(args, "tessera-dicomweb-")
+    env["tools"] = {"python requests": requests.__version__, "pydicom": pydicom.__version__}
     if not args.skip_orthanc:
         env["tools"]["Orthanc"] = ing.tool_version([args.orthanc_bin, "--version"])
         env["tools"]["orthanc-dicomweb"] = subprocess.run(

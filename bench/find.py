@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import datetime as dt
 import io
 import json
 import logging
@@ -54,7 +53,6 @@ import platform
 import random
 import shlex
 import shutil
-import signal
 import socket
 import sqlite3
 import statistics
@@ -607,34 +605,9 @@ def stop_logged(srv: ing.Server) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    for k in [k for k in ing.CHILD_ENV if k.startswith("TESSERA_")]:
-        del ing.CHILD_ENV[k]
-    # Debian's DCMTK (inside Orthanc) keeps Nagle's algorithm on unless this is set;
-    # each response would then wait for our delayed ACK.
-    ing.CHILD_ENV["TCP_NODELAY"] = "1"
-    signal.signal(signal.SIGTERM, ing._raise_on_sigterm)
-    signal.signal(signal.SIGINT, ing._raise_on_sigterm)
-    base = tempfile.mkdtemp(prefix="tessera-find-", dir=args.workdir)
-    if not args.skip_tessera:
-        # a private copy, so a rebuild during the run can't swap the binary
-        args.tessera_run_bin = os.path.join(base, "tessera")
-        shutil.copy2(args.tessera_bin, args.tessera_run_bin)
-    cpu = "?"
-    try:
-        cpu = next(x.split(":", 1)[1].strip() for x in open("/proc/cpuinfo") if x.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    env = {
-        "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        "cpus": os.cpu_count(), "cpu": cpu,
-        "mem": f"{int(open('/proc/meminfo').readline().split()[1]) / 1024 / 1024:.0f} GiB RAM",
-        "kernel": platform.release(),
-        "load": " ".join(open("/proc/loadavg").read().split()[:3]),
-        "argv": shlex.join([sys.executable, *sys.argv]),
-        "tools": {"Python": platform.python_version(), "pynetdicom": pynetdicom.__version__,
-                  "pydicom": pydicom.__version__},
-        "server_cmds": [],
-    }
+    base, env = ing.prepare_run(args, "tessera-find-")
+    env["tools"] = {"Python": platform.python_version(), "pynetdicom": pynetdicom.__version__,
+                  "pydicom": pydicom.__version__}
     if not args.skip_orthanc:
         env["tools"]["Orthanc"] = ing.tool_version([args.orthanc_bin, "--version"])
     if not args.skip_tessera:

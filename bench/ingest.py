@@ -869,6 +869,40 @@ def render(args, corpus: Corpus, results: list[RunResult], env: dict) -> str:
     return "\n".join(L)
 
 
+def prepare_run(args, prefix: str) -> tuple[str, dict]:
+    """What the Tessera-vs-Orthanc benchmarks do first: children get no
+    TESSERA_* settings and TCP_NODELAY=1 (Debian's DCMTK, inside Orthanc,
+    keeps Nagle's algorithm on otherwise), SIGTERM/SIGINT become exceptions,
+    and a work folder holds a private copy of the tessera binary (a rebuild
+    during the run can't swap it). Returns the folder and the machine's
+    description for the report; callers add their own tools."""
+    for k in [k for k in CHILD_ENV if k.startswith("TESSERA_")]:
+        del CHILD_ENV[k]
+    CHILD_ENV["TCP_NODELAY"] = "1"
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    signal.signal(signal.SIGINT, _raise_on_sigterm)
+    base = tempfile.mkdtemp(prefix=prefix, dir=args.workdir)
+    if not args.skip_tessera:
+        args.tessera_run_bin = os.path.join(base, "tessera")
+        shutil.copy2(args.tessera_bin, args.tessera_run_bin)
+    cpu = "?"
+    try:
+        cpu = next(x.split(":", 1)[1].strip() for x in open("/proc/cpuinfo") if x.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    env = {
+        "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "cpus": os.cpu_count(), "cpu": cpu,
+        "mem": f"{int(open('/proc/meminfo').readline().split()[1]) / 1024 / 1024:.0f} GiB RAM",
+        "kernel": platform.release(), "fs": fs_type(base),
+        "load": " ".join(open("/proc/loadavg").read().split()[:3]),
+        "argv": shlex.join([sys.executable, *sys.argv]),
+        "tools": {},
+        "server_cmds": [],
+    }
+    return base, env
+
+
 def commands_footer(env: dict) -> list[str]:
     """A report's closing lines: the exact commands, the Orthanc
     configuration when there is one, and the tool versions."""
