@@ -123,6 +123,9 @@ pub struct RawDicom {
     pub max_pdu_length: Option<u32>,
     pub idle_timeout_secs: Option<u64>,
     pub artim_timeout_secs: Option<u64>,
+    /// Seconds one PDU may take to be sent before the association is given
+    /// up: a peer that stops reading must not hold a task and its resources.
+    pub write_timeout_secs: Option<u64>,
     pub shutdown_grace_secs: Option<u64>,
     pub max_find_results: Option<usize>,
     pub fuzzy_person_names: Option<bool>,
@@ -182,6 +185,10 @@ pub struct RawStorage {
     /// `file:///abs/path` or `s3://bucket/prefix`; default: `<data_dir>/objects`.
     pub url: Option<String>,
     pub fsync: Option<bool>,
+    /// Seconds an unreferenced object is kept before the collector deletes it.
+    pub reclaim_grace_secs: Option<u64>,
+    /// Seconds between the collector's passes.
+    pub reclaim_interval_secs: Option<u64>,
     #[serde(default)]
     pub s3: RawS3,
 }
@@ -238,6 +245,7 @@ pub struct DicomConfig {
     pub max_pdu_length: u32,
     pub idle_timeout: Duration,
     pub artim_timeout: Duration,
+    pub write_timeout: Duration,
     /// How long open associations may keep working after SIGTERM.
     pub shutdown_grace: Duration,
     /// A C-FIND with more matches ends with A700 after this many.
@@ -261,6 +269,11 @@ pub struct Config {
     /// fsync files and directories before acknowledging. Only for benchmarks
     /// that want to see the cost; never turn it off in production.
     pub fsync: bool,
+    /// How long an object no row references is kept before it is deleted:
+    /// longer than any store takes from writing its object to committing
+    /// its row.
+    pub reclaim_grace: Duration,
+    pub reclaim_interval: Duration,
     pub index_url: String,
     pub index_max_connections: u32,
     /// Peers from the config file; written to the registry at startup.
@@ -324,6 +337,7 @@ impl Config {
             max_pdu_length,
             idle_timeout: Duration::from_secs(d.idle_timeout_secs.unwrap_or(300)),
             artim_timeout: Duration::from_secs(d.artim_timeout_secs.unwrap_or(30)),
+            write_timeout: Duration::from_secs(d.write_timeout_secs.unwrap_or(30).max(1)),
             shutdown_grace: Duration::from_secs(d.shutdown_grace_secs.unwrap_or(30)),
             max_find_results: d.max_find_results.unwrap_or(10_000).max(1),
             fuzzy_person_names: d.fuzzy_person_names.unwrap_or(true),
@@ -441,6 +455,10 @@ impl Config {
             data_dir,
             storage,
             fsync: raw.storage.fsync.unwrap_or(true),
+            reclaim_grace: Duration::from_secs(raw.storage.reclaim_grace_secs.unwrap_or(3600)),
+            reclaim_interval: Duration::from_secs(
+                raw.storage.reclaim_interval_secs.unwrap_or(60).max(1),
+            ),
             index_url,
             index_max_connections: raw.index.max_connections.unwrap_or(8).max(1),
         })

@@ -20,6 +20,8 @@
 //!   QIDO-RS; the index turns it into SQL.
 //! - [`peers`]: the remote AE registry (config file and REST API).
 //! - [`routing`]: store-and-forward rules; ingest queues matches.
+//! - [`reclaim`]: deletes objects no instance references, after a grace
+//!   period and a re-check under the index's write lock.
 //! - [`transcode`]: decoding a stored object for a receiver that cannot take
 //!   its transfer syntax (C-MOVE, C-GET).
 //! - [`model`]: identifiers and metadata types shared by all of the above.
@@ -36,6 +38,7 @@ pub mod ingest;
 pub mod model;
 pub mod peers;
 pub mod query;
+pub mod reclaim;
 pub mod routing;
 pub mod server;
 pub mod storage;

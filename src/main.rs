@@ -236,7 +236,8 @@ async fn import(config: Config, paths: Vec<PathBuf>, parallel: usize) -> anyhow:
 
 async fn verify(config: Config, prune: bool, json: bool) -> anyhow::Result<ExitCode> {
     let core = tessera::server::Core::open(&config).await?;
-    let report = tessera::verify::verify(&core.index, &core.storage, prune).await?;
+    let report =
+        tessera::verify::verify(&core.index, &core.storage, prune, config.reclaim_grace).await?;
     core.index.close().await;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -89,7 +89,6 @@ impl Core {
         let committer = GroupCommitter::start(self.index.clone(), policy, tracker);
         Ingest::new(
             self.storage.clone(),
-            self.index.clone(),
             committer,
             Arc::new(Router::new(config.routes.clone())),
             self.metrics.clone(),
@@ -217,6 +216,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         reports_elsewhere: Default::default(),
     };
     worker_tracker.spawn(forwarder.run(shutdown.clone()));
+    let collector = crate::reclaim::Collector {
+        index: core.index.clone(),
+        storage: core.storage.clone(),
+        grace: config.reclaim_grace,
+        interval: config.reclaim_interval,
+        holder: crate::reclaim::lease_holder(),
+    };
+    // The lease is taken before any association is accepted, so a prune
+    // started after this point refuses.
+    collector.renew_lease().await?;
+    worker_tracker.spawn(collector.run(shutdown.clone()));
     worker_tracker.close();
     let ctx = ServiceContext {
         ingest,

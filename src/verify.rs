@@ -1,7 +1,10 @@
 //! `tessera verify`: re-hash every indexed object and cross-check the index
 //! against storage. Missing or corrupt objects are failures. Unreferenced
-//! objects are stores interrupted before they were acknowledged; they are
-//! reported and can be pruned, but are not failures.
+//! objects are stores interrupted before they were acknowledged, or objects
+//! waiting for the collector; they are reported and can be pruned, but are
+//! not failures. Pruning refuses while a server holds a lease on the
+//! storage, and spares objects younger than the grace period, which may be
+//! stores still in flight.
 
 use std::collections::HashSet;
 
@@ -34,6 +37,12 @@ pub enum VerifyError {
     Index(#[from] IndexError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(
+        "a running server holds the storage ({}); stop it before pruning, \
+         or let its collector reclaim unreferenced objects",
+        .0.join(", ")
+    )]
+    Leased(Vec<String>),
 }
 
 /// What re-hashing one object found.
@@ -74,11 +83,20 @@ pub async fn check(storage: &Storage, obj: &IndexedObject) -> Result<Check, Stor
     Ok(Check::Ok(size))
 }
 
+/// Check everything; with `prune`, delete unreferenced objects last written
+/// more than `grace` ago.
 pub async fn verify(
     index: &Index,
     storage: &Storage,
     prune: bool,
+    grace: std::time::Duration,
 ) -> Result<VerifyReport, VerifyError> {
+    if prune {
+        let holders = index.storage_lease_holders(&storage.describe()).await?;
+        if !holders.is_empty() {
+            return Err(VerifyError::Leased(holders));
+        }
+    }
     let mut report = VerifyReport::default();
     let mut referenced = HashSet::new();
     let mut checks = std::pin::pin!(index
@@ -108,9 +126,14 @@ pub async fn verify(
     }
     drop(keys);
     if prune {
+        let cutoff = std::time::SystemTime::now()
+            .checked_sub(grace)
+            .unwrap_or(std::time::UNIX_EPOCH);
         for key in &report.unreferenced {
-            storage.delete(key).await?;
-            report.pruned += 1;
+            if storage.modified(key).await?.is_some_and(|t| t <= cutoff) {
+                storage.delete(key).await?;
+                report.pruned += 1;
+            }
         }
     }
     Ok(report)

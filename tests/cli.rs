@@ -112,10 +112,33 @@ async fn import_file_sets_verify_and_stats() {
         "{report}"
     );
 
+    // Objects younger than the grace period (an hour) may be stores in
+    // flight: reported, not pruned.
+    let out = tessera_cli(&data, &["verify", "--prune-unreferenced", "--json"]).await;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["pruned"], 0, "{json}");
+    assert!(objects.join(&orphan_key).exists());
+    let aged = std::process::Command::new("touch")
+        .args(["-d", "2 hours ago"])
+        .arg(objects.join(&orphan_key))
+        .status()
+        .expect("touch");
+    assert!(aged.success());
     let out = tessera_cli(&data, &["verify", "--prune-unreferenced", "--json"]).await;
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(json["pruned"], 1);
     assert!(!objects.join(&orphan_key).exists());
+
+    // While a server holds the storage, pruning refuses.
+    let server = ServerProcess::spawn(&data, &[]).await;
+    let out = tessera_cli(&data, &["verify", "--prune-unreferenced"]).await;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("running server holds the storage"),
+        "{}",
+        text(&out)
+    );
+    server.terminate().await;
 }
 
 fn walk(dir: &std::path::Path) -> Vec<PathBuf> {

@@ -337,12 +337,101 @@ async fn ten_parallel_associations(backend: Backend) {
     let storage = tessera::storage::Storage::open(&archive.config)
         .await
         .expect("storage");
-    let report = tessera::verify::verify(&index, &storage, false)
+    let report = tessera::verify::verify(&index, &storage, false, std::time::Duration::ZERO)
         .await
         .expect("verify runs");
     assert!(report.is_clean(), "{report:?}");
     assert_eq!(report.checked, 300);
     assert!(report.unreferenced.is_empty(), "{report:?}");
+}
+
+/// `replace` with an instance that moved to another series and SOP class:
+/// the index row, the counters, both series, ModalitiesInStudy and the
+/// metadata (with a new ETag) all follow.
+async fn replaced_everywhere(archive: &Archive, dir: &std::path::Path, uid: &str) {
+    let index = archive.index().await;
+    let before = index.instance(uid).await.expect("query").expect("indexed");
+    let study = before.study_instance_uid.clone();
+    let metadata = format!("/dicom-web/studies/{study}/metadata");
+    let (status, head, _) = get_with_head(archive.http_port, &metadata, "").await;
+    assert_eq!(status, 200);
+    let etag = head
+        .lines()
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("etag"))
+        })
+        .map(|(_, v)| v.trim().to_owned())
+        .expect("ETag");
+    let port = archive.dicom_port.to_string();
+    let moved = dir.join("moved.dcm");
+    let out = run_peer(
+        "send.py",
+        &["127.0.0.1", &port, moved.to_str().expect("utf8")],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let after = index.instance(uid).await.expect("query").expect("indexed");
+    assert_eq!(after.sop_class_uid, "1.2.840.10008.5.1.4.1.1.4");
+    assert_ne!(after.series_instance_uid, before.series_instance_uid);
+    let (status, body) = archive
+        .http_get(&format!("/dicom-web/studies/{study}/series"), &[])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let series: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let series = series.as_array().expect("list");
+    assert_eq!(series.len(), 1, "the emptied series is gone: {body}");
+    assert_eq!(
+        series[0]["0008103E"]["Value"],
+        serde_json::Value::Null,
+        "{body}"
+    );
+    assert_eq!(series[0]["00080060"]["Value"][0], "MR", "{body}");
+    assert_eq!(series[0]["00201209"]["Value"][0], 1, "{body}");
+    let (_, body) = archive
+        .http_get(&format!("/dicom-web/studies?StudyInstanceUID={study}"), &[])
+        .await;
+    let studies: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(
+        studies[0]["00080061"]["Value"],
+        serde_json::json!(["MR"]),
+        "{body}"
+    );
+    assert_eq!(studies[0]["00201206"]["Value"][0], 1, "{body}");
+    assert_eq!(studies[0]["00201208"]["Value"][0], 1, "{body}");
+    let (status, _, body) = get_with_head(
+        archive.http_port,
+        &metadata,
+        &format!("If-None-Match: {etag}\r\n"),
+    )
+    .await;
+    assert_eq!(status, 200, "stale metadata must not get 304");
+    assert!(body.contains("1.2.840.10008.5.1.4.1.1.4"), "{body}");
+}
+
+/// GET with extra header lines; (status, header block, body).
+async fn get_with_head(port: u16, path: &str, extra: &str) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{extra}\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await.expect("read");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    (status, head.to_owned(), body.to_owned())
 }
 
 /// Identical resend is stored once; different bytes follow the policy.
@@ -353,6 +442,8 @@ async fn duplicates_follow_policy(backend: Backend) {
     for policy in ["keep-first", "replace", "reject"] {
         let archive = Archive::start_with(backend, |raw| {
             raw.dicom.duplicate_policy = Some(policy.parse().expect("policy"));
+            raw.storage.reclaim_grace_secs = Some(0);
+            raw.storage.reclaim_interval_secs = Some(1);
         })
         .await;
         let dir = archive.dir.path().join("dups");
@@ -370,7 +461,28 @@ async fn duplicates_follow_policy(backend: Backend) {
         let stats = index.stats().await.expect("stats");
         assert_eq!(stats.instances, 1, "identical resend stored once");
 
+        // The same data set from another sender (a second modality, a
+        // forwarding peer) is the same instance, whatever the policy.
         let port = archive.dicom_port.to_string();
+        let out = run_peer(
+            "send.py",
+            &[
+                "127.0.0.1",
+                &port,
+                original.to_str().expect("utf8"),
+                "--calling-aet",
+                "OTHER_SENDER",
+            ],
+        )
+        .await;
+        assert!(
+            out.status.success(),
+            "{policy}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let again = index.instance(&uid).await.expect("query").expect("indexed");
+        assert_eq!(again.sha256, first.sha256, "{policy}");
+
         let out = run_peer(
             "send.py",
             &[
@@ -391,10 +503,17 @@ async fn duplicates_follow_policy(backend: Backend) {
             "replace" => {
                 assert!(summary.contains(r#""0x0000": 1"#), "{summary}");
                 assert_ne!(after.sha256, first.sha256);
-                assert!(
-                    !stored_path(&archive, &first.key).exists(),
-                    "old version removed"
-                );
+                // The collector deletes the old version after the grace
+                // period (0 here).
+                let old = stored_path(&archive, &first.key);
+                for _ in 0..100 {
+                    if !old.exists() {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                assert!(!old.exists(), "old version removed");
+                replaced_everywhere(&archive, &dir, &uid).await;
             }
             _ => {
                 assert!(summary.contains(r#""0x0111": 1"#), "{summary}");
@@ -402,10 +521,19 @@ async fn duplicates_follow_policy(backend: Backend) {
             }
         }
         assert_eq!(index.stats().await.expect("stats").instances, 1);
+        // What the policy discarded is tombstoned; the collector (no grace
+        // period here) deletes it within a pass or two.
+        for _ in 0..100 {
+            if index.tombstone_count().await.expect("count") == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(index.tombstone_count().await.expect("count"), 0, "{policy}");
         let storage = tessera::storage::Storage::open(&archive.config)
             .await
             .expect("storage");
-        let report = tessera::verify::verify(&index, &storage, false)
+        let report = tessera::verify::verify(&index, &storage, false, std::time::Duration::ZERO)
             .await
             .expect("verify");
         assert!(
@@ -479,7 +607,96 @@ async fn role_selection_is_answered(backend: Backend) {
     assert_eq!(roles["as_scp"], true, "{roles}");
 }
 
+/// Two versions of one instance stored again and again under `replace`,
+/// on four associations, while a collector with no grace period runs flat
+/// out: each store unreferences the other version's object, and the next
+/// one references it again. Every acknowledged store's object must exist
+/// and verify at the end.
+async fn replace_races_reclamation(backend: Backend) {
+    let Some(_) = python() else {
+        return skip("replace_races_reclamation", "pynetdicom missing");
+    };
+    let archive = Archive::start_with(backend, |raw| {
+        raw.dicom.duplicate_policy = Some("replace".parse().expect("policy"));
+        raw.storage.reclaim_grace_secs = Some(0);
+        raw.storage.reclaim_interval_secs = Some(1);
+    })
+    .await;
+    let dir = archive.dir.path().join("versions");
+    assert!(run_peer("variant.py", &[dir.to_str().expect("utf8")])
+        .await
+        .status
+        .success());
+    let burst = archive.dir.path().join("burst");
+    std::fs::create_dir_all(&burst).expect("dir");
+    for n in 0..48 {
+        let from = if n % 2 == 0 {
+            "original.dcm"
+        } else {
+            "variant.dcm"
+        };
+        std::fs::copy(dir.join(from), burst.join(format!("{n:03}.dcm"))).expect("copy");
+    }
+    let collector = tessera::reclaim::Collector {
+        index: archive.index().await,
+        storage: tessera::storage::Storage::open(&archive.config)
+            .await
+            .expect("storage"),
+        grace: std::time::Duration::ZERO,
+        interval: std::time::Duration::from_millis(1),
+        holder: "race-test".into(),
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let racing = {
+        let (collector, stop) = (collector.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut passes = 0u32;
+            while !stop.is_cancelled() {
+                collector.collect().await.expect("collector pass");
+                passes += 1;
+                tokio::task::yield_now().await;
+            }
+            passes
+        })
+    };
+    let port = archive.dicom_port.to_string();
+    for _ in 0..3 {
+        let out = run_peer(
+            "send.py",
+            &[
+                "127.0.0.1",
+                &port,
+                burst.to_str().expect("utf8"),
+                "--assocs",
+                "4",
+            ],
+        )
+        .await;
+        assert!(
+            out.status.success(),
+            "every store acknowledged: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    stop.cancel();
+    let passes = racing.await.expect("collector task");
+    assert!(passes > 10, "the collector ran only {passes} passes");
+    collector.collect().await.expect("last pass");
+    let report = tessera::verify::verify(
+        &collector.index,
+        &collector.storage,
+        false,
+        std::time::Duration::ZERO,
+    )
+    .await
+    .expect("verify");
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.checked, 1, "{report:?}");
+    assert!(report.unreferenced.is_empty(), "{report:?}");
+}
+
 on_both_backends!(
+    replace_races_reclamation,
     echo,
     role_selection_is_answered,
     every_transfer_syntax_stored_as_received,

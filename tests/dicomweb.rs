@@ -113,4 +113,5 @@ checks!(
     http_gzip,
     http_etag,
     http_bad_params,
+    hostile_params,
 );

@@ -444,7 +444,44 @@ async fn forwards_confirmed_by_another_tessera(backend: Backend) {
     assert_eq!(stats.instances, 3);
 }
 
+/// Stores arrive on four associations while the forwarder and the
+/// commitment workers write to the same index: not one store may fail
+/// (on SQLite a deferred transaction used to lose such races with A700).
+async fn stores_never_fail_beside_forwarding(backend: Backend) {
+    let Some(_) = python() else {
+        return skip("stores_never_fail_beside_forwarding", "pynetdicom missing");
+    };
+    let destination = Archive::start_with(backend, |raw| {
+        raw.dicom.ae_title = Some("DEST".into());
+    })
+    .await;
+    let archive = Archive::start_with(backend, |raw| {
+        raw.peers = vec![local_peer("DEST", destination.dicom_port)];
+        let mut r = route("all-confirmed", "DEST", &[]);
+        r.confirm_commitment = true;
+        raw.routes = vec![r];
+    })
+    .await;
+    let dir = archive.dir.path().join("burst");
+    let d = dir.to_str().expect("utf8");
+    assert!(run_peer("gen.py", &[d, "--count", "400", "--seed", "76"])
+        .await
+        .status
+        .success());
+    let port = archive.dicom_port.to_string();
+    let out = run_peer("send.py", &["127.0.0.1", &port, d, "--assocs", "4"]).await;
+    let summary: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("send.py prints a JSON summary");
+    assert_eq!(summary["success"], 400, "{summary}");
+    let q = wait_for(&archive, "every forward to be confirmed", |q| {
+        q["done"] == 400
+    })
+    .await;
+    assert_eq!(q["dead_letters"], serde_json::json!([]), "{q}");
+}
+
 on_both_backends!(
+    stores_never_fail_beside_forwarding,
     forwards_survive_outage_and_restart,
     dead_letters_after_max_attempts,
     forwards_confirmed_by_commitment,

@@ -151,6 +151,15 @@ async fn dicomweb_cors_limits_and_auth(backend: Backend) {
     let (status, body) = archive.http_get("/viewer/", &[]).await;
     assert_eq!(status, 503);
     assert!(body.contains("scripts/install-viewer"), "{body}");
+    let data_dir = archive.config.data_dir.to_string_lossy().into_owned();
+    assert!(
+        !body.contains(&data_dir),
+        "the page names a server path: {body}"
+    );
+    assert!(
+        !body.contains("index.html"),
+        "the page names a server path: {body}"
+    );
 }
 
 on_both_backends!(probes_metrics_and_stats, dicomweb_cors_limits_and_auth);

@@ -237,7 +237,7 @@ async fn bad_input_is_refused_and_others_keep_storing(backend: Backend) {
     let storage = tessera::storage::Storage::open(&archive.config)
         .await
         .expect("storage");
-    let report = tessera::verify::verify(&index, &storage, false)
+    let report = tessera::verify::verify(&index, &storage, false, std::time::Duration::ZERO)
         .await
         .expect("verify");
     assert!(

@@ -59,6 +59,35 @@ async fn same_as_sent(sent: &[PathBuf], received: &[PathBuf]) {
     );
 }
 
+/// Received files hold the originals' pixels (by SOP Instance UID), in
+/// whatever transfer syntax they arrived.
+async fn same_pixels(originals: &[PathBuf], received: &[PathBuf]) {
+    let uid_of = |f: &PathBuf| {
+        dicom_object::open_file(f)
+            .expect("dicom")
+            .meta()
+            .media_storage_sop_instance_uid()
+            .to_owned()
+    };
+    let mut pairs = Vec::new();
+    for original in originals {
+        let uid = uid_of(original);
+        let got = received
+            .iter()
+            .find(|r| uid_of(r) == uid)
+            .expect("received");
+        pairs.push(original.to_str().expect("utf8").to_owned());
+        pairs.push(got.to_str().expect("utf8").to_owned());
+    }
+    let pairs: Vec<&str> = pairs.iter().map(String::as_str).collect();
+    let same = run_peer("same_pixels.py", &pairs).await;
+    assert!(
+        same.status.success(),
+        "{}",
+        String::from_utf8_lossy(&same.stdout)
+    );
+}
+
 async fn move_and_get(backend: Backend) {
     let (Some(movescu), Some(getscu), Some(_), Some(_)) = (
         dcmtk("movescu"),
@@ -174,18 +203,22 @@ async fn move_and_get(backend: Backend) {
     let sent: Vec<PathBuf> = plain_files.iter().chain(&rle_files).cloned().collect();
     same_as_sent(&sent, &received).await;
 
-    // A destination that refuses RLE: every sub-operation fails, reported
-    // with the Failed SOP Instance UID List (no transcoding yet).
+    // A destination that accepts only uncompressed syntaxes: the RLE study
+    // is decoded on the way, pixel for pixel.
     let out = movescu_run("STRICT", rle_study.clone()).await;
-    assert!(
-        out.contains("Refused: OutOfResourcesSubOperations"),
-        "{out}"
-    );
-    assert!(out.contains("Failed Suboperations          : 3"), "{out}");
-    assert!(
-        out.contains("(0008,0058)"),
-        "failed instances are listed: {out}"
-    );
+    assert!(out.contains(success), "{out}");
+    assert!(out.contains("Failed Suboperations          : 0"), "{out}");
+    let strict_files = files_in(&work.path().join("strict"));
+    assert_eq!(strict_files.len(), 3, "{out}");
+    same_pixels(&rle_files, &strict_files).await;
+
+    // A STUDY-level move that names no study (empty or wildcard) would send
+    // the whole archive: refused with A900, nothing sent.
+    for key in ["StudyInstanceUID=", "StudyInstanceUID=*"] {
+        let out = movescu_run("DEST", key.into()).await;
+        assert!(out.to_lowercase().contains("0xa900"), "{key}: {out}");
+    }
+    assert_eq!(files_in(&work.path().join("dest")).len(), 8);
 
     // Unknown and unreachable destinations.
     let out = movescu_run("NOWHERE", plain_study.clone()).await;
@@ -232,33 +265,7 @@ async fn move_and_get(backend: Backend) {
     );
     let got = files_in(&get_rle);
     assert_eq!(got.len(), 3);
-    let mut pairs = Vec::new();
-    for original in &rle_files {
-        let uid = dicom_object::open_file(original)
-            .expect("dicom")
-            .meta()
-            .media_storage_sop_instance_uid()
-            .to_owned();
-        let received = got
-            .iter()
-            .find(|r| {
-                dicom_object::open_file(r)
-                    .expect("dicom")
-                    .meta()
-                    .media_storage_sop_instance_uid()
-                    == uid
-            })
-            .expect("received");
-        pairs.push(original.to_str().expect("utf8").to_owned());
-        pairs.push(received.to_str().expect("utf8").to_owned());
-    }
-    let pairs: Vec<&str> = pairs.iter().map(String::as_str).collect();
-    let same = run_peer("same_pixels.py", &pairs).await;
-    assert!(
-        same.status.success(),
-        "{}",
-        String::from_utf8_lossy(&same.stdout)
-    );
+    same_pixels(&rle_files, &got).await;
 }
 
 /// Destinations that refuse the association, abort in the middle, or are

@@ -349,9 +349,10 @@ async fn s3_end_to_end(backend: Backend) {
     let core = tessera::server::Core::open(&archive.config)
         .await
         .expect("core opens");
-    let report = tessera::verify::verify(&core.index, &core.storage, false)
-        .await
-        .expect("verify runs");
+    let report =
+        tessera::verify::verify(&core.index, &core.storage, false, std::time::Duration::ZERO)
+            .await
+            .expect("verify runs");
     assert!(report.is_clean(), "verify found problems: {report:?}");
     assert_eq!(report.checked, 3, "{report:?}");
     assert!(report.unreferenced.is_empty(), "{report:?}");
@@ -402,10 +403,19 @@ async fn s3_end_to_end(backend: Backend) {
         );
     }
 
-    // Pruning finds nothing to delete and leaves foreign objects alone.
-    let report = tessera::verify::verify(&core.index, &core.storage, true)
-        .await
-        .expect("verify --prune-unreferenced runs");
+    // Pruning refuses while the server runs; once it stopped, pruning finds
+    // nothing to delete and leaves foreign objects alone.
+    let refused =
+        tessera::verify::verify(&core.index, &core.storage, true, std::time::Duration::ZERO).await;
+    assert!(
+        matches!(refused, Err(tessera::verify::VerifyError::Leased(_))),
+        "{refused:?}"
+    );
+    archive.stop().await;
+    let report =
+        tessera::verify::verify(&core.index, &core.storage, true, std::time::Duration::ZERO)
+            .await
+            .expect("verify --prune-unreferenced runs");
     assert!(report.is_clean() && report.pruned == 0, "{report:?}");
     let after = list_bucket(&endpoint).await;
     for key in foreign.iter().chain(listed.keys()) {

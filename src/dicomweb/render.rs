@@ -27,6 +27,9 @@ use crate::storage::Storage;
 use crate::transcode;
 use crate::web::AppState;
 
+/// The largest rendered width or height: a 8192² RGBA buffer is 256 MiB.
+pub(super) const MAX_VIEWPORT: u32 = 8192;
+
 const THUMBNAIL_SIZE: u32 = 128;
 const DEFAULT_QUALITY: u8 = 90;
 
@@ -83,12 +86,9 @@ fn parse_rendering(req: &HttpRequest, thumbnail: bool) -> Result<Rendering, Dico
                         "window must be center,width[,function], not {value:?}"
                     )));
                 };
-                let center: f64 = c
-                    .parse()
-                    .map_err(|_| bad(format!("bad window center {c:?}")))?;
-                let width: f64 = w
-                    .parse()
-                    .map_err(|_| bad(format!("bad window width {w:?}")))?;
+                let finite = |v: &str| v.parse::<f64>().ok().filter(|v| v.is_finite());
+                let center = finite(c).ok_or_else(|| bad(format!("bad window center {c:?}")))?;
+                let width = finite(w).ok_or_else(|| bad(format!("bad window width {w:?}")))?;
                 if width <= 0.0 {
                     return Err(bad("window width must be positive".into()));
                 }
@@ -107,13 +107,13 @@ fn parse_rendering(req: &HttpRequest, thumbnail: bool) -> Result<Rendering, Dico
                 let parts = numbers();
                 let parse = |s: Option<&&str>| {
                     s.and_then(|v| v.parse::<u32>().ok())
-                        .filter(|v| (1..=8192).contains(v))
+                        .filter(|v| (1..=MAX_VIEWPORT).contains(v))
                 };
                 match (parse(parts.first()), parse(parts.get(1))) {
                     (Some(w), Some(h)) => rendering.viewport = Some((w, h)),
                     _ => {
                         return Err(bad(format!(
-                            "viewport must be width,height (1–8192), not {value:?}"
+                            "viewport must be width,height (1–{MAX_VIEWPORT}), not {value:?}"
                         )))
                     }
                 }

@@ -204,15 +204,40 @@ fn is_encapsulated(ts: &str) -> bool {
     )
 }
 
-/// `1,3,5` → frame numbers, 1-based.
+/// More frame numbers than any instance has frames.
+const MAX_FRAME_LIST: usize = 1 << 16;
+
+/// `1,3,5` → distinct frame numbers, 1-based, in the order first asked for.
+/// Repeats are dropped, so `1,1,1,…` costs one frame; with every number
+/// checked against Number of Frames, no list asks for more than the
+/// instance holds.
 pub(super) fn frame_numbers(list: &str) -> Result<Vec<u32>, DicomWebError> {
-    let numbers: Result<Vec<u32>, _> = list.split(',').map(|n| n.trim().parse::<u32>()).collect();
-    match numbers {
-        Ok(n) if !n.is_empty() && n.iter().all(|f| *f >= 1) => Ok(n),
-        _ => Err(DicomWebError::BadRequest(format!(
-            "{list:?} is not a list of frame numbers (1, 2, …)"
-        ))),
+    let bad = || {
+        DicomWebError::BadRequest(format!(
+            "{:?} is not a list of frame numbers (1, 2, …)",
+            list.chars().take(64).collect::<String>()
+        ))
+    };
+    if list.split(',').count() > MAX_FRAME_LIST {
+        return Err(DicomWebError::BadRequest(format!(
+            "more than {MAX_FRAME_LIST} frame numbers"
+        )));
     }
+    let mut seen = std::collections::HashSet::new();
+    let mut numbers = Vec::new();
+    for n in list.split(',') {
+        let n = n.trim().parse::<u32>().map_err(|_| bad())?;
+        if n == 0 {
+            return Err(bad());
+        }
+        if seen.insert(n) {
+            numbers.push(n);
+        }
+    }
+    if numbers.is_empty() {
+        return Err(bad());
+    }
+    Ok(numbers)
 }
 
 pub async fn frames(

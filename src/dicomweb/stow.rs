@@ -13,7 +13,7 @@ use futures::StreamExt;
 use serde_json::{json, Map, Value};
 
 use super::{base_url, path_uid, DicomWebError};
-use crate::ingest::{IngestError, StoredIds};
+use crate::ingest::{HeaderError, IngestError, StoredIds};
 use crate::web::AppState;
 
 /// PS3.4 C-STORE failure reasons used in FailureReason (0008,1197).
@@ -51,6 +51,9 @@ enum PartResult {
         ids: Option<(String, String)>,
         reason: u16,
         conflict: bool,
+        /// Ours, not the client's: retryable, answered 503 when nothing
+        /// was stored.
+        server_fault: bool,
         message: String,
     },
 }
@@ -118,6 +121,17 @@ async fn receive(
         let field = match multipart.next_field().await {
             Ok(Some(field)) => field,
             Ok(None) => break,
+            // Parts already stored are durable: the answer must say so.
+            Err(e) if results.iter().any(|r| matches!(r, PartResult::Stored(_))) => {
+                results.push(PartResult::Failed {
+                    ids: None,
+                    reason: CANNOT_UNDERSTAND,
+                    conflict: false,
+                    server_fault: false,
+                    message: body_error(e, limit).to_string(),
+                });
+                break;
+            }
             Err(e) => return Err(body_error(e, limit)),
         };
         let part_type = field
@@ -129,11 +143,25 @@ async fn receive(
                 ids: None,
                 reason: NOT_SUPPORTED,
                 conflict: false,
+                server_fault: false,
                 message: format!("part of type {part_type} is not application/dicom"),
             });
             continue;
         }
-        results.push(store_part(state, field, &source, study.as_deref(), limit).await?);
+        match store_part(state, field, &source, study.as_deref(), limit).await {
+            Ok(result) => results.push(result),
+            Err(e) if results.iter().any(|r| matches!(r, PartResult::Stored(_))) => {
+                results.push(PartResult::Failed {
+                    ids: None,
+                    reason: CANNOT_UNDERSTAND,
+                    conflict: false,
+                    server_fault: false,
+                    message: e.to_string(),
+                });
+                break;
+            }
+            Err(e) => return Err(e),
+        }
     }
     if results.is_empty() {
         return Err(DicomWebError::BadRequest("the request has no parts".into()));
@@ -212,17 +240,17 @@ async fn store_part(
     study: Option<&str>,
     limit: u64,
 ) -> Result<PartResult, DicomWebError> {
-    let mut incoming = state
-        .ingest
-        .begin_part10(source)
-        .await
-        .map_err(|e| DicomWebError::Internal(e.to_string()))?;
+    let mut incoming = match state.ingest.begin_part10(source).await {
+        Ok(incoming) => incoming,
+        Err(e) => return Ok(failure(e)),
+    };
     loop {
         match field.chunk().await {
-            Ok(Some(chunk)) => incoming
-                .write(chunk.to_vec())
-                .await
-                .map_err(|e| DicomWebError::Internal(e.to_string()))?,
+            Ok(Some(chunk)) => {
+                if let Err(e) = incoming.write(chunk.to_vec()).await {
+                    return Ok(failure(e));
+                }
+            }
             Ok(None) => break,
             // The spool file is removed when `incoming` is dropped.
             Err(e) => return Err(body_error(e, limit)),
@@ -236,41 +264,47 @@ async fn store_part(
 
 fn failure(e: IngestError) -> PartResult {
     let message = e.to_string();
-    match e {
+    let client = |ids, reason, conflict| PartResult::Failed {
+        ids,
+        reason,
+        conflict,
+        server_fault: false,
+        message: message.clone(),
+    };
+    // Our own faults carry paths and internals: logged, not sent.
+    let server = |reason, what: &str| {
+        tracing::error!(error = %e, "STOW-RS part not stored");
+        PartResult::Failed {
+            ids: None,
+            reason,
+            conflict: false,
+            server_fault: true,
+            message: format!("{what}; try again later"),
+        }
+    };
+    match &e {
         IngestError::WrongStudy {
             sop_class,
             sop_instance,
             ..
-        } => PartResult::Failed {
-            ids: Some((sop_class.to_string(), sop_instance.to_string())),
-            reason: DATA_SET_MISMATCH,
-            conflict: true,
-            message,
-        },
-        IngestError::Duplicate(uid) => PartResult::Failed {
-            ids: Some((String::new(), uid.to_string())),
-            reason: DUPLICATE_INSTANCE,
-            conflict: true,
-            message,
-        },
-        IngestError::Invalid(_) => PartResult::Failed {
-            ids: None,
-            reason: CANNOT_UNDERSTAND,
-            conflict: false,
-            message,
-        },
-        IngestError::Storage(_) | IngestError::ShuttingDown => PartResult::Failed {
-            ids: None,
-            reason: OUT_OF_RESOURCES,
-            conflict: true,
-            message,
-        },
-        IngestError::Index(_) => PartResult::Failed {
-            ids: None,
-            reason: PROCESSING_FAILURE,
-            conflict: true,
-            message,
-        },
+        } => client(
+            Some((sop_class.to_string(), sop_instance.to_string())),
+            DATA_SET_MISMATCH,
+            true,
+        ),
+        IngestError::Duplicate(uid) => client(
+            Some((String::new(), uid.to_string())),
+            DUPLICATE_INSTANCE,
+            true,
+        ),
+        IngestError::Invalid(HeaderError::Io(_)) => server(
+            PROCESSING_FAILURE,
+            "the received object could not be read back",
+        ),
+        IngestError::Invalid(_) => client(None, CANNOT_UNDERSTAND, false),
+        IngestError::Storage(_) => server(OUT_OF_RESOURCES, "storage is unavailable"),
+        IngestError::ShuttingDown => server(OUT_OF_RESOURCES, "the archive is shutting down"),
+        IngestError::Index(_) => server(PROCESSING_FAILURE, "the index is unavailable"),
     }
 }
 
@@ -288,6 +322,7 @@ fn response(req: &HttpRequest, results: &[PartResult], study: Option<&str>) -> H
     let mut failed = Vec::new();
     let mut messages = Vec::new();
     let mut any_conflict = false;
+    let mut any_server_fault = false;
     let mut stored_study = study.map(str::to_owned);
     for result in results {
         match result {
@@ -307,9 +342,11 @@ fn response(req: &HttpRequest, results: &[PartResult], study: Option<&str>) -> H
                 ids,
                 reason,
                 conflict,
+                server_fault,
                 message,
             } => {
                 any_conflict |= conflict;
+                any_server_fault |= server_fault;
                 messages.push(message.clone());
                 let (class, instance) = ids.clone().unwrap_or_default();
                 failed.push(json!({
@@ -331,6 +368,8 @@ fn response(req: &HttpRequest, results: &[PartResult], study: Option<&str>) -> H
         actix_web::http::StatusCode::OK
     } else if !referenced.is_empty() {
         actix_web::http::StatusCode::ACCEPTED
+    } else if any_server_fault {
+        actix_web::http::StatusCode::SERVICE_UNAVAILABLE
     } else if any_conflict {
         actix_web::http::StatusCode::CONFLICT
     } else {

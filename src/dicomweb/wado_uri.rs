@@ -9,7 +9,7 @@ use futures::TryStreamExt;
 use tokio_util::io::ReaderStream;
 
 use super::accept::percent_decode;
-use super::render::render_for_uri;
+use super::render::{render_for_uri, MAX_VIEWPORT};
 use super::retrieve::instances_of;
 use super::{path_uid, DicomWebError};
 use crate::index::Scope;
@@ -76,17 +76,39 @@ pub async fn wado(
             let number = |name: &str| -> Result<Option<f64>, DicomWebError> {
                 get(name)
                     .map(|v| {
-                        v.parse::<f64>().map_err(|_| {
-                            DicomWebError::BadRequest(format!("{name} must be a number"))
-                        })
+                        v.parse::<f64>()
+                            .ok()
+                            .filter(|v| v.is_finite())
+                            .ok_or_else(|| {
+                                DicomWebError::BadRequest(format!("{name} must be a number"))
+                            })
                     })
                     .transpose()
             };
-            let frame = number("frameNumber")?.unwrap_or(1.0).max(1.0) as u32;
-            let viewport = match (number("columns")?, number("rows")?) {
-                (Some(c), Some(r)) => Some((c.max(1.0) as u32, r.max(1.0) as u32)),
-                (Some(c), None) => Some((c.max(1.0) as u32, c.max(1.0) as u32)),
-                (None, Some(r)) => Some((r.max(1.0) as u32, r.max(1.0) as u32)),
+            // Sizes become pixel buffers: each is checked against the same
+            // cap as a rendered viewport before anything is allocated.
+            let size = |name: &str| -> Result<Option<u32>, DicomWebError> {
+                match number(name)? {
+                    Some(v) if (1.0..=f64::from(MAX_VIEWPORT)).contains(&v) => Ok(Some(v as u32)),
+                    Some(_) => Err(DicomWebError::BadRequest(format!(
+                        "{name} must be between 1 and {MAX_VIEWPORT}"
+                    ))),
+                    None => Ok(None),
+                }
+            };
+            let frame = match number("frameNumber")? {
+                Some(f) if (1.0..=f64::from(u32::MAX)).contains(&f) => f as u32,
+                Some(_) => {
+                    return Err(DicomWebError::BadRequest(
+                        "frameNumber must be 1 or more".into(),
+                    ))
+                }
+                None => 1,
+            };
+            let viewport = match (size("columns")?, size("rows")?) {
+                (Some(c), Some(r)) => Some((c, r)),
+                (Some(c), None) => Some((c, c)),
+                (None, Some(r)) => Some((r, r)),
                 (None, None) => None,
             };
             let window = match (number("windowCenter")?, number("windowWidth")?) {

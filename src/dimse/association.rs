@@ -127,6 +127,7 @@ pub fn acceptor_options(
         .ae_access_control(policy)
         .ae_title(config.ae_title.as_str().to_owned())
         .max_pdu_length(config.max_pdu_length)
+        .write_timeout(config.write_timeout)
         .strict(true)
         .with_negotiation(RolePolicy)
         .with_abstract_syntax(VERIFICATION)

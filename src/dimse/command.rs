@@ -19,6 +19,12 @@ pub enum CommandError {
     Missing(&'static str),
     #[error("cannot encode command set: {0}")]
     Encode(String),
+    #[error("command element {tag} declares {declared} bytes where {left} remain")]
+    Overlong {
+        tag: Tag,
+        declared: u32,
+        left: usize,
+    },
 }
 
 /// The DIMSE operations (PS3.7 Table E.1-1). Responses set bit 15.
@@ -251,6 +257,7 @@ impl Command {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, CommandError> {
+        check_element_lengths(bytes)?;
         let ts = IMPLICIT_VR_LITTLE_ENDIAN.erased();
         let obj = InMemDicomObject::read_dataset_with_ts(bytes, &ts)
             .map_err(|e| CommandError::Decode(e.to_string()))?;
@@ -370,6 +377,34 @@ impl Command {
 }
 
 /// A C-ECHO/C-STORE style request, for tests and outbound associations.
+/// Walk the element headers (implicit VR LE: tag, 32-bit length) and refuse
+/// a length that runs past the end. The decoder sizes its buffers from the
+/// declared length, so a 4 GiB claim in a 100-byte command set would
+/// otherwise be allocated before the short read is noticed.
+fn check_element_lengths(bytes: &[u8]) -> Result<(), CommandError> {
+    let mut at = 0usize;
+    while at < bytes.len() {
+        let Some(head) = bytes.get(at..at + 8) else {
+            return Err(CommandError::Decode(format!(
+                "element header cut off at byte {at}"
+            )));
+        };
+        let word = |i: usize| u16::from_le_bytes([head[i], head[i + 1]]);
+        let tag = Tag(word(0), word(2));
+        let declared = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        let left = bytes.len() - at - 8;
+        if declared as usize > left {
+            return Err(CommandError::Overlong {
+                tag,
+                declared,
+                left,
+            });
+        }
+        at += 8 + declared as usize;
+    }
+    Ok(())
+}
+
 pub fn request(field: CommandField, message_id: u16, sop_class: &str) -> Command {
     Command {
         message_id: Some(message_id),
@@ -444,5 +479,21 @@ mod tests {
     fn garbage_is_an_error_not_a_panic() {
         assert!(Command::decode(&[0xff; 7]).is_err());
         assert!(Command::decode(&[]).is_err());
+    }
+
+    #[test]
+    fn declared_lengths_past_the_end_are_refused_before_allocating() {
+        let mut bytes = request(CommandField::CEchoRq, 1, "1.2.840.10008.1.1")
+            .encode()
+            .expect("encode");
+        // (0000,0902) Error Comment claiming 0xFFFFFFF0 bytes.
+        bytes.extend_from_slice(&[0x00, 0x00, 0x02, 0x09, 0xF0, 0xFF, 0xFF, 0xFF, b'x']);
+        match Command::decode(&bytes) {
+            Err(CommandError::Overlong { declared, left, .. }) => {
+                assert_eq!(declared, 0xFFFF_FFF0);
+                assert_eq!(left, 1);
+            }
+            other => panic!("expected Overlong, got {other:?}"),
+        }
     }
 }

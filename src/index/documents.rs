@@ -195,7 +195,7 @@ impl Index {
             .transpose()?
         } else if let Some(series) = &scope.series {
             sqlx::query(
-                "SELECT se.id, se.num_instances, se.updated_at FROM series se \
+                "SELECT se.id, se.num_instances, se.version FROM series se \
                  JOIN studies st ON st.id = se.study_fk \
                  WHERE se.series_instance_uid = $1 AND st.study_instance_uid = $2",
             )
@@ -207,7 +207,7 @@ impl Index {
             .transpose()?
         } else {
             sqlx::query(
-                "SELECT id, num_instances, updated_at FROM studies WHERE study_instance_uid = $1",
+                "SELECT id, num_instances, version FROM studies WHERE study_instance_uid = $1",
             )
             .bind(scope.study.as_str())
             .fetch_optional(&self.pool)
@@ -291,6 +291,7 @@ impl Index {
 fn version_of(row: &AnyRow) -> Result<String, IndexError> {
     let id: i64 = row.try_get(0)?;
     let count: i64 = row.try_get(1)?;
-    let updated: i64 = row.try_get(2)?;
-    Ok(format!("{id}-{count}-{updated}"))
+    // The version counter moves with every change, however close in time.
+    let version: i64 = row.try_get(2)?;
+    Ok(format!("{id}-{count}-{version}"))
 }

@@ -109,7 +109,7 @@ impl Index {
         ids: &[i64],
         transaction_uid: &str,
     ) -> Result<(), IndexError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for id in ids {
             sqlx::query(
                 "UPDATE forward_queue SET state = 'committing', commitment_transaction_uid = $1, \

@@ -14,6 +14,7 @@ mod find;
 mod forwarding;
 mod peers;
 mod read;
+mod reclaim;
 mod schema;
 mod write;
 
@@ -29,6 +30,7 @@ pub use find::{FindPlan, FindRow, RetrieveItem};
 pub use forwarding::{CommitmentOutcome, DeadLetter, DueForward, ForwardingStats, NewForward};
 pub use peers::PeerSource;
 pub use read::{IndexStats, IndexedObject, InstanceRecord, StudySummary};
+pub use reclaim::Reclaimed;
 pub use write::{Recorded, StoreRequest};
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +113,19 @@ impl Index {
             .map_err(connect_err)?;
         schema::migrator(backend).run(&pool).await?;
         Ok(Index { pool, backend })
+    }
+
+    /// A write transaction. SQLite's must take the write lock at BEGIN
+    /// (IMMEDIATE): a deferred one that reads before it writes fails with
+    /// SQLITE_BUSY_SNAPSHOT when another connection commits in between, an
+    /// error busy_timeout never retries.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, IndexError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
     }
 
     pub fn backend(&self) -> Backend {

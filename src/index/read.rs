@@ -100,15 +100,6 @@ impl Index {
         .transpose()
     }
 
-    /// Whether any instance references this storage key.
-    pub async fn references_key(&self, key: &str) -> Result<bool, IndexError> {
-        let row = sqlx::query("SELECT COUNT(*) FROM instances WHERE object_key = $1")
-            .bind(key)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get::<i64, _>(0)? > 0)
-    }
-
     /// The study-level record of one study, for tests and the API.
     pub async fn study_summary(
         &self,

@@ -49,6 +49,11 @@ macro_rules! migrations {
                     "/0006_forward_commitment.sql"
                 )),
             ),
+            (
+                7,
+                "reclamation",
+                include_str!(concat!("../../migrations/", $db, "/0007_reclamation.sql")),
+            ),
         ]
     };
 }

@@ -1,6 +1,7 @@
 //! Recording received instances: patient/study/series/instance rows, the
-//! related-series/instance counters and ModalitiesInStudy, and the
-//! duplicate policy, all inside one transaction per batch.
+//! related-series/instance counters and ModalitiesInStudy, the duplicate
+//! policy, and the tombstones of objects a write leaves unreferenced, all
+//! inside one transaction per batch.
 
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
@@ -22,8 +23,8 @@ pub struct StoreRequest {
     pub pixels: Option<PixelLayout>,
 }
 
-/// What recording did. Keys named here are no longer referenced by the index
-/// and may be deleted from storage by the caller.
+/// What recording did. An object a write leaves unreferenced gets a
+/// tombstone in the same transaction; the collector deletes it later.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recorded {
     /// A new instance.
@@ -31,11 +32,21 @@ pub enum Recorded {
     /// The same SOP Instance UID with identical bytes was already stored.
     Identical,
     /// Different bytes under a known UID; the stored version was kept.
-    KeptExisting { unreferenced_key: String },
+    KeptExisting,
     /// Different bytes under a known UID, refused by policy.
-    Rejected { unreferenced_key: String },
+    Rejected,
     /// Different bytes under a known UID replaced the stored version.
-    Replaced { unreferenced_key: String },
+    Replaced,
+}
+
+/// Where an instance row hangs in the hierarchy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Parents {
+    patient: i64,
+    study: i64,
+    series: i64,
+    new_study: bool,
+    new_series: bool,
 }
 
 impl Index {
@@ -46,7 +57,7 @@ impl Index {
         batch: &[StoreRequest],
         policy: DuplicatePolicy,
     ) -> Result<Vec<Recorded>, IndexError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let mut outcomes = Vec::with_capacity(batch.len());
         for req in batch {
             outcomes.push(record_one(&mut tx, req, policy).await?);
@@ -63,30 +74,21 @@ async fn record_one(
 ) -> Result<Recorded, IndexError> {
     let meta = &req.meta;
     let obj = &req.object;
-    // Fast path: the series is usually known already (every instance after
-    // a series' first), which skips the patient and study upserts.
-    let known = sqlx::query(
-        "SELECT se.id, se.study_fk, st.patient_fk FROM series se \
-         JOIN studies st ON st.id = se.study_fk WHERE se.series_instance_uid = $1",
-    )
-    .bind(meta.series.series_instance_uid.as_str())
-    .fetch_optional(&mut **tx)
-    .await?;
-    let (patient_id, study_id, series_id, new_study, new_series) = match known {
-        Some(row) => (
-            row.try_get(2)?,
-            row.try_get(1)?,
-            row.try_get(0)?,
-            false,
-            false,
-        ),
-        None => {
-            let (patient_id, _) = upsert_patient(tx, meta).await?;
-            let (study_id, new_study) = upsert_study(tx, meta, patient_id).await?;
-            let (series_id, new_series) = upsert_series(tx, meta, study_id).await?;
-            (patient_id, study_id, series_id, new_study, new_series)
-        }
-    };
+    // The object is referenced again: it is no longer a candidate for
+    // reclamation. On PostgreSQL this waits for a collector holding the
+    // row, so the store sees (and mends) a deletion that won the race.
+    sqlx::query("DELETE FROM object_tombstones WHERE object_key = $1")
+        .bind(obj.key.as_str())
+        .execute(&mut **tx)
+        .await?;
+    let parents = resolve_parents(tx, meta).await?;
+    let Parents {
+        patient: patient_id,
+        study: study_id,
+        series: series_id,
+        new_study,
+        new_series,
+    } = parents;
     let ts = now();
     let inserted = sqlx::query(
         "INSERT INTO instances (series_fk, sop_instance_uid, sop_class_uid, instance_number, \
@@ -122,37 +124,106 @@ async fn record_one(
 
     let new_study = i64::from(new_study);
     let new_series = i64::from(new_series);
-    sqlx::query(
-        "UPDATE series SET num_instances = num_instances + 1, updated_at = $1 WHERE id = $2",
-    )
-    .bind(ts)
-    .bind(series_id)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query(
-        "UPDATE studies SET num_instances = num_instances + 1, num_series = num_series + $1, \
-         size_bytes = size_bytes + $2, updated_at = $3 WHERE id = $4",
-    )
-    .bind(new_series)
-    .bind(obj.size as i64)
-    .bind(ts)
-    .bind(study_id)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query(
-        "UPDATE patients SET num_instances = num_instances + 1, num_series = num_series + $1, \
-         num_studies = num_studies + $2 WHERE id = $3",
-    )
-    .bind(new_series)
-    .bind(new_study)
-    .bind(patient_id)
-    .execute(&mut **tx)
-    .await?;
+    count_instance(tx, parents, 1, obj.size as i64, ts).await?;
     if new_series == 1 && !meta.series.modality.is_empty() {
         add_modality(tx, study_id, &meta.series.modality).await?;
     }
     queue_forwards(tx, req).await?;
+    let _ = (patient_id, new_study);
     Ok(Recorded::Inserted)
+}
+
+/// The patient, study and series of `meta`, created when new.
+async fn resolve_parents(
+    tx: &mut Transaction<'static, Any>,
+    meta: &InstanceMeta,
+) -> Result<Parents, IndexError> {
+    // Fast path: the series is usually known already (every instance after
+    // a series' first), which skips the patient and study upserts.
+    let known = sqlx::query(
+        "SELECT se.id, se.study_fk, st.patient_fk FROM series se \
+         JOIN studies st ON st.id = se.study_fk WHERE se.series_instance_uid = $1",
+    )
+    .bind(meta.series.series_instance_uid.as_str())
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(row) = known {
+        return Ok(Parents {
+            patient: row.try_get(2)?,
+            study: row.try_get(1)?,
+            series: row.try_get(0)?,
+            new_study: false,
+            new_series: false,
+        });
+    }
+    let (patient, _) = upsert_patient(tx, meta).await?;
+    let (study, new_study) = upsert_study(tx, meta, patient).await?;
+    let (series, new_series) = upsert_series(tx, meta, study).await?;
+    Ok(Parents {
+        patient,
+        study,
+        series,
+        new_study,
+        new_series,
+    })
+}
+
+/// Add (`delta` 1) or remove (-1) one instance of `size` bytes from the
+/// counters of its series, study and patient, with their versions bumped.
+/// A new series or study counts once, with its first instance.
+async fn count_instance(
+    tx: &mut Transaction<'static, Any>,
+    parents: Parents,
+    delta: i64,
+    size: i64,
+    ts: i64,
+) -> Result<(), IndexError> {
+    let new_series = i64::from(parents.new_series);
+    let new_study = i64::from(parents.new_study);
+    sqlx::query(
+        "UPDATE series SET num_instances = num_instances + $1, updated_at = $2, \
+         version = version + 1 WHERE id = $3",
+    )
+    .bind(delta)
+    .bind(ts)
+    .bind(parents.series)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE studies SET num_instances = num_instances + $1, num_series = num_series + $2, \
+         size_bytes = size_bytes + $3, updated_at = $4, version = version + 1 WHERE id = $5",
+    )
+    .bind(delta)
+    .bind(new_series)
+    .bind(delta * size)
+    .bind(ts)
+    .bind(parents.study)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE patients SET num_instances = num_instances + $1, num_series = num_series + $2, \
+         num_studies = num_studies + $3 WHERE id = $4",
+    )
+    .bind(delta)
+    .bind(new_series)
+    .bind(new_study)
+    .bind(parents.patient)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Record that `key` may no longer be referenced; the collector re-checks.
+async fn tombstone(tx: &mut Transaction<'static, Any>, key: &str) -> Result<(), IndexError> {
+    sqlx::query(
+        "INSERT INTO object_tombstones (object_key, unreferenced_at) VALUES ($1, $2) \
+         ON CONFLICT (object_key) DO NOTHING",
+    )
+    .bind(key)
+    .bind(now())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// The SOP Instance UID is already indexed: same bytes, or the policy.
@@ -162,53 +233,143 @@ async fn record_duplicate(
     policy: DuplicatePolicy,
 ) -> Result<Recorded, IndexError> {
     let obj = &req.object;
-    let row =
-        sqlx::query("SELECT id, sha256, object_key FROM instances WHERE sop_instance_uid = $1")
-            .bind(req.meta.sop_instance_uid.as_str())
-            .fetch_one(&mut **tx)
-            .await?;
+    let row = sqlx::query(
+        "SELECT i.id, i.sha256, i.object_key, i.size_bytes, i.series_fk, se.study_fk, \
+         st.patient_fk FROM instances i JOIN series se ON se.id = i.series_fk \
+         JOIN studies st ON st.id = se.study_fk WHERE i.sop_instance_uid = $1",
+    )
+    .bind(req.meta.sop_instance_uid.as_str())
+    .fetch_one(&mut **tx)
+    .await?;
     let id: i64 = row.try_get(0)?;
     let sha: String = row.try_get(1)?;
     let old_key: String = row.try_get(2)?;
+    let old_size: i64 = row.try_get(3)?;
+    let old = Parents {
+        series: row.try_get(4)?,
+        study: row.try_get(5)?,
+        patient: row.try_get(6)?,
+        new_study: false,
+        new_series: false,
+    };
     if sha == obj.sha256 {
         return Ok(Recorded::Identical);
     }
-    match policy {
-        DuplicatePolicy::KeepFirst => Ok(Recorded::KeptExisting {
-            unreferenced_key: obj.key.clone(),
-        }),
-        DuplicatePolicy::Reject => Ok(Recorded::Rejected {
-            unreferenced_key: obj.key.clone(),
-        }),
-        DuplicatePolicy::Replace => {
-            sqlx::query(
-                "UPDATE instances SET object_key = $1, size_bytes = $2, sha256 = $3, \
-                 transfer_syntax_uid = $4, source_ae_title = $5, received_at = $6 WHERE id = $7",
-            )
-            .bind(obj.key.as_str())
-            .bind(obj.size as i64)
-            .bind(obj.sha256.as_str())
-            .bind(obj.transfer_syntax_uid.as_str())
-            .bind(req.source_ae_title.as_str())
-            .bind(now())
-            .bind(id)
+    if policy != DuplicatePolicy::Replace {
+        // The object just written for this store is not kept.
+        if obj.key != old_key {
+            tombstone(tx, &obj.key).await?;
+        }
+        return Ok(match policy {
+            DuplicatePolicy::KeepFirst => Recorded::KeptExisting,
+            _ => Recorded::Rejected,
+        });
+    }
+    let meta = &req.meta;
+    let parents = resolve_parents(tx, meta).await?;
+    let ts = now();
+    sqlx::query(
+        "UPDATE instances SET series_fk = $1, sop_class_uid = $2, instance_number = $3, \
+         number_of_frames = $4, pixel_rows = $5, pixel_columns = $6, bits_allocated = $7, \
+         transfer_syntax_uid = $8, specific_character_set = $9, content_date = $10, \
+         content_time = $11, object_key = $12, size_bytes = $13, sha256 = $14, \
+         source_ae_title = $15, received_at = $16 WHERE id = $17",
+    )
+    .bind(parents.series)
+    .bind(meta.sop_class_uid.as_str())
+    .bind(meta.instance_number)
+    .bind(meta.number_of_frames)
+    .bind(meta.rows)
+    .bind(meta.columns)
+    .bind(meta.bits_allocated)
+    .bind(obj.transfer_syntax_uid.as_str())
+    .bind(meta.specific_character_set.as_str())
+    .bind(meta.content_date.as_str())
+    .bind(meta.content_time.as_str())
+    .bind(obj.key.as_str())
+    .bind(obj.size as i64)
+    .bind(obj.sha256.as_str())
+    .bind(req.source_ae_title.as_str())
+    .bind(ts)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    // Out of the old place, into the new one (possibly the same series).
+    count_instance(tx, old, -1, old_size, ts).await?;
+    count_instance(tx, parents, 1, obj.size as i64, ts).await?;
+    if parents.new_series && !meta.series.modality.is_empty() {
+        add_modality(tx, parents.study, &meta.series.modality).await?;
+    }
+    if old.series != parents.series {
+        drop_if_empty(tx, old).await?;
+    }
+    sqlx::query("DELETE FROM instance_frames WHERE instance_fk = $1")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM instance_documents WHERE instance_fk = $1")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    record_document(tx, id, req).await?;
+    queue_forwards(tx, req).await?;
+    if old_key != obj.key {
+        tombstone(tx, &old_key).await?;
+    }
+    Ok(Recorded::Replaced)
+}
+
+/// A replaced instance moved to another series: remove the series it left
+/// (and the study, when that was its last series) once nothing is in it,
+/// and rebuild the study's ModalitiesInStudy.
+async fn drop_if_empty(tx: &mut Transaction<'static, Any>, old: Parents) -> Result<(), IndexError> {
+    let empty = sqlx::query("DELETE FROM series WHERE id = $1 AND num_instances <= 0")
+        .bind(old.series)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected()
+        > 0;
+    if !empty {
+        return Ok(());
+    }
+    sqlx::query("UPDATE studies SET num_series = num_series - 1 WHERE id = $1")
+        .bind(old.study)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("UPDATE patients SET num_series = num_series - 1 WHERE id = $1")
+        .bind(old.patient)
+        .execute(&mut **tx)
+        .await?;
+    let study_gone = sqlx::query("DELETE FROM studies WHERE id = $1 AND num_instances <= 0")
+        .bind(old.study)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected()
+        > 0;
+    if study_gone {
+        sqlx::query("UPDATE patients SET num_studies = num_studies - 1 WHERE id = $1")
+            .bind(old.patient)
             .execute(&mut **tx)
             .await?;
-            sqlx::query("DELETE FROM instance_frames WHERE instance_fk = $1")
-                .bind(id)
-                .execute(&mut **tx)
-                .await?;
-            sqlx::query("DELETE FROM instance_documents WHERE instance_fk = $1")
-                .bind(id)
-                .execute(&mut **tx)
-                .await?;
-            record_document(tx, id, req).await?;
-            queue_forwards(tx, req).await?;
-            Ok(Recorded::Replaced {
-                unreferenced_key: old_key,
-            })
-        }
+        return Ok(());
     }
+    let rows = sqlx::query("SELECT DISTINCT modality FROM series WHERE study_fk = $1")
+        .bind(old.study)
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut all = rows
+        .iter()
+        .map(|r| r.try_get::<String, _>(0))
+        .collect::<Result<Vec<_>, _>>()?;
+    all.retain(|m| !m.is_empty());
+    all.sort_unstable();
+    all.dedup();
+    sqlx::query("UPDATE studies SET modalities_in_study = $1 WHERE id = $2")
+        .bind(all.join("\\"))
+        .bind(old.study)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// Queue the instance for every matching route, atomically with recording it.

@@ -39,6 +39,10 @@ const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 /// No indexed attribute is anywhere near this long; a longer value is
 /// skipped rather than read.
 const MAX_INDEXED_VALUE: u32 = 64 * 1024;
+/// Sequences nested deeper than this are refused at ingest: no IOD comes
+/// close, and every later reader of the object (conversion, JSON, C-GET)
+/// would otherwise have to survive the depth a sender chose.
+pub const MAX_SEQUENCE_DEPTH: usize = 64;
 /// A Basic Offset Table larger than this (over two million frames) is not
 /// read; such an object's frames are found by decoding instead.
 const MAX_OFFSET_TABLE: u32 = 8 * 1024 * 1024;
@@ -155,7 +159,7 @@ pub fn parse(path: &Path) -> Result<ParsedHeader, HeaderError> {
             &meta,
             integer(&raw, tags::SAMPLES_PER_PIXEL),
             dataset_start,
-        )
+        )?
     };
     Ok(ParsedHeader {
         meta,
@@ -216,6 +220,12 @@ fn collect<R: Read>(
             offset: 0,
             reason: e.to_string(),
         })?;
+        if open.len() > MAX_SEQUENCE_DEPTH {
+            return Err(HeaderError::Malformed {
+                offset: 0,
+                reason: format!("sequences nested deeper than {MAX_SEQUENCE_DEPTH} levels"),
+            });
+        }
         match token {
             LazyDataToken::SequenceStart { tag, .. } => open.push((tag, 0)),
             LazyDataToken::PixelSequenceStart => open.push((tags::PIXEL_DATA, 0)),
@@ -308,26 +318,48 @@ fn pixel_layout(
     meta: &InstanceMeta,
     samples_per_pixel: Option<i64>,
     base: u64,
-) -> Option<PixelLayout> {
+) -> Result<Option<PixelLayout>, HeaderError> {
     let frames = meta.number_of_frames.unwrap_or(1).max(1) as u64;
     if let Some((offset, length)) = scan.native {
-        let bits = meta.bits_allocated? as u64;
-        let pixels =
-            (meta.rows? as u64) * (meta.columns? as u64) * samples_per_pixel.unwrap_or(1) as u64;
+        let (Some(bits), Some(rows), Some(columns)) =
+            (meta.bits_allocated, meta.rows, meta.columns)
+        else {
+            return Ok(None);
+        };
+        // The sender chose these numbers: a product that overflows is
+        // invalid data, not a wrapped frame size.
+        let overflow = || HeaderError::Malformed {
+            offset: offset + base,
+            reason: "Rows, Columns, Samples per Pixel, Bits Allocated and Number of Frames \
+                     describe more pixel data than can exist"
+                .into(),
+        };
+        let positive = |v: i64| u64::try_from(v).map_err(|_| overflow());
+        let (bits, rows, columns) = (positive(bits)?, positive(rows)?, positive(columns)?);
+        let samples = positive(samples_per_pixel.unwrap_or(1))?;
+        let pixels = rows
+            .checked_mul(columns)
+            .and_then(|p| p.checked_mul(samples))
+            .ok_or_else(overflow)?;
         let frame_len = if bits == 1 {
             pixels.div_ceil(8)
         } else {
-            pixels * bits.div_ceil(8)
+            pixels.checked_mul(bits.div_ceil(8)).ok_or_else(overflow)?
         };
-        if frame_len == 0 || frame_len * frames > length {
-            return None;
+        let all_frames = frame_len.checked_mul(frames).ok_or_else(overflow)?;
+        if frame_len == 0 || all_frames > length {
+            return Ok(None);
         }
-        return Some(PixelLayout::Native {
+        return Ok(Some(PixelLayout::Native {
             offset: base + offset,
             length,
             frame_len,
-        });
+        }));
     }
+    Ok(encapsulated_layout(scan, frames, base))
+}
+
+fn encapsulated_layout(scan: &PixelScan, frames: u64, base: u64) -> Option<PixelLayout> {
     // Item ranges include their 8-byte headers.
     let fragments: Vec<(u64, u64)> = scan
         .items
@@ -477,7 +509,88 @@ fn integer(raw: &HashMap<Tag, RawValue>, tag: Tag) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
-    use super::normalize_person_name;
+    use super::*;
+    use dicom_core::{DataElement, PrimitiveValue};
+    use dicom_object::meta::FileMetaTableBuilder;
+    use dicom_object::InMemDicomObject;
+
+    const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
+
+    /// Implicit VR LE bytes of `depth` nested undefined-length sequences.
+    fn nested(depth: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for _ in 0..depth {
+            out.extend_from_slice(&[0x40, 0x00, 0x30, 0xA7, 0xFF, 0xFF, 0xFF, 0xFF]);
+            out.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        }
+        for _ in 0..depth {
+            out.extend_from_slice(&[0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0]);
+            out.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+        }
+        out
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let ok = nested(MAX_SEQUENCE_DEPTH);
+        let len = ok.len() as u64;
+        assert!(walk_dataset(std::io::Cursor::new(ok), IMPLICIT_LE, len).is_ok());
+        let deep = nested(1000);
+        let len = deep.len() as u64;
+        match walk_dataset(std::io::Cursor::new(deep), IMPLICIT_LE, len) {
+            Err(HeaderError::Malformed { reason, .. }) => assert!(reason.contains("nested")),
+            other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+        }
+    }
+
+    /// A Part-10 file with a tiny native Pixel Data and the given sizes.
+    fn image_file(rows: u16, columns: u16, samples: u16, frames: &str) -> tempfile::NamedTempFile {
+        let mut obj = InMemDicomObject::new_empty();
+        let mut put = |tag, vr, value: PrimitiveValue| obj.put(DataElement::new(tag, vr, value));
+        put(
+            tags::SOP_CLASS_UID,
+            VR::UI,
+            "1.2.840.10008.5.1.4.1.1.7".into(),
+        );
+        put(tags::SOP_INSTANCE_UID, VR::UI, "1.2.3.4".into());
+        put(tags::STUDY_INSTANCE_UID, VR::UI, "1.2.3".into());
+        put(tags::SERIES_INSTANCE_UID, VR::UI, "1.2.3.5".into());
+        put(
+            tags::SAMPLES_PER_PIXEL,
+            VR::US,
+            PrimitiveValue::from(samples),
+        );
+        put(tags::NUMBER_OF_FRAMES, VR::IS, frames.into());
+        put(tags::ROWS, VR::US, PrimitiveValue::from(rows));
+        put(tags::COLUMNS, VR::US, PrimitiveValue::from(columns));
+        put(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(16u16));
+        put(tags::PIXEL_DATA, VR::OW, PrimitiveValue::from(vec![0u8; 8]));
+        let file = obj
+            .with_meta(
+                FileMetaTableBuilder::new()
+                    .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.7")
+                    .media_storage_sop_instance_uid("1.2.3.4")
+                    .transfer_syntax(EXPLICIT_VR_LE),
+            )
+            .expect("meta");
+        let tmp = tempfile::NamedTempFile::new().expect("tmp");
+        file.write_to_file(tmp.path()).expect("write");
+        tmp
+    }
+
+    #[test]
+    fn pixel_sizes_that_overflow_are_invalid() {
+        let small = image_file(2, 2, 1, "1");
+        assert!(matches!(
+            parse(small.path()).expect("valid").pixels,
+            Some(PixelLayout::Native { frame_len: 8, .. })
+        ));
+        let huge = image_file(u16::MAX, u16::MAX, u16::MAX, "2147483647");
+        match parse(huge.path()) {
+            Err(HeaderError::Malformed { reason, .. }) => assert!(reason.contains("pixel")),
+            other => panic!("expected a refusal, got {:?}", other.map(|p| p.pixels)),
+        }
+    }
 
     #[test]
     fn person_names_lose_trailing_empty_parts() {

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use tokio::io::AsyncReadExt;
 
-use crate::index::{Index, IndexError, NewForward, Recorded, StoreRequest};
+use crate::index::{IndexError, NewForward, Recorded, StoreRequest};
 use crate::model::{AeTitle, StoredObject, Uid};
 use crate::routing::Router;
 use crate::storage::{SpoolWriter, Storage, StorageError};
@@ -81,7 +81,6 @@ pub enum IngestOutcome {
 #[derive(Clone)]
 pub struct Ingest {
     storage: Storage,
-    index: Index,
     committer: GroupCommitter,
     router: Arc<Router>,
     metrics: Arc<Metrics>,
@@ -91,12 +90,29 @@ pub struct Ingest {
 pub struct Incoming {
     spool: SpoolWriter,
     source: String,
+    /// For Part-10 input, until its meta group has been replaced.
+    reheader: Option<part10::Reheader>,
 }
 
 impl Incoming {
     /// Append a received chunk; ownership avoids a copy.
     pub async fn write(&mut self, chunk: Vec<u8>) -> Result<(), IngestError> {
-        Ok(self.spool.write(chunk).await?)
+        let Some(reheader) = self.reheader.as_mut() else {
+            return Ok(self.spool.write(chunk).await?);
+        };
+        if let part10::Prefix::Ready(head) = reheader.push(&chunk) {
+            self.reheader = None;
+            self.spool.write(head).await?;
+        }
+        Ok(())
+    }
+
+    /// The spooled object, with whatever a too-short stream left buffered.
+    async fn into_spooled(mut self) -> Result<(crate::storage::Spooled, String), IngestError> {
+        if let Some(reheader) = self.reheader.take() {
+            self.spool.write(reheader.into_remainder()).await?;
+        }
+        Ok((self.spool.finish().await?, self.source))
     }
 
     pub fn size(&self) -> u64 {
@@ -107,14 +123,12 @@ impl Incoming {
 impl Ingest {
     pub fn new(
         storage: Storage,
-        index: Index,
         committer: GroupCommitter,
         router: Arc<Router>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Ingest {
             storage,
-            index,
             committer,
             router,
             metrics,
@@ -132,11 +146,12 @@ impl Ingest {
         calling_ae: &AeTitle,
     ) -> Result<Incoming, IngestError> {
         let mut spool = self.storage.spool().await?;
-        let head = part10::header(sop_class, sop_instance, transfer_syntax, calling_ae)?;
+        let head = part10::header(sop_class, sop_instance, transfer_syntax)?;
         spool.write(head).await?;
         Ok(Incoming {
             spool,
             source: calling_ae.to_string(),
+            reheader: None,
         })
     }
 
@@ -161,11 +176,13 @@ impl Ingest {
         result
     }
 
-    /// Begin receiving a complete Part-10 object (STOW-RS, import).
+    /// Begin receiving a complete Part-10 object (STOW-RS, import). Its
+    /// meta group is replaced by Tessera's own; the data set is kept as is.
     pub async fn begin_part10(&self, source: &str) -> Result<Incoming, IngestError> {
         Ok(Incoming {
             spool: self.storage.spool().await?,
             source: source.to_owned(),
+            reheader: Some(part10::Reheader::default()),
         })
     }
 
@@ -174,7 +191,7 @@ impl Ingest {
         incoming: Incoming,
         study: Option<&str>,
     ) -> Result<(IngestOutcome, StoredIds), IngestError> {
-        let spooled = incoming.spool.finish().await?;
+        let (spooled, source) = incoming.into_spooled().await?;
         let path = spooled.path().to_owned();
         let (parsed, document) = tokio::task::spawn_blocking(move || {
             let parsed = header::parse(&path)?;
@@ -215,11 +232,12 @@ impl Ingest {
         // Keys are content hashes: a resend of identical bytes finds its
         // object already stored and writes nothing. The index decides
         // duplicates in the same transaction that records the instance.
-        let key = self.storage.commit(spooled).await?;
+        let committed = self.storage.commit(spooled).await?;
+        let key = committed.key.clone();
         let sop_uid = parsed.meta.sop_instance_uid.clone();
         let forward_to = self
             .router
-            .destinations(&parsed.meta, &incoming.source)
+            .destinations(&parsed.meta, &source)
             .into_iter()
             .map(|d| NewForward {
                 route: d.route,
@@ -236,26 +254,23 @@ impl Ingest {
                 sha256,
                 transfer_syntax_uid: parsed.transfer_syntax_uid,
             },
-            source_ae_title: incoming.source,
+            source_ae_title: source,
             document,
             pixels: parsed.pixels,
         };
         let recorded = self.committer.record(request).await?;
+        if let Some(spool) = committed.existed {
+            // The object was there before this store referenced it; the
+            // collector may have deleted it since. Now that the reference is
+            // committed, nothing can delete it again: put it back if gone.
+            self.storage.ensure_present(&committed.key, spool).await?;
+        }
         let outcome = match recorded {
             Recorded::Inserted => IngestOutcome::Stored,
             Recorded::Identical => IngestOutcome::AlreadyStored,
-            Recorded::KeptExisting { unreferenced_key } => {
-                self.drop_unreferenced(&unreferenced_key).await;
-                IngestOutcome::KeptExisting
-            }
-            Recorded::Rejected { unreferenced_key } => {
-                self.drop_unreferenced(&unreferenced_key).await;
-                return Err(IngestError::Duplicate(sop_uid));
-            }
-            Recorded::Replaced { unreferenced_key } => {
-                self.drop_unreferenced(&unreferenced_key).await;
-                IngestOutcome::Replaced
-            }
+            Recorded::KeptExisting => IngestOutcome::KeptExisting,
+            Recorded::Rejected => return Err(IngestError::Duplicate(sop_uid)),
+            Recorded::Replaced => IngestOutcome::Replaced,
         };
         if outcome == IngestOutcome::Stored {
             self.metrics.instance_stored(size);
@@ -263,21 +278,8 @@ impl Ingest {
         Ok((outcome, ids))
     }
 
-    /// Delete an object the index no longer points at. Failure only leaves
-    /// an orphan that `tessera verify` reports, so it is logged, not raised.
-    async fn drop_unreferenced(&self, key: &str) {
-        match self.index.references_key(key).await {
-            Ok(false) => {
-                if let Err(e) = self.storage.delete(key).await {
-                    tracing::warn!(key, error = %e, "could not delete unreferenced object");
-                }
-            }
-            Ok(true) => {}
-            Err(e) => tracing::warn!(key, error = %e, "could not check object references"),
-        }
-    }
-
-    /// Import a Part-10 file from disk, stored byte for byte.
+    /// Import a Part-10 file from disk: the data set byte for byte, under
+    /// Tessera's meta group.
     pub async fn import_file(
         &self,
         path: &Path,
@@ -286,7 +288,7 @@ impl Ingest {
         let mut file = tokio::fs::File::open(path)
             .await
             .map_err(|e| StorageError::io(path, e))?;
-        let mut spool = self.storage.spool().await?;
+        let mut incoming = self.begin_part10(source).await?;
         loop {
             let mut buf = Vec::with_capacity(256 * 1024);
             let n = (&mut file)
@@ -297,12 +299,8 @@ impl Ingest {
             if n == 0 {
                 break;
             }
-            spool.write(buf).await?;
+            incoming.write(buf).await?;
         }
-        self.finish(Incoming {
-            spool,
-            source: source.to_owned(),
-        })
-        .await
+        self.finish(incoming).await
     }
 }

@@ -1,20 +1,33 @@
-//! The Part-10 preamble and file meta group written in front of a data set
-//! received over the network (PS3.10 7.1).
+//! The Part-10 preamble and file meta group of every stored object
+//! (PS3.10 7.1).
+//!
+//! Tessera writes the meta group itself, from the SOP class, SOP instance
+//! and transfer syntax alone, for data sets received over the network and
+//! for Part-10 files (STOW-RS, import) alike. The stored object, and so its
+//! hash, is then a function of the data set: the same data set sent by two
+//! modalities, or forwarded by a peer, is the same object and an identical
+//! duplicate. Who sent it is kept in the index, not in the file.
 
-use dicom_object::meta::FileMetaTableBuilder;
+use dicom_object::meta::{FileMetaTable, FileMetaTableBuilder};
 
 use super::HeaderError;
-use crate::model::{AeTitle, Uid};
+use crate::model::Uid;
 
 /// Tessera's implementation class UID (UUID-derived 2.25 root).
 pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.190748385416352795183411367203981126941";
-pub const IMPLEMENTATION_VERSION_NAME: &str = concat!("TESSERA_", env!("CARGO_PKG_VERSION"));
+/// Without a version number: a new release must not make a resent data set
+/// look different from the copy an older release stored.
+pub const IMPLEMENTATION_VERSION_NAME: &str = "TESSERA";
+/// Preamble, magic, and the (0002,0000) element that gives the group length.
+const FIXED_PREFIX: usize = 128 + 4 + 12;
+/// A received meta group longer than this is not re-written; the object
+/// then goes to the header walk as it came, which judges it.
+const MAX_RECEIVED_META: usize = 64 * 1024;
 
 pub fn header(
     sop_class: &Uid,
     sop_instance: &Uid,
     transfer_syntax: &Uid,
-    source: &AeTitle,
 ) -> Result<Vec<u8>, HeaderError> {
     let table = FileMetaTableBuilder::new()
         .media_storage_sop_class_uid(sop_class.as_str())
@@ -22,7 +35,6 @@ pub fn header(
         .transfer_syntax(transfer_syntax.as_str())
         .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
         .implementation_version_name(IMPLEMENTATION_VERSION_NAME)
-        .source_application_entity_title(source.as_str())
         .build()
         .map_err(|e| HeaderError::Meta(e.to_string()))?;
     let mut out = vec![0u8; 128];
@@ -31,4 +43,130 @@ pub fn header(
         .write(&mut out)
         .map_err(|e| HeaderError::Meta(e.to_string()))?;
     Ok(out)
+}
+
+/// What [`Reheader::push`] decided about the start of a Part-10 stream.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Prefix {
+    /// Not enough bytes yet to read the meta group.
+    NeedMore,
+    /// Write these bytes, then everything that follows unchanged.
+    Ready(Vec<u8>),
+}
+
+/// Replaces the meta group at the start of a Part-10 stream with Tessera's
+/// own, buffering only the meta group.
+#[derive(Debug, Default)]
+pub struct Reheader {
+    buffered: Vec<u8>,
+}
+
+impl Reheader {
+    pub fn push(&mut self, chunk: &[u8]) -> Prefix {
+        self.buffered.extend_from_slice(chunk);
+        if self.buffered.len() < FIXED_PREFIX {
+            return Prefix::NeedMore;
+        }
+        let b = &self.buffered;
+        let group_length = u32::from_le_bytes([b[140], b[141], b[142], b[143]]) as usize;
+        let is_group_length = &b[128..132] == b"DICM" && b[132..136] == [2, 0, 0, 0];
+        if !is_group_length || group_length > MAX_RECEIVED_META {
+            return Prefix::Ready(std::mem::take(&mut self.buffered));
+        }
+        let end = FIXED_PREFIX + group_length;
+        if b.len() < end {
+            return Prefix::NeedMore;
+        }
+        let ours = FileMetaTable::from_reader(&b[128..end])
+            .ok()
+            .and_then(|meta| {
+                let uid = |s: &str| Uid::new(s.trim_end_matches(['\0', ' '])).ok();
+                header(
+                    &uid(meta.media_storage_sop_class_uid())?,
+                    &uid(meta.media_storage_sop_instance_uid())?,
+                    &uid(meta.transfer_syntax())?,
+                )
+                .ok()
+            });
+        let mut buffered = std::mem::take(&mut self.buffered);
+        Prefix::Ready(match ours {
+            Some(mut head) => {
+                head.extend_from_slice(&buffered[end..]);
+                head
+            }
+            // Unreadable: passed on as received, for the walk to refuse.
+            None => std::mem::take(&mut buffered),
+        })
+    }
+
+    /// The bytes held when the stream ended before the meta group did.
+    pub fn into_remainder(self) -> Vec<u8> {
+        self.buffered
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uid(s: &str) -> Uid {
+        Uid::new(s).expect("uid")
+    }
+
+    /// A Part-10 stream as another implementation writes it.
+    fn foreign(data_set: &[u8]) -> Vec<u8> {
+        let table = FileMetaTableBuilder::new()
+            .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.2")
+            .media_storage_sop_instance_uid("1.2.3.4")
+            .transfer_syntax("1.2.840.10008.1.2.1")
+            .implementation_class_uid("1.2.3.999")
+            .implementation_version_name("OTHER_9.9")
+            .source_application_entity_title("MODALITY_A")
+            .build()
+            .expect("meta");
+        let mut out = vec![0u8; 128];
+        out.extend_from_slice(b"DICM");
+        table.write(&mut out).expect("write");
+        out.extend_from_slice(data_set);
+        out
+    }
+
+    #[test]
+    fn received_meta_is_replaced_by_ours_in_any_chunking() {
+        let data_set = b"\x08\x00\x16\x00\x1a\x00\x00\x00rest-of-the-data-set";
+        let ours = header(
+            &uid("1.2.840.10008.5.1.4.1.1.2"),
+            &uid("1.2.3.4"),
+            &uid("1.2.840.10008.1.2.1"),
+        )
+        .expect("header");
+        let stream = foreign(data_set);
+        for chunk in [1, 7, 150, stream.len()] {
+            let mut r = Reheader::default();
+            let mut out = Vec::new();
+            let mut pieces = stream.chunks(chunk);
+            for piece in pieces.by_ref() {
+                if let Prefix::Ready(head) = r.push(piece) {
+                    out = head;
+                    break;
+                }
+            }
+            for piece in pieces {
+                out.extend_from_slice(piece);
+            }
+            let mut want = ours.clone();
+            want.extend_from_slice(data_set);
+            assert_eq!(out, want, "chunks of {chunk}");
+        }
+    }
+
+    #[test]
+    fn unreadable_prefixes_pass_through() {
+        let mut r = Reheader::default();
+        let junk = vec![0x42u8; 400];
+        assert_eq!(r.push(&junk), Prefix::Ready(junk.clone()));
+        let mut r = Reheader::default();
+        assert_eq!(r.push(b"short"), Prefix::NeedMore);
+        assert_eq!(r.into_remainder(), b"short");
+    }
 }

@@ -49,6 +49,11 @@ macro_rules! attributes {
                 match self { $(Attribute::$name => Level::$level),* }
             }
 
+            /// The variant's name, for messages (close to the DICOM keyword).
+            pub fn keyword(self) -> &'static str {
+                match self { $(Attribute::$name => stringify!($name)),* }
+            }
+
             pub fn kind(self) -> ValueKind {
                 match self { $(Attribute::$name => ValueKind::$kind),* }
             }

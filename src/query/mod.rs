@@ -27,6 +27,19 @@ pub enum QueryError {
     BadRange(String),
     #[error("invalid date {0:?}: dates are YYYYMMDD")]
     BadDate(String),
+    #[error("invalid time {0:?}: times are HHMMSS.FFFFFF")]
+    BadTime(String),
+    #[error("invalid date-time {0:?}: date-times are YYYYMMDDHHMMSS.FFFFFF&ZZXX")]
+    BadDateTime(String),
+    #[error("the value of {0} contains a control character")]
+    ControlCharacter(&'static str),
+    #[error(
+        "a {level} level retrieve needs {key} as one UID or a list of UIDs, without wildcards"
+    )]
+    MissingUniqueKey {
+        level: &'static str,
+        key: &'static str,
+    },
 }
 
 /// The hierarchy level of a query.
@@ -109,7 +122,12 @@ impl Query {
 
     /// Add a key from its DICOM string form (wildcards, ranges, lists).
     /// A key given twice keeps the last value.
+    /// A value with a control character (a NUL, say) is refused rather than
+    /// trimmed to nothing, which would match everything.
     pub fn add_key(&mut self, attribute: Attribute, raw: &str) -> Result<(), QueryError> {
+        if raw.chars().any(|c| c.is_control() && c != '\x1b') {
+            return Err(QueryError::ControlCharacter(attribute.keyword()));
+        }
         let matcher = matcher_for(attribute, raw.trim_matches(['\0', ' ']))?;
         self.keys.retain(|k| k.attribute != attribute);
         self.keys.push(Key { attribute, matcher });
@@ -172,6 +190,45 @@ impl Query {
             fuzzy_names: true,
         })
     }
+
+    /// PS3.4 C.4.2.2.1 (hierarchical retrieve): the unique key of the
+    /// retrieve level names the objects, as one value or a UID list, and
+    /// any unique key above it is a single value. This refuses a request
+    /// that would otherwise select the whole archive.
+    pub fn check_retrieve_keys(&self) -> Result<(), QueryError> {
+        let unique = [
+            (Level::Patient, Attribute::PatientId),
+            (Level::Study, Attribute::StudyInstanceUid),
+            (Level::Series, Attribute::SeriesInstanceUid),
+            (Level::Image, Attribute::SopInstanceUid),
+        ];
+        for (level, attribute) in unique {
+            if level > self.level {
+                break;
+            }
+            let matcher = self
+                .keys
+                .iter()
+                .find(|k| k.attribute == attribute)
+                .map(|k| &k.matcher);
+            let ok = match matcher {
+                Some(Matcher::Single(_)) => true,
+                Some(Matcher::AnyOf(_)) => level == self.level,
+                // Above the retrieve level a unique key may be left out
+                // (Study Root has no patient level; many SCUs send only
+                // the level's own key), but never as a wildcard.
+                None => level != self.level,
+                _ => false,
+            };
+            if !ok {
+                return Err(QueryError::MissingUniqueKey {
+                    level: self.level.keyword(),
+                    key: attribute.keyword(),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Keys from a sequence key attribute (PS3.4 C.2.2.2.6): the attributes of
@@ -217,9 +274,60 @@ fn sequence_keys(
     Ok(())
 }
 
-/// A DA value: YYYYMMDD.
+/// A DA value: YYYYMMDD, a real calendar day.
 fn is_date(value: &str) -> bool {
-    value.len() == 8 && value.bytes().all(|b| b.is_ascii_digit())
+    if value.len() != 8 || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return false;
+    }
+    let n = |r: std::ops::Range<usize>| value[r].parse::<u32>().unwrap_or(0);
+    let (year, month, day) = (n(0..4), n(4..6), n(6..8));
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    (1..=days).contains(&day)
+}
+
+/// A TM value (PS3.5 6.2): HH, HHMM, HHMMSS or HHMMSS.F to .FFFFFF.
+fn is_time(value: &str) -> bool {
+    let (whole, fraction) = match value.split_once('.') {
+        Some((w, f)) => (w, Some(f)),
+        None => (value, None),
+    };
+    let fraction_ok = fraction.is_none_or(|f| {
+        whole.len() == 6 && (1..=6).contains(&f.len()) && f.bytes().all(|b| b.is_ascii_digit())
+    });
+    let limits = [24u32, 60, 60];
+    fraction_ok
+        && matches!(whole.len(), 2 | 4 | 6)
+        && whole.bytes().all(|b| b.is_ascii_digit())
+        && whole
+            .as_bytes()
+            .chunks(2)
+            .zip(limits)
+            .all(|(pair, limit)| u32::from(pair[0] - b'0') * 10 + u32::from(pair[1] - b'0') < limit)
+}
+
+/// A DT value: YYYY[MM[DD[HH[MM[SS[.F]]]]]] with an optional &ZZXX offset.
+fn is_date_time(value: &str) -> bool {
+    let (local, offset) = match value.find(['+', '-']) {
+        Some(i) => (&value[..i], Some(&value[i + 1..])),
+        None => (value, None),
+    };
+    let offset_ok = offset.is_none_or(|o| o.len() == 4 && o.bytes().all(|b| b.is_ascii_digit()));
+    let date_len = local.len().min(8);
+    let (date, time) = local.split_at(date_len);
+    let date_ok = match date.len() {
+        4 => date.bytes().all(|b| b.is_ascii_digit()),
+        6 => date.bytes().all(|b| b.is_ascii_digit()) && is_date(&format!("{date}01")),
+        8 => is_date(date),
+        _ => false,
+    };
+    offset_ok && date_ok && (time.is_empty() || (date.len() == 8 && is_time(time)))
 }
 
 fn matcher_for(attribute: Attribute, raw: &str) -> Result<Matcher, QueryError> {
@@ -248,16 +356,21 @@ fn matcher_for(attribute: Attribute, raw: &str) -> Result<Matcher, QueryError> {
             }
             let end = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_owned());
             let (from, to) = (end(from), end(to));
-            if attribute.kind() == ValueKind::Date
-                && ![&from, &to]
-                    .iter()
-                    .all(|e| e.as_deref().is_none_or(is_date))
+            let valid = match attribute.kind() {
+                ValueKind::Date => is_date,
+                ValueKind::Time => is_time,
+                _ => is_date_time,
+            };
+            if ![&from, &to].iter().all(|e| e.as_deref().is_none_or(valid))
+                || (from.is_none() && to.is_none())
             {
                 return Err(QueryError::BadRange(raw.into()));
             }
             Ok(Matcher::Range { from, to })
         }
         ValueKind::Date if !is_date(raw) => Err(QueryError::BadDate(raw.into())),
+        ValueKind::Time if !is_time(raw) => Err(QueryError::BadTime(raw.into())),
+        ValueKind::DateTime if !is_date_time(raw) => Err(QueryError::BadDateTime(raw.into())),
         ValueKind::Number | ValueKind::Date | ValueKind::Time | ValueKind::DateTime => {
             Ok(Matcher::Single(raw.to_owned()))
         }
@@ -344,6 +457,68 @@ mod tests {
         assert_eq!(m(Attribute::AccessionNumber), Some(Matcher::Universal));
         assert_eq!(m(Attribute::SeriesInstanceUid), None, "below the level");
         assert_eq!(q.unsupported, vec![Tag(0x0009, 0x0010)]);
+    }
+
+    #[test]
+    fn dates_and_times_are_checked() {
+        for bad in ["20201340", "20200230", "2020011", "abcdefgh"] {
+            assert!(matcher_for(Attribute::StudyDate, bad).is_err(), "{bad}");
+        }
+        for bad in ["abc", "25", "1260", "126061", "1200.5", "120000.1234567"] {
+            assert!(matcher_for(Attribute::StudyTime, bad).is_err(), "{bad}");
+        }
+        assert!(matcher_for(Attribute::StudyDate, "20240229").is_ok());
+        assert!(matcher_for(Attribute::StudyTime, "235959.999999").is_ok());
+        assert!(matcher_for(Attribute::StudyTime, "1200-1300").is_ok());
+        assert!(matcher_for(Attribute::StudyTime, "1200-99").is_err());
+        assert!(matcher_for(Attribute::StudyDate, "-").is_err());
+    }
+
+    #[test]
+    fn control_characters_are_refused() {
+        let mut q = Query::new(Level::Study);
+        assert_eq!(
+            q.add_key(Attribute::PatientName, "\0"),
+            Err(QueryError::ControlCharacter("PatientName"))
+        );
+        assert!(q.add_key(Attribute::PatientName, "Doe^J*").is_ok());
+    }
+
+    #[test]
+    fn retrieve_needs_unique_keys() {
+        let q = |level: &str, keys: &[(Tag, VR, &str)]| {
+            Query::from_identifier(&identifier(level, keys), Root::Study).expect("valid")
+        };
+        let study = (tags::STUDY_INSTANCE_UID, VR::UI, "1.2.3");
+        assert!(q("STUDY", &[study]).check_retrieve_keys().is_ok());
+        assert!(
+            q("STUDY", &[(tags::STUDY_INSTANCE_UID, VR::UI, "1.2\\1.3")])
+                .check_retrieve_keys()
+                .is_ok()
+        );
+        for empty in [
+            &[][..],
+            &[(tags::STUDY_INSTANCE_UID, VR::UI, "")],
+            &[(tags::STUDY_INSTANCE_UID, VR::UI, "*")],
+        ] {
+            assert!(q("STUDY", empty).check_retrieve_keys().is_err());
+        }
+        assert!(q("SERIES", &[study]).check_retrieve_keys().is_err());
+        assert!(q(
+            "SERIES",
+            &[study, (tags::SERIES_INSTANCE_UID, VR::UI, "4.5")]
+        )
+        .check_retrieve_keys()
+        .is_ok());
+        assert!(q(
+            "SERIES",
+            &[
+                (tags::STUDY_INSTANCE_UID, VR::UI, "1.2\\1.3"),
+                (tags::SERIES_INSTANCE_UID, VR::UI, "4.5")
+            ]
+        )
+        .check_retrieve_keys()
+        .is_err());
     }
 
     #[test]

@@ -33,36 +33,60 @@ impl LocalStore {
 
     /// fsync(file) → create fan-out dirs → rename → fsync(dir), all in one
     /// blocking task: one thread hop per object instead of one per call.
-    pub(super) async fn commit(&self, spooled: Spooled, key: &str) -> Result<(), StorageError> {
+    /// When the object is already there it is synced as it stands and the
+    /// spool handed back (see [`super::Storage::commit`]).
+    pub(super) async fn commit(
+        &self,
+        spooled: Spooled,
+        key: &str,
+    ) -> Result<Option<Spooled>, StorageError> {
         let target = self.root.join(key);
         let root = self.root.clone();
         let fsync = self.fsync;
+        let existing = target.clone();
+        let existed = tokio::task::spawn_blocking(move || sync_existing(&existing, fsync))
+            .await
+            .unwrap_or_else(|e| Err(StorageError::io(&root, std::io::Error::other(e))))?;
+        if existed {
+            return Ok(Some(spooled));
+        }
+        let root = self.root.clone();
         let (source, file) = spooled.into_std();
         let spool_file = source.clone();
         let result = tokio::task::spawn_blocking(move || {
-            if target.exists() {
-                // Same hash, same bytes: already durable.
-                return Ok(false);
-            }
             if fsync {
                 file.sync_data().map_err(|e| StorageError::io(&source, e))?;
             }
             drop(file);
             let parent = target.parent().unwrap_or(&root).to_owned();
             ensure_dir(&root, &parent, fsync)?;
+            // A concurrent writer of the same content may rename first; the
+            // second rename replaces identical bytes, and each writer syncs
+            // the directory before it acknowledges.
             std::fs::rename(&source, &target).map_err(|e| StorageError::io(&target, e))?;
             if fsync {
                 sync_dir(&parent)?;
             }
-            Ok(true)
+            Ok(())
         })
         .await
         .unwrap_or_else(|e| Err(StorageError::io(&self.root, std::io::Error::other(e))));
-        if !matches!(result, Ok(true)) {
-            // Not renamed (identical object already stored, or an error).
+        if result.is_err() {
             let _ = tokio::fs::remove_file(&spool_file).await;
         }
-        result.map(|_| ())
+        result.map(|()| None)
+    }
+
+    pub(super) async fn modified(
+        &self,
+        key: &str,
+    ) -> Result<Option<std::time::SystemTime>, StorageError> {
+        let path = self.root.join(key);
+        match tokio::fs::metadata(&path).await {
+            Ok(m) => Ok(Some(m.modified().map_err(|e| StorageError::io(&path, e))?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StorageError::io(&path, e)),
+        }
     }
 
     pub(super) async fn open_read(&self, key: &str) -> Result<ObjectReader, StorageError> {
@@ -234,6 +258,24 @@ fn ensure_dir(root: &Path, dir: &Path, fsync: bool) -> Result<(), StorageError> 
         }
     }
     Ok(())
+}
+
+/// Whether `target` exists; if so, fsync it and its directory, since the
+/// writer that created it may not have reached its own fsyncs yet and an
+/// acknowledgement must not rest on bytes still in the page cache.
+fn sync_existing(target: &Path, fsync: bool) -> Result<bool, StorageError> {
+    let file = match std::fs::File::open(target) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(StorageError::io(target, e)),
+    };
+    if fsync {
+        file.sync_data().map_err(|e| StorageError::io(target, e))?;
+        if let Some(parent) = target.parent() {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(true)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StorageError> {

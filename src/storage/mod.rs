@@ -18,6 +18,7 @@ mod spool;
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::time::SystemTime;
 
 use futures::Stream;
 use tokio::io::AsyncRead;
@@ -50,6 +51,14 @@ impl StorageError {
 }
 
 pub type ObjectReader = Pin<Box<dyn AsyncRead + Send>>;
+
+/// A committed object: its key, and the spool when the object was already
+/// stored (dropping it removes the spool file).
+#[derive(Debug)]
+pub struct Committed {
+    pub key: String,
+    pub existed: Option<Spooled>,
+}
 
 #[derive(Debug, Clone)]
 enum Backend {
@@ -105,14 +114,36 @@ impl Storage {
     }
 
     /// Make a spooled object durable and return its key. Identical content
-    /// that is already stored is not written again.
-    pub async fn commit(&self, spooled: Spooled) -> Result<String, StorageError> {
+    /// that is already stored is not written again: it is made durable as
+    /// it stands (another writer may not have synced it yet), and the spool
+    /// is handed back, for [`Storage::ensure_present`] once the index
+    /// references the key.
+    pub async fn commit(&self, spooled: Spooled) -> Result<Committed, StorageError> {
         let key = key_for(&spooled.sha256);
-        match &self.backend {
+        let existed = match &self.backend {
             Backend::Local(store) => store.commit(spooled, &key).await?,
             Backend::S3(store) => store.commit(spooled, &key).await?,
+        };
+        Ok(Committed { key, existed })
+    }
+
+    /// After the index references an object that already existed: if the
+    /// collector deleted it in between, write it again from the spool.
+    pub async fn ensure_present(&self, key: &str, spooled: Spooled) -> Result<(), StorageError> {
+        check_key(key)?;
+        match self.commit(spooled).await? {
+            Committed { key: written, .. } if written == key => Ok(()),
+            Committed { key: written, .. } => Err(StorageError::BadKey(written)),
         }
-        Ok(key)
+    }
+
+    /// When the object was last written, or `None` when it does not exist.
+    pub async fn modified(&self, key: &str) -> Result<Option<SystemTime>, StorageError> {
+        check_key(key)?;
+        match &self.backend {
+            Backend::Local(store) => store.modified(key).await,
+            Backend::S3(store) => store.modified(key).await,
+        }
     }
 
     /// Stream an object's bytes.

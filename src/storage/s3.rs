@@ -64,10 +64,16 @@ impl S3Store {
         }
     }
 
-    pub(super) async fn commit(&self, spooled: Spooled, key: &str) -> Result<(), StorageError> {
+    /// A completed PUT is durable, so an object found by HEAD needs
+    /// nothing more; its spool is handed back.
+    pub(super) async fn commit(
+        &self,
+        spooled: Spooled,
+        key: &str,
+    ) -> Result<Option<Spooled>, StorageError> {
         let path = self.path(key);
         match self.store.head(&path).await {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(Some(spooled)),
             Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
@@ -85,7 +91,18 @@ impl S3Store {
             self.put_multipart(&path, &mut file, &local).await?;
         }
         drop(spooled);
-        Ok(())
+        Ok(None)
+    }
+
+    pub(super) async fn modified(
+        &self,
+        key: &str,
+    ) -> Result<Option<std::time::SystemTime>, StorageError> {
+        match self.store.head(&self.path(key)).await {
+            Ok(meta) => Ok(Some(meta.last_modified.into())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Upload in `PART_SIZE` parts, at most two in flight. Any failure

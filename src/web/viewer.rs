@@ -13,11 +13,11 @@ use actix_web::{web, HttpResponse};
 pub fn routes(cfg: &mut web::ServiceConfig, dir: &Path) {
     let index = dir.join("index.html");
     if !index.is_file() {
-        let message = format!(
-            "The OHIF viewer is not installed: {} is missing. Run scripts/install-viewer, \
-             or set [viewer] dir in the configuration.",
-            index.display()
-        );
+        // The log has the folder; a page anyone can open names no server path.
+        tracing::warn!(dir = %dir.display(), "the OHIF viewer folder has no index.html");
+        let message = "The OHIF viewer is not installed on this server. Its administrator \
+             can run scripts/install-viewer, or set [viewer] dir in the configuration."
+            .to_owned();
         cfg.route(
             "/viewer{tail:.*}",
             web::get().to(move || {

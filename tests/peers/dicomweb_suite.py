@@ -1647,6 +1647,37 @@ def c_http_bad_params(ctx: Ctx):
     soft.done()
 
 
+@check("hostile_params", "Sizes, windows, dates and frame lists a hostile client sends -> 400 or bounded work")
+def c_hostile_params(ctx: Ctx):
+    ct = instance(ctx, "CT_small.dcm")
+    store(ctx, [ct])
+    soft = Soft()
+    huge = wado_params(ct, contentType="image/jpeg", columns="1000000000", rows="1000000000")
+    soft.run(expect_status, ctx.get(wado_uri(ctx), params=huge), 400, what="WADO-URI columns=1000000000")
+    nan = wado_params(ct, contentType="image/jpeg", windowCenter="NaN", windowWidth="NaN")
+    soft.run(expect_status, ctx.get(wado_uri(ctx), params=nan), 400, what="WADO-URI windowCenter=NaN")
+    soft.run(expect_status, ctx.get(instance_path(ct) + "/rendered", params={"window": "NaN,NaN"},
+                                    headers={"Accept": "image/jpeg"}), 400, what="rendered window=NaN,NaN")
+    for params in ({"StudyDate": "20201340"}, {"StudyTime": "abc"}, {"PatientName": "\x00"},
+                   {"PatientName": "A\x00*"}):
+        soft.run(expect_status, ctx.get("studies", params=params, headers={"Accept": ACCEPT_JSON}), 400,
+                 what=f"QIDO-RS {params!r}")
+
+    def repeated_frames():
+        # 5,000 repeats of frame 1 are one frame, not 5,000 copies of it.
+        r = ctx.get(instance_path(ct) + "/frames/" + ",".join(["1"] * 5000),
+                    headers={"Accept": 'multipart/related; type="application/octet-stream"'})
+        expect_status(r, 200, what="frames/1,1,1,...")
+        parts = parse_multipart(r)
+        expect(len(parts) == 1, f"frames/1,1,1,... sent {len(parts)} parts, expected 1")
+        expect(parts[0][1] == frame_bytes_native(ct, 0), "the one frame sent is not frame 1")
+
+    soft.run(repeated_frames)
+    r = ctx.get("studies", params={"PatientID": str(ct.PatientID)}, headers={"Accept": ACCEPT_JSON})
+    soft.run(expect_status, r, 200, what="QIDO-RS after the hostile requests")
+    soft.done()
+
+
 # --------------------------------------------------------------------- main
 
 def run_check(args, name: str) -> bool:

@@ -15,3 +15,12 @@ os.rename(path, os.path.join(out, "original.dcm"))
 ds.SeriesDescription = "corrected"
 ds.PixelData = bytes(len(ds.PixelData))
 ds.save_as(os.path.join(out, "variant.dcm"), enforce_file_format=True)
+
+# moved.dcm: the same SOP Instance UID again, now an MR image in a new series,
+# for a `replace` that must move the instance and change its class.
+moved = pydicom.dcmread(os.path.join(out, "original.dcm"))
+moved.SeriesInstanceUID = pydicom.uid.generate_uid(entropy_srcs=["moved-series"])
+moved.Modality = "MR"
+moved.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
+moved.file_meta.MediaStorageSOPClassUID = moved.SOPClassUID
+moved.save_as(os.path.join(out, "moved.dcm"), enforce_file_format=True)

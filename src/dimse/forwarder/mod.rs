@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::scu::Scu;
-use super::service::retrieve::{send_instance, SubOpOutcome};
+use super::service::retrieve::{send_instance, store_proposals, SubOpOutcome};
 use crate::index::{DueForward, Index};
 use crate::peers::PeerRegistry;
 use crate::storage::Storage;
@@ -115,22 +115,7 @@ impl Forwarder {
                     .await
             }
         };
-        let mut pairs: Vec<(String, String)> = forwards
-            .iter()
-            .flat_map(|f| {
-                std::iter::once((
-                    f.item.sop_class_uid.clone(),
-                    f.item.transfer_syntax_uid.clone(),
-                ))
-                .chain(
-                    crate::transcode::TARGETS
-                        .iter()
-                        .map(|ts| (f.item.sop_class_uid.clone(), (*ts).to_owned())),
-                )
-            })
-            .collect();
-        pairs.sort();
-        pairs.dedup();
+        let pairs = store_proposals(forwards.iter().map(|f| &f.item));
         let commitment = forwards.iter().any(|f| f.confirm_commitment);
         let mut association = match self.scu.open_store(&peer, &pairs, commitment).await {
             Ok(a) => a,

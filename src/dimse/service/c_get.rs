@@ -6,7 +6,8 @@ use dicom_ul::pdu::PDataValue;
 
 use super::identifier::receive_query;
 use super::retrieve::{
-    requester_stopped, send_final, send_instance, send_pending, SubOpChannel, Tally,
+    refused_without_unique_keys, requester_stopped, send_final, send_instance, send_pending,
+    SubOpChannel, Tally,
 };
 use super::ServiceContext;
 use crate::dimse::association::{Association, AssociationError, Request};
@@ -66,6 +67,9 @@ pub async fn handle(
     else {
         return Ok(());
     };
+    if refused_without_unique_keys(assoc, context_id, &command, &query).await? {
+        return Ok(());
+    }
     let items = match ctx.index.retrieve_items(&query).await {
         Ok(items) => items,
         Err(e) => {

@@ -4,7 +4,10 @@
 //! counts; C-CANCEL is honoured between sub-operations.
 
 use super::identifier::receive_query;
-use super::retrieve::{requester_stopped, send_final, send_instance, send_pending, Tally};
+use super::retrieve::{
+    refused_without_unique_keys, requester_stopped, send_final, send_instance, send_pending,
+    store_proposals, Tally,
+};
 use super::ServiceContext;
 use crate::dimse::association::{Association, AssociationError, Request};
 use crate::dimse::command::{Command, Status};
@@ -32,6 +35,9 @@ pub async fn handle(
     else {
         return Ok(());
     };
+    if refused_without_unique_keys(assoc, context_id, &command, &query).await? {
+        return Ok(());
+    }
     let destination = command.move_destination.clone().unwrap_or_default();
     let peer = match ctx.peers.get(destination.trim()).await {
         Ok(peer) => peer,
@@ -61,12 +67,7 @@ pub async fn handle(
         rsp.sub_operations = Some(tally.counts(true));
         return assoc.send_command(context_id, &rsp).await;
     }
-    let mut pairs: Vec<(String, String)> = items
-        .iter()
-        .map(|i| (i.sop_class_uid.clone(), i.transfer_syntax_uid.clone()))
-        .collect();
-    pairs.sort();
-    pairs.dedup();
+    let pairs = store_proposals(&items);
     let mut out = match ctx.scu.open_store(&peer, &pairs, false).await {
         Ok(out) => Some(out),
         Err(e) => {

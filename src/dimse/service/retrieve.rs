@@ -42,9 +42,9 @@ pub enum SubOpOutcome {
 #[derive(Debug, Default)]
 pub struct Tally {
     pub total: usize,
-    pub completed: u16,
-    pub failed: u16,
-    pub warning: u16,
+    pub completed: usize,
+    pub failed: usize,
+    pub warning: usize,
     pub failed_uids: Vec<String>,
 }
 
@@ -68,20 +68,23 @@ impl Tally {
     }
 
     fn done(&self) -> usize {
-        usize::from(self.completed) + usize::from(self.failed) + usize::from(self.warning)
+        self.completed + self.failed + self.warning
     }
 
+    /// The counts as the US fields of a response carry them: a retrieve of
+    /// more than 65,535 instances reports 65,535 until the count drops.
     pub fn counts(&self, final_response: bool) -> SubOperations {
+        let us = |n: usize| u16::try_from(n).unwrap_or(u16::MAX);
         let remaining = if final_response {
             0
         } else {
-            u16::try_from(self.total.saturating_sub(self.done())).unwrap_or(u16::MAX)
+            self.total.saturating_sub(self.done())
         };
         SubOperations {
-            remaining,
-            completed: self.completed,
-            failed: self.failed,
-            warning: self.warning,
+            remaining: us(remaining),
+            completed: us(self.completed),
+            failed: us(self.failed),
+            warning: us(self.warning),
         }
     }
 
@@ -117,6 +120,42 @@ impl Tally {
 
 const PENDING: Status = Status::Other(0xFF00);
 const CANCELLED: Status = Status::Other(0xFE00);
+
+/// The presentation contexts to propose for sending `items`: each SOP class
+/// in its stored syntax and in the uncompressed syntaxes Tessera can
+/// transcode to, so a receiver that takes only those still gets the object.
+pub(crate) fn store_proposals<'a>(
+    items: impl IntoIterator<Item = &'a RetrieveItem>,
+) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = items
+        .into_iter()
+        .flat_map(|item| {
+            std::iter::once(item.transfer_syntax_uid.as_str())
+                .chain(transcode::TARGETS)
+                .map(|ts| (item.sop_class_uid.clone(), ts.to_owned()))
+        })
+        .collect();
+    pairs.sort();
+    pairs.dedup();
+    pairs
+}
+
+/// Refuse a retrieve whose identifier lacks the unique keys of its level
+/// (PS3.4 C.4.2.2.1); true when the refusal was sent.
+pub(crate) async fn refused_without_unique_keys(
+    assoc: &mut Association,
+    context_id: u8,
+    request: &Command,
+    query: &crate::query::Query,
+) -> Result<bool, AssociationError> {
+    let Err(e) = query.check_retrieve_keys() else {
+        return Ok(false);
+    };
+    let rsp = Command::response_to(request, Status::DataSetDoesNotMatchSopClass)
+        .with_error_comment(e.to_string());
+    assoc.send_command(context_id, &rsp).await?;
+    Ok(true)
+}
 
 /// Between sub-operations: whether the requester cancelled (C-CANCEL) or
 /// released; any other request in the middle is a protocol error.
@@ -305,4 +344,45 @@ pub(crate) async fn send_instance<C: SubOpChannel>(
         _ => SubOpOutcome::Failed,
     };
     Ok((outcome, cancelled))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(n: usize) -> RetrieveItem {
+        RetrieveItem {
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+            sop_instance_uid: format!("1.2.3.{n}"),
+            transfer_syntax_uid: "1.2.840.10008.1.2.4.90".into(),
+            key: String::new(),
+        }
+    }
+
+    #[test]
+    fn counts_past_65535_saturate() {
+        let total = 70_000;
+        let mut tally = Tally::new(total);
+        let one = item(1);
+        for _ in 0..total - 1 {
+            tally.record(&one, SubOpOutcome::Completed);
+        }
+        let counts = tally.counts(false);
+        assert_eq!(counts.completed, u16::MAX);
+        assert_eq!(counts.remaining, 1);
+        tally.record(&one, SubOpOutcome::Failed);
+        assert_eq!(tally.final_status(), Status::Other(0xB000));
+        assert_eq!(tally.counts(true).failed, 1);
+    }
+
+    #[test]
+    fn proposals_include_uncompressed_fallbacks() {
+        let pairs = store_proposals(&[item(1), item(2)]);
+        let syntaxes: Vec<&str> = pairs.iter().map(|(_, ts)| ts.as_str()).collect();
+        assert_eq!(pairs.len(), 3, "{pairs:?}");
+        assert!(syntaxes.contains(&"1.2.840.10008.1.2.4.90"));
+        for ts in transcode::TARGETS {
+            assert!(syntaxes.contains(&ts));
+        }
+    }
 }
