@@ -82,13 +82,6 @@ async fn record_one(
         .execute(&mut **tx)
         .await?;
     let parents = resolve_parents(tx, meta).await?;
-    let Parents {
-        patient: patient_id,
-        study: study_id,
-        series: series_id,
-        new_study,
-        new_series,
-    } = parents;
     let ts = now();
     let inserted = sqlx::query(
         "INSERT INTO instances (series_fk, sop_instance_uid, sop_class_uid, instance_number, \
@@ -98,7 +91,7 @@ async fn record_one(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
          ON CONFLICT (sop_instance_uid) DO NOTHING RETURNING id",
     )
-    .bind(series_id)
+    .bind(parents.series)
     .bind(meta.sop_instance_uid.as_str())
     .bind(meta.sop_class_uid.as_str())
     .bind(meta.instance_number)
@@ -118,18 +111,14 @@ async fn record_one(
     .fetch_optional(&mut **tx)
     .await?;
     let Some(inserted) = inserted else {
-        return record_duplicate(tx, req, policy).await;
+        return record_duplicate(tx, req, policy, parents).await;
     };
     record_document(tx, id_of(&inserted)?, req).await?;
-
-    let new_study = i64::from(new_study);
-    let new_series = i64::from(new_series);
     count_instance(tx, parents, 1, obj.size as i64, ts).await?;
-    if new_series == 1 && !meta.series.modality.is_empty() {
-        add_modality(tx, study_id, &meta.series.modality).await?;
+    if parents.new_series && !meta.series.modality.is_empty() {
+        add_modality(tx, parents.study, &meta.series.modality).await?;
     }
     queue_forwards(tx, req).await?;
-    let _ = (patient_id, new_study);
     Ok(Recorded::Inserted)
 }
 
@@ -227,10 +216,13 @@ async fn tombstone(tx: &mut Transaction<'static, Any>, key: &str) -> Result<(), 
 }
 
 /// The SOP Instance UID is already indexed: same bytes, or the policy.
+/// `parents` are where the new version belongs, resolved (and created when
+/// new) before the duplicate was found.
 async fn record_duplicate(
     tx: &mut Transaction<'static, Any>,
     req: &StoreRequest,
     policy: DuplicatePolicy,
+    parents: Parents,
 ) -> Result<Recorded, IndexError> {
     let obj = &req.object;
     let row = sqlx::query(
@@ -252,6 +244,9 @@ async fn record_duplicate(
         new_study: false,
         new_series: false,
     };
+    if sha == obj.sha256 || policy != DuplicatePolicy::Replace {
+        discard_unused(tx, parents).await?;
+    }
     if sha == obj.sha256 {
         return Ok(Recorded::Identical);
     }
@@ -266,7 +261,6 @@ async fn record_duplicate(
         });
     }
     let meta = &req.meta;
-    let parents = resolve_parents(tx, meta).await?;
     let ts = now();
     sqlx::query(
         "UPDATE instances SET series_fk = $1, sop_class_uid = $2, instance_number = $3, \
@@ -317,6 +311,27 @@ async fn record_duplicate(
         tombstone(tx, &old_key).await?;
     }
     Ok(Recorded::Replaced)
+}
+
+/// A series or study created for a version that was not kept holds
+/// nothing and was never counted: remove it again.
+async fn discard_unused(
+    tx: &mut Transaction<'static, Any>,
+    parents: Parents,
+) -> Result<(), IndexError> {
+    if parents.new_series {
+        sqlx::query("DELETE FROM series WHERE id = $1")
+            .bind(parents.series)
+            .execute(&mut **tx)
+            .await?;
+    }
+    if parents.new_study {
+        sqlx::query("DELETE FROM studies WHERE id = $1")
+            .bind(parents.study)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }
 
 /// A replaced instance moved to another series: remove the series it left
