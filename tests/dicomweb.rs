@@ -82,6 +82,7 @@ checks!(
     stow_conflict_study_uid,
     stow_missing_uid,
     stow_bad_syntax,
+    stow_broken_body,
     stow_unsupported_media_type,
     search_studies,
     search_series,

@@ -117,22 +117,29 @@ async fn receive(
             .unwrap_or_default()
     );
     let mut results = Vec::new();
+    // A body that breaks after some parts were stored: those are durable,
+    // so the answer lists them, with the break as the last part's failure.
+    let broken = |results: &mut Vec<PartResult>, e: DicomWebError| {
+        if !results.iter().any(|r| matches!(r, PartResult::Stored(_))) {
+            return Err(e);
+        }
+        results.push(PartResult::Failed {
+            ids: None,
+            reason: CANNOT_UNDERSTAND,
+            conflict: false,
+            server_fault: false,
+            message: e.to_string(),
+        });
+        Ok(())
+    };
     loop {
         let field = match multipart.next_field().await {
             Ok(Some(field)) => field,
             Ok(None) => break,
-            // Parts already stored are durable: the answer must say so.
-            Err(e) if results.iter().any(|r| matches!(r, PartResult::Stored(_))) => {
-                results.push(PartResult::Failed {
-                    ids: None,
-                    reason: CANNOT_UNDERSTAND,
-                    conflict: false,
-                    server_fault: false,
-                    message: body_error(e, limit).to_string(),
-                });
+            Err(e) => {
+                broken(&mut results, body_error(e, limit))?;
                 break;
             }
-            Err(e) => return Err(body_error(e, limit)),
         };
         let part_type = field
             .content_type()
@@ -150,17 +157,10 @@ async fn receive(
         }
         match store_part(state, field, &source, study.as_deref(), limit).await {
             Ok(result) => results.push(result),
-            Err(e) if results.iter().any(|r| matches!(r, PartResult::Stored(_))) => {
-                results.push(PartResult::Failed {
-                    ids: None,
-                    reason: CANNOT_UNDERSTAND,
-                    conflict: false,
-                    server_fault: false,
-                    message: e.to_string(),
-                });
+            Err(e) => {
+                broken(&mut results, e)?;
                 break;
             }
-            Err(e) => return Err(e),
         }
     }
     if results.is_empty() {

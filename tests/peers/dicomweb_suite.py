@@ -789,6 +789,23 @@ def c_stow_bad_syntax(ctx: Ctx):
     soft.done()
 
 
+@check("stow_broken_body", "STOW-RS whose body breaks after a stored part -> 202 listing the stored part")
+def c_stow_broken_body(ctx: Ctx):
+    first = instance(ctx, "CT_small.dcm")
+    second = instance(ctx, "CT_small.dcm")
+    body, ctype = multipart_body([encode(first), encode(second)])
+    # Cut in the middle of the second part: no closing boundary ever comes.
+    cut = body.rindex(encode(second)[:200]) + len(encode(second)) // 2
+    r = ctx.post("studies", data=body[:cut], headers={"Content-Type": ctype, "Accept": ACCEPT_JSON})
+    expect_status(r, 202, what="STOW-RS whose body breaks inside the second part")
+    ds = json_to_dataset(json_body(r, "broken STOW-RS"))
+    stored = [str(i.ReferencedSOPInstanceUID) for i in ds.get("ReferencedSOPSequence", [])]
+    expect(stored == [str(first.SOPInstanceUID)], f"ReferencedSOPSequence lists {stored}")
+    expect(ds.get("FailedSOPSequence"), "the broken part is not listed in FailedSOPSequence")
+    expect(ctx.client.search_for_instances(search_filters={"SOPInstanceUID": str(first.SOPInstanceUID)}),
+           "the part reported as stored cannot be found")
+
+
 @check("stow_unsupported_media_type", "STOW-RS with Content-Type text/plain -> 415")
 def c_stow_415(ctx: Ctx):
     soft = Soft()
