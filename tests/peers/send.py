@@ -10,6 +10,7 @@ as soon as its response arrives.
 """
 import argparse
 import json
+import logging
 import os
 import sys
 import threading
@@ -28,6 +29,18 @@ def collect(paths):
         else:
             files.append(p)
     return sorted(files)
+
+
+def keep_responses(assoc):
+    """pynetdicom's association thread can take a C-STORE-RSP off the queue
+    while send_c_store() waits for it, and drop it ("Received unexpected
+    C-STORE service message", pydicom/pynetdicom#875); the store then looks
+    unanswered. This client serves no requests, so that thread is kept from
+    taking messages."""
+    get_msg = assoc.dimse.get_msg
+    assoc.dimse.get_msg = lambda block=False: (
+        (None, None) if threading.get_ident() == assoc.ident else get_msg(block)
+    )
 
 
 def worker(files, args, results, ack, lock):
@@ -51,6 +64,7 @@ def worker(files, args, results, ack, lock):
         with lock:
             results["statuses"]["association-failed"] = results["statuses"].get("association-failed", 0) + len(files)
         return
+    keep_responses(assoc)
     try:
         if args.echo:
             st = assoc.send_c_echo()
@@ -76,6 +90,11 @@ def worker(files, args, results, ack, lock):
 
 
 def main():
+    # pynetdicom's own warnings and errors (a dropped response, an abort)
+    # on stderr, so a failed run says why.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    logging.getLogger("pynetdicom").addHandler(handler)
     p = argparse.ArgumentParser()
     p.add_argument("host")
     p.add_argument("port", type=int)
