@@ -116,14 +116,17 @@ fn unix_seconds(t: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
-/// This process's name in the lease table: host, process and start time.
+/// A server's name in the lease table: host, process, start time, and a
+/// counter for servers started in one process (tests).
 pub fn lease_holder() -> String {
+    static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "node".to_owned());
     format!(
-        "{host}:{}:{}",
+        "{host}:{}:{}:{}",
         std::process::id(),
-        unix_seconds(SystemTime::now())
+        unix_seconds(SystemTime::now()),
+        STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     )
 }

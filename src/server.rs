@@ -200,6 +200,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         peers: peers.clone(),
         scu: core.scu(&config),
         wake: commitments.clone(),
+        max_attempts: config.forward_max_attempts,
     };
     let worker_tracker = TaskTracker::new();
     worker_tracker.spawn(worker.run(shutdown.clone()));

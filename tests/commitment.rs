@@ -139,4 +139,53 @@ async fn commitment_reports(backend: Backend) {
     assert_eq!((pending, delivered), (0, 3));
 }
 
-on_both_backends!(commitment_reports);
+/// Requests from anyone are bounded: too many references are refused with
+/// 0213 before anything is stored, and a report nobody takes is given up
+/// after `forwarding.max_attempts` deliveries.
+async fn hostile_commitment_requests(backend: Backend) {
+    let Some(_) = python() else {
+        return skip("hostile_commitment_requests", "pynetdicom missing");
+    };
+    let archive = Archive::start_with(backend, |raw| {
+        raw.forwarding.max_attempts = Some(2);
+    })
+    .await;
+    let listen = free_port();
+    let bulk = (tessera::dimse::service::commitment::MAX_REFERENCES + 1).to_string();
+    let report = commit(
+        &archive,
+        "new",
+        listen,
+        &[],
+        &["--no-wait", "--bulk", &bulk],
+    )
+    .await;
+    assert_eq!(report["action_status"], "0x0213", "{report}");
+    let index = archive.index().await;
+    let transaction = report["transaction_uid"].as_str().expect("uid");
+    assert_eq!(
+        index.commitment_state(transaction).await.expect("query"),
+        None
+    );
+
+    // COMMITSCU is no registered peer: its report cannot be delivered.
+    let one = vec![format!("{CT}:1.2.3.4")];
+    let report = commit(&archive, "new", listen, &one, &["--no-wait"]).await;
+    assert_eq!(report["action_status"], "0x0000", "{report}");
+    let transaction = report["transaction_uid"].as_str().expect("uid");
+    let mut state = None;
+    for _ in 0..150 {
+        state = index.commitment_state(transaction).await.expect("query");
+        if state.as_deref() == Some("failed") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        state.as_deref(),
+        Some("failed"),
+        "given up after two attempts"
+    );
+}
+
+on_both_backends!(commitment_reports, hostile_commitment_requests);

@@ -84,6 +84,7 @@ checks!(
     stow_bad_syntax,
     stow_broken_body,
     stow_unsupported_media_type,
+    stow_quoted_boundary,
     search_studies,
     search_series,
     search_instances,

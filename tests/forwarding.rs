@@ -414,13 +414,9 @@ async fn unconfirmed_forwards_end_as_dead_letters(backend: Backend) {
 
 /// Tessera forwarding to Tessera: the destination verifies each object
 /// against its hash and reports on the forwarding association.
-async fn forwards_confirmed_by_another_tessera(backend: Backend) {
-    let Some(_) = python() else {
-        return skip(
-            "forwards_confirmed_by_another_tessera",
-            "pynetdicom missing",
-        );
-    };
+/// A second Tessera as DEST, and an archive that forwards everything to it,
+/// confirmed by storage commitment. Returns (destination, archive).
+async fn confirmed_by_another_tessera(backend: Backend) -> (Archive, Archive) {
     let destination = Archive::start_with(backend, |raw| {
         raw.dicom.ae_title = Some("DEST".into());
     })
@@ -432,6 +428,17 @@ async fn forwards_confirmed_by_another_tessera(backend: Backend) {
         raw.routes = vec![r];
     })
     .await;
+    (destination, archive)
+}
+
+async fn forwards_confirmed_by_another_tessera(backend: Backend) {
+    let Some(_) = python() else {
+        return skip(
+            "forwards_confirmed_by_another_tessera",
+            "pynetdicom missing",
+        );
+    };
+    let (destination, archive) = confirmed_by_another_tessera(backend).await;
     store(
         &archive,
         &archive.dir.path().join("c"),
@@ -451,17 +458,7 @@ async fn stores_never_fail_beside_forwarding(backend: Backend) {
     let Some(_) = python() else {
         return skip("stores_never_fail_beside_forwarding", "pynetdicom missing");
     };
-    let destination = Archive::start_with(backend, |raw| {
-        raw.dicom.ae_title = Some("DEST".into());
-    })
-    .await;
-    let archive = Archive::start_with(backend, |raw| {
-        raw.peers = vec![local_peer("DEST", destination.dicom_port)];
-        let mut r = route("all-confirmed", "DEST", &[]);
-        r.confirm_commitment = true;
-        raw.routes = vec![r];
-    })
-    .await;
+    let (_destination, archive) = confirmed_by_another_tessera(backend).await;
     let dir = archive.dir.path().join("burst");
     let d = dir.to_str().expect("utf8");
     assert!(run_peer("gen.py", &[d, "--count", "400", "--seed", "76"])

@@ -353,9 +353,28 @@ async fn tls_to_peers(backend: Backend) {
         .await
         .status
         .success());
+    let first = std::fs::read_dir(&dir)
+        .expect("dir")
+        .next()
+        .expect("a file")
+        .expect("entry")
+        .path();
+    let study = dicom_object::open_file(&first)
+        .expect("dicom")
+        .element(dicom_dictionary_std::tags::STUDY_INSTANCE_UID)
+        .expect("study uid")
+        .to_str()
+        .expect("text")
+        .trim_end_matches('\0')
+        .to_owned();
     let out = tokio::process::Command::new(movescu)
         .args(["-S", "-aet", "MOVESCU", "-aec", "TESSERA", "-aem", "TLSSCP"])
-        .args(["-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID=*"])
+        .args([
+            "-k",
+            "QueryRetrieveLevel=STUDY",
+            "-k",
+            &format!("StudyInstanceUID={study}"),
+        ])
         .args(["127.0.0.1", &port])
         .output()
         .await

@@ -258,6 +258,31 @@ async fn multi_gigabyte_instance_in_bounded_memory(backend: Backend) {
         size / 1_000_000
     );
     assert!(peak_mib < 300, "peak RSS {peak_mib} MiB");
+
+    // `Range: bytes=0-` on its 2.4 GB Pixel Data is streamed, not read into
+    // memory first.
+    let (status, body) = common::http_get(server.http_port, "/dicom-web/instances", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let found: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let uid = |tag: &str| found[0][tag]["Value"][0].as_str().expect("uid").to_owned();
+    let path = format!(
+        "/dicom-web/studies/{}/series/{}/instances/{}/bulk/7FE00010",
+        uid("0020000D"),
+        uid("0020000E"),
+        uid("00080018")
+    );
+    let received = count_response_bytes(
+        server.http_port,
+        &path,
+        "Accept: application/octet-stream\r\nRange: bytes=0-\r\n",
+    )
+    .await;
+    assert!(received > 2_400_000_000, "received {received} bytes");
+    let peak_mib = server.peak_rss_kib() / 1024;
+    assert!(
+        peak_mib < 300,
+        "peak RSS {peak_mib} MiB after the ranged read"
+    );
     assert!(server.terminate().await.success());
     let out = tessera_cli(&data, &[&idx[..], &["verify", "--json"]].concat()).await;
     assert!(
@@ -268,6 +293,38 @@ async fn multi_gigabyte_instance_in_bounded_memory(backend: Backend) {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(report["checked"], 1);
     assert!(report["bytes"].as_u64().expect("bytes") > size - 1000);
+}
+
+/// GET `path` with extra header lines; the number of bytes after the
+/// response head, counted without keeping them.
+async fn count_response_bytes(port: u16, path: &str, headers: &str) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{headers}\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut buf = vec![0u8; 1 << 20];
+    let mut head = Vec::new();
+    let mut body = 0u64;
+    loop {
+        let n = stream.read(&mut buf).await.expect("read");
+        if n == 0 {
+            break;
+        }
+        if body == 0 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            head.extend_from_slice(&buf[..n]);
+            if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                let text = String::from_utf8_lossy(&head[..end]).into_owned();
+                assert!(text.starts_with("HTTP/1.1 206"), "{text}");
+                body = (head.len() - end - 4) as u64;
+            }
+        } else {
+            body += n as u64;
+        }
+    }
+    body
 }
 
 on_both_backends!(

@@ -22,9 +22,6 @@ use crate::storage::Storage;
 use crate::transcode::{self, EXPLICIT_VR_LITTLE_ENDIAN};
 use crate::web::AppState;
 
-/// Native Pixel Data larger than this is served by range or by frame only.
-const MAX_BULK_IN_ONE_RESPONSE: u64 = 512 << 20;
-
 pub async fn study(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -414,19 +411,17 @@ pub async fn bulk(
         return Ok(ranged(&req, Bytes::from(value)));
     };
     let range = byte_range(&req, length)?;
-    if range.is_none() && length > MAX_BULK_IN_ONE_RESPONSE {
-        return Err(DicomWebError::NotAcceptable(format!(
-            "the pixel data is {length} bytes; fetch it by frames or with a Range header"
-        )));
-    }
     let (start, end) = range.unwrap_or((0, length));
-    let bytes = state
+    // Streamed from storage in bounded chunks, whatever the range's size.
+    let reader = state
         .storage
-        .read_range(&item.key, offset + start, end - start)
+        .open_range(&item.key, offset + start, end - start)
         .await?;
+    let body = ReaderStream::with_capacity(reader, 256 * 1024);
     Ok(bulk_response(
         &req,
-        Bytes::from(bytes),
+        body,
+        end - start,
         range.map(|r| (r, length)),
     ))
 }
@@ -453,13 +448,15 @@ async fn encapsulated_pixel_data(
 /// Serve a small in-memory value, honouring a single byte range.
 fn ranged(req: &HttpRequest, bytes: Bytes) -> HttpResponse {
     let length = bytes.len() as u64;
+    let once = |b: Bytes| futures::stream::once(futures::future::ready(Ok(b)));
     match byte_range(req, length) {
         Ok(Some((start, end))) => bulk_response(
             req,
-            bytes.slice(start as usize..end as usize),
+            once(bytes.slice(start as usize..end as usize)),
+            end - start,
             Some(((start, end), length)),
         ),
-        Ok(None) => bulk_response(req, bytes, None),
+        Ok(None) => bulk_response(req, once(bytes), length, None),
         Err(e) => actix_web::ResponseError::error_response(&e),
     }
 }
@@ -467,11 +464,16 @@ fn ranged(req: &HttpRequest, bytes: Bytes) -> HttpResponse {
 /// Bulk data as the client asked: a one-part `multipart/related` (the
 /// PS3.18 default) or a bare `application/octet-stream`; 206 with
 /// Content-Range when `range` (`[start, end)` of `total`) was asked for.
-fn bulk_response(
+fn bulk_response<S>(
     req: &HttpRequest,
-    bytes: Bytes,
+    value: S,
+    value_len: u64,
     range: Option<((u64, u64), u64)>,
-) -> HttpResponse {
+) -> HttpResponse
+where
+    S: futures::Stream<Item = Result<Bytes, std::io::Error>> + 'static,
+{
+    use futures::StreamExt;
     let content_range =
         range.map(|((start, end), total)| format!("bytes {start}-{}/{total}", end - 1));
     let mut response = if content_range.is_some() {
@@ -489,7 +491,8 @@ fn bulk_response(
     if bare {
         return response
             .content_type("application/octet-stream")
-            .body(bytes);
+            .insert_header((header::CONTENT_LENGTH, value_len.to_string()))
+            .streaming(value);
     }
     let boundary = multipart::boundary();
     let info = req.connection_info();
@@ -502,18 +505,23 @@ fn bulk_response(
     }
     head.push_str("\r\n");
     let tail = format!("\r\n--{boundary}--\r\n");
-    let mut body = Vec::with_capacity(head.len() + bytes.len() + tail.len());
-    body.extend_from_slice(head.as_bytes());
-    body.extend_from_slice(&bytes);
-    body.extend_from_slice(tail.as_bytes());
+    let total = head.len() as u64 + value_len + tail.len() as u64;
+    let piece = |text: String| futures::stream::once(futures::future::ready(Ok(Bytes::from(text))));
+    let body = piece(head).chain(value).chain(piece(tail));
     response
         .content_type(format!(
             "multipart/related; type=\"application/octet-stream\"; boundary={boundary}"
         ))
-        .body(body)
+        .insert_header((header::CONTENT_LENGTH, total.to_string()))
+        .streaming(body)
 }
 
 /// A single `bytes=a-b`, `bytes=a-` or `bytes=-n` range as `[start, end)`.
+/// As RFC 9110 14.2 allows, whatever Tessera does not serve as a range is
+/// ignored and the whole value sent: another unit, several ranges, a range
+/// that does not parse (`bytes=10-5`), or one under `If-Range` (bulk data
+/// carries no validator that could match). Only a range wholly past the
+/// end is 416.
 fn byte_range(req: &HttpRequest, length: u64) -> Result<Option<(u64, u64)>, DicomWebError> {
     let Some(value) = req
         .headers()
@@ -522,25 +530,35 @@ fn byte_range(req: &HttpRequest, length: u64) -> Result<Option<(u64, u64)>, Dico
     else {
         return Ok(None);
     };
-    let invalid = || DicomWebError::BadRequest(format!("unsupported Range {value:?}"));
-    let spec = value.trim().strip_prefix("bytes=").ok_or_else(invalid)?;
-    if spec.contains(',') {
-        return Err(invalid());
+    if req.headers().contains_key(header::IF_RANGE) {
+        return Ok(None);
     }
-    let (a, b) = spec.split_once('-').ok_or_else(invalid)?;
-    let (start, end) = match (a.trim(), b.trim()) {
-        ("", n) => {
-            let n: u64 = n.parse().map_err(|_| invalid())?;
-            (length.saturating_sub(n), length)
-        }
-        (a, "") => (a.parse().map_err(|_| invalid())?, length),
-        (a, b) => {
-            let a: u64 = a.parse().map_err(|_| invalid())?;
-            let b: u64 = b.parse().map_err(|_| invalid())?;
-            (a, b.saturating_add(1).min(length))
-        }
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return Ok(None);
     };
-    if start >= end || start >= length {
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((a, b)) = spec.split_once('-') else {
+        return Ok(None);
+    };
+    let number = |s: &str| s.parse::<u64>().ok();
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => match number(n) {
+            Some(0) => return Err(DicomWebError::RangeNotSatisfiable(length)),
+            Some(n) => (length.saturating_sub(n), length),
+            None => return Ok(None),
+        },
+        (a, "") => match number(a) {
+            Some(a) => (a, length),
+            None => return Ok(None),
+        },
+        (a, b) => match (number(a), number(b)) {
+            (Some(a), Some(b)) if a <= b => (a, b.saturating_add(1).min(length)),
+            _ => return Ok(None),
+        },
+    };
+    if start >= length {
         return Err(DicomWebError::RangeNotSatisfiable(length));
     }
     Ok(Some((start, end)))

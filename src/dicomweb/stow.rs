@@ -58,35 +58,48 @@ enum PartResult {
     },
 }
 
+/// The boundary of a `multipart/related; type="application/dicom"` body,
+/// read with a media-type parser (quoted values may hold `;`, `=` or
+/// spaces). A body in a content coding is refused: STOW-RS bodies are not
+/// inflated, and a compressed one would otherwise fail as malformed.
 fn boundary_of(req: &HttpRequest) -> Result<String, DicomWebError> {
+    use actix_web::http::header;
+    let coding = req
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .unwrap_or("identity");
+    if !coding.eq_ignore_ascii_case("identity") {
+        return Err(DicomWebError::UnsupportedMediaType(format!(
+            "Content-Encoding {coding:?} is not accepted; send the body uncompressed"
+        )));
+    }
     let content_type = req
         .headers()
-        .get(actix_web::http::header::CONTENT_TYPE)
+        .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let unsupported = || {
         DicomWebError::UnsupportedMediaType(format!(
-            "STOW-RS takes multipart/related; type=\"application/dicom\", not {content_type:?}"
+            "STOW-RS takes multipart/related; type=\"application/dicom\", not {:?}",
+            content_type.chars().take(200).collect::<String>()
         ))
     };
-    let mut params = content_type.split(';');
-    let mime = params.next().unwrap_or("").trim().to_ascii_lowercase();
-    if mime != "multipart/related" {
+    let parsed: mime::Mime = content_type.parse().map_err(|_| unsupported())?;
+    if parsed.essence_str() != "multipart/related" {
         return Err(unsupported());
     }
-    let mut boundary = None;
-    for param in params {
-        let Some((name, value)) = param.split_once('=') else {
-            continue;
-        };
-        let value = value.trim().trim_matches('"');
-        match name.trim().to_ascii_lowercase().as_str() {
-            "type" if !value.eq_ignore_ascii_case("application/dicom") => return Err(unsupported()),
-            "boundary" => boundary = Some(value.to_owned()),
-            _ => {}
+    if let Some(kind) = parsed.get_param("type") {
+        if !kind.as_str().eq_ignore_ascii_case("application/dicom") {
+            return Err(unsupported());
         }
     }
-    boundary.ok_or_else(|| DicomWebError::BadRequest("the multipart body has no boundary".into()))
+    parsed
+        .get_param(mime::BOUNDARY)
+        .map(|b| b.as_str().to_owned())
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| DicomWebError::BadRequest("the multipart body has no boundary".into()))
 }
 
 async fn receive(

@@ -65,6 +65,31 @@ impl Index {
         Ok(())
     }
 
+    /// Give up delivering a report.
+    pub async fn commitment_failed(&self, id: i64, error: &str) -> Result<(), IndexError> {
+        sqlx::query(
+            "UPDATE commitments SET state = 'failed', attempts = attempts + 1, last_error = $1 \
+             WHERE id = $2",
+        )
+        .bind(error)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The delivery state of a request ('pending', 'delivered', 'failed').
+    pub async fn commitment_state(
+        &self,
+        transaction_uid: &str,
+    ) -> Result<Option<String>, IndexError> {
+        let row = sqlx::query("SELECT state FROM commitments WHERE transaction_uid = $1")
+            .bind(transaction_uid)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get::<String, _>(0)).transpose()?)
+    }
+
     /// Schedule another attempt `delay_secs` from now.
     pub async fn commitment_retry(
         &self,

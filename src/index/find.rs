@@ -336,6 +336,20 @@ impl Index {
             .collect()
     }
 
+    /// Run a plan and return all its rows: the connection is released
+    /// before the caller does anything with them. Plans are bounded pages.
+    pub async fn find_page(&self, plan: &FindPlan) -> Result<Vec<FindRow>, IndexError> {
+        let mut q = sqlx::query(&plan.sql);
+        for b in &plan.binds {
+            q = match b {
+                Bind::Text(s) => q.bind(s.as_str()),
+                Bind::Int(n) => q.bind(*n),
+            };
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        rows.iter().map(|r| decode(r, &plan.selected)).collect()
+    }
+
     /// Run a plan, streaming matches.
     pub fn find<'a>(&'a self, plan: &'a FindPlan) -> BoxStream<'a, Result<FindRow, IndexError>> {
         let mut q = sqlx::query(&plan.sql);

@@ -55,6 +55,10 @@ pub enum Backend {
 #[derive(Clone, Debug)]
 pub struct Index {
     pool: AnyPool,
+    /// Connections only write transactions take ([`Index::begin_write`]):
+    /// readers that hold every pooled connection (a slow C-FIND requester,
+    /// a burst of QIDO) can never make a store wait for one.
+    writer: AnyPool,
     backend: Backend,
 }
 
@@ -85,34 +89,46 @@ impl Index {
             .map_err(connect_err)?
             .log_statements(tracing::log::LevelFilter::Trace)
             .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
-        let pool = AnyPoolOptions::new()
-            .max_connections(match backend {
-                // One writer at a time is all SQLite allows; extra
-                // connections serve concurrent readers under WAL.
-                Backend::Sqlite => max_connections.max(2),
-                Backend::Postgres => max_connections,
-            })
-            .acquire_timeout(Duration::from_secs(30))
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // synchronous=FULL: a commit is on disk before we
-                        // acknowledge; NORMAL could lose it on power loss.
-                        conn.execute(
-                            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
-                             PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; \
-                             PRAGMA case_sensitive_like=ON;",
-                        )
-                        .await?;
-                    }
-                    Ok(())
+        let pool_of = |size: u32| {
+            AnyPoolOptions::new()
+                .max_connections(size)
+                .acquire_timeout(Duration::from_secs(30))
+                .after_connect(move |conn, _meta| {
+                    Box::pin(async move {
+                        if backend == Backend::Sqlite {
+                            // synchronous=FULL: a commit is on disk before we
+                            // acknowledge; NORMAL could lose it on power loss.
+                            conn.execute(
+                                "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
+                                 PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; \
+                                 PRAGMA case_sensitive_like=ON;",
+                            )
+                            .await?;
+                        }
+                        Ok(())
+                    })
                 })
-            })
-            .connect_with(options)
+        };
+        let (readers, writers) = match backend {
+            // One writer at a time is all SQLite allows; the other
+            // connections serve concurrent readers under WAL.
+            Backend::Sqlite => (max_connections.max(2), 1),
+            Backend::Postgres => (max_connections, 2),
+        };
+        let pool = pool_of(readers)
+            .connect_with(options.clone())
             .await
             .map_err(connect_err)?;
         schema::migrator(backend).run(&pool).await?;
-        Ok(Index { pool, backend })
+        let writer = pool_of(writers)
+            .connect_with(options)
+            .await
+            .map_err(connect_err)?;
+        Ok(Index {
+            pool,
+            writer,
+            backend,
+        })
     }
 
     /// A write transaction. SQLite's must take the write lock at BEGIN
@@ -123,8 +139,8 @@ impl Index {
         &self,
     ) -> Result<sqlx::Transaction<'static, sqlx::Any>, IndexError> {
         Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+            Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.writer.begin().await?,
         })
     }
 
@@ -138,6 +154,7 @@ impl Index {
     }
 
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 }

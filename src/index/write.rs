@@ -3,6 +3,8 @@
 //! policy, and the tombstones of objects a write leaves unreferenced, all
 //! inside one transaction per batch.
 
+use std::sync::LazyLock;
+
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
@@ -21,6 +23,9 @@ pub struct StoreRequest {
     /// The DICOM JSON metadata document, when it could be built.
     pub document: Option<String>,
     pub pixels: Option<PixelLayout>,
+    /// The object was already in storage before this store: it may carry a
+    /// tombstone the collector is acting on.
+    pub object_existed: bool,
 }
 
 /// What recording did. An object a write leaves unreferenced gets a
@@ -74,42 +79,23 @@ async fn record_one(
 ) -> Result<Recorded, IndexError> {
     let meta = &req.meta;
     let obj = &req.object;
-    // The object is referenced again: it is no longer a candidate for
-    // reclamation. On PostgreSQL this waits for a collector holding the
-    // row, so the store sees (and mends) a deletion that won the race.
-    sqlx::query("DELETE FROM object_tombstones WHERE object_key = $1")
-        .bind(obj.key.as_str())
-        .execute(&mut **tx)
-        .await?;
+    // An object found in storage is referenced again: no longer a candidate
+    // for reclamation. On PostgreSQL this waits for a collector holding the
+    // row, so the store sees (and mends) a deletion that won the race; on
+    // SQLite the collector holds the write lock throughout. A newly written
+    // object is younger than the grace period, which the collector checks.
+    if req.object_existed {
+        sqlx::query("DELETE FROM object_tombstones WHERE object_key = $1")
+            .bind(obj.key.as_str())
+            .execute(&mut **tx)
+            .await?;
+    }
     let parents = resolve_parents(tx, meta).await?;
     let ts = now();
-    let inserted = sqlx::query(
-        "INSERT INTO instances (series_fk, sop_instance_uid, sop_class_uid, instance_number, \
-         number_of_frames, pixel_rows, pixel_columns, bits_allocated, transfer_syntax_uid, \
-         specific_character_set, content_date, content_time, object_key, size_bytes, sha256, \
-         source_ae_title, received_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
-         ON CONFLICT (sop_instance_uid) DO NOTHING RETURNING id",
-    )
-    .bind(parents.series)
-    .bind(meta.sop_instance_uid.as_str())
-    .bind(meta.sop_class_uid.as_str())
-    .bind(meta.instance_number)
-    .bind(meta.number_of_frames)
-    .bind(meta.rows)
-    .bind(meta.columns)
-    .bind(meta.bits_allocated)
-    .bind(obj.transfer_syntax_uid.as_str())
-    .bind(meta.specific_character_set.as_str())
-    .bind(meta.content_date.as_str())
-    .bind(meta.content_time.as_str())
-    .bind(obj.key.as_str())
-    .bind(obj.size as i64)
-    .bind(obj.sha256.as_str())
-    .bind(req.source_ae_title.as_str())
-    .bind(ts)
-    .fetch_optional(&mut **tx)
-    .await?;
+    let inserted = bind_instance(sqlx::query(&INSERT_INSTANCE), req, parents.series, ts)
+        .bind(meta.sop_instance_uid.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
     let Some(inserted) = inserted else {
         return record_duplicate(tx, req, policy, parents).await;
     };
@@ -120,6 +106,72 @@ async fn record_one(
     }
     queue_forwards(tx, req).await?;
     Ok(Recorded::Inserted)
+}
+
+/// The instance columns a store sets, bound by [`bind_instance`] as $1–$16.
+const INSTANCE_COLUMNS: [&str; 16] = [
+    "series_fk",
+    "sop_class_uid",
+    "instance_number",
+    "number_of_frames",
+    "pixel_rows",
+    "pixel_columns",
+    "bits_allocated",
+    "transfer_syntax_uid",
+    "specific_character_set",
+    "content_date",
+    "content_time",
+    "object_key",
+    "size_bytes",
+    "sha256",
+    "source_ae_title",
+    "received_at",
+];
+
+/// A new row; $17 is the SOP Instance UID.
+static INSERT_INSTANCE: LazyLock<String> = LazyLock::new(|| {
+    let values: Vec<String> = (1..=17).map(|n| format!("${n}")).collect();
+    format!(
+        "INSERT INTO instances ({}, sop_instance_uid) VALUES ({}) \
+         ON CONFLICT (sop_instance_uid) DO NOTHING RETURNING id",
+        INSTANCE_COLUMNS.join(", "),
+        values.join(", ")
+    )
+});
+
+/// A replaced version; $17 is the row id.
+static UPDATE_INSTANCE: LazyLock<String> = LazyLock::new(|| {
+    let set: Vec<String> = INSTANCE_COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{c} = ${}", i + 1))
+        .collect();
+    format!("UPDATE instances SET {} WHERE id = $17", set.join(", "))
+});
+
+fn bind_instance<'q>(
+    q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    req: &'q StoreRequest,
+    series: i64,
+    ts: i64,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    let (meta, obj) = (&req.meta, &req.object);
+    q.bind(series)
+        .bind(meta.sop_class_uid.as_str())
+        .bind(meta.instance_number)
+        .bind(meta.number_of_frames)
+        .bind(meta.rows)
+        .bind(meta.columns)
+        .bind(meta.bits_allocated)
+        .bind(obj.transfer_syntax_uid.as_str())
+        .bind(meta.specific_character_set.as_str())
+        .bind(meta.content_date.as_str())
+        .bind(meta.content_time.as_str())
+        .bind(obj.key.as_str())
+        .bind(obj.size as i64)
+        .bind(obj.sha256.as_str())
+        .bind(req.source_ae_title.as_str())
+        .bind(ts)
 }
 
 /// The patient, study and series of `meta`, created when new.
@@ -262,32 +314,10 @@ async fn record_duplicate(
     }
     let meta = &req.meta;
     let ts = now();
-    sqlx::query(
-        "UPDATE instances SET series_fk = $1, sop_class_uid = $2, instance_number = $3, \
-         number_of_frames = $4, pixel_rows = $5, pixel_columns = $6, bits_allocated = $7, \
-         transfer_syntax_uid = $8, specific_character_set = $9, content_date = $10, \
-         content_time = $11, object_key = $12, size_bytes = $13, sha256 = $14, \
-         source_ae_title = $15, received_at = $16 WHERE id = $17",
-    )
-    .bind(parents.series)
-    .bind(meta.sop_class_uid.as_str())
-    .bind(meta.instance_number)
-    .bind(meta.number_of_frames)
-    .bind(meta.rows)
-    .bind(meta.columns)
-    .bind(meta.bits_allocated)
-    .bind(obj.transfer_syntax_uid.as_str())
-    .bind(meta.specific_character_set.as_str())
-    .bind(meta.content_date.as_str())
-    .bind(meta.content_time.as_str())
-    .bind(obj.key.as_str())
-    .bind(obj.size as i64)
-    .bind(obj.sha256.as_str())
-    .bind(req.source_ae_title.as_str())
-    .bind(ts)
-    .bind(id)
-    .execute(&mut **tx)
-    .await?;
+    bind_instance(sqlx::query(&UPDATE_INSTANCE), req, parents.series, ts)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
     // Out of the old place, into the new one (possibly the same series).
     count_instance(tx, old, -1, old_size, ts).await?;
     count_instance(tx, parents, 1, obj.size as i64, ts).await?;

@@ -257,6 +257,7 @@ impl Ingest {
             source_ae_title: source,
             document,
             pixels: parsed.pixels,
+            object_existed: committed.existed.is_some(),
         };
         let recorded = self.committer.record(request).await?;
         if let Some(spool) = committed.existed {

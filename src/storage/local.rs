@@ -43,38 +43,34 @@ impl LocalStore {
         let target = self.root.join(key);
         let root = self.root.clone();
         let fsync = self.fsync;
-        let existing = target.clone();
-        let existed = tokio::task::spawn_blocking(move || sync_existing(&existing, fsync))
-            .await
-            .unwrap_or_else(|e| Err(StorageError::io(&root, std::io::Error::other(e))))?;
-        if existed {
-            return Ok(Some(spooled));
-        }
-        let root = self.root.clone();
-        let (source, file) = spooled.into_std();
-        let spool_file = source.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            if fsync {
-                file.sync_data().map_err(|e| StorageError::io(&source, e))?;
+        tokio::task::spawn_blocking(move || {
+            if sync_existing(&target, fsync)? {
+                return Ok(Some(spooled));
             }
-            drop(file);
-            let parent = target.parent().unwrap_or(&root).to_owned();
-            ensure_dir(&root, &parent, fsync)?;
-            // A concurrent writer of the same content may rename first; the
-            // second rename replaces identical bytes, and each writer syncs
-            // the directory before it acknowledges.
-            std::fs::rename(&source, &target).map_err(|e| StorageError::io(&target, e))?;
-            if fsync {
-                sync_dir(&parent)?;
+            let (source, file) = spooled.into_std();
+            let written = (|| {
+                if fsync {
+                    file.sync_data().map_err(|e| StorageError::io(&source, e))?;
+                }
+                drop(file);
+                let parent = target.parent().unwrap_or(&root).to_owned();
+                ensure_dir(&root, &parent, fsync)?;
+                // A concurrent writer of the same content may rename first;
+                // the second rename replaces identical bytes, and each writer
+                // syncs the directory before it acknowledges.
+                std::fs::rename(&source, &target).map_err(|e| StorageError::io(&target, e))?;
+                if fsync {
+                    sync_dir(&parent)?;
+                }
+                Ok(None)
+            })();
+            if written.is_err() {
+                let _ = std::fs::remove_file(&source);
             }
-            Ok(())
+            written
         })
         .await
-        .unwrap_or_else(|e| Err(StorageError::io(&self.root, std::io::Error::other(e))));
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&spool_file).await;
-        }
-        result.map(|()| None)
+        .unwrap_or_else(|e| Err(StorageError::io(&self.root, std::io::Error::other(e))))
     }
 
     pub(super) async fn modified(
@@ -98,6 +94,27 @@ impl LocalStore {
             }
             Err(e) => Err(StorageError::io(&path, e)),
         }
+    }
+
+    pub(super) async fn open_range(
+        &self,
+        key: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<ObjectReader, StorageError> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let path = self.root.join(key);
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StorageError::NotFound(key.to_owned()))
+            }
+            Err(e) => return Err(StorageError::io(&path, e)),
+        };
+        file.seek(std::io::SeekFrom::Start(offset))
+            .await
+            .map_err(|e| StorageError::io(&path, e))?;
+        Ok(Box::pin(file.take(length)))
     }
 
     pub(super) async fn read_range(

@@ -155,6 +155,21 @@ impl Storage {
         }
     }
 
+    /// Stream `length` bytes from `offset`, in bounded chunks: a range of a
+    /// multi-gigabyte value is never held in memory.
+    pub async fn open_range(
+        &self,
+        key: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<ObjectReader, StorageError> {
+        check_key(key)?;
+        match &self.backend {
+            Backend::Local(store) => store.open_range(key, offset, length).await,
+            Backend::S3(store) => store.open_range(key, offset, length).await,
+        }
+    }
+
     /// `length` bytes from `offset`: one frame of a large object without
     /// reading the rest.
     pub async fn read_range(

@@ -173,6 +173,29 @@ impl S3Store {
         Ok(Box::pin(tokio_util::io::StreamReader::new(stream)))
     }
 
+    pub(super) async fn open_range(
+        &self,
+        key: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<ObjectReader, StorageError> {
+        let options = object_store::GetOptions {
+            range: Some(object_store::GetRange::Bounded(offset..offset + length)),
+            ..Default::default()
+        };
+        let result = match self.store.get_opts(&self.path(key), options).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(StorageError::NotFound(key.to_owned()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let stream = result
+            .into_stream()
+            .map_err(|e| std::io::Error::other(e.to_string()));
+        Ok(Box::pin(tokio_util::io::StreamReader::new(stream)))
+    }
+
     pub(super) async fn read_range(
         &self,
         key: &str,

@@ -29,6 +29,7 @@ p.add_argument("--mode", choices=["same", "new"], required=True)
 p.add_argument("--listen-port", type=int, default=0)
 p.add_argument("--ref", action="append", default=[])
 p.add_argument("--no-wait", action="store_true")
+p.add_argument("--bulk", type=int, default=0, help="add this many made-up CT references")
 p.add_argument("--timeout", type=float, default=30)
 args = p.parse_args()
 
@@ -64,6 +65,11 @@ for ref in args.ref:
     item = Dataset()
     item.ReferencedSOPClassUID = cls
     item.ReferencedSOPInstanceUID = uid
+    items.append(item)
+for n in range(args.bulk):
+    item = Dataset()
+    item.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    item.ReferencedSOPInstanceUID = f"2.25.{n + 1}"
     items.append(item)
 request.ReferencedSOPSequence = items
 

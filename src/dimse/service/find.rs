@@ -11,7 +11,6 @@ use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
-use futures::StreamExt;
 
 use super::identifier::receive_query;
 use super::ServiceContext;
@@ -23,6 +22,8 @@ use crate::query::{Attribute, Level, Query};
 pub const PATIENT_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.1.1";
 pub const STUDY_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
 
+/// Matches read from the index at a time.
+const FIND_PAGE: usize = 256;
 const PENDING: Status = Status::Other(0xFF00);
 const PENDING_WITH_UNSUPPORTED_KEYS: Status = Status::Other(0xFF01);
 const CANCELLED: Status = Status::Other(0xFE00);
@@ -57,13 +58,17 @@ pub async fn handle(
         }
     };
     let max = ctx.max_find_results;
-    let plan = ctx.index.plan_find(&query, max + 1);
-    let mut rows = ctx.index.find(&plan);
     let pending = if query.unsupported.is_empty() {
         PENDING
     } else {
         PENDING_WITH_UNSUPPORTED_KEYS
     };
+    // Matches are read a page at a time, and the index connection goes back
+    // to the pool before any of them is sent: a requester that stops
+    // reading holds a socket, never a connection that stores need.
+    let mut page = std::collections::VecDeque::new();
+    let mut fetched = 0usize;
+    let mut exhausted = false;
     let mut sent = 0usize;
     let final_status = loop {
         if let Some(next) = assoc.poll_request() {
@@ -79,13 +84,23 @@ pub async fn handle(
                 None => return Ok(()),
             }
         }
-        let row = match rows.next().await {
-            None => break respond(Status::Success),
-            Some(Ok(row)) => row,
-            Some(Err(e)) => {
-                tracing::error!(error = %e, "C-FIND query failed");
-                break respond(UNABLE_TO_PROCESS).with_error_comment("index query failed");
+        if page.is_empty() && !exhausted {
+            let want = FIND_PAGE.min(max + 1 - fetched);
+            let plan = ctx.index.plan_find_page(&query, want, fetched);
+            match ctx.index.find_page(&plan).await {
+                Ok(rows) => {
+                    exhausted = rows.len() < want || fetched + rows.len() > max;
+                    fetched += rows.len();
+                    page.extend(rows);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "C-FIND query failed");
+                    break respond(UNABLE_TO_PROCESS).with_error_comment("index query failed");
+                }
             }
+        }
+        let Some(row) = page.pop_front() else {
+            break respond(Status::Success);
         };
         if sent == max {
             break respond(Status::OutOfResources)
@@ -105,7 +120,6 @@ pub async fn handle(
             .await?;
         sent += 1;
     };
-    drop(rows);
     assoc.send_command(context_id, &final_status).await
 }
 

@@ -34,7 +34,12 @@ const NO_SUCH_OBJECT_INSTANCE: u16 = 0x0112;
 const CLASS_INSTANCE_CONFLICT: u16 = 0x0119;
 const NO_SUCH_ACTION_TYPE: Status = Status::Other(0x0123);
 const MISSING_ATTRIBUTE: Status = Status::Other(0x0120);
-const MAX_REQUEST: usize = 16 * 1024 * 1024;
+const MAX_REQUEST: usize = 4 * 1024 * 1024;
+/// References one request may list: more than any study holds, and the
+/// bound on what a request from anyone can make Tessera verify and store.
+pub const MAX_REFERENCES: usize = 20_000;
+/// N-ACTION failure: Resource limitation (PS3.7 Annex C).
+const RESOURCE_LIMITATION: u16 = 0x0213;
 
 /// Verification outcome for one transaction.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,6 +234,14 @@ pub async fn handle(
         );
         return assoc.send_command(context_id, &rsp).await;
     };
+    if references.len() > MAX_REFERENCES {
+        let rsp = refuse(
+            rsp,
+            Status::Other(RESOURCE_LIMITATION),
+            &format!("more than {MAX_REFERENCES} references in one request"),
+        );
+        return assoc.send_command(context_id, &rsp).await;
+    }
     let requester = assoc.calling_ae().to_string();
     // Durable before it is acknowledged: a restart cannot lose the request.
     let id = match ctx

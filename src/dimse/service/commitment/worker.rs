@@ -1,7 +1,9 @@
 //! Delivers storage commitment reports that could not go back on the
 //! requester's association: a new association to the requester's
 //! registered AE (Tessera proposing the SCP role), retried with exponential
-//! backoff. The queue lives in the index, so it survives restarts.
+//! backoff up to a bounded number of attempts, after which the report is
+//! marked failed (a requester that never takes it must not be called
+//! forever). The queue lives in the index, so it survives restarts.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +27,8 @@ pub struct CommitmentWorker {
     pub peers: PeerRegistry,
     pub scu: Scu,
     pub wake: Arc<Notify>,
+    /// Delivery attempts before a report is given up.
+    pub max_attempts: i64,
 }
 
 impl CommitmentWorker {
@@ -82,6 +86,10 @@ impl CommitmentWorker {
             Ok(()) => {
                 tracing::info!(transaction = %c.transaction_uid, requester = %c.requester_ae, "commitment report delivered");
                 self.index.commitment_delivered(c.id).await
+            }
+            Err(error) if c.attempts + 1 >= self.max_attempts => {
+                tracing::warn!(transaction = %c.transaction_uid, requester = %c.requester_ae, %error, attempts = c.attempts + 1, "commitment report given up");
+                self.index.commitment_failed(c.id, &error).await
             }
             Err(error) => {
                 let delay = 1i64 << c.attempts.clamp(0, 9);
