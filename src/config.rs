@@ -120,6 +120,8 @@ pub struct RawDicom {
     pub ae_title: Option<String>,
     pub bind: Option<SocketAddr>,
     pub max_associations: Option<usize>,
+    /// Open associations from one client address at once.
+    pub max_associations_per_ip: Option<usize>,
     pub max_pdu_length: Option<u32>,
     pub idle_timeout_secs: Option<u64>,
     pub artim_timeout_secs: Option<u64>,
@@ -141,6 +143,8 @@ pub struct RawDicomWeb {
     pub max_results: Option<usize>,
     /// Largest STOW-RS request body accepted.
     pub max_upload_bytes: Option<u64>,
+    /// Seconds a request body may send nothing before it is given up.
+    pub body_idle_timeout_secs: Option<u64>,
     /// Origins allowed to call DICOMweb from a browser ("*" for any).
     pub cors_allowed_origins: Option<Vec<String>>,
     /// The DICOMweb root clients reach us at, for RetrieveURL and
@@ -160,6 +164,7 @@ pub struct RawViewer {
 pub struct DicomWebConfig {
     pub max_results: usize,
     pub max_upload_bytes: u64,
+    pub body_idle_timeout: Duration,
     pub cors_allowed_origins: Vec<String>,
     /// Without a trailing slash; `None`: from each request's Host header.
     pub public_url: Option<String>,
@@ -242,6 +247,7 @@ pub struct DicomConfig {
     pub ae_title: AeTitle,
     pub bind: SocketAddr,
     pub max_associations: usize,
+    pub max_associations_per_ip: usize,
     pub max_pdu_length: u32,
     pub idle_timeout: Duration,
     pub artim_timeout: Duration,
@@ -334,6 +340,10 @@ impl Config {
             ae_title,
             bind: d.bind.unwrap_or_else(|| parse_addr(DEFAULT_DICOM_BIND)),
             max_associations,
+            max_associations_per_ip: d
+                .max_associations_per_ip
+                .unwrap_or(32)
+                .clamp(1, max_associations),
             max_pdu_length,
             idle_timeout: Duration::from_secs(d.idle_timeout_secs.unwrap_or(300)),
             artim_timeout: Duration::from_secs(d.artim_timeout_secs.unwrap_or(30)),
@@ -391,6 +401,9 @@ impl Config {
             fuzzy_person_names: dicom.fuzzy_person_names,
             max_results: raw.dicomweb.max_results.unwrap_or(1000).max(1),
             max_upload_bytes: raw.dicomweb.max_upload_bytes.unwrap_or(4 << 30),
+            body_idle_timeout: Duration::from_secs(
+                raw.dicomweb.body_idle_timeout_secs.unwrap_or(60).max(1),
+            ),
             cors_allowed_origins: raw.dicomweb.cors_allowed_origins.unwrap_or_default(),
             public_url: match raw.dicomweb.public_url {
                 Some(url) if url.starts_with("http://") || url.starts_with("https://") => {

@@ -3,15 +3,22 @@
 //! re-encoded uncompressed. Stored objects are never changed.
 //!
 //! Unlike storing and sending as stored, this holds the object in memory, so
-//! it is bounded by [`MAX_TRANSCODE_BYTES`]. Blocking work runs in
-//! `spawn_blocking`.
+//! it is bounded by [`MAX_TRANSCODE_BYTES`]. Decoding, transcoding and
+//! rendering run on the blocking pool behind one limiter sized to the
+//! cores ([`on_cpu`]): HTTP callers are refused at once when it is full
+//! ([`Admission::Now`], answered 503), DIMSE sub-operations wait their turn
+//! ([`Admission::Wait`]). The permit is taken before the object is read, so
+//! the limiter bounds memory as well as CPU.
 
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::file::ReadPreamble;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use dicom_pixeldata::Transcode;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use std::sync::{Arc, LazyLock};
+
 use tokio::io::AsyncReadExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::storage::{Storage, StorageError};
 
@@ -22,10 +29,60 @@ pub const TARGETS: [&str; 2] = [EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_EN
 /// Objects larger than this are not transcoded (they are held in memory).
 pub const MAX_TRANSCODE_BYTES: u64 = 1 << 30;
 
+/// One permit per core for CPU-heavy work on stored objects.
+static CPU: LazyLock<Arc<Semaphore>> = LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    Arc::new(Semaphore::new(cores))
+});
+
+/// What to do when every core is busy decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Wait for a core (DIMSE sub-operations, background work).
+    Wait,
+    /// Refuse with [`TranscodeError::Busy`] (HTTP: 503 with Retry-After).
+    Now,
+}
+
+/// Hold a core for CPU-heavy work.
+pub async fn cpu_permit(admission: Admission) -> Result<OwnedSemaphorePermit, TranscodeError> {
+    match admission {
+        Admission::Wait => CPU
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| TranscodeError::Busy),
+        Admission::Now => CPU
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| TranscodeError::Busy),
+    }
+}
+
+/// Run `work` on the blocking pool under a core's permit.
+pub async fn on_cpu<T: Send + 'static>(
+    admission: Admission,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, TranscodeError> {
+    let permit = cpu_permit(admission).await?;
+    tokio::task::spawn_blocking(move || {
+        let out = work();
+        drop(permit);
+        out
+    })
+    .await
+    .map_err(|e| TranscodeError::Failed {
+        ts: String::new(),
+        reason: e.to_string(),
+    })
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TranscodeError {
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error("every core is busy decoding; try again shortly")]
+    Busy,
     #[error("object is {0} bytes, over the transcoding limit")]
     TooLarge(u64),
     #[error("cannot transcode to {ts}: {reason}")]
@@ -38,8 +95,9 @@ pub async fn data_set_in(
     storage: &Storage,
     key: &str,
     target_ts: &str,
+    admission: Admission,
 ) -> Result<Vec<u8>, TranscodeError> {
-    convert(storage, key, target_ts, false).await
+    convert(storage, key, target_ts, false, admission).await
 }
 
 /// A stored object as a Part-10 file in `target_ts`.
@@ -47,21 +105,29 @@ pub async fn part10_in(
     storage: &Storage,
     key: &str,
     target_ts: &str,
+    admission: Admission,
 ) -> Result<Vec<u8>, TranscodeError> {
-    convert(storage, key, target_ts, true).await
+    convert(storage, key, target_ts, true, admission).await
 }
 
-/// A stored object decoded into memory, for rendering.
-pub async fn load(storage: &Storage, key: &str) -> Result<DefaultDicomObject, TranscodeError> {
+/// A stored object parsed into memory, for rendering and decoding.
+pub async fn load(
+    storage: &Storage,
+    key: &str,
+    admission: Admission,
+) -> Result<DefaultDicomObject, TranscodeError> {
+    let permit = cpu_permit(admission).await?;
     let bytes = read_bounded(storage, key).await?;
     tokio::task::spawn_blocking(move || {
-        OpenFileOptions::new()
+        let parsed = OpenFileOptions::new()
             .read_preamble(ReadPreamble::Always)
             .from_reader(bytes.as_slice())
             .map_err(|e| TranscodeError::Failed {
                 ts: String::new(),
                 reason: e.to_string(),
-            })
+            });
+        drop(permit);
+        parsed
     })
     .await
     .map_err(|e| TranscodeError::Failed {
@@ -89,15 +155,21 @@ async fn convert(
     key: &str,
     target_ts: &str,
     with_meta: bool,
+    admission: Admission,
 ) -> Result<Vec<u8>, TranscodeError> {
+    let permit = cpu_permit(admission).await?;
     let bytes = read_bounded(storage, key).await?;
     let target = target_ts.to_owned();
-    tokio::task::spawn_blocking(move || transcode_bytes(&bytes, &target, with_meta))
-        .await
-        .map_err(|e| TranscodeError::Failed {
-            ts: target_ts.to_owned(),
-            reason: e.to_string(),
-        })?
+    tokio::task::spawn_blocking(move || {
+        let converted = transcode_bytes(&bytes, &target, with_meta);
+        drop(permit);
+        converted
+    })
+    .await
+    .map_err(|e| TranscodeError::Failed {
+        ts: target_ts.to_owned(),
+        reason: e.to_string(),
+    })?
 }
 
 fn transcode_bytes(

@@ -45,6 +45,9 @@ pub enum VerifyError {
     Leased(Vec<String>),
 }
 
+/// Bytes hashed per trip to the blocking pool.
+const HASH_BATCH: usize = 4 * 1024 * 1024;
+
 /// What re-hashing one object found.
 pub enum Check {
     Ok(u64),
@@ -59,19 +62,27 @@ pub async fn check(storage: &Storage, obj: &IndexedObject) -> Result<Check, Stor
         Err(StorageError::NotFound(_)) => return Ok(Check::Missing),
         Err(e) => return Err(e),
     };
+    // Reading is async; hashing (the CPU part) goes to the blocking pool a
+    // few MiB at a time, never on an async worker.
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
     let mut size = 0u64;
     loop {
-        let n = reader
-            .read(&mut buf)
+        let mut batch = Vec::with_capacity(HASH_BATCH);
+        let n = (&mut reader)
+            .take(HASH_BATCH as u64)
+            .read_to_end(&mut batch)
             .await
             .map_err(|e| StorageError::io(std::path::Path::new(&obj.key), e))?;
         if n == 0 {
             break;
         }
         size += n as u64;
-        hasher.update(&buf[..n]);
+        hasher = tokio::task::spawn_blocking(move || {
+            hasher.update(&batch);
+            hasher
+        })
+        .await
+        .map_err(|e| StorageError::io(std::path::Path::new(&obj.key), std::io::Error::other(e)))?;
     }
     let sha = hex::encode(hasher.finalize());
     if size != obj.size || sha != obj.sha256 {

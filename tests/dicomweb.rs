@@ -116,4 +116,5 @@ checks!(
     http_etag,
     http_bad_params,
     hostile_params,
+    rendered_under_load,
 );

@@ -596,9 +596,218 @@ async fn sequence_matching(backend: Backend) {
 }
 
 on_both_backends!(
+    stalled_finders_do_not_block_stores,
     sequence_matching,
     study_root_matching,
     patient_root_levels,
     cancel_and_limit,
     combined_date_time_and_exact_names
 );
+
+/// Index `count` synthetic instances in one series straight through the
+/// index API (C-FIND needs rows, not objects); returns (study, series).
+async fn index_many(archive: &Archive, count: usize) -> (String, String) {
+    use tessera::index::StoreRequest;
+    use tessera::model::{InstanceMeta, PatientMeta, SeriesMeta, StoredObject, StudyMeta, Uid};
+    let uid = |s: String| Uid::new(&s).expect("uid");
+    let study = "2.25.4242".to_owned();
+    let series = "2.25.4242.1".to_owned();
+    let index = archive.index().await;
+    let requests: Vec<StoreRequest> = (0..count)
+        .map(|n| StoreRequest {
+            meta: InstanceMeta {
+                patient: PatientMeta {
+                    patient_id: "FLOOD".into(),
+                    patient_name: "Flood^Test".into(),
+                    ..Default::default()
+                },
+                study: StudyMeta {
+                    study_instance_uid: uid(study.clone()),
+                    study_date: "20240101".into(),
+                    study_time: "120000".into(),
+                    accession_number: "FLOOD1".into(),
+                    study_id: "1".into(),
+                    study_description: "many instances".into(),
+                    referring_physician_name: String::new(),
+                    timezone_offset_from_utc: String::new(),
+                },
+                series: SeriesMeta {
+                    series_instance_uid: uid(series.clone()),
+                    modality: "CT".into(),
+                    series_number: Some(1),
+                    series_description: String::new(),
+                    series_date: String::new(),
+                    series_time: String::new(),
+                    body_part_examined: String::new(),
+                    performed_procedure_step_start_date: String::new(),
+                    performed_procedure_step_start_time: String::new(),
+                    scheduled_procedure_step_id: String::new(),
+                    requested_procedure_id: String::new(),
+                },
+                sop_instance_uid: uid(format!("2.25.4242.1.{n}")),
+                sop_class_uid: uid("1.2.840.10008.5.1.4.1.1.2".into()),
+                instance_number: Some(n as i64),
+                number_of_frames: None,
+                rows: Some(512),
+                columns: Some(512),
+                bits_allocated: Some(16),
+                specific_character_set: String::new(),
+                content_date: "20240101".into(),
+                content_time: "120000".into(),
+            },
+            object: StoredObject {
+                key: format!("ab/cd/{:064x}.dcm", n),
+                size: 1,
+                sha256: format!("{:064x}", n),
+                transfer_syntax_uid: uid("1.2.840.10008.1.2.1".into()),
+            },
+            source_ae_title: "FLOOD".into(),
+            forward_to: vec![],
+            document: None,
+            pixels: None,
+            object_existed: false,
+        })
+        .collect();
+    for batch in requests.chunks(500) {
+        index
+            .record_batch(batch, tessera::config::DuplicatePolicy::KeepFirst)
+            .await
+            .expect("indexed");
+    }
+    (study, series)
+}
+
+/// Open an association with a tiny receive buffer, send an IMAGE-level
+/// C-FIND for every instance of the series, and never read the answers.
+async fn stalled_finder(port: u16, study: &str, series: &str) -> tokio::net::TcpStream {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_object::InMemDicomObject;
+    use dicom_ul::pdu::{
+        AssociationRQ, PDataValue, PDataValueType, PresentationContextProposed, UserVariableItem,
+    };
+    use dicom_ul::Pdu;
+    use tessera::dimse::command::{request, CommandField};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
+    const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let mut stream = socket
+        .connect(([127, 0, 0, 1], port).into())
+        .await
+        .expect("connect");
+    let rq = Pdu::AssociationRQ(AssociationRQ {
+        protocol_version: 1,
+        calling_ae_title: "STALLED".into(),
+        called_ae_title: "TESSERA".into(),
+        application_context_name: "1.2.840.10008.3.1.1.1".into(),
+        presentation_contexts: vec![PresentationContextProposed {
+            id: 1,
+            abstract_syntax: FIND.into(),
+            transfer_syntaxes: vec![IMPLICIT_LE.into()],
+        }],
+        user_variables: vec![UserVariableItem::MaxLength(16384)],
+    });
+    let mut bytes = Vec::new();
+    dicom_ul::write_pdu(&mut bytes, &rq).expect("encode");
+    stream.write_all(&bytes).await.expect("send RQ");
+    let mut head = [0u8; 6];
+    stream.read_exact(&mut head).await.expect("AC header");
+    assert_eq!(head[0], 0x02, "A-ASSOCIATE-AC");
+    let len = u32::from_be_bytes([head[2], head[3], head[4], head[5]]) as usize;
+    let mut rest = vec![0u8; len];
+    stream.read_exact(&mut rest).await.expect("AC body");
+
+    let mut command = request(CommandField::CFindRq, 1, FIND);
+    command.priority = Some(0);
+    command.has_dataset = true;
+    let mut identifier = InMemDicomObject::new_empty();
+    for (tag, vr, value) in [
+        (tags::QUERY_RETRIEVE_LEVEL, VR::CS, "IMAGE"),
+        (tags::STUDY_INSTANCE_UID, VR::UI, study),
+        (tags::SERIES_INSTANCE_UID, VR::UI, series),
+        (tags::SOP_INSTANCE_UID, VR::UI, ""),
+        (tags::INSTANCE_NUMBER, VR::IS, ""),
+    ] {
+        identifier.put(DataElement::new(tag, vr, PrimitiveValue::from(value)));
+    }
+    let ts = dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN.erased();
+    let mut data = Vec::new();
+    identifier
+        .write_dataset_with_ts(&mut data, &ts)
+        .expect("identifier");
+    for (kind, value) in [
+        (PDataValueType::Command, command.encode().expect("command")),
+        (PDataValueType::Data, data),
+    ] {
+        let pdu = Pdu::PData {
+            data: vec![PDataValue {
+                presentation_context_id: 1,
+                value_type: kind,
+                is_last: true,
+                data: value,
+            }],
+        };
+        let mut bytes = Vec::new();
+        dicom_ul::write_pdu(&mut bytes, &pdu).expect("encode");
+        stream.write_all(&bytes).await.expect("send");
+    }
+    stream
+}
+
+/// Twenty requesters that ask for thousands of matches and then stop
+/// reading hold sockets, never the index: DCMTK stores 200 instances
+/// meanwhile, every one successfully.
+async fn stalled_finders_do_not_block_stores(backend: Backend) {
+    let (Some(storescu), Some(_)) = (dcmtk("storescu"), python()) else {
+        return skip(
+            "stalled_finders_do_not_block_stores",
+            "DCMTK or pydicom missing",
+        );
+    };
+    let archive = Archive::start_with(backend, |raw| {
+        raw.dicom.max_find_results = Some(100_000);
+    })
+    .await;
+    let (study, series) = index_many(&archive, 3000).await;
+    let mut stalled = Vec::new();
+    for _ in 0..20 {
+        stalled.push(stalled_finder(archive.dicom_port, &study, &series).await);
+    }
+    let corpus = archive.dir.path().join("stores");
+    let out = run_peer(
+        "gen.py",
+        &[
+            corpus.to_str().expect("utf8"),
+            "--count",
+            "200",
+            "--seed",
+            "91",
+        ],
+    )
+    .await;
+    assert!(out.status.success());
+    let files: Vec<PathBuf> = std::fs::read_dir(&corpus)
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        tokio::process::Command::new(storescu)
+            .env("TCP_NODELAY", "1")
+            .args(archive.ae_args())
+            .args(&files)
+            .output(),
+    )
+    .await
+    .expect("storescu finished within 120 s")
+    .expect("storescu runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats = archive.index().await.stats().await.expect("stats");
+    assert_eq!(stats.instances, 3000 + 200);
+    drop(stalled);
+}

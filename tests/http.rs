@@ -162,4 +162,73 @@ async fn dicomweb_cors_limits_and_auth(backend: Backend) {
     );
 }
 
-on_both_backends!(probes_metrics_and_stats, dicomweb_cors_limits_and_auth);
+/// STOW-RS bodies that would hold a connection or memory: one that
+/// announces 100 MB and then goes quiet, an endless part header, an
+/// endless preamble. Each gets its answer promptly, and the server goes on
+/// serving.
+async fn hostile_stow_bodies(backend: Backend) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let archive = Archive::start_with(backend, |raw| {
+        raw.dicomweb.body_idle_timeout_secs = Some(1);
+    })
+    .await;
+    let port = archive.http_port;
+    let head = |length: usize| {
+        format!(
+            "POST /dicom-web/studies HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+             Content-Type: multipart/related; type=\"application/dicom\"; boundary=b\r\n\
+             Content-Length: {length}\r\n\r\n"
+        )
+    };
+
+    // Announced, then silent: answered within a few seconds, not held.
+    let mut quiet = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    quiet
+        .write_all(
+            format!(
+                "{}--b\r\nContent-Type: application/dicom\r\n\r\nDICM",
+                head(100 << 20)
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("send");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(15),
+        quiet.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(read.is_ok(), "a silent body held its connection for 15 s");
+    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    assert!(answer.starts_with("http/1.1 400"), "{answer}");
+    assert!(answer.contains("no body data"), "{answer}");
+
+    // A 100 KB header line, and a 100 KB preamble.
+    let long_header = format!(
+        "--b\r\nContent-Type: application/dicom\r\nX-Pad: {}\r\n\r\nDICM\r\n--b--\r\n",
+        "a".repeat(100_000)
+    );
+    let long_preamble = format!("{}\r\n--b\r\n\r\nDICM\r\n--b--\r\n", "p".repeat(100_000));
+    for (what, body) in [("headers", long_header), ("boundary", long_preamble)] {
+        let request = format!("{}{body}", head(body.len()));
+        let started = std::time::Instant::now();
+        let answer = raw_http(port, request.as_bytes()).await;
+        assert!(answer.starts_with("http/1.1 400"), "{what}: {answer}");
+        assert!(answer.contains(what), "{what}: {answer}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{what}"
+        );
+    }
+    let (status, _) = archive.http_get("/dicom-web/studies", &[]).await;
+    assert_eq!(status, 200, "still serving");
+}
+
+on_both_backends!(
+    probes_metrics_and_stats,
+    dicomweb_cors_limits_and_auth,
+    hostile_stow_bodies
+);

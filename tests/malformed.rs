@@ -279,6 +279,107 @@ async fn association_limit_rejects_politely(backend: Backend) {
     first.release().await.expect("release");
 }
 
+/// One client address may hold only `dicom.max_associations_per_ip` of the
+/// associations; the next is refused politely.
+async fn per_client_association_limit(backend: Backend) {
+    let archive = Archive::start_with(backend, |raw| {
+        raw.dicom.max_associations = Some(10);
+        raw.dicom.max_associations_per_ip = Some(2);
+    })
+    .await;
+    let first = connect(&archive, EXPLICIT_LE).await;
+    let second = connect(&archive, EXPLICIT_LE).await;
+    let third = ClientAssociationOptions::new()
+        .calling_ae_title("THIRD")
+        .called_ae_title("TESSERA")
+        .with_presentation_context(CT_IMAGE_STORAGE, vec![EXPLICIT_LE])
+        .establish_async(("127.0.0.1", archive.dicom_port))
+        .await;
+    let err = match third {
+        Ok(_) => panic!("a third association from one address must be refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.to_lowercase().contains("reject"), "{err}");
+    first.release().await.expect("release");
+    second.release().await.expect("release");
+    let again = connect(&archive, EXPLICIT_LE).await;
+    again.release().await.expect("slots are given back");
+}
+
+/// A-ASSOCIATE-RQs the upper layer would accept and then fail on get an
+/// A-ASSOCIATE-RJ (PDU type 03H): AE titles with control characters or
+/// only spaces, a maximum PDU length of 1–12, an even context ID.
+async fn malformed_association_requests_are_rejected(backend: Backend) {
+    use dicom_ul::pdu::{AssociationRQ, PresentationContextProposed, UserVariableItem};
+    let archive = Archive::start(backend).await;
+    let request = |calling: &str, called: &str, max_pdu: u32, id: u8| {
+        let pdu = Pdu::AssociationRQ(AssociationRQ {
+            protocol_version: 1,
+            calling_ae_title: calling.into(),
+            called_ae_title: called.into(),
+            application_context_name: "1.2.840.10008.3.1.1.1".into(),
+            presentation_contexts: vec![PresentationContextProposed {
+                id,
+                abstract_syntax: "1.2.840.10008.1.1".into(),
+                transfer_syntaxes: vec![IMPLICIT_LE.into()],
+            }],
+            user_variables: vec![UserVariableItem::MaxLength(max_pdu)],
+        });
+        let mut bytes = Vec::new();
+        dicom_ul::write_pdu(&mut bytes, &pdu).expect("encode");
+        bytes
+    };
+    let cases = [
+        (
+            "control character in the calling AE",
+            request("BAD\u{1}AE", "TESSERA", 16384, 1),
+        ),
+        (
+            "control character in the called AE",
+            request("GOOD", "TESS\u{7f}RA", 16384, 1),
+        ),
+        ("all-space calling AE", {
+            // The encoder refuses a blank title, so the bytes are patched.
+            let mut bytes = request("PLACEHOLDER", "TESSERA", 16384, 1);
+            bytes[26..42].fill(b' ');
+            bytes
+        }),
+        ("max PDU length 12", request("GOOD", "TESSERA", 12, 1)),
+        (
+            "even presentation context ID",
+            request("GOOD", "TESSERA", 16384, 2),
+        ),
+    ];
+    for (what, bytes) in cases {
+        let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", archive.dicom_port))
+            .await
+            .expect("connect");
+        raw.write_all(&bytes).await.expect("send");
+        let mut answer = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut answer)).await;
+        assert!(read.is_ok(), "{what}: no answer");
+        assert_eq!(
+            answer.first(),
+            Some(&0x03),
+            "{what}: expected an A-ASSOCIATE-RJ, got {answer:?}"
+        );
+    }
+    // A well-formed request is still accepted.
+    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", archive.dicom_port))
+        .await
+        .expect("connect");
+    raw.write_all(&request("GOOD", "TESSERA", 16384, 1))
+        .await
+        .expect("send");
+    let mut first = [0u8; 1];
+    tokio::time::timeout(Duration::from_secs(10), raw.read_exact(&mut first))
+        .await
+        .expect("answered")
+        .expect("read");
+    assert_eq!(first[0], 0x02, "A-ASSOCIATE-AC");
+}
+
 /// The calling AE allow-list is enforced when configured.
 async fn calling_ae_allow_list(backend: Backend) {
     let archive = Archive::start_with(backend, |raw| {
@@ -342,5 +443,7 @@ on_both_backends!(
     silent_peers_are_timed_out,
     bad_input_is_refused_and_others_keep_storing,
     association_limit_rejects_politely,
+    per_client_association_limit,
+    malformed_association_requests_are_rejected,
     calling_ae_allow_list,
 );

@@ -28,12 +28,15 @@ pub enum DicomWebError {
     Storage(#[from] StorageError),
     #[error("{0}")]
     Internal(String),
+    #[error("every core is busy decoding images; try again shortly")]
+    Busy,
 }
 
 impl From<TranscodeError> for DicomWebError {
     fn from(e: TranscodeError) -> Self {
         match e {
             TranscodeError::Storage(e) => DicomWebError::Storage(e),
+            TranscodeError::Busy => DicomWebError::Busy,
             TranscodeError::TooLarge(_) => DicomWebError::NotAcceptable(e.to_string()),
             TranscodeError::Failed { .. } => DicomWebError::NotAcceptable(e.to_string()),
         }
@@ -49,6 +52,7 @@ impl ResponseError for DicomWebError {
             DicomWebError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             DicomWebError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             DicomWebError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            DicomWebError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             DicomWebError::Storage(StorageError::NotFound(_)) => StatusCode::NOT_FOUND,
             DicomWebError::Index(_) | DicomWebError::Storage(_) | DicomWebError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -78,6 +82,9 @@ impl ResponseError for DicomWebError {
         let mut response = HttpResponse::build(status);
         if let DicomWebError::RangeNotSatisfiable(length) = self {
             response.insert_header(("Content-Range", format!("bytes */{length}")));
+        }
+        if let DicomWebError::Busy = self {
+            response.insert_header(("Retry-After", "1"));
         }
         response
             .insert_header(("Warning", format!("299 tessera \"{warning}\"")))

@@ -22,6 +22,7 @@ mod qido;
 mod render;
 mod retrieve;
 mod stow;
+mod stow_limits;
 mod wado_uri;
 
 use actix_web::{web, HttpRequest};

@@ -7,6 +7,7 @@
 //! Decoding holds one object in memory, bounded like transcoding.
 
 use std::io::Cursor;
+use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
@@ -231,7 +232,7 @@ pub(super) async fn bulk_value(
     key: &str,
     path: &str,
 ) -> Result<Vec<u8>, DicomWebError> {
-    let object = transcode::load(storage, key).await?;
+    let object = transcode::load(storage, key, transcode::Admission::Now).await?;
     let missing = || DicomWebError::NotFound(format!("no bulk data at {path}"));
     let parts: Vec<&str> = path.split('/').collect();
     let tag_of = |s: &str| -> Option<Tag> {
@@ -310,8 +311,24 @@ async fn respond(
     let (response, mut parts) = multipart::response(rendering.mime());
     let storage = state.storage.clone();
     tokio::spawn(async move {
+        // Frames of one instance come in a row: it is loaded once for all.
+        let mut loaded: Option<(String, Arc<DefaultDicomObject>)> = None;
         for (item, number) in targets {
-            match render_one(&storage, &item, number, &rendering).await {
+            let object = match &loaded {
+                Some((key, object)) if *key == item.key => Ok(object.clone()),
+                _ => transcode::load(&storage, &item.key, transcode::Admission::Now)
+                    .await
+                    .map(Arc::new)
+                    .map_err(DicomWebError::from),
+            };
+            let rendered = match object {
+                Ok(object) => {
+                    loaded = Some((item.key.clone(), object.clone()));
+                    render_loaded(object, number, &rendering).await
+                }
+                Err(e) => Err(e),
+            };
+            match rendered {
                 Ok(image) => {
                     if parts.begin_part(rendering.mime(), None).await.is_err()
                         || parts.send(Bytes::from(image)).await.is_err()
@@ -336,11 +353,20 @@ async fn render_one(
     number: u32,
     rendering: &Rendering,
 ) -> Result<Vec<u8>, DicomWebError> {
-    let object = transcode::load(storage, &item.key).await?;
+    let object = transcode::load(storage, &item.key, transcode::Admission::Now).await?;
+    render_loaded(Arc::new(object), number, rendering).await
+}
+
+async fn render_loaded(
+    object: Arc<DefaultDicomObject>,
+    number: u32,
+    rendering: &Rendering,
+) -> Result<Vec<u8>, DicomWebError> {
     let rendering = rendering.clone();
-    tokio::task::spawn_blocking(move || render_frame(&object, number, &rendering))
-        .await
-        .map_err(|e| DicomWebError::Internal(e.to_string()))?
+    transcode::on_cpu(transcode::Admission::Now, move || {
+        render_frame(&object, number, &rendering)
+    })
+    .await?
 }
 
 type Resp = Result<HttpResponse, DicomWebError>;

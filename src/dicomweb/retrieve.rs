@@ -142,7 +142,7 @@ async fn send_one(
             parts.send(chunk).await?;
         }
     } else {
-        let converted = transcode::part10_in(storage, &item.key, target)
+        let converted = transcode::part10_in(storage, &item.key, target, transcode::Admission::Now)
             .await
             .map_err(|e| SendError::Failed(e.to_string()))?;
         parts.begin_part(&content_type, None).await?;
@@ -291,7 +291,7 @@ fn send_frames(
     let (response, mut parts) = multipart::response(part_type);
     let state = state.clone();
     tokio::spawn(async move {
-        let mut decoded: Option<dicom_object::DefaultDicomObject> = None;
+        let mut decoded: Option<std::sync::Arc<dicom_object::DefaultDicomObject>> = None;
         for number in numbers {
             let bytes = match frame_bytes(&state, &item, number, &wanted, &mut decoded).await {
                 Ok(b) => b,
@@ -319,7 +319,7 @@ async fn frame_bytes(
     item: &ScopedInstance,
     number: u32,
     wanted: &FrameSyntax,
-    decoded: &mut Option<dicom_object::DefaultDicomObject>,
+    decoded: &mut Option<std::sync::Arc<dicom_object::DefaultDicomObject>>,
 ) -> Result<Vec<u8>, DicomWebError> {
     let encapsulated = is_encapsulated(&item.transfer_syntax_uid);
     if *wanted == FrameSyntax::AsStored || !encapsulated {
@@ -344,16 +344,17 @@ async fn frame_bytes(
         }
     }
     if decoded.is_none() {
-        *decoded = Some(transcode::load(&state.storage, &item.key).await?);
+        let object = transcode::load(&state.storage, &item.key, transcode::Admission::Now).await?;
+        *decoded = Some(std::sync::Arc::new(object));
     }
     let object = decoded
-        .as_ref()
+        .clone()
         .ok_or_else(|| DicomWebError::Internal("object not loaded".into()))?;
-    super::render::decoded_frame(
-        object,
-        number,
-        *wanted == FrameSyntax::AsStored && encapsulated,
-    )
+    let bitstream = *wanted == FrameSyntax::AsStored && encapsulated;
+    transcode::on_cpu(transcode::Admission::Now, move || {
+        super::render::decoded_frame(&object, number, bitstream)
+    })
+    .await?
 }
 
 /// Concatenate the values of the fragment items in `items` (explicit VR

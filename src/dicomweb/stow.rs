@@ -122,7 +122,9 @@ async fn receive(
             )));
         }
     }
-    let mut multipart = multer::Multipart::new(forward_body(payload, limit), boundary);
+    let guard = super::stow_limits::Guard::new(&boundary);
+    let idle = state.dicomweb.body_idle_timeout;
+    let mut multipart = multer::Multipart::new(forward_body(payload, limit, idle, guard), boundary);
     let source = format!(
         "STOW:{}",
         req.peer_addr()
@@ -201,11 +203,28 @@ async fn receive(
 fn forward_body(
     mut payload: web::Payload,
     limit: u64,
+    idle: std::time::Duration,
+    mut guard: super::stow_limits::Guard,
 ) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     actix_web::rt::spawn(async move {
         let mut seen = 0u64;
-        while let Some(chunk) = payload.next().await {
+        loop {
+            // A client that announces a body and then sends nothing must not
+            // hold the connection and its spool file forever.
+            let chunk = match tokio::time::timeout(idle, payload.next()).await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => return,
+                Err(_) => {
+                    let _ = tx
+                        .send(Err(std::io::Error::other(format!(
+                            "no body data for {} s",
+                            idle.as_secs()
+                        ))))
+                        .await;
+                    return;
+                }
+            };
             let item = match chunk {
                 Ok(chunk) => {
                     seen += chunk.len() as u64;
@@ -213,6 +232,8 @@ fn forward_body(
                         Err(std::io::Error::other(format!(
                             "body exceeds the limit of {limit} bytes"
                         )))
+                    } else if let Err(e) = guard.feed(&chunk) {
+                        Err(std::io::Error::other(e))
                     } else {
                         Ok(chunk)
                     }

@@ -67,7 +67,9 @@ pub async fn wado(
                     "cannot convert to transfer syntax {target}"
                 )));
             }
-            let bytes = transcode::part10_in(&state.storage, &item.key, target).await?;
+            let bytes =
+                transcode::part10_in(&state.storage, &item.key, target, transcode::Admission::Now)
+                    .await?;
             Ok(HttpResponse::Ok()
                 .content_type("application/dicom")
                 .body(bytes))

@@ -172,6 +172,8 @@ pub struct Association {
     released: bool,
     /// The services a registered calling AE may use; `None` for no limit.
     permitted: Option<BTreeSet<PeerService>>,
+    /// A request read early, served before anything else.
+    deferred: Option<Request>,
 }
 
 impl Association {
@@ -203,7 +205,15 @@ impl Association {
             partial_context: None,
             released: false,
             permitted: None,
+            deferred: None,
         }
+    }
+
+    /// Hand a request back, to be returned by the next
+    /// [`Association::next_request`] (one read while waiting for a response
+    /// to something Tessera sent).
+    pub fn defer(&mut self, request: Request) {
+        self.deferred = Some(request);
     }
 
     pub fn calling_ae(&self) -> &AeTitle {
@@ -262,6 +272,9 @@ impl Association {
     /// Wait for the next command. `None` means the peer released.
     /// Cancel-safe: a partly received command resumes on the next call.
     pub async fn next_request(&mut self) -> Result<Option<Request>, AssociationError> {
+        if let Some(request) = self.deferred.take() {
+            return Ok(Some(request));
+        }
         loop {
             let Some(pdv) = self.next_pdv().await? else {
                 if self.partial_command.is_empty() {

@@ -1,5 +1,5 @@
-//! The DICOM port: accept loop, association cap, and one task and span per
-//! association. On shutdown it stops accepting at once; open associations
+//! The DICOM port: accept loop, association caps (in all and per client
+//! address), and one task and span per association. On shutdown it stops accepting at once; open associations
 //! get a grace period to finish and release, then are aborted.
 
 use std::sync::Arc;
@@ -21,6 +21,41 @@ use super::association::{acceptor_options, Association};
 use super::service::{dispatch, ServiceContext};
 use crate::config::DicomConfig;
 
+/// Refusals answered with an A-ASSOCIATE-RJ at once; past this, a refused
+/// connection is simply closed, so a flood costs no task.
+const MAX_REFUSING: usize = 64;
+
+/// Open associations per client address.
+#[derive(Default)]
+struct PerClient(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One slot of [`PerClient`], given back on drop.
+struct ClientSlot(Arc<PerClient>, std::net::IpAddr);
+
+impl PerClient {
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<ClientSlot> {
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(ip).or_default();
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot(self.clone(), ip))
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.0 .0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.1) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.1);
+            }
+        }
+    }
+}
+
 /// Decrements the active-association gauge however the task ends.
 struct ActiveGuard(Arc<crate::telemetry::Metrics>);
 
@@ -40,6 +75,8 @@ pub async fn run(
 ) {
     let options = Arc::new(acceptor_options(&config));
     let limit = Arc::new(Semaphore::new(config.max_associations));
+    let per_client = Arc::new(PerClient::default());
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     tracing::info!(
         ae_title = %config.ae_title,
         addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -60,10 +97,25 @@ pub async fn run(
             }
         };
         let _ = socket.set_nodelay(true);
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
+        let slots = limit.clone().try_acquire_owned().ok().and_then(|permit| {
+            per_client
+                .take(peer.ip(), config.max_associations_per_ip)
+                .map(|slot| (permit, slot))
+        });
+        let Some(permit) = slots else {
             ctx.metrics.associations_rejected.inc();
-            tracing::warn!(%peer, max = config.max_associations, "association limit reached");
-            tracker.spawn(reject_busy(socket));
+            tracing::warn!(
+                %peer,
+                max = config.max_associations,
+                max_per_client = config.max_associations_per_ip,
+                "association limit reached"
+            );
+            if let Ok(refusal) = refusing.clone().try_acquire_owned() {
+                tracker.spawn(async move {
+                    reject_busy(socket).await;
+                    drop(refusal);
+                });
+            }
             continue;
         };
         let options = options.clone();
@@ -76,6 +128,20 @@ pub async fn run(
         tracker.spawn(
             async move {
                 let _permit = permit;
+                match tokio::time::timeout(artim, super::screen::check(&socket)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(refusal)) => {
+                        ctx.metrics.associations_rejected.inc();
+                        tracing::info!(?refusal, "A-ASSOCIATE-RQ refused");
+                        super::screen::refuse(socket, refusal).await;
+                        return;
+                    }
+                    Err(_) => {
+                        ctx.metrics.associations_rejected.inc();
+                        tracing::info!("no A-ASSOCIATE-RQ within the ARTIM timeout");
+                        return;
+                    }
+                }
                 let inner = match tokio::time::timeout(artim, options.establish_async(socket)).await
                 {
                     Ok(Ok(inner)) => inner,

@@ -1,6 +1,8 @@
 //! The DIMSE service layer on dicom-ul (async): what dicom-rs leaves out.
 //!
-//! - [`listener`]: accept loop, association cap, shutdown.
+//! - [`listener`]: accept loop, association caps, shutdown.
+//! - [`screen`]: a first look at each A-ASSOCIATE-RQ, refusing what the
+//!   upper layer would accept and then fail on.
 //! - [`association`]: negotiation policy and P-DATA ↔ commands and data-set
 //!   fragments. Framing never decides what a command means.
 //! - [`command`]: typed command sets and status codes.
@@ -18,6 +20,7 @@ pub mod command;
 pub mod forwarder;
 pub mod link;
 pub mod listener;
+pub mod screen;
 pub mod scu;
 pub mod service;
 pub mod storage_classes;

@@ -52,7 +52,7 @@ pub fn build(
 /// documents existed). Holds the object in memory, so it is bounded like
 /// transcoding.
 pub async fn rebuild(storage: &Storage, key: &str) -> Result<String, String> {
-    let mut object = crate::transcode::load(storage, key)
+    let mut object = crate::transcode::load(storage, key, crate::transcode::Admission::Now)
         .await
         .map_err(|e| e.to_string())?;
     let pixel_vr =

@@ -1725,6 +1725,33 @@ def c_hostile_params(ctx: Ctx):
     soft.done()
 
 
+@check("rendered_under_load", "50 concurrent rendered requests on a JPEG 2000 series: 200 or 503 + Retry-After")
+def c_rendered_under_load(ctx: Ctx):
+    from concurrent.futures import ThreadPoolExecutor
+    mf = instance(ctx, "emri_small_jpeg_2k_lossless.dcm")
+    store(ctx, [mf])
+    url = ctx.url.rstrip("/") + "/" + instance_path(mf) + "/rendered"
+    headers = {"Accept": "image/jpeg", **({"Authorization": f"Bearer {BEARER}"} if BEARER else {})}
+
+    def one(_):
+        r = requests.get(url, headers=headers, timeout=120)
+        return r.status_code, r.headers.get("Retry-After"), r.content
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        answers = list(pool.map(one, range(50)))
+    statuses = sorted({a[0] for a in answers})
+    expect(set(statuses) <= {200, 503}, f"statuses {statuses}")
+    expect(any(a[0] == 200 for a in answers), "no request was rendered")
+    for status, retry, body in answers:
+        if status == 503:
+            expect(retry is not None, "a 503 without Retry-After")
+        else:
+            image_from(body, "rendered under load", "JPEG")
+    note(f"{sum(a[0] == 503 for a in answers)} of 50 answered 503")
+    r = ctx.get("studies", params={"PatientID": str(mf.PatientID)}, headers={"Accept": ACCEPT_JSON})
+    expect_status(r, 200, what="QIDO-RS after the burst")
+
+
 # --------------------------------------------------------------------- main
 
 def run_check(args, name: str) -> bool:

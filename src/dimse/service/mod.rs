@@ -80,6 +80,15 @@ pub async fn dispatch(
         }
         // C-CANCEL for an operation that is not running needs no answer.
         CommandField::CCancelRq => Ok(()),
+        // A response nothing waits for (a late N-EVENT-REPORT-RSP, say) is
+        // never answered: responses get no responses.
+        other if other.code() & 0x8000 != 0 => {
+            tracing::info!(command = ?other, "response to nothing pending; ignored");
+            if request.command.has_dataset {
+                assoc.drain_data_set(request.context_id).await?;
+            }
+            Ok(())
+        }
         other => {
             tracing::info!(command = ?other, "unsupported DIMSE operation");
             if request.command.has_dataset {

@@ -286,7 +286,7 @@ pub(crate) async fn send_instance<C: SubOpChannel>(
                 tracing::warn!(sop_instance = %item.sop_instance_uid, ts = %item.transfer_syntax_uid, "receiver accepts neither the stored syntax nor an uncompressed one");
                 return Ok((SubOpOutcome::Failed, false));
             };
-            match transcode::data_set_in(storage, &item.key, ts).await {
+            match transcode::data_set_in(storage, &item.key, ts, transcode::Admission::Wait).await {
                 Ok(bytes) => (id, Box::pin(std::io::Cursor::new(bytes))),
                 Err(e) => {
                     tracing::warn!(sop_instance = %item.sop_instance_uid, error = %e, "transcoding failed");

@@ -319,9 +319,18 @@ async fn report_on_association(
         ?answer,
         "answer to N-EVENT-REPORT on the requester's association"
     );
-    Ok(matches!(
-        answer,
-        Ok(Ok(Some(Request { ref command, .. })))
-            if command.field == CommandField::NEventReportRsp && command.status == Some(Status::Success)
-    ))
+    match answer {
+        Ok(Ok(Some(request))) if request.command.field == CommandField::NEventReportRsp => {
+            Ok(request.command.status == Some(Status::Success))
+        }
+        // The requester sent something else first: it is served as usual,
+        // and the report goes out on a new association instead (a late
+        // N-EVENT-REPORT-RSP here is then ignored).
+        Ok(Ok(Some(request))) => {
+            assoc.defer(request);
+            Ok(false)
+        }
+        Ok(other) => other.map(|_| false),
+        Err(_) => Ok(false),
+    }
 }
