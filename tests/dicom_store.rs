@@ -587,6 +587,29 @@ async fn character_sets_decoded_to_utf8(backend: Backend) {
             .expect("query")
             .unwrap_or_else(|| panic!("{file} not indexed"));
         assert_eq!(&record.patient_name, name, "{file}");
+        // C-FIND in the file's own character set finds it, and the
+        // metadata document names the patient as the index does.
+        let port = archive.dicom_port.to_string();
+        let out = run_peer("charset_find.py", &["127.0.0.1", &port, file]).await;
+        let found: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{file}: {}", String::from_utf8_lossy(&out.stderr)));
+        if !name.is_empty() {
+            assert_eq!(found["matches"], 1, "{file}: C-FIND by {name:?}");
+        }
+        let path = format!(
+            "/dicom-web/studies/{}/series/{}/instances/{uid}/metadata",
+            record.study_instance_uid, record.series_instance_uid
+        );
+        let (status, body) = archive.http_get(&path, &[]).await;
+        assert_eq!(status, 200, "{file}: {body}");
+        let doc: serde_json::Value = serde_json::from_str(&body).expect("json");
+        let pn = &doc[0]["00100010"]["Value"][0];
+        let groups: Vec<&str> = ["Alphabetic", "Ideographic", "Phonetic"]
+            .iter()
+            .map(|g| pn[*g].as_str().unwrap_or(""))
+            .collect();
+        let joined = groups.join("=");
+        assert_eq!(joined.trim_end_matches('='), name, "{file}: metadata PN");
         checked += 1;
     }
     assert!(checked >= 12, "only {checked} charset samples");

@@ -12,6 +12,9 @@ use tokio::sync::mpsc;
 
 /// Parts in flight between producer and client.
 const CHANNEL_DEPTH: usize = 8;
+/// A client that reads nothing for this long is given up: the producer
+/// stops and lets go of what it holds (objects, decoded frames).
+const STALLED_CLIENT: std::time::Duration = std::time::Duration::from_secs(60);
 
 type Chunk = Result<Bytes, std::io::Error>;
 
@@ -86,7 +89,13 @@ impl PartSender {
     }
 
     pub async fn send(&mut self, bytes: Bytes) -> Result<(), Disconnected> {
-        self.tx.send(Ok(bytes)).await.map_err(|_| Disconnected)
+        match tokio::time::timeout(STALLED_CLIENT, self.tx.send(Ok(bytes))).await {
+            Ok(sent) => sent.map_err(|_| Disconnected),
+            Err(_) => {
+                tracing::info!("client stopped reading a multipart response; giving up");
+                Err(Disconnected)
+            }
+        }
     }
 
     /// End the body properly.

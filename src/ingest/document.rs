@@ -30,10 +30,21 @@ pub fn build(
     pixels: Option<&PixelLayout>,
     has_pixel_data: bool,
 ) -> Result<String, String> {
-    let object = OpenFileOptions::new()
+    let mut object = OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .open_file(path)
         .map_err(|e| e.to_string())?;
+    // Text in ISO 2022 character sets is decoded as the index decodes it,
+    // so metadata and QIDO agree on the patient's name.
+    if crate::model::needs_redecoding(&crate::model::character_set_of(&object)) {
+        let ts = object.meta().transfer_syntax().to_owned();
+        let mut file =
+            std::io::BufReader::new(std::fs::File::open(path).map_err(|e| e.to_string())?);
+        let mut preamble = [0u8; 128];
+        std::io::Read::read_exact(&mut file, &mut preamble).map_err(|e| e.to_string())?;
+        dicom_object::meta::FileMetaTable::from_reader(&mut file).map_err(|e| e.to_string())?;
+        crate::model::redecode_top_level(&mut object, file, ts.trim_end_matches('\0'))?;
+    }
     let pixel_vr = has_pixel_data.then(|| match pixels {
         Some(PixelLayout::Native { .. }) if meta.bits_allocated.unwrap_or(8) > 8 => "OW",
         _ => "OB",

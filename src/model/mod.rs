@@ -5,8 +5,10 @@ mod charset;
 mod ids;
 mod instance;
 mod peer;
+mod text;
 
 pub use charset::{decode_text, fold_for_matching};
 pub use ids::{AeTitle, IdError, Uid};
 pub use instance::{InstanceMeta, PatientMeta, PixelLayout, SeriesMeta, StoredObject, StudyMeta};
 pub use peer::{Peer, PeerError, PeerService, RawPeer};
+pub use text::{character_set_of, needs_redecoding, redecode_top_level};
