@@ -181,6 +181,8 @@ pub struct RawHttp {
     pub bind: Option<SocketAddr>,
     /// When set, `/api/*` requires `Authorization: Bearer <token>`.
     pub api_token: Option<String>,
+    /// Requests one client address may have in progress at once.
+    pub max_requests_per_ip: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -270,6 +272,7 @@ pub struct Config {
     pub dicom: DicomConfig,
     pub http_bind: SocketAddr,
     pub http_api_token: Option<String>,
+    pub http_max_requests_per_ip: usize,
     pub data_dir: PathBuf,
     pub storage: StorageLocation,
     /// fsync files and directories before acknowledging. Only for benchmarks
@@ -465,6 +468,7 @@ impl Config {
                 .bind
                 .unwrap_or_else(|| parse_addr(DEFAULT_HTTP_BIND)),
             http_api_token: raw.http.api_token.filter(|t| !t.is_empty()),
+            http_max_requests_per_ip: raw.http.max_requests_per_ip.unwrap_or(256).max(1),
             data_dir,
             storage,
             fsync: raw.storage.fsync.unwrap_or(true),

@@ -25,6 +25,7 @@
 //! - [`transcode`]: decoding a stored object for a receiver that cannot take
 //!   its transfer syntax (C-MOVE, C-GET).
 //! - [`model`]: identifiers and metadata types shared by all of the above.
+//! - [`limits`]: per-client connection and request limits both ports use.
 //! - [`config`], [`telemetry`], [`server`]: settings, logs and metrics,
 //!   ordered startup and shutdown.
 //! - [`import`], [`verify`]: the `tessera import` and `tessera verify` tools.
@@ -35,6 +36,7 @@ pub mod dimse;
 pub mod import;
 pub mod index;
 pub mod ingest;
+pub mod limits;
 pub mod model;
 pub mod peers;
 pub mod query;

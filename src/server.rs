@@ -174,6 +174,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         peers: peers.clone(),
         ingest: ingest.clone(),
         dicomweb: config.dicomweb.clone(),
+        clients: Arc::new(crate::limits::PerClient::new(
+            config.http_max_requests_per_ip,
+        )),
     };
     let http = web::start(http_listener, state).map_err(|source| ServerError::Bind {
         addr: config.http_bind,

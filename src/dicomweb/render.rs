@@ -308,6 +308,10 @@ async fn respond(
             .content_type(rendering.mime())
             .body(image));
     }
+    // Admission is decided before the response starts: refused now (503)
+    // when every core is busy, and once streaming, parts wait their turn
+    // rather than cut the body short.
+    drop(transcode::cpu_permit(transcode::Admission::Now).await?);
     let (response, mut parts) = multipart::response(rendering.mime());
     let storage = state.storage.clone();
     tokio::spawn(async move {
@@ -316,7 +320,7 @@ async fn respond(
         for (item, number) in targets {
             let object = match &loaded {
                 Some((key, object)) if *key == item.key => Ok(object.clone()),
-                _ => transcode::load(&storage, &item.key, transcode::Admission::Now)
+                _ => transcode::load(&storage, &item.key, transcode::Admission::Wait)
                     .await
                     .map(Arc::new)
                     .map_err(DicomWebError::from),
@@ -324,7 +328,7 @@ async fn respond(
             let rendered = match object {
                 Ok(object) => {
                     loaded = Some((item.key.clone(), object.clone()));
-                    render_loaded(object, number, &rendering).await
+                    render_loaded(object, number, &rendering, transcode::Admission::Wait).await
                 }
                 Err(e) => Err(e),
             };
@@ -353,20 +357,19 @@ async fn render_one(
     number: u32,
     rendering: &Rendering,
 ) -> Result<Vec<u8>, DicomWebError> {
-    let object = transcode::load(storage, &item.key, transcode::Admission::Now).await?;
-    render_loaded(Arc::new(object), number, rendering).await
+    let now = transcode::Admission::Now;
+    let object = transcode::load(storage, &item.key, now).await?;
+    render_loaded(Arc::new(object), number, rendering, now).await
 }
 
 async fn render_loaded(
     object: Arc<DefaultDicomObject>,
     number: u32,
     rendering: &Rendering,
+    admission: transcode::Admission,
 ) -> Result<Vec<u8>, DicomWebError> {
     let rendering = rendering.clone();
-    transcode::on_cpu(transcode::Admission::Now, move || {
-        render_frame(&object, number, &rendering)
-    })
-    .await?
+    transcode::on_cpu(admission, move || render_frame(&object, number, &rendering)).await?
 }
 
 type Resp = Result<HttpResponse, DicomWebError>;

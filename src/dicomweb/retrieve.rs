@@ -142,9 +142,11 @@ async fn send_one(
             parts.send(chunk).await?;
         }
     } else {
-        let converted = transcode::part10_in(storage, &item.key, target, transcode::Admission::Now)
-            .await
-            .map_err(|e| SendError::Failed(e.to_string()))?;
+        // Inside a response already under way: wait for a core.
+        let converted =
+            transcode::part10_in(storage, &item.key, target, transcode::Admission::Wait)
+                .await
+                .map_err(|e| SendError::Failed(e.to_string()))?;
         parts.begin_part(&content_type, None).await?;
         parts.send(Bytes::from(converted)).await?;
     }
@@ -344,14 +346,16 @@ async fn frame_bytes(
         }
     }
     if decoded.is_none() {
-        let object = transcode::load(&state.storage, &item.key, transcode::Admission::Now).await?;
+        // Frames stream inside a response already under way: wait for a
+        // core rather than cut the body short.
+        let object = transcode::load(&state.storage, &item.key, transcode::Admission::Wait).await?;
         *decoded = Some(std::sync::Arc::new(object));
     }
     let object = decoded
         .clone()
         .ok_or_else(|| DicomWebError::Internal("object not loaded".into()))?;
     let bitstream = *wanted == FrameSyntax::AsStored && encapsulated;
-    transcode::on_cpu(transcode::Admission::Now, move || {
+    transcode::on_cpu(transcode::Admission::Wait, move || {
         super::render::decoded_frame(&object, number, bitstream)
     })
     .await?

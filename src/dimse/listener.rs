@@ -25,37 +25,6 @@ use crate::config::DicomConfig;
 /// connection is simply closed, so a flood costs no task.
 const MAX_REFUSING: usize = 64;
 
-/// Open associations per client address.
-#[derive(Default)]
-struct PerClient(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
-
-/// One slot of [`PerClient`], given back on drop.
-struct ClientSlot(Arc<PerClient>, std::net::IpAddr);
-
-impl PerClient {
-    fn take(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<ClientSlot> {
-        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let count = open.entry(ip).or_default();
-        if *count >= max {
-            return None;
-        }
-        *count += 1;
-        Some(ClientSlot(self.clone(), ip))
-    }
-}
-
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        let mut open = self.0 .0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = open.get_mut(&self.1) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.1);
-            }
-        }
-    }
-}
-
 /// Decrements the active-association gauge however the task ends.
 struct ActiveGuard(Arc<crate::telemetry::Metrics>);
 
@@ -75,7 +44,9 @@ pub async fn run(
 ) {
     let options = Arc::new(acceptor_options(&config));
     let limit = Arc::new(Semaphore::new(config.max_associations));
-    let per_client = Arc::new(PerClient::default());
+    let per_client = Arc::new(crate::limits::PerClient::new(
+        config.max_associations_per_ip,
+    ));
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     tracing::info!(
         ae_title = %config.ae_title,
@@ -97,11 +68,11 @@ pub async fn run(
             }
         };
         let _ = socket.set_nodelay(true);
-        let slots = limit.clone().try_acquire_owned().ok().and_then(|permit| {
-            per_client
-                .take(peer.ip(), config.max_associations_per_ip)
-                .map(|slot| (permit, slot))
-        });
+        let slots = limit
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .and_then(|permit| per_client.take(peer.ip()).map(|slot| (permit, slot)));
         let Some(permit) = slots else {
             ctx.metrics.associations_rejected.inc();
             tracing::warn!(

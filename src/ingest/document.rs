@@ -63,7 +63,7 @@ pub fn build(
 /// documents existed). Holds the object in memory, so it is bounded like
 /// transcoding.
 pub async fn rebuild(storage: &Storage, key: &str) -> Result<String, String> {
-    let mut object = crate::transcode::load(storage, key, crate::transcode::Admission::Now)
+    let mut object = crate::transcode::load(storage, key, crate::transcode::Admission::Wait)
         .await
         .map_err(|e| e.to_string())?;
     let pixel_vr =

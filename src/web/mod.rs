@@ -19,7 +19,8 @@ use std::time::Instant;
 use actix_web::http::header::{ContentEncoding, CONTENT_ENCODING, CONTENT_TYPE};
 use actix_web::middleware::{from_fn, Compress, Next};
 use actix_web::{
-    body::MessageBody, dev::ServiceRequest, dev::ServiceResponse, web, App, HttpServer,
+    body::EitherBody, body::MessageBody, dev::ServiceRequest, dev::ServiceResponse, web, App,
+    HttpServer,
 };
 
 use crate::config::DicomWebConfig;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub peers: PeerRegistry,
     pub ingest: Ingest,
     pub dicomweb: DicomWebConfig,
+    /// Requests in progress per client address.
+    pub clients: Arc<crate::limits::PerClient>,
 }
 
 /// Build and start the HTTP server on an already-bound listener. The caller
@@ -51,6 +54,7 @@ pub fn start(listener: TcpListener, state: AppState) -> std::io::Result<actix_we
         let viewer_dir = state.dicomweb.viewer_dir.clone();
         App::new()
             .app_data(web::Data::new(state.clone()))
+            .wrap(from_fn(limit_per_client))
             .wrap(
                 actix_web::middleware::Logger::new("%a \"%r\" %s %Dms").log_target("tessera::http"),
             )
@@ -100,6 +104,34 @@ pub fn start(listener: TcpListener, state: AppState) -> std::io::Result<actix_we
     .listen(listener)?
     .run();
     Ok(server)
+}
+
+/// At most `http.max_requests_per_ip` requests from one address in
+/// progress at once; past that 503 with Retry-After, before any handler
+/// runs. Behind a reverse proxy every client shares its address, which is
+/// why the default is generous.
+async fn limit_per_client(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let clients = req
+        .app_data::<web::Data<AppState>>()
+        .map(|state| state.clients.clone());
+    let slot = match (req.peer_addr(), clients) {
+        (Some(peer), Some(clients)) => match clients.take(peer.ip()) {
+            Some(slot) => Some(slot),
+            None => {
+                let busy = actix_web::HttpResponse::ServiceUnavailable()
+                    .insert_header(("Retry-After", "1"))
+                    .body("too many requests from this address at once");
+                return Ok(req.into_response(busy).map_into_right_body());
+            }
+        },
+        _ => None,
+    };
+    let response = next.call(req).await?;
+    drop(slot);
+    Ok(response.map_into_left_body())
 }
 
 /// Only JSON is worth compressing: images, frames and DICOM objects are
