@@ -19,10 +19,13 @@ pub fn parse_identifier(bytes: &[u8], ts_uid: &str, root: Root) -> Result<Query,
         .ok_or_else(|| format!("unknown transfer syntax {ts_uid}"))?;
     let mut obj = InMemDicomObject::read_dataset_with_ts(bytes, ts)
         .map_err(|e| format!("unreadable identifier: {e}"))?;
-    // Text is decoded as the index decoded it (ISO 2022 escapes included),
-    // so a query in the data's own character set matches.
-    crate::model::redecode_top_level(&mut obj, bytes, ts_uid)
-        .map_err(|e| format!("unreadable identifier: {e}"))?;
+    // Text in ISO 2022 character sets is decoded as the index decoded it
+    // (dicom-rs does not switch on escapes), so a query in the data's own
+    // character set matches.
+    if crate::model::needs_redecoding(&crate::model::character_set_of(&obj)) {
+        crate::model::redecode_top_level(&mut obj, bytes, ts_uid)
+            .map_err(|e| format!("unreadable identifier: {e}"))?;
+    }
     Query::from_identifier(&obj, root).map_err(|e| e.to_string())
 }
 
