@@ -5,7 +5,7 @@
 //! Unlike storing and sending as stored, this holds the object in memory, so
 //! it is bounded by [`MAX_TRANSCODE_BYTES`]. Decoding, transcoding and
 //! rendering run on the blocking pool behind one limiter sized to the
-//! cores ([`on_cpu`]): HTTP callers are refused at once when it is full
+//! cores ([`on_cpu`]): HTTP callers wait briefly and are then refused
 //! ([`Admission::Now`], answered 503), DIMSE sub-operations wait their turn
 //! ([`Admission::Wait`]). The permit is taken before the object is read, so
 //! the limiter bounds memory as well as CPU.
@@ -38,23 +38,26 @@ static CPU: LazyLock<Arc<Semaphore>> = LazyLock::new(|| {
 /// What to do when every core is busy decoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
-    /// Wait for a core (DIMSE sub-operations, background work).
+    /// Wait for a core (DIMSE sub-operations, parts of a response already
+    /// under way).
     Wait,
-    /// Refuse with [`TranscodeError::Busy`] (HTTP: 503 with Retry-After).
+    /// Wait briefly ([`BRIEF_WAIT`]), then refuse with
+    /// [`TranscodeError::Busy`] (HTTP: 503 with Retry-After): a burst is
+    /// absorbed, sustained overload is not queued.
     Now,
 }
 
+/// How long an HTTP request waits for a core before it is refused.
+pub const BRIEF_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Hold a core for CPU-heavy work.
 pub async fn cpu_permit(admission: Admission) -> Result<OwnedSemaphorePermit, TranscodeError> {
+    let acquire = CPU.clone().acquire_owned();
     match admission {
-        Admission::Wait => CPU
-            .clone()
-            .acquire_owned()
+        Admission::Wait => acquire.await.map_err(|_| TranscodeError::Busy),
+        Admission::Now => tokio::time::timeout(BRIEF_WAIT, acquire)
             .await
-            .map_err(|_| TranscodeError::Busy),
-        Admission::Now => CPU
-            .clone()
-            .try_acquire_owned()
+            .map_err(|_| TranscodeError::Busy)?
             .map_err(|_| TranscodeError::Busy),
     }
 }
