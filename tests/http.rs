@@ -227,60 +227,7 @@ async fn hostile_stow_bodies(backend: Backend) {
     assert_eq!(status, 200, "still serving");
 }
 
-/// With `http.max_requests_per_ip = 1`, a second request from the address
-/// while one is in progress gets 503 with Retry-After; once the first ends
-/// the address is served again.
-async fn per_client_request_limit(backend: Backend) {
-    use tokio::io::AsyncWriteExt;
-    let archive = Archive::start_with(backend, |raw| {
-        raw.http.max_requests_per_ip = Some(1);
-    })
-    .await;
-    let port = archive.http_port;
-    // A STOW-RS that has sent part of its body is in progress.
-    let mut held = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
-    held.write_all(
-        b"POST /dicom-web/studies HTTP/1.1\r\nHost: x\r\n\
-          Content-Type: multipart/related; type=\"application/dicom\"; boundary=b\r\n\
-          Content-Length: 100000\r\n\r\n--b\r\nContent-Type: application/dicom\r\n\r\nDICM",
-    )
-    .await
-    .expect("send");
-    let mut refused = None;
-    for _ in 0..100 {
-        let answer = raw_http(
-            port,
-            b"GET /dicom-web/studies HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        )
-        .await;
-        if answer.starts_with("http/1.1 503") {
-            refused = Some(answer);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let refused = refused.expect("a second request from the address is refused");
-    assert!(refused.contains("retry-after: 1"), "{refused}");
-    drop(held);
-    let mut served = false;
-    for _ in 0..100 {
-        let (status, _) = archive.http_get("/dicom-web/studies", &[]).await;
-        if status == 200 {
-            served = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(
-        served,
-        "the address is served again once the first request ended"
-    );
-}
-
 on_both_backends!(
-    per_client_request_limit,
     probes_metrics_and_stats,
     dicomweb_cors_limits_and_auth,
     hostile_stow_bodies
