@@ -112,6 +112,12 @@ pub struct RawForwarding {
     /// Seconds the forwarding association stays open for the report
     /// before it is expected on a new association (default 5).
     pub commitment_report_wait_secs: Option<u64>,
+    /// Destinations delivered to at once, each by its own worker, so one
+    /// slow destination never holds up the others (default 4).
+    pub max_parallel_destinations: Option<usize>,
+    /// Seconds a finished forward or commitment report is kept before it
+    /// is purged from the queue (default 604800, a week). Dead letters stay.
+    pub retention_secs: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -294,6 +300,9 @@ pub struct Config {
     pub forward_commitment_timeout_secs: i64,
     /// How long the forwarding association stays open for that report.
     pub forward_report_wait: Duration,
+    pub forward_parallel_destinations: usize,
+    /// Seconds finished queue rows are kept.
+    pub queue_retention_secs: i64,
     pub dicomweb: DicomWebConfig,
     /// TLS to peers; `None` when `[tls]` names no CA file.
     pub tls: Option<crate::dimse::tls::TlsFiles>,
@@ -460,6 +469,12 @@ impl Config {
             forward_report_wait: Duration::from_secs(
                 raw.forwarding.commitment_report_wait_secs.unwrap_or(5),
             ),
+            forward_parallel_destinations: raw
+                .forwarding
+                .max_parallel_destinations
+                .unwrap_or(4)
+                .clamp(1, 256),
+            queue_retention_secs: raw.forwarding.retention_secs.unwrap_or(604_800).max(0),
             routes,
             peers,
             dicom,

@@ -126,6 +126,23 @@ impl Running {
 }
 
 /// Open everything, bind both ports, and serve until `shutdown` fires.
+/// How long a claim on a queue item lasts without renewal: how long the
+/// work of a node that died waits before another node takes it.
+const QUEUE_LEASE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Renew this node's queue leases every third of a lease while it runs.
+async fn renew_queue_leases(index: Index, lease: crate::index::Lease, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(QUEUE_LEASE / 3) => {}
+        }
+        if let Err(e) = index.renew_leases(&lease).await {
+            tracing::warn!(error = %e, "cannot renew queue leases");
+        }
+    }
+}
+
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, ServerError> {
     let core = Core::open(&config).await?;
     core.storage.recover_spool().await?;
@@ -194,9 +211,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 
     let associations = TaskTracker::new();
     let commitments = Arc::new(tokio::sync::Notify::new());
-    // Reports held by associations that ended with the last run are due.
-    core.index.commitments_due_now().await?;
-    core.index.forwards_due_now().await?;
+    // Queue items are claimed with this node's lease. Nothing is reset at
+    // startup: what a crashed run held comes back when its leases expire,
+    // and other nodes' claims are never touched.
+    let lease = crate::index::Lease {
+        owner: crate::reclaim::lease_holder(),
+        secs: QUEUE_LEASE.as_secs() as i64,
+    };
     let worker = CommitmentWorker {
         index: core.index.clone(),
         storage: core.storage.clone(),
@@ -204,8 +225,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         scu: core.scu(&config),
         wake: commitments.clone(),
         max_attempts: config.forward_max_attempts,
+        lease: lease.clone(),
     };
     let worker_tracker = TaskTracker::new();
+    worker_tracker.spawn(renew_queue_leases(
+        core.index.clone(),
+        lease.clone(),
+        shutdown.clone(),
+    ));
     worker_tracker.spawn(worker.run(shutdown.clone()));
     let forwarder = Forwarder {
         index: core.index.clone(),
@@ -218,6 +245,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         commitment_timeout_secs: config.forward_commitment_timeout_secs,
         report_wait: config.forward_report_wait,
         reports_elsewhere: Default::default(),
+        lease,
+        max_parallel: config.forward_parallel_destinations,
+        retention_secs: config.queue_retention_secs,
+        busy: Default::default(),
     };
     worker_tracker.spawn(forwarder.run(shutdown.clone()));
     let collector = crate::reclaim::Collector {

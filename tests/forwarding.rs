@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use common::{
     dcmtk, free_port, http_get, local_peer, peers_dir, python, run_peer, skip, Archive, Backend,
+    StoreScp,
 };
 use tessera::routing::RawRoute;
 use tokio::io::AsyncBufReadExt;
@@ -477,7 +478,62 @@ async fn stores_never_fail_beside_forwarding(backend: Backend) {
     assert_eq!(q["dead_letters"], serde_json::json!([]), "{q}");
 }
 
+/// A destination that accepts TCP connections and never answers holds up
+/// only its own worker: another destination gets its instances at once.
+async fn slow_destination_holds_up_no_other(backend: Backend) {
+    let (Some(_), Some(_)) = (dcmtk("storescp"), python()) else {
+        return skip(
+            "slow_destination_holds_up_no_other",
+            "DCMTK storescp or pynetdicom missing",
+        );
+    };
+    // Accepts and holds every connection, reading nothing.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let silent_port = silent.local_addr().expect("addr").port();
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            sockets.push(socket);
+        }
+    });
+    let work = tempfile::tempdir().expect("tmp");
+    let received = work.path().join("fast");
+    let fast = StoreScp::start("FAST", &received, &[]).await;
+    let archive = Archive::start_with(backend, |raw| {
+        raw.dicom.artim_timeout_secs = Some(60);
+        // "ASLOW" sorts first: a single queue walk would reach it first.
+        raw.peers = vec![
+            local_peer("ASLOW", silent_port),
+            local_peer("FAST", fast.port),
+        ];
+        raw.routes = vec![
+            route("to-slow", "ASLOW", &[]),
+            route("to-fast", "FAST", &[]),
+        ];
+    })
+    .await;
+    store(
+        &archive,
+        &work.path().join("in"),
+        &["--count", "4", "--seed", "66"],
+    )
+    .await;
+    let mut files = 0;
+    for _ in 0..150 {
+        files = std::fs::read_dir(&received).map(|d| d.count()).unwrap_or(0);
+        if files == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(files, 4, "FAST waited behind the silent destination");
+    held.abort();
+}
+
 on_both_backends!(
+    slow_destination_holds_up_no_other,
     stores_never_fail_beside_forwarding,
     forwards_survive_outage_and_restart,
     dead_letters_after_max_attempts,

@@ -8,11 +8,10 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
+use common::moto::{moto_server_path, python_with_boto3, start_moto};
 use common::{Archive, Backend};
 use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
@@ -26,98 +25,6 @@ const SECRET_KEY: &str = "testing";
 const REGION: &str = "us-east-1";
 /// storage/s3.rs uploads objects above this size in parts.
 const PART_SIZE: u64 = 8 * 1024 * 1024;
-
-/// A moto_server child process, killed when dropped.
-struct Moto {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Moto {
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `moto_server` next to the python3 interpreter (where pip puts scripts).
-fn moto_server_path() -> Option<PathBuf> {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import sys, os; print(os.path.dirname(sys.executable))",
-        ])
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let dir = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let path = Path::new(&dir).join("moto_server");
-    path.is_file().then_some(path)
-}
-
-/// python3 with what the helpers below and make_large_ct.py import.
-fn python_with_boto3() -> bool {
-    Command::new("python3")
-        .args(["-c", "import boto3, pydicom, numpy"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
-
-/// Start moto_server on a free port and wait (bounded) until it accepts
-/// connections. Retries with another port if the process exits early, e.g.
-/// because someone else took the port between our probe and its bind.
-fn start_moto(binary: &Path, dir: &Path) -> Moto {
-    let mut last_log = String::new();
-    for attempt in 0..3 {
-        let port = free_port();
-        let log = dir.join(format!("moto-{attempt}.log"));
-        let out = std::fs::File::create(&log).expect("moto log file");
-        let err = out.try_clone().expect("moto log file");
-        let child = Command::new(binary)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("spawn moto_server");
-        let mut moto = Moto { child, port, log };
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = moto.child.try_wait() {
-                break;
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return moto;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        last_log = moto.log_text();
-        drop(moto);
-    }
-    panic!("moto_server did not start; last log:\n{last_log}");
-}
 
 /// Run a boto3 snippet against the moto endpoint; `s3` is the client and
 /// `bucket`/`prefix` are defined. Returns stdout.
@@ -321,7 +228,15 @@ async fn s3_end_to_end(backend: Backend) {
 
     // Nothing left in the local spool, and no local object root was made.
     let data_dir = archive.config.data_dir.clone();
-    let spool: Vec<_> = std::fs::read_dir(archive.config.spool_dir())
+    let node_spools: Vec<_> = std::fs::read_dir(archive.config.spool_dir())
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        node_spools.len(),
+        1,
+        "one spool, this node's: {node_spools:?}"
+    );
+    let spool: Vec<_> = std::fs::read_dir(&node_spools[0])
         .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
         .unwrap_or_default();
     assert!(spool.is_empty(), "spool not empty: {spool:?}");

@@ -3,6 +3,7 @@
 
 use sqlx::Row;
 
+use super::queue::{Lease, Queue};
 use super::{unix_now as now, Index, IndexError};
 
 /// A commitment whose report is still to be delivered.
@@ -58,20 +59,25 @@ impl Index {
     }
 
     pub async fn commitment_delivered(&self, id: i64) -> Result<(), IndexError> {
-        sqlx::query("UPDATE commitments SET state = 'delivered', last_error = '' WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE commitments SET state = 'delivered', last_error = '', finished_at = $1, \
+             lease_owner = NULL, lease_until = NULL WHERE id = $2",
+        )
+        .bind(now())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     /// Give up delivering a report.
     pub async fn commitment_failed(&self, id: i64, error: &str) -> Result<(), IndexError> {
         sqlx::query(
-            "UPDATE commitments SET state = 'failed', attempts = attempts + 1, last_error = $1 \
-             WHERE id = $2",
+            "UPDATE commitments SET state = 'failed', attempts = attempts + 1, last_error = $1, \
+             finished_at = $2, lease_owner = NULL, lease_until = NULL WHERE id = $3",
         )
         .bind(error)
+        .bind(now())
         .bind(id)
         .execute(&self.pool)
         .await?;
@@ -98,7 +104,8 @@ impl Index {
         error: &str,
     ) -> Result<(), IndexError> {
         sqlx::query(
-            "UPDATE commitments SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2 WHERE id = $3",
+            "UPDATE commitments SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2, \
+             lease_owner = NULL, lease_until = NULL WHERE id = $3",
         )
         .bind(now() + delay_secs)
         .bind(error)
@@ -108,41 +115,37 @@ impl Index {
         Ok(())
     }
 
-    /// Commitments whose report is due now.
-    pub async fn due_commitments(&self, limit: i64) -> Result<Vec<PendingCommitment>, IndexError> {
-        let rows = sqlx::query(
-            "SELECT id, transaction_uid, requester_ae, references_json, result_json, attempts \
-             FROM commitments WHERE state = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT $2",
-        )
-        .bind(now())
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let refs: String = r.try_get(3)?;
-                Ok(PendingCommitment {
-                    id: r.try_get(0)?,
-                    transaction_uid: r.try_get(1)?,
-                    requester_ae: r.try_get(2)?,
-                    references: serde_json::from_str(&refs).map_err(|_| IndexError::Corrupt {
-                        column: "commitments.references_json",
-                        value: refs.clone(),
-                    })?,
-                    result_json: r.try_get(4)?,
-                    attempts: r.try_get(5)?,
-                })
-            })
-            .collect()
-    }
-
-    /// Make every pending report due now: at startup, nothing is holding one.
-    pub async fn commitments_due_now(&self) -> Result<(), IndexError> {
-        sqlx::query("UPDATE commitments SET next_attempt_at = $1 WHERE state = 'pending'")
-            .bind(now())
-            .execute(&self.pool)
+    /// Claim up to `limit` commitments whose report is due now.
+    pub async fn claim_commitments(
+        &self,
+        lease: &Lease,
+        limit: i64,
+    ) -> Result<Vec<PendingCommitment>, IndexError> {
+        let ids = self.claim(Queue::Commitments, None, lease, limit).await?;
+        let mut due = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row = sqlx::query(
+                "SELECT id, transaction_uid, requester_ae, references_json, result_json, attempts \
+                 FROM commitments WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&self.pool)
             .await?;
-        Ok(())
+            let Some(r) = row else { continue };
+            let refs: String = r.try_get(3)?;
+            due.push(PendingCommitment {
+                id: r.try_get(0)?,
+                transaction_uid: r.try_get(1)?,
+                requester_ae: r.try_get(2)?,
+                references: serde_json::from_str(&refs).map_err(|_| IndexError::Corrupt {
+                    column: "commitments.references_json",
+                    value: refs.clone(),
+                })?,
+                result_json: r.try_get(4)?,
+                attempts: r.try_get(5)?,
+            });
+        }
+        Ok(due)
     }
 
     /// (pending, delivered) counts, for metrics and tests.

@@ -5,6 +5,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
+use super::queue::{Lease, Queue};
 use super::{unix_now as now, Index, IndexError, RetrieveItem};
 
 /// A forward to queue with a new instance.
@@ -60,39 +61,74 @@ pub struct DeadLetter {
 }
 
 impl Index {
-    /// Forwards due now, oldest first, with what is needed to send them.
-    pub async fn due_forwards(&self, limit: i64) -> Result<Vec<DueForward>, IndexError> {
+    /// Destinations with forwards due now that no node has claimed.
+    pub async fn due_destinations(&self, limit: i64) -> Result<Vec<String>, IndexError> {
         let rows = sqlx::query(
-            "SELECT f.id, f.destination_ae, f.attempts, f.confirm_commitment, i.sop_class_uid, \
-             i.sop_instance_uid, i.transfer_syntax_uid, i.object_key FROM forward_queue f \
-             JOIN instances i ON i.sop_instance_uid = f.sop_instance_uid \
-             WHERE f.state = 'pending' AND f.next_attempt_at <= $1 ORDER BY f.id LIMIT $2",
+            "SELECT DISTINCT destination_ae FROM forward_queue WHERE state = 'pending' \
+             AND next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until < $1) LIMIT $2",
         )
         .bind(now())
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(DueForward {
-                    id: r.try_get(0)?,
-                    destination_ae: r.try_get(1)?,
-                    attempts: r.try_get(2)?,
-                    confirm_commitment: r.try_get::<i64, _>(3)? != 0,
-                    item: RetrieveItem {
-                        sop_class_uid: r.try_get(4)?,
-                        sop_instance_uid: r.try_get(5)?,
-                        transfer_syntax_uid: r.try_get(6)?,
-                        key: r.try_get(7)?,
-                    },
-                })
-            })
-            .collect()
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Claim up to `limit` due forwards to `destination`, oldest first,
+    /// with what is needed to send them. Forwards of instances deleted
+    /// since they were queued are not claimed.
+    pub async fn claim_forwards(
+        &self,
+        destination: &str,
+        lease: &Lease,
+        limit: i64,
+    ) -> Result<Vec<DueForward>, IndexError> {
+        let ids = self
+            .claim(
+                Queue::Forwards,
+                Some((
+                    "AND q.destination_ae = $5 AND EXISTS (SELECT 1 FROM instances i \
+                     WHERE i.sop_instance_uid = q.sop_instance_uid)",
+                    destination,
+                )),
+                lease,
+                limit,
+            )
+            .await?;
+        let mut due = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row = sqlx::query(
+                "SELECT f.id, f.destination_ae, f.attempts, f.confirm_commitment, i.sop_class_uid, \
+                 i.sop_instance_uid, i.transfer_syntax_uid, i.object_key FROM forward_queue f \
+                 JOIN instances i ON i.sop_instance_uid = f.sop_instance_uid WHERE f.id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+            let Some(r) = row else { continue };
+            due.push(DueForward {
+                id: r.try_get(0)?,
+                destination_ae: r.try_get(1)?,
+                attempts: r.try_get(2)?,
+                confirm_commitment: r.try_get::<i64, _>(3)? != 0,
+                item: RetrieveItem {
+                    sop_class_uid: r.try_get(4)?,
+                    sop_instance_uid: r.try_get(5)?,
+                    transfer_syntax_uid: r.try_get(6)?,
+                    key: r.try_get(7)?,
+                },
+            });
+        }
+        Ok(due)
     }
 
     pub async fn forward_done(&self, id: i64) -> Result<(), IndexError> {
         sqlx::query(
-            "UPDATE forward_queue SET state = 'done', done_at = $1, last_error = '' WHERE id = $2",
+            "UPDATE forward_queue SET state = 'done', done_at = $1, last_error = '', \
+             lease_owner = NULL, lease_until = NULL WHERE id = $2",
         )
         .bind(now())
         .bind(id)
@@ -113,7 +149,8 @@ impl Index {
         for id in ids {
             sqlx::query(
                 "UPDATE forward_queue SET state = 'committing', commitment_transaction_uid = $1, \
-                 stored_at = $2, last_error = '' WHERE id = $3",
+                 stored_at = $2, last_error = '', lease_owner = NULL, lease_until = NULL \
+                 WHERE id = $3",
             )
             .bind(transaction_uid)
             .bind(now())
@@ -183,7 +220,7 @@ impl Index {
     ) -> Result<(), IndexError> {
         sqlx::query(
             "UPDATE forward_queue SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2, \
-             commitment_transaction_uid = NULL, \
+             commitment_transaction_uid = NULL, lease_owner = NULL, lease_until = NULL, \
              state = CASE WHEN attempts + 1 >= $3 THEN 'dead' ELSE 'pending' END WHERE id = $4",
         )
         .bind(now() + delay_secs)
@@ -192,15 +229,6 @@ impl Index {
         .bind(id)
         .execute(&self.pool)
         .await?;
-        Ok(())
-    }
-
-    /// Retry every pending forward now: at startup, after an outage.
-    pub async fn forwards_due_now(&self) -> Result<(), IndexError> {
-        sqlx::query("UPDATE forward_queue SET next_attempt_at = $1 WHERE state = 'pending'")
-            .bind(now())
-            .execute(&self.pool)
-            .await?;
         Ok(())
     }
 

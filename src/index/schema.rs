@@ -54,6 +54,11 @@ macro_rules! migrations {
                 "reclamation",
                 include_str!(concat!("../../migrations/", $db, "/0007_reclamation.sql")),
             ),
+            (
+                8,
+                "queue leases",
+                include_str!(concat!("../../migrations/", $db, "/0008_queue_leases.sql")),
+            ),
         ]
     };
 }

@@ -92,7 +92,9 @@ impl Storage {
                 settings,
             } => (
                 Backend::S3(s3::S3Store::new(bucket, prefix, settings)?),
-                config.spool_dir(),
+                // Per node too: a data directory on shared storage must not
+                // let one node's startup clear another's transfers.
+                config.spool_dir().join(spool::node_name()),
             ),
         };
         if let Backend::Local(store) = &backend {

@@ -5,25 +5,34 @@
 //! is in the index, so it survives restarts; an instance is marked done only
 //! after its C-STORE succeeded, or, on routes that ask for it, only once the
 //! destination has confirmed it by storage commitment ([`confirm`]).
+//!
+//! Each destination with due work gets a worker of its own, up to a cap, so
+//! one slow or unreachable destination never holds up the others. Workers
+//! claim their batches with a lease ([`Lease`]), so nodes that share one
+//! index never send the same forward twice.
 
 mod confirm;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::scu::Scu;
 use super::service::retrieve::{send_instance, store_proposals, SubOpOutcome};
-use crate::index::{DueForward, Index};
+use crate::index::{DueForward, Index, Lease};
 use crate::peers::PeerRegistry;
 use crate::storage::Storage;
 use crate::telemetry::Metrics;
 
 const POLL: Duration = Duration::from_secs(1);
 const BATCH: i64 = 64;
+/// Queue counts for metrics are read at most this often, not every pass.
+const STATS_EVERY: Duration = Duration::from_secs(15);
+/// Finished rows are purged this often.
+const PURGE_EVERY: Duration = Duration::from_secs(600);
 const MAX_BACKOFF_SECS: i64 = 600;
 
 /// Seconds before the next attempt after `attempts` failed ones.
@@ -47,7 +56,15 @@ pub struct Forwarder {
     pub report_wait: Duration,
     /// Destinations whose last report came on a new association, and when
     /// that was seen: for a while their batches do not wait for one.
-    pub reports_elsewhere: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    pub reports_elsewhere: Mutex<std::collections::HashMap<String, Instant>>,
+    /// This node's claim on the batches it sends.
+    pub lease: Lease,
+    /// Destinations delivered to at once.
+    pub max_parallel: usize,
+    /// Seconds finished queue rows are kept.
+    pub retention_secs: i64,
+    /// Destinations with a worker running now.
+    pub busy: Mutex<HashSet<String>>,
 }
 
 /// How long a destination that reported on a new association is not waited
@@ -56,10 +73,14 @@ const RECHECK_REPORT_PATH: Duration = Duration::from_secs(600);
 
 impl Forwarder {
     pub async fn run(self, shutdown: CancellationToken) {
+        let this = Arc::new(self);
+        let workers = tokio_util::task::TaskTracker::new();
+        let mut stats_at: Option<Instant> = None;
+        let mut purged_at: Option<Instant> = None;
         loop {
-            match self
+            match this
                 .index
-                .expire_commitments(self.commitment_timeout_secs, self.max_attempts)
+                .expire_commitments(this.commitment_timeout_secs, this.max_attempts)
                 .await
             {
                 Ok(0) => {}
@@ -69,31 +90,76 @@ impl Forwarder {
                 ),
                 Err(e) => tracing::warn!(error = %e, "cannot expire commitments"),
             }
-            match self.index.due_forwards(BATCH).await {
-                Ok(due) if !due.is_empty() => {
-                    let mut by_destination: BTreeMap<String, Vec<DueForward>> = BTreeMap::new();
-                    for f in due {
-                        by_destination
-                            .entry(f.destination_ae.clone())
-                            .or_default()
-                            .push(f);
-                    }
-                    for (destination, forwards) in by_destination {
-                        if shutdown.is_cancelled() {
-                            return;
-                        }
-                        self.deliver(&destination, forwards).await;
-                    }
-                    self.update_metrics().await;
-                    continue;
+            this.start_workers(&workers, &shutdown).await;
+            if stats_at.is_none_or(|at| at.elapsed() >= STATS_EVERY) {
+                this.update_metrics().await;
+                stats_at = Some(Instant::now());
+            }
+            if purged_at.is_none_or(|at| at.elapsed() >= PURGE_EVERY) {
+                match this.index.purge_finished(this.retention_secs).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(rows = n, "purged finished queue rows"),
+                    Err(e) => tracing::warn!(error = %e, "cannot purge finished queue rows"),
                 }
-                Ok(_) => self.update_metrics().await,
-                Err(e) => tracing::warn!(error = %e, "cannot read the forwarding queue"),
+                purged_at = Some(Instant::now());
             }
             tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = self.wake.notified() => {}
+                _ = shutdown.cancelled() => break,
+                _ = this.wake.notified() => {}
                 _ = tokio::time::sleep(POLL) => {}
+            }
+        }
+        workers.close();
+        workers.wait().await;
+    }
+
+    /// A worker for each destination with due work and none yet, up to
+    /// the cap.
+    async fn start_workers(
+        self: &Arc<Self>,
+        workers: &tokio_util::task::TaskTracker,
+        shutdown: &CancellationToken,
+    ) {
+        let destinations = match self.index.due_destinations(256).await {
+            Ok(d) => d,
+            Err(e) => return tracing::warn!(error = %e, "cannot read the forwarding queue"),
+        };
+        for destination in destinations {
+            {
+                let Ok(mut busy) = self.busy.lock() else {
+                    return;
+                };
+                if busy.len() >= self.max_parallel {
+                    return;
+                }
+                if !busy.insert(destination.clone()) {
+                    continue;
+                }
+            }
+            let this = self.clone();
+            let shutdown = shutdown.clone();
+            workers.spawn(async move {
+                this.drain(&destination, &shutdown).await;
+                if let Ok(mut busy) = this.busy.lock() {
+                    busy.remove(&destination);
+                }
+                // Another destination may be waiting for this slot.
+                this.wake.notify_one();
+            });
+        }
+    }
+
+    /// Send claimed batches to `destination` until none is due.
+    async fn drain(&self, destination: &str, shutdown: &CancellationToken) {
+        while !shutdown.is_cancelled() {
+            match self
+                .index
+                .claim_forwards(destination, &self.lease, BATCH)
+                .await
+            {
+                Ok(batch) if batch.is_empty() => return,
+                Ok(batch) => self.deliver(destination, batch).await,
+                Err(e) => return tracing::warn!(error = %e, %destination, "cannot claim forwards"),
             }
         }
     }

@@ -3,7 +3,8 @@
 //! registered AE (Tessera proposing the SCP role), retried with exponential
 //! backoff up to a bounded number of attempts, after which the report is
 //! marked failed (a requester that never takes it must not be called
-//! forever). The queue lives in the index, so it survives restarts.
+//! forever). The queue lives in the index, so it survives restarts; reports
+//! are claimed with a lease, so nodes sharing the index never send one twice.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{verify_references, CommitResult};
 use crate::dimse::scu::Scu;
-use crate::index::{Index, PendingCommitment};
+use crate::index::{Index, Lease, PendingCommitment};
 use crate::peers::PeerRegistry;
 use crate::storage::Storage;
 
@@ -29,12 +30,14 @@ pub struct CommitmentWorker {
     pub wake: Arc<Notify>,
     /// Delivery attempts before a report is given up.
     pub max_attempts: i64,
+    /// This node's claim on the reports it delivers.
+    pub lease: Lease,
 }
 
 impl CommitmentWorker {
     pub async fn run(self, shutdown: CancellationToken) {
         loop {
-            match self.index.due_commitments(32).await {
+            match self.index.claim_commitments(&self.lease, 32).await {
                 Ok(due) => {
                     for commitment in due {
                         if shutdown.is_cancelled() {
