@@ -33,6 +33,7 @@
 pub mod config;
 pub mod dicomweb;
 pub mod dimse;
+pub mod fuzzing;
 pub mod import;
 pub mod index;
 pub mod ingest;

@@ -25,6 +25,12 @@ mod stow;
 mod stow_limits;
 mod wado_uri;
 
+/// Parsers that request bytes reach, for fuzzing and corpus replay.
+pub mod fuzz {
+    pub use super::qido::fuzz_query_string as query_string;
+    pub use super::stow::fuzz_body as stow_body;
+}
+
 use actix_web::{web, HttpRequest};
 
 use crate::index::Scope;

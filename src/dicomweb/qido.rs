@@ -187,7 +187,7 @@ fn defaults(level: Level, nested: bool) -> Vec<Attribute> {
 }
 
 fn parse_search(
-    req: &HttpRequest,
+    query_string: &str,
     level: Level,
     parents: &Parents,
     fuzzy_default: bool,
@@ -199,7 +199,7 @@ fn parse_search(
     let mut offset = 0;
     let mut unsupported = Vec::new();
     let bad = |msg: String| DicomWebError::BadRequest(msg);
-    for pair in req.query_string().split('&').filter(|p| !p.is_empty()) {
+    for pair in query_string.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         let name = percent_decode(name);
         let value = percent_decode(value);
@@ -315,7 +315,12 @@ async fn search(
             "search results are available as application/dicom+json".into(),
         ));
     }
-    let search = parse_search(req, level, &parents, state.dicomweb.fuzzy_person_names)?;
+    let search = parse_search(
+        req.query_string(),
+        level,
+        &parents,
+        state.dicomweb.fuzzy_person_names,
+    )?;
     let max = state.dicomweb.max_results;
     let wanted = search.limit.unwrap_or(max).min(max);
     // One extra row tells whether the cap cut the answer short.
@@ -448,4 +453,22 @@ fn write_match(out: &mut Vec<u8>, row: &FindRow, level: Level, slots: &[Slot], b
         }
     }
     out.push(b'}');
+}
+
+/// Parse a QIDO-RS query string as a search at every level would; for
+/// fuzzing. Returns whether it was accepted.
+pub fn fuzz_query_string(query_string: &str) -> bool {
+    let nested = Parents {
+        study: Some("1.2.3".into()),
+        series: None,
+    };
+    let mut accepted = false;
+    for (level, parents) in [
+        (Level::Study, Parents::default()),
+        (Level::Series, Parents::default()),
+        (Level::Image, nested),
+    ] {
+        accepted |= parse_search(query_string, level, &parents, false).is_ok();
+    }
+    accepted
 }

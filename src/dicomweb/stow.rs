@@ -430,3 +430,32 @@ fn response(req: &HttpRequest, results: &[PartResult], study: Option<&str>) -> H
     }
     builder.body(Value::Object(body).to_string())
 }
+
+/// Run a request body through the limits and the multipart parser, as a
+/// STOW-RS request with boundary `fuzz` would be, reading every part; for
+/// fuzzing. Returns the number of complete parts, or `None` when refused.
+pub fn fuzz_body(body: &[u8]) -> Option<usize> {
+    const BOUNDARY: &str = "fuzz";
+    let mut guard = super::stow_limits::Guard::new(BOUNDARY);
+    // Chunks of varying size, so patterns split across chunks are exercised.
+    let mut chunks = Vec::new();
+    let mut rest = body;
+    let mut size = 1;
+    while !rest.is_empty() {
+        let (head, tail) = rest.split_at(size.min(rest.len()));
+        guard.feed(head).ok()?;
+        chunks.push(Ok::<_, std::io::Error>(bytes::Bytes::copy_from_slice(head)));
+        rest = tail;
+        size = size * 3 % 4093 + 1;
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().build().ok()?;
+    runtime.block_on(async {
+        let mut multipart = multer::Multipart::new(futures::stream::iter(chunks), BOUNDARY);
+        let mut parts = 0;
+        while let Some(mut field) = multipart.next_field().await.ok()? {
+            while field.chunk().await.ok()?.is_some() {}
+            parts += 1;
+        }
+        Some(parts)
+    })
+}

@@ -58,7 +58,8 @@ pub async fn check(socket: &TcpStream) -> Result<(), Refusal> {
     }
 }
 
-fn judge(pdu: &[u8]) -> Result<(), Refusal> {
+/// Whether an A-ASSOCIATE-RQ PDU would be let through to dicom-ul.
+pub fn judge(pdu: &[u8]) -> Result<(), Refusal> {
     // Called AE title at bytes 10–25, calling at 26–41 (PS3.8 9.3.2).
     let title_ok = |raw: &[u8]| {
         raw.iter().all(|b| (0x20..0x7f).contains(b) && *b != b'\\')

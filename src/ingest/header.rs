@@ -137,8 +137,16 @@ struct RawValue {
 
 /// Parse and validate the object at `path`.
 pub fn parse(path: &Path) -> Result<ParsedHeader, HeaderError> {
-    let mut file = BufReader::with_capacity(128 * 1024, File::open(path)?);
-    let total = file.get_ref().metadata()?.len();
+    let file = File::open(path)?;
+    let total = file.metadata()?.len();
+    parse_from(BufReader::with_capacity(128 * 1024, file), total)
+}
+
+/// Parse and validate a Part-10 object of `total` bytes read from `file`.
+pub(crate) fn parse_from<R: Read + Seek>(
+    mut file: R,
+    total: u64,
+) -> Result<ParsedHeader, HeaderError> {
     let mut preamble = [0u8; 128];
     file.read_exact(&mut preamble)
         .map_err(|_| HeaderError::Meta("shorter than the 128-byte preamble".into()))?;

@@ -11,6 +11,12 @@ pub mod document;
 mod header;
 mod part10;
 
+/// Parse a Part-10 object held in memory, as ingest does a spooled file;
+/// for fuzzing. Returns whether it was accepted.
+pub fn fuzz_header(bytes: &[u8]) -> bool {
+    header::parse_from(std::io::Cursor::new(bytes), bytes.len() as u64).is_ok()
+}
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;

@@ -1,0 +1,51 @@
+//! Entry points for coverage-guided fuzzing (the `fuzz/` crate, run with
+//! AFL++) and for the replay of the saved corpora in the test suite. Each
+//! takes arbitrary bytes and drives one parser that network input reaches.
+//! None may panic, hang or allocate without bound; an error is an answer.
+
+use crate::dimse::command::Command;
+
+/// A target: its name (the corpus folder under `fuzz/corpus/`) and the
+/// function that runs one input.
+pub type Target = (&'static str, fn(&[u8]));
+
+pub const TARGETS: &[Target] = &[
+    ("pdu", pdu),
+    ("command", command),
+    ("header", header),
+    ("multipart", multipart),
+    ("qido", qido),
+];
+
+/// A PDU as an association reads it: the A-ASSOCIATE-RQ screen, then
+/// dicom-ul's decoder with Tessera's settings.
+pub fn pdu(data: &[u8]) {
+    let _ = crate::dimse::screen::judge(data);
+    let _ = dicom_ul::pdu::read_pdu(data, 16_384, true);
+}
+
+/// A DIMSE command set; one that decodes must encode and decode again to
+/// the same command.
+pub fn command(data: &[u8]) {
+    if let Ok(decoded) = Command::decode(data) {
+        if let Ok(encoded) = decoded.encode() {
+            let again = Command::decode(&encoded);
+            assert!(again.is_ok(), "a re-encoded command set does not decode");
+        }
+    }
+}
+
+/// The header walk ingest runs on every received object.
+pub fn header(data: &[u8]) {
+    let _ = crate::ingest::fuzz_header(data);
+}
+
+/// A STOW-RS body through the structure limits and the multipart parser.
+pub fn multipart(data: &[u8]) {
+    let _ = crate::dicomweb::fuzz::stow_body(data);
+}
+
+/// A QIDO-RS query string (taken as UTF-8, lossily).
+pub fn qido(data: &[u8]) {
+    let _ = crate::dicomweb::fuzz::query_string(&String::from_utf8_lossy(data));
+}
