@@ -64,6 +64,22 @@ async fn probes_metrics_and_stats(backend: Backend) {
 }
 
 /// Send raw bytes, return the whole response (head and body) as text.
+/// What the server sent on `stream` within `millis`, if anything.
+async fn answer_within(stream: &mut tokio::net::TcpStream, millis: u64) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 4096];
+    match tokio::time::timeout(
+        std::time::Duration::from_millis(millis),
+        stream.read(&mut buf),
+    )
+    .await
+    {
+        Ok(Ok(n)) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => None,
+    }
+}
+
 async fn raw_http(port: u16, request: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -227,7 +243,72 @@ async fn hostile_stow_bodies(backend: Backend) {
     assert_eq!(status, 200, "still serving");
 }
 
+/// With `http.max_requests_per_ip = 1`, a second request from the address
+/// while one is in progress gets 503 with Retry-After; once the first ends
+/// the address is served again.
+async fn per_client_request_limit(backend: Backend) {
+    use tokio::io::AsyncWriteExt;
+    let archive = Archive::start_with(backend, |raw| {
+        raw.http.max_requests_per_ip = Some(1);
+    })
+    .await;
+    let port = archive.http_port;
+    let mut refused = None;
+    let mut seen = Vec::new();
+    let mut held = None;
+    for _ in 0..20 {
+        // A STOW-RS that has sent part of its body is in progress, once the
+        // server has taken it up: a probe sent at the same moment may take
+        // the slot first, and then this one is the request refused.
+        let mut stow = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        stow.write_all(
+            b"POST /dicom-web/studies HTTP/1.1\r\nHost: x\r\n\
+              Content-Type: multipart/related; type=\"application/dicom\"; boundary=b\r\n\
+              Content-Length: 100000\r\n\r\n--b\r\nContent-Type: application/dicom\r\n\r\nDICM",
+        )
+        .await
+        .expect("send");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        if let Some(early) = answer_within(&mut stow, 10).await {
+            seen.push(format!("the STOW got {early:?}"));
+            continue;
+        }
+        let answer = raw_http(
+            port,
+            b"GET /dicom-web/studies HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        if answer.starts_with("http/1.1 503") {
+            refused = Some(answer);
+            held = Some(stow);
+            break;
+        }
+        seen.push(format!("the probe got {answer:?}"));
+    }
+    let refused = refused.unwrap_or_else(|| {
+        panic!("a second request from the address was never refused: {seen:#?}")
+    });
+    assert!(refused.contains("retry-after: 1"), "{refused}");
+    drop(held);
+    let mut served = false;
+    for _ in 0..100 {
+        let (status, _) = archive.http_get("/dicom-web/studies", &[]).await;
+        if status == 200 {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        served,
+        "the address is served again once the first request ended"
+    );
+}
+
 on_both_backends!(
+    per_client_request_limit,
     probes_metrics_and_stats,
     dicomweb_cors_limits_and_auth,
     hostile_stow_bodies
