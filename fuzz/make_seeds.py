@@ -139,6 +139,32 @@ def part10(ts, rows=4, cols=4, nested=0):
     return buf.getvalue()
 
 
+def identifier(ts, nested=False):
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.PatientName = "M*ller^H*"
+    ds.StudyDate = "20200101-20201231"
+    ds.StudyInstanceUID = ""
+    ds.ModalitiesInStudy = "CT\\MR"
+    if nested:
+        item = Dataset()
+        item.ScheduledProcedureStepID = "SPS-1"
+        ds.RequestAttributesSequence = [item]
+    fp = pydicom.filebase.DicomBytesIO()
+    uid = pydicom.uid.UID(ts)
+    deflated = ts == DeflatedExplicitVRLittleEndian
+    fp.is_little_endian = uid.is_little_endian or deflated
+    fp.is_implicit_VR = uid.is_implicit_VR and not deflated
+    write_dataset(fp, ds)
+    data = fp.getvalue()
+    if deflated:
+        import zlib
+        c = zlib.compressobj(9, zlib.DEFLATED, -15)
+        data = c.compress(data) + c.flush()
+    return data
+
+
 def main():
     save("pdu", "associate-rq", associate(0x01))
     save("pdu", "associate-rq-2-contexts", associate(0x01, contexts=((1, CT), (3, VERIFICATION))))
@@ -164,6 +190,14 @@ def main():
     save("multipart", "headers", b"--fuzz\r\nContent-Type: application/dicom\r\nContent-Location: x\r\n"
          b"Content-Length: 4\r\n\r\nDICM\r\n--fuzz--\r\n")
     save("multipart", "empty", b"--fuzz--\r\n")
+    for prefix, name, ts in [(0, "implicit", ImplicitVRLittleEndian), (1, "explicit", ExplicitVRLittleEndian),
+                             (2, "big-endian", ExplicitVRBigEndian), (3, "deflated", DeflatedExplicitVRLittleEndian)]:
+        save("identifier", name, bytes([prefix]) + identifier(ts))
+    # An element inside a sequence item that declares 4 GiB.
+    save("identifier", "overlong-in-sequence", bytes([0])
+         + b"\x08\x00\x15\x11\xff\xff\xff\xff" + b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
+         + b"\x20\x00\x0e\x00\xf0\xff\xff\xff" + b"1.2.3.4")
+    save("identifier", "request-attributes", bytes([0]) + identifier(ImplicitVRLittleEndian, nested=True))
     for name, q in [
         ("patient", "PatientName=Nguy*&PatientID=P1&limit=10&offset=5"),
         ("dates", "StudyDate=20200101-20201231&StudyTime=0800-1200"),

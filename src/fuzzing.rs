@@ -15,6 +15,7 @@ pub const TARGETS: &[Target] = &[
     ("header", header),
     ("multipart", multipart),
     ("qido", qido),
+    ("identifier", identifier),
 ];
 
 /// A PDU as an association reads it: the A-ASSOCIATE-RQ screen, then
@@ -43,6 +44,23 @@ pub fn header(data: &[u8]) {
 /// A STOW-RS body through the structure limits and the multipart parser.
 pub fn multipart(data: &[u8]) {
     let _ = crate::dicomweb::fuzz::stow_body(data);
+}
+
+/// A C-FIND/C-MOVE/C-GET identifier; the first byte picks the transfer
+/// syntax it is read in.
+pub fn identifier(data: &[u8]) {
+    const SYNTAXES: [&str; 4] = [
+        "1.2.840.10008.1.2",
+        "1.2.840.10008.1.2.1",
+        "1.2.840.10008.1.2.2",
+        "1.2.840.10008.1.2.1.99",
+    ];
+    let Some((first, rest)) = data.split_first() else {
+        return;
+    };
+    let ts = SYNTAXES[usize::from(*first) % SYNTAXES.len()];
+    let _ =
+        crate::dimse::service::identifier::parse_identifier(rest, ts, crate::query::Root::Study);
 }
 
 /// A QIDO-RS query string (taken as UTF-8, lossily).

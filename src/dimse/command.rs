@@ -257,9 +257,9 @@ impl Command {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, CommandError> {
-        check_element_lengths(bytes)?;
+        let bytes = command_elements(bytes)?;
         let ts = IMPLICIT_VR_LITTLE_ENDIAN.erased();
-        let obj = InMemDicomObject::read_dataset_with_ts(bytes, &ts)
+        let obj = InMemDicomObject::read_dataset_with_ts(&bytes[..], &ts)
             .map_err(|e| CommandError::Decode(e.to_string()))?;
         let u16_of =
             |tag: Tag| -> Option<u16> { obj.get(tag).and_then(|e| e.to_int::<u16>().ok()) };
@@ -381,8 +381,15 @@ impl Command {
 /// a length that runs past the end. The decoder sizes its buffers from the
 /// declared length, so a 4 GiB claim in a 100-byte command set would
 /// otherwise be allocated before the short read is noticed.
-fn check_element_lengths(bytes: &[u8]) -> Result<(), CommandError> {
+/// The command elements of `bytes`, checked before anything is allocated:
+/// every declared length must fit in what is left, and only group 0000 is
+/// kept (PS3.7 6.3.1: a command set holds command elements only). Anything
+/// else a peer puts there is dropped unparsed, since the dictionary would
+/// read some such tags as sequences whose inner lengths are not checked.
+fn command_elements(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, CommandError> {
     let mut at = 0usize;
+    let mut other = false;
+    let mut kept = Vec::new();
     while at < bytes.len() {
         let Some(head) = bytes.get(at..at + 8) else {
             return Err(CommandError::Decode(format!(
@@ -400,9 +407,19 @@ fn check_element_lengths(bytes: &[u8]) -> Result<(), CommandError> {
                 left,
             });
         }
-        at += 8 + declared as usize;
+        let end = at + 8 + declared as usize;
+        if tag.group() == 0x0000 {
+            kept.extend_from_slice(&bytes[at..end]);
+        } else {
+            other = true;
+        }
+        at = end;
     }
-    Ok(())
+    Ok(if other {
+        std::borrow::Cow::Owned(kept)
+    } else {
+        std::borrow::Cow::Borrowed(bytes)
+    })
 }
 
 pub fn request(field: CommandField, message_id: u16, sop_class: &str) -> Command {

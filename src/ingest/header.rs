@@ -25,16 +25,9 @@ use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 use crate::model::{
     decode_text, InstanceMeta, PatientMeta, PixelLayout, SeriesMeta, StudyMeta, Uid,
+    DEFLATED_SYNTAXES,
 };
 
-/// Syntaxes whose whole data set is deflated explicit VR little endian:
-/// Deflated Explicit VR LE, JPIP Referenced Deflate, JPIP HTJ2K Referenced
-/// Deflate.
-const DEFLATED_SYNTAXES: &[&str] = &[
-    "1.2.840.10008.1.2.1.99",
-    "1.2.840.10008.1.2.4.95",
-    "1.2.840.10008.1.2.4.205",
-];
 const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 /// No indexed attribute is anywhere near this long; a longer value is
 /// skipped rather than read.
@@ -42,7 +35,7 @@ const MAX_INDEXED_VALUE: u32 = 64 * 1024;
 /// Sequences nested deeper than this are refused at ingest: no IOD comes
 /// close, and every later reader of the object (conversion, JSON, C-GET)
 /// would otherwise have to survive the depth a sender chose.
-pub const MAX_SEQUENCE_DEPTH: usize = 64;
+pub use crate::model::MAX_SEQUENCE_DEPTH;
 /// A Basic Offset Table larger than this (over two million frames) is not
 /// read; such an object's frames are found by decoding instead.
 const MAX_OFFSET_TABLE: u32 = 8 * 1024 * 1024;

@@ -1,12 +1,16 @@
 //! Leaf types shared by every layer: validated identifiers and the record an
 //! instance leaves in the index. Nothing here does I/O.
 
+mod bounded;
 mod charset;
 mod ids;
 mod instance;
 mod peer;
 mod text;
 
+pub use bounded::{
+    check_structure, read_dataset, DEFLATED_SYNTAXES, MAX_DEPTH as MAX_SEQUENCE_DEPTH,
+};
 pub use charset::{decode_text, fold_for_matching};
 pub use ids::{AeTitle, IdError, Uid};
 pub use instance::{InstanceMeta, PatientMeta, PixelLayout, SeriesMeta, StoredObject, StudyMeta};

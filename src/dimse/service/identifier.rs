@@ -2,7 +2,6 @@
 //! protocol-neutral [`Query`], answering bad ones with the right status.
 
 use dicom_encoding::TransferSyntaxIndex;
-use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 use crate::dimse::association::{Association, AssociationError, PresentationContext};
@@ -17,8 +16,8 @@ pub fn parse_identifier(bytes: &[u8], ts_uid: &str, root: Root) -> Result<Query,
     let ts = TransferSyntaxRegistry
         .get(ts_uid)
         .ok_or_else(|| format!("unknown transfer syntax {ts_uid}"))?;
-    let mut obj = InMemDicomObject::read_dataset_with_ts(bytes, ts)
-        .map_err(|e| format!("unreadable identifier: {e}"))?;
+    let mut obj =
+        crate::model::read_dataset(bytes, ts).map_err(|e| format!("unreadable identifier: {e}"))?;
     // Text in ISO 2022 character sets is decoded as the index decoded it
     // (dicom-rs does not switch on escapes), so a query in the data's own
     // character set matches.

@@ -6,7 +6,7 @@ pub mod c_move;
 pub mod commitment;
 mod echo;
 pub mod find;
-mod identifier;
+pub mod identifier;
 pub mod retrieve;
 mod store;
 

@@ -223,7 +223,7 @@ pub async fn handle(
             .send_command(context_id, &refuse(rsp, Status::CannotUnderstand, ""))
             .await;
     };
-    let parsed = InMemDicomObject::read_dataset_with_ts(bytes.as_slice(), ts)
+    let parsed = crate::model::read_dataset(bytes.as_slice(), ts)
         .ok()
         .and_then(|o| parse_request(&o));
     let Some((transaction_uid, references)) = parsed else {

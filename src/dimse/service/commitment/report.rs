@@ -33,7 +33,7 @@ pub struct CommitReport {
 /// Read the event information in the transfer syntax it came in.
 pub fn parse(bytes: &[u8], transfer_syntax: &str) -> Option<CommitReport> {
     let ts = TransferSyntaxRegistry.get(transfer_syntax)?;
-    let obj = InMemDicomObject::read_dataset_with_ts(bytes, ts).ok()?;
+    let obj = crate::model::read_dataset(bytes, ts).ok()?;
     let text = |o: &InMemDicomObject, tag| {
         o.get(tag)
             .and_then(|e| e.to_str().ok())
