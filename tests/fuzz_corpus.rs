@@ -7,6 +7,8 @@ use std::path::Path;
 
 use tessera::fuzzing::TARGETS;
 
+const HANG: std::time::Duration = std::time::Duration::from_secs(20);
+
 #[test]
 fn every_saved_input_is_handled() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
@@ -25,8 +27,19 @@ fn every_saved_input_is_handled() {
         );
         for input in &inputs {
             let data = std::fs::read(input).expect("read input");
-            let outcome = std::panic::catch_unwind(|| run(&data));
-            assert!(outcome.is_ok(), "{name}: {} panicked", input.display());
+            let run = *run;
+            let (done, finished) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let outcome = std::panic::catch_unwind(|| run(&data));
+                let _ = done.send(outcome.is_ok());
+            });
+            // Far beyond any real input (each takes microseconds): only a
+            // hang, such as a huge allocation being zeroed, gets here.
+            match finished.recv_timeout(HANG) {
+                Ok(true) => {}
+                Ok(false) => panic!("{name}: {} panicked", input.display()),
+                Err(_) => panic!("{name}: {} hangs", input.display()),
+            }
         }
         eprintln!("{name}: {} inputs replayed", inputs.len());
     }

@@ -237,24 +237,7 @@ async fn two_nodes_share_index_and_bucket() {
         let extra = ["--assocs", "4", "--allow-failures", "--ack-log", &ack_arg];
         send(port_a, &corpus, &extra).await
     });
-    let mut acked = 0;
-    for _ in 0..1200 {
-        acked = std::fs::read_to_string(&ack)
-            .map(|s| s.lines().count())
-            .unwrap_or(0);
-        if acked >= 60 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(acked >= 60, "node A made no progress");
-    node_a.kill9().await;
-    let _ = sender.await.expect("sender joins");
-    let acked: Vec<PathBuf> = std::fs::read_to_string(&ack)
-        .expect("ack log")
-        .lines()
-        .map(PathBuf::from)
-        .collect();
+    let acked = common::kill_9_after_acks(node_a, &ack, 60, sender).await;
     assert!(acked.len() < 400, "the kill came too late to test anything");
 
     let after_kill = work.path().join("corpus-d");

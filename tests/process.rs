@@ -74,25 +74,7 @@ async fn kill_9_during_ingest_loses_nothing_acknowledged(backend: Backend) {
         run_peer("send.py", &args).await
     });
     // Kill once a good share is acknowledged, with the rest in flight.
-    let mut acked = 0;
-    for _ in 0..600 {
-        acked = std::fs::read_to_string(&ack)
-            .map(|s| s.lines().count())
-            .unwrap_or(0);
-        if acked >= 150 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(acked >= 150, "sender made no progress");
-    server.kill9().await;
-    let _ = sender.await.expect("sender joins");
-
-    let acked: Vec<PathBuf> = std::fs::read_to_string(&ack)
-        .expect("ack log")
-        .lines()
-        .map(PathBuf::from)
-        .collect();
+    let acked = common::kill_9_after_acks(server, &ack, 150, sender).await;
     assert!(acked.len() < 600, "the kill came too late to test anything");
 
     // Restart: clean start, every acknowledged instance present and whole.

@@ -473,6 +473,35 @@ impl ServerProcess {
     }
 }
 
+/// Wait (bounded) until `ack` (send.py's `--ack-log`) lists `at_least`
+/// acknowledged files, kill -9 `server` with the rest in flight, let the
+/// sender finish, and return every file acknowledged before the kill.
+pub async fn kill_9_after_acks(
+    server: ServerProcess,
+    ack: &Path,
+    at_least: usize,
+    sender: tokio::task::JoinHandle<Output>,
+) -> Vec<PathBuf> {
+    let mut acked = 0;
+    for _ in 0..1200 {
+        acked = std::fs::read_to_string(ack)
+            .map(|s| s.lines().count())
+            .unwrap_or(0);
+        if acked >= at_least {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(acked >= at_least, "the sender made no progress");
+    server.kill9().await;
+    let _ = sender.await.expect("sender joins");
+    std::fs::read_to_string(ack)
+        .expect("ack log")
+        .lines()
+        .map(PathBuf::from)
+        .collect()
+}
+
 /// Run a tessera CLI subcommand to completion.
 pub async fn tessera_cli(data_dir: &Path, args: &[&str]) -> Output {
     tokio::process::Command::new(tessera_bin())
