@@ -57,8 +57,8 @@ async fn is_dicomdir(path: &Path) -> bool {
         if std::io::Read::read_exact(&mut reader, &mut preamble).is_err() {
             return false;
         }
-        dicom_object::meta::FileMetaTable::from_reader(reader)
-            .is_ok_and(|meta| meta.media_storage_sop_class_uid() == MEDIA_STORAGE_DIRECTORY)
+        crate::ingest::read_meta(reader)
+            .is_ok_and(|meta| meta.media_storage_sop_class_uid == MEDIA_STORAGE_DIRECTORY)
     })
     .await
     .unwrap_or(false)

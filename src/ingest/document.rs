@@ -42,7 +42,7 @@ pub fn build(
             std::io::BufReader::new(std::fs::File::open(path).map_err(|e| e.to_string())?);
         let mut preamble = [0u8; 128];
         std::io::Read::read_exact(&mut file, &mut preamble).map_err(|e| e.to_string())?;
-        dicom_object::meta::FileMetaTable::from_reader(&mut file).map_err(|e| e.to_string())?;
+        super::part10::read_meta(&mut file)?;
         crate::model::redecode_top_level(&mut object, file, ts.trim_end_matches('\0'))?;
     }
     let pixel_vr = has_pixel_data.then(|| match pixels {

@@ -17,7 +17,6 @@ use std::path::Path;
 use dicom_core::{Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
-use dicom_object::meta::FileMetaTable;
 use dicom_parser::dataset::lazy_read::LazyDataSetReader;
 use dicom_parser::dataset::LazyDataToken;
 use dicom_parser::stateful::decode::{DynStatefulDecoder, StatefulDecode};
@@ -143,10 +142,9 @@ pub(crate) fn parse_from<R: Read + Seek>(
     let mut preamble = [0u8; 128];
     file.read_exact(&mut preamble)
         .map_err(|_| HeaderError::Meta("shorter than the 128-byte preamble".into()))?;
-    let file_meta =
-        FileMetaTable::from_reader(&mut file).map_err(|e| HeaderError::Meta(e.to_string()))?;
-    let ts_uid = Uid::new(file_meta.transfer_syntax())
-        .map_err(|_| HeaderError::TransferSyntax(file_meta.transfer_syntax().to_owned()))?;
+    let file_meta = super::part10::read_meta(&mut file).map_err(HeaderError::Meta)?;
+    let ts_uid = Uid::new(&file_meta.transfer_syntax)
+        .map_err(|_| HeaderError::TransferSyntax(file_meta.transfer_syntax.clone()))?;
     let dataset_start = file.stream_position()?;
     let deflated = DEFLATED_SYNTAXES.contains(&ts_uid.as_str());
     let (raw, scan) = walk_dataset(file, ts_uid.as_str(), total - dataset_start.min(total))?;
@@ -398,7 +396,7 @@ fn encapsulated_layout(scan: &PixelScan, frames: u64, base: u64) -> Option<Pixel
 
 fn build_meta(
     raw: &HashMap<Tag, RawValue>,
-    file_meta: &FileMetaTable,
+    file_meta: &super::part10::ReceivedMeta,
 ) -> Result<InstanceMeta, HeaderError> {
     let charset = ascii(raw, tags::SPECIFIC_CHARACTER_SET);
     let text = |tag: Tag| -> String {
@@ -416,7 +414,7 @@ fn build_meta(
     };
     let sop_instance_uid = uid(tags::SOP_INSTANCE_UID, "SOPInstanceUID")?;
     let sop_class_uid = uid(tags::SOP_CLASS_UID, "SOPClassUID")?;
-    let meta_uid = file_meta.media_storage_sop_instance_uid();
+    let meta_uid = file_meta.media_storage_sop_instance_uid.as_str();
     if meta_uid != sop_instance_uid.as_str() {
         return Err(HeaderError::Mismatch(format!(
             "SOP Instance UID {sop_instance_uid} differs from the one announced ({meta_uid})"

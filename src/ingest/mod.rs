@@ -11,6 +11,8 @@ pub mod document;
 mod header;
 mod part10;
 
+pub use part10::read_meta;
+
 /// Parse a Part-10 object held in memory, as ingest does a spooled file;
 /// for fuzzing. Returns whether it was accepted.
 pub fn fuzz_header(bytes: &[u8]) -> bool {

@@ -8,7 +8,7 @@
 //! modalities, or forwarded by a peer, is the same object and an identical
 //! duplicate. Who sent it is kept in the index, not in the file.
 
-use dicom_object::meta::{FileMetaTable, FileMetaTableBuilder};
+use dicom_object::meta::FileMetaTableBuilder;
 
 use super::HeaderError;
 use crate::model::Uid;
@@ -23,6 +23,104 @@ const FIXED_PREFIX: usize = 128 + 4 + 12;
 /// A received meta group longer than this is not re-written; the object
 /// then goes to the header walk as it came, which judges it.
 const MAX_RECEIVED_META: usize = 64 * 1024;
+
+/// What Tessera takes from a received file meta group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReceivedMeta {
+    pub media_storage_sop_class_uid: String,
+    pub media_storage_sop_instance_uid: String,
+    pub transfer_syntax: String,
+}
+
+/// Read a file meta group from `reader`, positioned after the preamble,
+/// leaving it at the data set. The group is read whole (at most 64 KiB, as
+/// its (0002,0000) length says) and walked here: dicom-rs's meta reader
+/// allocates each element at the length it declares, or at one it misreads
+/// from an element whose VR it does not expect, before reading it.
+pub fn read_meta<R: std::io::Read>(mut reader: R) -> Result<ReceivedMeta, String> {
+    let mut group = vec![0u8; 16];
+    reader
+        .read_exact(&mut group)
+        .map_err(|_| "shorter than a file meta group".to_owned())?;
+    if &group[..4] != b"DICM" {
+        return Err("no DICM prefix after the preamble".into());
+    }
+    if group[4..12] != [2, 0, 0, 0, b'U', b'L', 4, 0] {
+        return Err("the file meta group does not start with its group length".into());
+    }
+    let length = u32::from_le_bytes([group[12], group[13], group[14], group[15]]) as usize;
+    if length > MAX_RECEIVED_META {
+        return Err(format!(
+            "a file meta group of {length} bytes; the limit is {MAX_RECEIVED_META}"
+        ));
+    }
+    group.resize(16 + length, 0);
+    reader
+        .read_exact(&mut group[16..])
+        .map_err(|_| "the file meta group ends early".to_owned())?;
+    let mut meta = ReceivedMeta::default();
+    for (element, value) in meta_elements(&group[16..])? {
+        let text = || {
+            String::from_utf8_lossy(value)
+                .trim_end_matches(['\0', ' '])
+                .to_owned()
+        };
+        match element {
+            0x0002 => meta.media_storage_sop_class_uid = text(),
+            0x0003 => meta.media_storage_sop_instance_uid = text(),
+            0x0010 => meta.transfer_syntax = text(),
+            _ => {}
+        }
+    }
+    if meta.transfer_syntax.is_empty() {
+        return Err("the file meta group has no transfer syntax".into());
+    }
+    Ok(meta)
+}
+
+/// The (element number, value) pairs of an explicit VR little endian group
+/// 0002, each checked to lie within it.
+fn meta_elements(mut rest: &[u8]) -> Result<Vec<(u16, &[u8])>, String> {
+    const LONG: [&[u8; 2]; 13] = [
+        b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV", b"SV", b"UV",
+    ];
+    let mut elements = Vec::new();
+    while !rest.is_empty() {
+        let short = || {
+            format!(
+                "a file meta element header is cut off ({} bytes)",
+                rest.len()
+            )
+        };
+        let tag = rest.get(..6).ok_or_else(short)?;
+        if tag[..2] != [2, 0] {
+            return Err("an element outside group 0002 inside the file meta group".into());
+        }
+        let element = u16::from_le_bytes([tag[2], tag[3]]);
+        let (head, length) = if LONG.iter().any(|l| l.as_slice() == &tag[4..6]) {
+            let b = rest.get(8..12).ok_or_else(short)?;
+            (
+                12usize,
+                u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize,
+            )
+        } else {
+            let b = rest.get(6..8).ok_or_else(short)?;
+            (8, usize::from(u16::from_le_bytes([b[0], b[1]])))
+        };
+        let end = head
+            .checked_add(length)
+            .filter(|end| *end <= rest.len())
+            .ok_or_else(|| {
+                format!(
+                    "a file meta element declares {length} bytes; the group has {} left",
+                    rest.len().saturating_sub(head)
+                )
+            })?;
+        elements.push((element, &rest[head..end]));
+        rest = &rest[end..];
+    }
+    Ok(elements)
+}
 
 pub fn header(
     sop_class: &Uid,
@@ -77,17 +175,15 @@ impl Reheader {
         if b.len() < end {
             return Prefix::NeedMore;
         }
-        let ours = FileMetaTable::from_reader(&b[128..end])
+        let ours = read_meta(&b[128..end]).ok().and_then(|meta| {
+            let uid = |s: &str| Uid::new(s.trim_end_matches(['\0', ' '])).ok();
+            header(
+                &uid(&meta.media_storage_sop_class_uid)?,
+                &uid(&meta.media_storage_sop_instance_uid)?,
+                &uid(&meta.transfer_syntax)?,
+            )
             .ok()
-            .and_then(|meta| {
-                let uid = |s: &str| Uid::new(s.trim_end_matches(['\0', ' '])).ok();
-                header(
-                    &uid(meta.media_storage_sop_class_uid())?,
-                    &uid(meta.media_storage_sop_instance_uid())?,
-                    &uid(meta.transfer_syntax())?,
-                )
-                .ok()
-            });
+        });
         let mut buffered = std::mem::take(&mut self.buffered);
         Prefix::Ready(match ours {
             Some(mut head) => {
