@@ -3,8 +3,9 @@
 //! the Command Group Length. Command sets are always Implicit VR Little
 //! Endian and small, so they are held in memory.
 
+use dicom_core::dictionary::DataDictionary;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
-use dicom_dictionary_std::tags;
+use dicom_dictionary_std::{tags, StandardDataDictionary};
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
 
@@ -409,6 +410,14 @@ fn command_elements(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, CommandE
         }
         let end = at + 8 + declared as usize;
         if tag.group() == 0x0000 {
+            let vr = StandardDataDictionary.by_tag(tag).map(|e| e.vr);
+            if let Some(dicom_core::dictionary::VirtualVr::Exact(vr)) = vr {
+                if !crate::model::length_fits_vr(tag, vr, declared) {
+                    return Err(CommandError::Decode(format!(
+                        "{tag} is {declared} bytes, not a whole number of {vr:?} values"
+                    )));
+                }
+            }
             kept.extend_from_slice(&bytes[at..end]);
         } else {
             other = true;

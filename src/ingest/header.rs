@@ -147,7 +147,10 @@ pub(crate) fn parse_from<R: Read + Seek>(
         .map_err(|_| HeaderError::TransferSyntax(file_meta.transfer_syntax.clone()))?;
     let dataset_start = file.stream_position()?;
     let deflated = DEFLATED_SYNTAXES.contains(&ts_uid.as_str());
-    let (raw, scan) = walk_dataset(file, ts_uid.as_str(), total - dataset_start.min(total))?;
+    let dataset_len = total - dataset_start.min(total);
+    let (raw, scan) =
+        crate::model::without_panic(|| walk_dataset(file, ts_uid.as_str(), dataset_len))
+            .unwrap_or_else(|reason| Err(HeaderError::Malformed { offset: 0, reason }))?;
     let meta = build_meta(&raw, &file_meta)?;
     // Offsets into a deflated stream do not address the stored file.
     let pixels = if deflated {
@@ -237,6 +240,17 @@ fn collect<R: Read>(
                 open.pop();
             }
             LazyDataToken::LazyValue { header, decoder } => {
+                if !header.len.is_undefined()
+                    && !crate::model::length_fits_vr(header.tag, header.vr, header.len.0)
+                {
+                    return Err(HeaderError::Malformed {
+                        offset: decoder.position(),
+                        reason: format!(
+                            "{} is {} bytes, not a whole number of {:?} values",
+                            header.tag, header.len.0, header.vr
+                        ),
+                    });
+                }
                 let wanted = header.len.0 <= MAX_INDEXED_VALUE
                     && match open.as_slice() {
                         [] => WANTED.contains(&header.tag),

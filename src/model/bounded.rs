@@ -42,7 +42,7 @@ pub fn read_dataset(bytes: &[u8], ts: &TransferSyntax) -> Result<InMemDicomObjec
         return read_dataset(&inflated, explicit);
     }
     check_structure(bytes, ts)?;
-    InMemDicomObject::read_dataset_with_ts(bytes, ts).map_err(|e| e.to_string())
+    without_panic(|| InMemDicomObject::read_dataset_with_ts(bytes, ts))?.map_err(|e| e.to_string())
 }
 
 fn is_deflated(ts: &TransferSyntax) -> bool {
@@ -64,9 +64,44 @@ fn inflate(bytes: &[u8]) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// Whether a value of `len` bytes holds whole values of `vr`. dicom-rs
+/// reads binary values one by one and leaves any remainder unread, so the
+/// next element header would be read from the middle of a value: a length
+/// from there is garbage, and allocated. Pixel Data is exempt: some devices
+/// write odd-length 8-bit pixels in Implicit VR, and it comes last.
+pub fn length_fits_vr(tag: dicom_core::Tag, vr: dicom_core::VR, len: u32) -> bool {
+    use dicom_core::VR::*;
+    let size = match vr {
+        US | SS | OW => 2,
+        UL | SL | FL | AT | OF | OL => 4,
+        FD | OD | SV | UV | OV => 8,
+        _ => return true,
+    };
+    tag.group() == 0x7FE0 || len % size == 0
+}
+
+/// Run `walk`, a pass of dicom-parser's readers over untrusted bytes, and
+/// turn a panic into an error. dicom-parser 0.10 panics on some malformed
+/// input (an item header where it tracks no open sequence, found by
+/// fuzzing); such a data set is refused, not a task lost.
+pub fn without_panic<T>(walk: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(walk)).map_err(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        format!("the DICOM parser gave up on the data set: {what}")
+    })
+}
+
 /// Walk `bytes` without reading values: every element, item and fragment
 /// must end within the data, sequences must close, and nesting is bounded.
 pub fn check_structure(bytes: &[u8], ts: &TransferSyntax) -> Result<(), String> {
+    without_panic(|| walk_structure(bytes, ts))?
+}
+
+fn walk_structure(bytes: &[u8], ts: &TransferSyntax) -> Result<(), String> {
     if ts.is_unsupported() || is_deflated(ts) {
         return Err(format!("transfer syntax {} is not accepted here", ts.uid()));
     }
@@ -87,6 +122,14 @@ pub fn check_structure(bytes: &[u8], ts: &TransferSyntax) -> Result<(), String> 
             }
             LazyDataToken::SequenceEnd => depth = depth.saturating_sub(1),
             LazyDataToken::LazyValue { header, decoder } => {
+                if !header.len.is_undefined()
+                    && !length_fits_vr(header.tag, header.vr, header.len.0)
+                {
+                    return Err(format!(
+                        "{} is {} bytes, not a whole number of {:?} values",
+                        header.tag, header.len.0, header.vr
+                    ));
+                }
                 let end = decoder.position() + u64::from(header.len.0);
                 if !header.len.is_undefined() && end > total {
                     return Err(format!(

@@ -9,7 +9,8 @@ mod peer;
 mod text;
 
 pub use bounded::{
-    check_structure, read_dataset, DEFLATED_SYNTAXES, MAX_DEPTH as MAX_SEQUENCE_DEPTH,
+    check_structure, length_fits_vr, read_dataset, without_panic, DEFLATED_SYNTAXES,
+    MAX_DEPTH as MAX_SEQUENCE_DEPTH,
 };
 pub use charset::{decode_text, fold_for_matching};
 pub use ids::{AeTitle, IdError, Uid};
