@@ -412,7 +412,7 @@ fn command_elements(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, CommandE
         if tag.group() == 0x0000 {
             let vr = StandardDataDictionary.by_tag(tag).map(|e| e.vr);
             if let Some(dicom_core::dictionary::VirtualVr::Exact(vr)) = vr {
-                if !crate::model::length_fits_vr(tag, vr, declared) {
+                if !crate::model::length_fits_vr(vr, declared) {
                     return Err(CommandError::Decode(format!(
                         "{tag} is {declared} bytes, not a whole number of {vr:?} values"
                     )));

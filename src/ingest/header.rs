@@ -217,11 +217,20 @@ fn collect<R: Read>(
     let mut scan = PixelScan::default();
     // Open sequences, each with the number of items seen so far.
     let mut open: Vec<(Tag, usize)> = Vec::new();
+    // Odd-length Pixel Data passes only as the last element: dicom-rs
+    // would read anything after it from the wrong offset.
+    let mut odd_pixel_data = false;
     while let Some(token) = reader.advance() {
         let token = token.map_err(|e| HeaderError::Malformed {
             offset: 0,
             reason: e.to_string(),
         })?;
+        if odd_pixel_data {
+            return Err(HeaderError::Malformed {
+                offset: 0,
+                reason: "elements follow odd-length Pixel Data".into(),
+            });
+        }
         if open.len() > MAX_SEQUENCE_DEPTH {
             return Err(HeaderError::Malformed {
                 offset: 0,
@@ -241,15 +250,18 @@ fn collect<R: Read>(
             }
             LazyDataToken::LazyValue { header, decoder } => {
                 if !header.len.is_undefined()
-                    && !crate::model::length_fits_vr(header.tag, header.vr, header.len.0)
+                    && !crate::model::length_fits_vr(header.vr, header.len.0)
                 {
-                    return Err(HeaderError::Malformed {
-                        offset: decoder.position(),
-                        reason: format!(
-                            "{} is {} bytes, not a whole number of {:?} values",
-                            header.tag, header.len.0, header.vr
-                        ),
-                    });
+                    if header.tag != tags::PIXEL_DATA || !open.is_empty() {
+                        return Err(HeaderError::Malformed {
+                            offset: decoder.position(),
+                            reason: format!(
+                                "{} is {} bytes, not a whole number of {:?} values",
+                                header.tag, header.len.0, header.vr
+                            ),
+                        });
+                    }
+                    odd_pixel_data = true;
                 }
                 let wanted = header.len.0 <= MAX_INDEXED_VALUE
                     && match open.as_slice() {

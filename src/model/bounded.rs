@@ -15,6 +15,8 @@ use dicom_parser::dataset::LazyDataToken;
 use dicom_parser::stateful::decode::{DynStatefulDecoder, StatefulDecode};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
+const PIXEL_DATA: dicom_core::Tag = dicom_core::Tag(0x7FE0, 0x0010);
+
 /// Sequences nested deeper than this are refused, as at ingest.
 pub const MAX_DEPTH: usize = 64;
 
@@ -67,9 +69,10 @@ fn inflate(bytes: &[u8]) -> Result<Vec<u8>, String> {
 /// Whether a value of `len` bytes holds whole values of `vr`. dicom-rs
 /// reads binary values one by one and leaves any remainder unread, so the
 /// next element header would be read from the middle of a value: a length
-/// from there is garbage, and allocated. Pixel Data is exempt: some devices
-/// write odd-length 8-bit pixels in Implicit VR, and it comes last.
-pub fn length_fits_vr(tag: dicom_core::Tag, vr: dicom_core::VR, len: u32) -> bool {
+/// from there is garbage, and allocated. Callers let odd-length Pixel Data
+/// pass only as the last element (some devices write 8-bit pixels so in
+/// Implicit VR), where nothing is read after it.
+pub fn length_fits_vr(vr: dicom_core::VR, len: u32) -> bool {
     use dicom_core::VR::*;
     let size = match vr {
         US | SS | OW => 2,
@@ -77,7 +80,7 @@ pub fn length_fits_vr(tag: dicom_core::Tag, vr: dicom_core::VR, len: u32) -> boo
         FD | OD | SV | UV | OV => 8,
         _ => return true,
     };
-    tag.group() == 0x7FE0 || len % size == 0
+    len % size == 0
 }
 
 /// Run `walk`, a pass of dicom-parser's readers over untrusted bytes, and
@@ -111,8 +114,12 @@ fn walk_structure(bytes: &[u8], ts: &TransferSyntax) -> Result<(), String> {
     let mut reader = LazyDataSetReader::new(decoder);
     let mut depth = 0usize;
     let total = bytes.len() as u64;
+    let mut odd_pixel_data = false;
     while let Some(token) = reader.advance() {
         let token = token.map_err(|e| e.to_string())?;
+        if odd_pixel_data {
+            return Err("elements follow odd-length Pixel Data".into());
+        }
         match token {
             LazyDataToken::SequenceStart { .. } | LazyDataToken::PixelSequenceStart => {
                 depth += 1;
@@ -122,13 +129,14 @@ fn walk_structure(bytes: &[u8], ts: &TransferSyntax) -> Result<(), String> {
             }
             LazyDataToken::SequenceEnd => depth = depth.saturating_sub(1),
             LazyDataToken::LazyValue { header, decoder } => {
-                if !header.len.is_undefined()
-                    && !length_fits_vr(header.tag, header.vr, header.len.0)
-                {
-                    return Err(format!(
-                        "{} is {} bytes, not a whole number of {:?} values",
-                        header.tag, header.len.0, header.vr
-                    ));
+                if !header.len.is_undefined() && !length_fits_vr(header.vr, header.len.0) {
+                    if header.tag != PIXEL_DATA || depth > 0 {
+                        return Err(format!(
+                            "{} is {} bytes, not a whole number of {:?} values",
+                            header.tag, header.len.0, header.vr
+                        ));
+                    }
+                    odd_pixel_data = true;
                 }
                 let end = decoder.position() + u64::from(header.len.0);
                 if !header.len.is_undefined() && end > total {
