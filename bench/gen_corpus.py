@@ -127,10 +127,16 @@ def split(total: int, lo: int, hi: int, rng) -> list[int]:
     return out
 
 
-def make_plan(count: int, seed: int) -> list[SeriesPlan]:
+# Shares of instances: (CR, US, CT among the rest). "default" weighs the
+# large objects more; "ct" is a radiology day's mix, mostly 0.5 MB CT slices.
+MIXES = {"default": (0.05, 0.02, 0.55), "ct": (0.02, 0.005, 0.85)}
+
+
+def make_plan(count: int, seed: int, mix: str = "default") -> list[SeriesPlan]:
     rng = np.random.default_rng(seed)
-    n_cr = int(round(count * 0.05))
-    n_us = int(round(count * 0.02))
+    cr_share, us_share, ct_share = MIXES[mix]
+    n_cr = int(round(count * cr_share))
+    n_us = int(round(count * us_share))
     if count >= 20:
         n_cr, n_us = max(n_cr, 1), max(n_us, 1)
     n_rest = count - n_cr - n_us
@@ -142,7 +148,7 @@ def make_plan(count: int, seed: int) -> list[SeriesPlan]:
     else:
         sizes = split(n_rest, 50, 100, rng)
     for i, size in enumerate(sizes):
-        mod = ("CT", "MR")[i] if i < 2 else ("CT" if rng.random() < 0.55 else "MR")
+        mod = ("CT", "MR")[i] if i < 2 else ("CT" if rng.random() < ct_share else "MR")
         studies.append((mod, size))
     studies += [("CR", s) for s in split(n_cr, 1, 4, rng)]
     studies += [("US", s) for s in split(n_us, 1, 5, rng)]
@@ -402,6 +408,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1, help="RNG seed for layout and pixels (UIDs are always fresh)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes")
     ap.add_argument("--force", action="store_true", help="allow a non-empty OUTDIR")
+    ap.add_argument("--mix", choices=sorted(MIXES), default="default",
+                    help="modality mix: default, or ct (mostly 0.5 MB CT slices)")
     a = ap.parse_args()
     if a.count < 1:
         ap.error("--count must be >= 1")
@@ -410,7 +418,7 @@ def main() -> int:
     os.makedirs(a.outdir, exist_ok=True)
 
     t0 = time.monotonic()
-    plans = make_plan(a.count, a.seed)
+    plans = make_plan(a.count, a.seed, a.mix)
     jobs = [(asdict(p), a.outdir) for p in plans]
     # biggest series first so workers finish together
     weight = {"CT": 1, "MR": 0.3, "CR": 16, "US": 40}

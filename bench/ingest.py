@@ -449,6 +449,35 @@ def wait_ready(args, srv: Server) -> float:
 ARG_BUDGET = min(os.sysconf("SC_ARG_MAX") // 2, 1 << 20)
 
 
+def dcmsend_cmd(args, srv: Server, shard: Shard) -> tuple[list[str], str]:
+    """dcmsend command for one shard (run with cwd = shard dir).
+
+    dcmsend proposes one presentation context per (SOP class, transfer
+    syntax) of its input files by itself, so each file goes in its own
+    syntax; -dn never decompresses (nothing is converted); +cl L is the
+    level for re-deflating Deflated files, as for storescu; -nh keeps going
+    after a failed store; -v logs one "Received C-STORE Response (...)" line
+    per file. All files go over ONE association (<= 128 contexts).
+    """
+    base = [args.dcmsend, "-v", "-aet", CALLING_AET, "-aec", srv.aet, "-dn",
+            "+cl", str(args.deflate_level), "-nh", "-to", "10", "-ta", "30", "-td", "120",
+            HOST, str(srv.dicom_port)]
+    if sum(len(x) + 1 for x in shard.names) < ARG_BUDGET:
+        files = shard.names
+        short = (shlex.join(base) + f" {files[0]} ... {files[-1]}"
+                 f"   # cwd {shard.dir}, {len(files)} files")
+    else:
+        files = ["+sd", "."]
+        short = shlex.join(base + files) + f"   # cwd {shard.dir}, {len(shard.names)} files"
+    return base + files, short
+
+
+def sender_cmd(args, srv: Server, shard: Shard, cfg: str) -> tuple[list[str], str]:
+    if args.client == "dcmsend":
+        return dcmsend_cmd(args, srv, shard)
+    return storescu_cmd(args, srv, shard, cfg)
+
+
 def storescu_cmd(args, srv: Server, shard: Shard, cfg: str) -> tuple[list[str], str]:
     """storescu command for one shard (run with cwd = shard dir).
 
@@ -494,8 +523,10 @@ def parse_storescu_log(path: str, expected: int, rc: int | None) -> SendResult:
     with open(path, "rb") as f:
         for raw in f:
             line = raw.decode("utf-8", "replace").rstrip()
-            if "Received Store Response" in line:
-                status = line.split("Received Store Response", 1)[1].strip()
+            marker = next((m for m in ("Received Store Response", "Received C-STORE Response")
+                           if m in line), None)
+            if marker:
+                status = line.split(marker, 1)[1].strip()
                 if status.startswith("(Success"):
                     res.success += 1
                 elif status.startswith("(Warning"):
@@ -607,7 +638,7 @@ def run_once(args, corpus: Corpus, target: str, n: int, rep: int, base: str,
         sys0 = system_cpu()
         t0 = time.perf_counter()
         for i, shard in enumerate(shards):
-            cmd, short = storescu_cmd(args, srv, shard, cfg)
+            cmd, short = sender_cmd(args, srv, shard, cfg)
             res.storescu_cmds.append(short)
             lpath = os.path.join(run_dir, f"storescu{i:02d}.log")
             with open(lpath, "wb") as lf:
@@ -752,7 +783,7 @@ def render(args, corpus: Corpus, results: list[RunResult], env: dict) -> str:
         ("peak RSS MiB (VmHWM)", lambda r: r.hwm_kib / 1024 if r.hwm_kib else None, 1, True),
         ("server CPU s", lambda r: r.server_cpu_s, 1, True),
         ("server CPU ms / instance", lambda r: 1000 * r.server_cpu_s / r.instances if r.server_cpu_s else None, 2, True),
-        ("storescu CPU s (all senders)", lambda r: r.client_cpu_s, 1, False),
+        ("sender CPU s (all senders)", lambda r: r.client_cpu_s, 1, False),
         ("data dir MB after run", lambda r: r.stored_bytes / 1e6, 1, True),
     ]
     for n in assocs:
@@ -934,6 +965,9 @@ def parse_args(argv=None):
     # Use DCMTK's tools by absolute path: pynetdicom installs its own 'storescu'
     # and 'echoscu' apps that may come first on PATH (e.g. pyenv shims).
     ap.add_argument("--storescu", default="/usr/bin/storescu", help="DCMTK storescu")
+    ap.add_argument("--dcmsend", default="/usr/bin/dcmsend", help="DCMTK dcmsend")
+    ap.add_argument("--client", choices=("dcmsend", "storescu"), default="dcmsend",
+                    help="DCMTK sender: dcmsend (default; what the ingest targets are set with) or storescu")
     ap.add_argument("--echoscu", default="/usr/bin/echoscu", help="DCMTK echoscu")
     ap.add_argument("--dcmtk-nagle", action="store_true",
                     help="do NOT set TCP_NODELAY=1 for the child processes: Debian's DCMTK (storescu, "
@@ -1029,7 +1063,7 @@ def main(argv=None) -> int:
         "fsync_ms": (os.sync(), fsync_probe(base))[1],
         "argv": shlex.join([sys.executable, *sys.argv]),
         "nodelay": CHILD_ENV.get("TCP_NODELAY"),
-        "tools": {"storescu": tool_version([args.storescu, "--version"])},
+        "tools": {"storescu": tool_version([args.storescu, "--version"]), "dcmsend": tool_version([args.dcmsend, "--version"]), "client": args.client},
     }
     if "orthanc" in args.target_list:
         env["tools"]["Orthanc"] = tool_version([args.orthanc_bin, "--version"])

@@ -198,6 +198,9 @@ pub struct RawStorage {
     /// `file:///abs/path` or `s3://bucket/prefix`; default: `<data_dir>/objects`.
     pub url: Option<String>,
     pub fsync: Option<bool>,
+    /// Write each object to its place (file or S3) before acknowledging it,
+    /// instead of acknowledging from the ingest journal.
+    pub place_before_ack: Option<bool>,
     /// Seconds an unreferenced object is kept before the collector deletes it.
     pub reclaim_grace_secs: Option<u64>,
     /// Seconds between the collector's passes.
@@ -284,6 +287,9 @@ pub struct Config {
     /// fsync files and directories before acknowledging. Only for benchmarks
     /// that want to see the cost; never turn it off in production.
     pub fsync: bool,
+    /// Objects go to their place before the acknowledgement, not after it
+    /// from the ingest journal (for sites that want the S3 copy first).
+    pub place_before_ack: bool,
     /// How long an object no row references is kept before it is deleted:
     /// longer than any store takes from writing its object to committing
     /// its row.
@@ -487,6 +493,7 @@ impl Config {
             data_dir,
             storage,
             fsync: raw.storage.fsync.unwrap_or(true),
+            place_before_ack: raw.storage.place_before_ack.unwrap_or(false),
             reclaim_grace: Duration::from_secs(raw.storage.reclaim_grace_secs.unwrap_or(3600)),
             reclaim_interval: Duration::from_secs(
                 raw.storage.reclaim_interval_secs.unwrap_or(60).max(1),

@@ -31,6 +31,7 @@
 //! - [`import`], [`verify`]: the `tessera import` and `tessera verify` tools.
 
 pub mod config;
+pub mod crash_points;
 pub mod dicomweb;
 pub mod dimse;
 pub mod fuzzing;

@@ -252,12 +252,14 @@ async fn verify(config: Config, prune: bool, json: bool) -> anyhow::Result<ExitC
             println!("UNREFERENCED  {u}");
         }
         println!(
-            "{} objects checked ({} bytes): {} missing, {} corrupt, {} unreferenced{}",
+            "{} objects checked ({} bytes): {} missing, {} corrupt, {} unreferenced, \
+             {} acknowledged and still in the ingest journal{}",
             report.checked,
             report.bytes,
             report.missing.len(),
             report.corrupt.len(),
             report.unreferenced.len(),
+            report.in_journal,
             if prune {
                 format!(" ({} pruned)", report.pruned)
             } else {

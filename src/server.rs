@@ -18,7 +18,7 @@ use crate::dimse::scu::Scu;
 use crate::dimse::service::commitment::worker::CommitmentWorker;
 use crate::dimse::service::ServiceContext;
 use crate::index::{Index, IndexError};
-use crate::ingest::{GroupCommitter, Ingest};
+use crate::ingest::{GroupCommitter, Ingest, JournalSetup};
 use crate::peers::PeerRegistry;
 use crate::routing::Router;
 use crate::storage::{Storage, StorageError};
@@ -33,6 +33,8 @@ pub enum ServerError {
     Index(#[from] IndexError),
     #[error("cannot register the configured peers: {0}")]
     Peers(String),
+    #[error("cannot recover the ingest journal: {0}")]
+    Journal(String),
     #[error(transparent)]
     Tls(#[from] crate::dimse::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
@@ -84,9 +86,44 @@ impl Core {
     }
 
     /// The write path, with its group committer tracked by `tracker`.
+    /// Every object is in its place before it is acknowledged: for tools
+    /// that run beside a server, which owns the journal.
     pub fn ingest(&self, config: &Config, tracker: &TaskTracker) -> Ingest {
+        self.ingest_with(config, None, tracker)
+    }
+
+    /// The server's write path: this node's ingest journal is recovered
+    /// first, unless the configuration wants objects placed before the
+    /// acknowledgement.
+    pub async fn journaled_ingest(
+        &self,
+        config: &Config,
+        tracker: &TaskTracker,
+    ) -> Result<Ingest, ServerError> {
+        if config.place_before_ack {
+            return Ok(self.ingest(config, tracker));
+        }
+        let router = Router::new(config.routes.clone());
+        let setup = crate::ingest::open_journal(
+            &self.storage,
+            &self.index,
+            &router,
+            config.dicom.duplicate_policy,
+            config.fsync,
+        )
+        .await
+        .map_err(|e| ServerError::Journal(e.to_string()))?;
+        Ok(self.ingest_with(config, Some(setup), tracker))
+    }
+
+    fn ingest_with(
+        &self,
+        config: &Config,
+        journal: Option<JournalSetup>,
+        tracker: &TaskTracker,
+    ) -> Ingest {
         let policy = config.dicom.duplicate_policy;
-        let committer = GroupCommitter::start(self.index.clone(), policy, tracker);
+        let committer = GroupCommitter::start(self.index.clone(), policy, journal, tracker);
         Ingest::new(
             self.storage.clone(),
             committer,
@@ -173,7 +210,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     };
 
     let committer_tracker = TaskTracker::new();
-    let ingest = core.ingest(&config, &committer_tracker);
+    let ingest = core.journaled_ingest(&config, &committer_tracker).await?;
     let peers = core.peer_registry(&config);
     peers
         .seed(&config.peers)

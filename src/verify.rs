@@ -4,7 +4,8 @@
 //! waiting for the collector; they are reported and can be pruned, but are
 //! not failures. Pruning refuses while a server holds a lease on the
 //! storage, and spares objects younger than the grace period, which may be
-//! stores still in flight.
+//! stores still in flight. An object that is still only in a node's
+//! ingest journal, acknowledged but not yet placed, is not missing.
 
 use std::collections::HashSet;
 
@@ -20,6 +21,8 @@ pub struct VerifyReport {
     pub checked: u64,
     pub bytes: u64,
     pub missing: Vec<String>,
+    /// Acknowledged objects still only in an ingest journal.
+    pub in_journal: u64,
     pub corrupt: Vec<String>,
     pub unreferenced: Vec<String>,
     pub pruned: usize,
@@ -110,6 +113,7 @@ pub async fn verify(
     }
     let mut report = VerifyReport::default();
     let mut referenced = HashSet::new();
+    let mut journals = Journals::new(storage);
     let mut checks = std::pin::pin!(index
         .objects()
         .map_ok(|obj| async move {
@@ -121,6 +125,7 @@ pub async fn verify(
         report.checked += 1;
         match result? {
             Check::Ok(size) => report.bytes += size,
+            Check::Missing if journals.hold(&obj.sha256).await => report.in_journal += 1,
             Check::Missing => report
                 .missing
                 .push(format!("{} ({})", obj.sop_instance_uid, obj.key)),
@@ -148,4 +153,63 @@ pub async fn verify(
         }
     }
     Ok(report)
+}
+
+/// The objects held in the ingest journals of every node that shares this
+/// storage, read on demand. A journal is read again when an object is not
+/// in it, at most once a second: it may have been acknowledged since.
+struct Journals {
+    dirs: Vec<std::path::PathBuf>,
+    held: HashSet<String>,
+    read_at: Option<std::time::Instant>,
+}
+
+impl Journals {
+    fn new(storage: &Storage) -> Self {
+        let dirs = storage
+            .spool_dir()
+            .parent()
+            .and_then(|nodes| std::fs::read_dir(nodes).ok())
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.path().join("journal"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Journals {
+            dirs,
+            held: HashSet::new(),
+            read_at: None,
+        }
+    }
+
+    async fn hold(&mut self, sha256: &str) -> bool {
+        if self.held.contains(sha256) {
+            return true;
+        }
+        if self
+            .read_at
+            .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1))
+        {
+            return false;
+        }
+        let dirs = self.dirs.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let mut held = HashSet::new();
+            for dir in dirs {
+                match crate::ingest::journal::held_hashes(&dir) {
+                    Ok(hashes) => held.extend(hashes.iter().map(hex::encode)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, dir = %dir.display(), "cannot read journal")
+                    }
+                }
+            }
+            held
+        })
+        .await;
+        self.held = read.unwrap_or_default();
+        self.read_at = Some(std::time::Instant::now());
+        self.held.contains(sha256)
+    }
 }

@@ -2,10 +2,12 @@
 //! cannot notice a missing fsync, because the page cache outlives the
 //! process. Here `strace` follows a running server while DCMTK's storescu
 //! sends instances one by one, and every C-STORE-RSP written to the socket
-//! must come after the fsyncs that make its instance survive a power cut:
-//! the object file, its directory (after the rename) and the SQLite WAL
-//! (the index commit), in that order. The same check must fail on a server
-//! run with `storage.fsync = false`, or it would prove nothing.
+//! must come after the fsyncs that make its instance survive a power cut.
+//! By default that is the ingest journal's fdatasync (the object and what
+//! redoes its index rows). With `storage.place_before_ack` it is the object
+//! file, its directory (after the rename) and the SQLite WAL (the index
+//! commit), in that order. The same check must fail on a server run with
+//! `storage.fsync = false`, or it would prove nothing.
 
 mod common;
 
@@ -24,6 +26,7 @@ const STORE_RSP: &str = r"\x00\x00\x00\x01\x02\x00\x00\x00\x01\x80";
 /// One durable step seen in the trace, completed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
+    Journal,
     ObjectFile,
     ObjectDir,
     IndexCommit,
@@ -39,6 +42,8 @@ struct Interval {
 fn step_of(path: &str, objects: &str) -> Option<Step> {
     if path.ends_with("index.sqlite-wal") || path.ends_with("index.sqlite") {
         Some(Step::IndexCommit)
+    } else if path.contains("/journal/segment-") {
+        Some(Step::Journal)
     } else if path.starts_with(objects) && (path.ends_with(".part") || path.ends_with(".dcm")) {
         Some(Step::ObjectFile)
     } else if path.starts_with(objects) {
@@ -103,9 +108,17 @@ fn intervals(trace: &str, objects: &str) -> Vec<Interval> {
     out
 }
 
+/// A check of what a response must follow.
+type Durable = fn(&Interval) -> bool;
+
+/// Whether the interval holds a sync of the ingest journal.
+fn journaled(interval: &Interval) -> bool {
+    interval.steps.contains(&Step::Journal)
+}
+
 /// Whether the interval holds object file, then directory, then index
 /// commit, in that order.
-fn durable(interval: &Interval) -> bool {
+fn placed(interval: &Interval) -> bool {
     let file = interval.steps.iter().position(|s| *s == Step::ObjectFile);
     let dir = interval.steps.iter().rposition(|s| *s == Step::ObjectDir);
     let commit = interval.steps.iter().rposition(|s| *s == Step::IndexCommit);
@@ -199,25 +212,26 @@ async fn every_success_follows_its_fsyncs() {
     .await;
     assert!(out.status.success(), "gen.py failed");
 
-    let durable_run = traced_stores(&work.path().join("on"), "", &corpus).await;
-    let late: Vec<usize> = (0..durable_run.len())
-        .filter(|i| !durable(&durable_run[*i]))
-        .collect();
-    assert!(
-        late.is_empty(),
-        "store responses {late:?} were sent before their fsyncs: {:?}",
-        late.iter().map(|i| &durable_run[*i]).collect::<Vec<_>>()
-    );
-
-    // The check itself must be able to fail.
-    let unsynced = traced_stores(
-        &work.path().join("off"),
-        "[storage]\nfsync = false\n",
-        &corpus,
-    )
-    .await;
-    assert!(
-        unsynced.iter().all(|i| !durable(i)),
-        "with storage.fsync = false the trace still looked durable: {unsynced:?}"
-    );
+    // (name, extra [storage] settings, what a durable response follows)
+    let checks: [(&str, &str, Durable); 2] = [
+        ("journal", "", journaled),
+        ("placed", "place_before_ack = true\n", placed),
+    ];
+    for (name, settings, durable) in checks {
+        let config = format!("[storage]\n{settings}");
+        let run = traced_stores(&work.path().join(name), &config, &corpus).await;
+        let late: Vec<usize> = (0..run.len()).filter(|i| !durable(&run[*i])).collect();
+        assert!(
+            late.is_empty(),
+            "{name}: store responses {late:?} were sent before their fsyncs: {:?}",
+            late.iter().map(|i| &run[*i]).collect::<Vec<_>>()
+        );
+        // The check itself must be able to fail.
+        let off = format!("{config}fsync = false\n");
+        let unsynced = traced_stores(&work.path().join(format!("{name}-off")), &off, &corpus).await;
+        assert!(
+            unsynced.iter().all(|i| !durable(i)),
+            "{name}: with storage.fsync = false the trace still looked durable: {unsynced:?}"
+        );
+    }
 }

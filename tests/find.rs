@@ -670,7 +670,11 @@ async fn index_many(archive: &Archive, count: usize) -> (String, String) {
         .collect();
     for batch in requests.chunks(500) {
         index
-            .record_batch(batch, tessera::config::DuplicatePolicy::KeepFirst)
+            .record_batch(
+                batch,
+                tessera::config::DuplicatePolicy::KeepFirst,
+                tessera::index::Durability::Synced,
+            )
             .await
             .expect("indexed");
     }

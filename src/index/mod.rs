@@ -12,6 +12,7 @@ mod commitments;
 mod documents;
 mod find;
 mod forwarding;
+mod journal;
 mod peers;
 mod queue;
 mod read;
@@ -33,7 +34,7 @@ pub use peers::PeerSource;
 pub use queue::Lease;
 pub use read::{IndexStats, IndexedObject, InstanceRecord, StudySummary};
 pub use reclaim::Reclaimed;
-pub use write::{Recorded, StoreRequest};
+pub use write::{Durability, JournalMark, Recorded, StoreRequest};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -99,7 +100,7 @@ impl Index {
                     Box::pin(async move {
                         if backend == Backend::Sqlite {
                             // synchronous=FULL: a commit is on disk before we
-                            // acknowledge; NORMAL could lose it on power loss.
+                            // acknowledge; only journaled writes relax it.
                             conn.execute(
                                 "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
                                  PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON; \
@@ -140,9 +141,37 @@ impl Index {
     pub(crate) async fn begin_write(
         &self,
     ) -> Result<sqlx::Transaction<'static, sqlx::Any>, IndexError> {
+        // synchronous=FULL: a commit is on disk before we acknowledge.
+        // Set on every write, since a journaled write relaxes it.
         Ok(match self.backend {
-            Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Sqlite => {
+                self.writer
+                    .begin_with("PRAGMA synchronous=FULL; BEGIN IMMEDIATE")
+                    .await?
+            }
             Backend::Postgres => self.writer.begin().await?,
+        })
+    }
+
+    /// A write transaction whose commit is not synced: only for rows the
+    /// ingest journal can redo. A later synced commit makes it durable too
+    /// (SQLite's WAL and PostgreSQL's WAL are both written in order).
+    pub(crate) async fn begin_journaled_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, IndexError> {
+        Ok(match self.backend {
+            Backend::Sqlite => {
+                self.writer
+                    .begin_with("PRAGMA synchronous=NORMAL; BEGIN IMMEDIATE")
+                    .await?
+            }
+            Backend::Postgres => {
+                let mut tx = self.writer.begin().await?;
+                sqlx::query("SET LOCAL synchronous_commit TO OFF")
+                    .execute(&mut *tx)
+                    .await?;
+                tx
+            }
         })
     }
 

@@ -59,6 +59,15 @@ macro_rules! migrations {
                 "queue leases",
                 include_str!(concat!("../../migrations/", $db, "/0008_queue_leases.sql")),
             ),
+            (
+                9,
+                "ingest journal",
+                include_str!(concat!(
+                    "../../migrations/",
+                    $db,
+                    "/0009_ingest_journal.sql"
+                )),
+            ),
         ]
     };
 }

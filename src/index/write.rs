@@ -54,6 +54,22 @@ struct Parents {
     new_series: bool,
 }
 
+/// How a batch's commit must reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability<'a> {
+    /// Synced before the commit returns, like every other write.
+    Synced,
+    /// Synced, and records that this node's ingest journal holds nothing
+    /// the index lacks up to `mark`: a later replay starts after it.
+    SyncedThrough { node: &'a str, mark: JournalMark },
+    /// Not synced: every request's object is in the ingest journal, whose
+    /// replay redoes the rows a power cut loses.
+    Journaled,
+}
+
+/// A position in a node's ingest journal: segment sequence, then offset.
+pub type JournalMark = (u64, u64);
+
 impl Index {
     /// Record a batch in one transaction (the group commit). Either every
     /// request is recorded or none is.
@@ -61,11 +77,18 @@ impl Index {
         &self,
         batch: &[StoreRequest],
         policy: DuplicatePolicy,
+        durability: Durability<'_>,
     ) -> Result<Vec<Recorded>, IndexError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = match durability {
+            Durability::Journaled => self.begin_journaled_write().await?,
+            _ => self.begin_write().await?,
+        };
         let mut outcomes = Vec::with_capacity(batch.len());
         for req in batch {
             outcomes.push(record_one(&mut tx, req, policy).await?);
+        }
+        if let Durability::SyncedThrough { node, mark } = durability {
+            super::journal::set_mark(&mut tx, node, mark).await?;
         }
         tx.commit().await?;
         Ok(outcomes)
@@ -450,18 +473,43 @@ async fn record_document(
     .execute(&mut **tx)
     .await?;
     if let Some(PixelLayout::Encapsulated { frames }) = &req.pixels {
-        for (n, (offset, length)) in frames.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO instance_frames (instance_fk, frame_number, byte_offset, byte_length) \
-                 VALUES ($1, $2, $3, $4)",
-            )
-            .bind(instance_id)
-            .bind(n as i64 + 1)
-            .bind(*offset as i64)
-            .bind(*length as i64)
-            .execute(&mut **tx)
-            .await?;
+        record_frames(tx, instance_id, frames).await?;
+    }
+    Ok(())
+}
+
+/// Frame rows per statement: a whole-slide image has tens of thousands of
+/// frames, and one statement each would hold the writer for seconds.
+/// 4 parameters a row stays far below both backends' limits.
+const FRAMES_PER_INSERT: usize = 500;
+
+async fn record_frames(
+    tx: &mut Transaction<'static, Any>,
+    instance_id: i64,
+    frames: &[(u64, u64)],
+) -> Result<(), IndexError> {
+    for (chunk_no, chunk) in frames.chunks(FRAMES_PER_INSERT).enumerate() {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let p = i * 4;
+                format!("(${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4)
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO instance_frames (instance_fk, frame_number, byte_offset, byte_length) \
+             VALUES {}",
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for (i, (offset, length)) in chunk.iter().enumerate() {
+            let number = (chunk_no * FRAMES_PER_INSERT + i + 1) as i64;
+            query = query
+                .bind(instance_id)
+                .bind(number)
+                .bind(*offset as i64)
+                .bind(*length as i64);
         }
+        query.execute(&mut **tx).await?;
     }
     Ok(())
 }

@@ -7,10 +7,11 @@
 //! DICOMweb edge replaces with the request's own base URL, because the
 //! address clients reach us at is not known at ingest.
 
-use std::path::Path;
+use std::io::Read;
 
 use dicom_core::VR;
 use dicom_dictionary_std::tags;
+use dicom_object::file::ReadPreamble;
 use dicom_object::{InMemDicomObject, OpenFileOptions};
 use serde_json::{Map, Value};
 
@@ -23,25 +24,32 @@ pub const BULK_BASE: &str = "tessera-base:";
 const INLINE_LIMIT: usize = 1024;
 const BINARY_VRS: &[&str] = &["OB", "OD", "OF", "OL", "OV", "OW", "UN"];
 
-/// Build the document of the object at `path`. Blocking.
-pub fn build(
-    path: &Path,
+/// Build the document of the Part-10 object that `open` reads from its
+/// first byte (a file, or bytes in memory). Blocking.
+pub fn build<R: Read>(
+    open: impl Fn() -> std::io::Result<R>,
     meta: &InstanceMeta,
     pixels: Option<&PixelLayout>,
     has_pixel_data: bool,
 ) -> Result<String, String> {
+    let past_preamble = || {
+        let mut reader = open().map_err(|e| e.to_string())?;
+        let mut preamble = [0u8; 128];
+        reader
+            .read_exact(&mut preamble)
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(reader)
+    };
     let mut object = OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
-        .open_file(path)
+        .read_preamble(ReadPreamble::Never)
+        .from_reader(past_preamble()?)
         .map_err(|e| e.to_string())?;
     // Text in ISO 2022 character sets is decoded as the index decodes it,
     // so metadata and QIDO agree on the patient's name.
     if crate::model::needs_redecoding(&crate::model::character_set_of(&object)) {
         let ts = object.meta().transfer_syntax().to_owned();
-        let mut file =
-            std::io::BufReader::new(std::fs::File::open(path).map_err(|e| e.to_string())?);
-        let mut preamble = [0u8; 128];
-        std::io::Read::read_exact(&mut file, &mut preamble).map_err(|e| e.to_string())?;
+        let mut file = past_preamble()?;
         super::part10::read_meta(&mut file)?;
         crate::model::redecode_top_level(&mut object, file, ts.trim_end_matches('\0'))?;
     }

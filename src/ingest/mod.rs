@@ -1,17 +1,28 @@
 //! The single write path for instances from any protocol:
-//! spool (streamed, hashed) → header walk (validate, extract) → storage
-//! commit (durable) → index (group commit) → outcome.
+//! receive (in memory, or spooled when large) → header walk (validate,
+//! extract) → journal + index (group commit) → outcome → placement.
 //!
-//! C-STORE and `tessera import` both come through here, so the durability
-//! rule is enforced in one place: an [`IngestOutcome`] exists only after the
-//! object is fsync'd (or uploaded) and its index row is committed.
+//! C-STORE, STOW-RS and `tessera import` all come through here, so the
+//! durability rule is enforced in one place: an [`IngestOutcome`] exists
+//! only once the object would survive a power cut (in the ingest journal,
+//! or fsync'd in its place) and its index row is committed.
+//!
+//! Objects up to [`journal::MAX_RECORD`] that fit the memory budget are
+//! held in memory, appended to the journal with their group's one sync, and
+//! written to their places after the acknowledgement. Larger objects are
+//! spooled to disk while they arrive and made durable in their place before
+//! it, as are all objects when no journal runs.
 
 mod committer;
 pub mod document;
 mod header;
+pub mod journal;
 mod part10;
+mod placer;
+mod recovery;
 
 pub use part10::read_meta;
+pub use recovery::open_journal;
 
 /// Parse a Part-10 object held in memory, as ingest does a spooled file;
 /// for fuzzing. Returns whether it was accepted.
@@ -23,15 +34,23 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::index::{IndexError, NewForward, Recorded, StoreRequest};
 use crate::model::{AeTitle, StoredObject, Uid};
 use crate::routing::Router;
 use crate::storage::{SpoolWriter, Storage, StorageError};
 use crate::telemetry::Metrics;
-pub use committer::GroupCommitter;
+use committer::Inline;
+pub use committer::{GroupCommitter, JournalSetup};
 pub use header::HeaderError;
+
+/// Bytes of objects held in memory at once, while received or waiting to
+/// be placed, in KiB. Beyond it objects are spooled to disk as they arrive.
+const MEMORY_BUDGET_KIB: usize = 128 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -92,40 +111,111 @@ pub struct Ingest {
     committer: GroupCommitter,
     router: Arc<Router>,
     metrics: Arc<Metrics>,
+    /// Present when objects may be held in memory for the journal.
+    budget: Option<Arc<Semaphore>>,
+}
+
+/// Where a received object's bytes are.
+enum Body {
+    /// In memory, with its share of the budget.
+    Memory {
+        buf: Vec<u8>,
+        permit: Option<OwnedSemaphorePermit>,
+        /// Hashed as it arrives, a network fragment at a time, so that the
+        /// hash is ready when the last fragment is.
+        hasher: Sha256,
+    },
+    Spool(SpoolWriter),
 }
 
 /// An object being received.
 pub struct Incoming {
-    spool: SpoolWriter,
+    body: Body,
     source: String,
     /// For Part-10 input, until its meta group has been replaced.
     reheader: Option<part10::Reheader>,
+    storage: Storage,
+    budget: Option<Arc<Semaphore>>,
+    size: u64,
 }
 
 impl Incoming {
     /// Append a received chunk; ownership avoids a copy.
     pub async fn write(&mut self, chunk: Vec<u8>) -> Result<(), IngestError> {
         let Some(reheader) = self.reheader.as_mut() else {
-            return Ok(self.spool.write(chunk).await?);
+            return self.append(chunk).await;
         };
         if let part10::Prefix::Ready(head) = reheader.push(&chunk) {
             self.reheader = None;
-            self.spool.write(head).await?;
+            self.append(head).await?;
         }
         Ok(())
     }
 
-    /// The spooled object, with whatever a too-short stream left buffered.
-    async fn into_spooled(mut self) -> Result<(crate::storage::Spooled, String), IngestError> {
-        if let Some(reheader) = self.reheader.take() {
-            self.spool.write(reheader.into_remainder()).await?;
+    async fn append(&mut self, chunk: Vec<u8>) -> Result<(), IngestError> {
+        self.size += chunk.len() as u64;
+        if let Body::Memory {
+            buf,
+            permit,
+            hasher,
+        } = &mut self.body
+        {
+            let needed = buf.len() + chunk.len();
+            if needed <= journal::MAX_RECORD && grow(&self.budget, permit, needed) {
+                hasher.update(&chunk);
+                if buf.is_empty() {
+                    *buf = chunk;
+                } else {
+                    buf.extend_from_slice(&chunk);
+                }
+                return Ok(());
+            }
+            // Too large for the journal, or memory is spoken for: spool.
+            let held = std::mem::take(buf);
+            let mut spool = self.storage.spool().await?;
+            spool.write(held).await?;
+            self.body = Body::Spool(spool);
         }
-        Ok((self.spool.finish().await?, self.source))
+        match &mut self.body {
+            Body::Spool(spool) => Ok(spool.write(chunk).await?),
+            Body::Memory { .. } => Ok(()),
+        }
+    }
+
+    async fn into_body(mut self) -> Result<(Body, String), IngestError> {
+        if let Some(reheader) = self.reheader.take() {
+            self.append(reheader.into_remainder()).await?;
+        }
+        Ok((self.body, self.source))
     }
 
     pub fn size(&self) -> u64 {
-        self.spool.size()
+        self.size
     }
+}
+
+/// Take enough of the budget to hold `bytes`; false when it is spent.
+fn grow(
+    budget: &Option<Arc<Semaphore>>,
+    permit: &mut Option<OwnedSemaphorePermit>,
+    bytes: usize,
+) -> bool {
+    let Some(budget) = budget else {
+        return false;
+    };
+    let want = bytes.div_ceil(1024);
+    let held = permit.as_ref().map_or(0, |p| p.num_permits());
+    if want <= held {
+        return true;
+    }
+    let Ok(more) = budget.clone().try_acquire_many_owned((want - held) as u32) else {
+        return false;
+    };
+    match permit {
+        Some(p) => p.merge(more),
+        None => *permit = Some(more),
+    }
+    true
 }
 
 impl Ingest {
@@ -135,11 +225,30 @@ impl Ingest {
         router: Arc<Router>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let budget = committer
+            .journaled()
+            .then(|| Arc::new(Semaphore::new(MEMORY_BUDGET_KIB)));
         Ingest {
             storage,
             committer,
             router,
             metrics,
+            budget,
+        }
+    }
+
+    fn incoming(&self, source: String, reheader: Option<part10::Reheader>) -> Incoming {
+        Incoming {
+            body: Body::Memory {
+                buf: Vec::new(),
+                permit: None,
+                hasher: Sha256::new(),
+            },
+            source,
+            reheader,
+            storage: self.storage.clone(),
+            budget: self.budget.clone(),
+            size: 0,
         }
     }
 
@@ -153,14 +262,10 @@ impl Ingest {
         transfer_syntax: &Uid,
         calling_ae: &AeTitle,
     ) -> Result<Incoming, IngestError> {
-        let mut spool = self.storage.spool().await?;
         let head = part10::header(sop_class, sop_instance, transfer_syntax)?;
-        spool.write(head).await?;
-        Ok(Incoming {
-            spool,
-            source: calling_ae.to_string(),
-            reheader: None,
-        })
+        let mut incoming = self.incoming(calling_ae.to_string(), None);
+        incoming.write(head).await?;
+        Ok(incoming)
     }
 
     /// Validate, store durably and index an object received in full.
@@ -187,11 +292,7 @@ impl Ingest {
     /// Begin receiving a complete Part-10 object (STOW-RS, import). Its
     /// meta group is replaced by Tessera's own; the data set is kept as is.
     pub async fn begin_part10(&self, source: &str) -> Result<Incoming, IngestError> {
-        Ok(Incoming {
-            spool: self.storage.spool().await?,
-            source: source.to_owned(),
-            reheader: Some(part10::Reheader::default()),
-        })
+        Ok(self.incoming(source.to_owned(), Some(part10::Reheader::default())))
     }
 
     async fn finish_inner(
@@ -199,26 +300,50 @@ impl Ingest {
         incoming: Incoming,
         study: Option<&str>,
     ) -> Result<(IngestOutcome, StoredIds), IngestError> {
-        let (spooled, source) = incoming.into_spooled().await?;
-        let path = spooled.path().to_owned();
-        let (parsed, document) = tokio::task::spawn_blocking(move || {
-            let parsed = header::parse(&path)?;
-            let document = document::build(
-                &path,
-                &parsed.meta,
-                parsed.pixels.as_ref(),
-                parsed.has_pixel_data,
-            );
-            Ok::<_, HeaderError>((parsed, document))
-        })
-        .await
-        .map_err(|e| HeaderError::Meta(format!("header task failed: {e}")))??;
-        // The document is a cache: without it, metadata is built on request.
-        let document = document
-            .map_err(|e| tracing::warn!(error = %e, "cannot build the metadata document"))
-            .ok();
-        let size = spooled.size;
-        let sha256 = spooled.sha256.clone();
+        let (body, source) = incoming.into_body().await?;
+        let (parsed, document, object, inline, spooled) = match body {
+            Body::Memory {
+                buf,
+                permit,
+                hasher,
+            } => {
+                let bytes = Bytes::from(buf);
+                let sha256: [u8; 32] = hasher.finalize().into();
+                let key = crate::storage::key_for(&hex::encode(sha256));
+                let probe = self.storage.local_path(&key);
+                let (parsed, document, present) = examine(bytes.clone(), probe).await?;
+                let object = stored_object(&sha256, bytes.len() as u64, &parsed);
+                let inline = Inline {
+                    bytes,
+                    sha256,
+                    permit,
+                };
+                (parsed, document, object, Some((inline, present)), None)
+            }
+            Body::Spool(spool) => {
+                let spooled = spool.finish().await?;
+                let path = spooled.path().to_owned();
+                let (parsed, document) = tokio::task::spawn_blocking(move || {
+                    let parsed = header::parse(&path)?;
+                    let document = document::build(
+                        || std::fs::File::open(&path).map(std::io::BufReader::new),
+                        &parsed.meta,
+                        parsed.pixels.as_ref(),
+                        parsed.has_pixel_data,
+                    );
+                    Ok::<_, HeaderError>((parsed, document))
+                })
+                .await
+                .map_err(|e| HeaderError::Meta(format!("header task failed: {e}")))??;
+                let object = StoredObject {
+                    key: crate::storage::key_for(&spooled.sha256),
+                    size: spooled.size,
+                    sha256: spooled.sha256.clone(),
+                    transfer_syntax_uid: parsed.transfer_syntax_uid.clone(),
+                };
+                (parsed, document, object, None, Some(spooled))
+            }
+        };
         let ids = StoredIds {
             sop_class_uid: parsed.meta.sop_class_uid.clone(),
             sop_instance_uid: parsed.meta.sop_instance_uid.clone(),
@@ -227,7 +352,7 @@ impl Ingest {
         };
         if let Some(expected) = study {
             if ids.study_instance_uid.as_str() != expected {
-                // Never committed: the spool file is dropped with `spooled`.
+                // Never committed: a spool file is dropped with `spooled`.
                 return Err(IngestError::WrongStudy {
                     expected: expected.to_owned(),
                     found: ids.study_instance_uid.to_string(),
@@ -236,43 +361,40 @@ impl Ingest {
                 });
             }
         }
+        let size = object.size;
+        let sop_uid = parsed.meta.sop_instance_uid.clone();
 
         // Keys are content hashes: a resend of identical bytes finds its
         // object already stored and writes nothing. The index decides
         // duplicates in the same transaction that records the instance.
-        let committed = self.storage.commit(spooled).await?;
-        let key = committed.key.clone();
-        let sop_uid = parsed.meta.sop_instance_uid.clone();
-        let forward_to = self
-            .router
-            .destinations(&parsed.meta, &source)
-            .into_iter()
-            .map(|d| NewForward {
-                route: d.route,
-                destination_ae: d.destination.to_string(),
-                confirm_commitment: d.confirm_commitment,
-            })
-            .collect();
-        let request = StoreRequest {
-            forward_to,
-            meta: parsed.meta,
-            object: StoredObject {
-                key,
-                size,
-                sha256,
-                transfer_syntax_uid: parsed.transfer_syntax_uid,
-            },
-            source_ae_title: source,
-            document,
-            pixels: parsed.pixels,
-            object_existed: committed.existed.is_some(),
+        let (existed, object_existed) = match spooled {
+            Some(spooled) => {
+                let committed = self.storage.commit(spooled).await?;
+                let found = committed.existed.is_some();
+                (committed.existed, found)
+            }
+            // Placed after the commit. An object already there may carry a
+            // tombstone the collector is acting on: the commit takes it
+            // over (waiting for the collector), and placement then writes
+            // the object again if the collector got there first.
+            None => (None, inline.as_ref().is_some_and(|(_, present)| *present)),
         };
-        let recorded = self.committer.record(request).await?;
-        if let Some(spool) = committed.existed {
+        let inline = inline.map(|(inline, _)| inline);
+        let key = object.key.clone();
+        let request = request_for(
+            &self.router,
+            parsed,
+            document,
+            object,
+            source,
+            object_existed,
+        );
+        let recorded = self.committer.record(request, inline).await?;
+        if let Some(spool) = existed {
             // The object was there before this store referenced it; the
             // collector may have deleted it since. Now that the reference is
             // committed, nothing can delete it again: put it back if gone.
-            self.storage.ensure_present(&committed.key, spool).await?;
+            self.storage.ensure_present(&key, spool).await?;
         }
         let outcome = match recorded {
             Recorded::Inserted => IngestOutcome::Stored,
@@ -311,5 +433,71 @@ impl Ingest {
             incoming.write(buf).await?;
         }
         self.finish(incoming).await
+    }
+}
+
+/// Walk and describe an object held in memory, and see whether its object
+/// file (`probe`; `None` where that cannot be known cheaply, S3) is there
+/// already, in one trip to the blocking pool.
+async fn examine(
+    bytes: Bytes,
+    probe: Option<std::path::PathBuf>,
+) -> Result<(header::ParsedHeader, Result<String, String>, bool), IngestError> {
+    tokio::task::spawn_blocking(move || {
+        let present = probe.is_none_or(|path| path.exists());
+        let parsed = header::parse_from(std::io::Cursor::new(&bytes[..]), bytes.len() as u64)?;
+        let document = document::build(
+            || Ok(std::io::Cursor::new(&bytes[..])),
+            &parsed.meta,
+            parsed.pixels.as_ref(),
+            parsed.has_pixel_data,
+        );
+        Ok::<_, HeaderError>((parsed, document, present))
+    })
+    .await
+    .map_err(|e| HeaderError::Meta(format!("header task failed: {e}")))?
+    .map_err(IngestError::from)
+}
+
+fn stored_object(sha256: &[u8; 32], size: u64, parsed: &header::ParsedHeader) -> StoredObject {
+    let hex = hex::encode(sha256);
+    StoredObject {
+        key: crate::storage::key_for(&hex),
+        size,
+        sha256: hex,
+        transfer_syntax_uid: parsed.transfer_syntax_uid.clone(),
+    }
+}
+
+/// The index request for a walked object, with the forwards its routes ask for.
+fn request_for(
+    router: &Router,
+    parsed: header::ParsedHeader,
+    document: Result<String, String>,
+    object: StoredObject,
+    source: String,
+    object_existed: bool,
+) -> StoreRequest {
+    // The document is a cache: without it, metadata is built on request.
+    let document = document
+        .map_err(|e| tracing::warn!(error = %e, "cannot build the metadata document"))
+        .ok();
+    let forward_to = router
+        .destinations(&parsed.meta, &source)
+        .into_iter()
+        .map(|d| NewForward {
+            route: d.route,
+            destination_ae: d.destination.to_string(),
+            confirm_commitment: d.confirm_commitment,
+        })
+        .collect();
+    StoreRequest {
+        forward_to,
+        meta: parsed.meta,
+        object,
+        source_ae_title: source,
+        document,
+        pixels: parsed.pixels,
+        object_existed,
     }
 }

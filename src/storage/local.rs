@@ -73,6 +73,47 @@ impl LocalStore {
         .unwrap_or_else(|e| Err(StorageError::io(&self.root, std::io::Error::other(e))))
     }
 
+    /// Write each object not yet in place through a spool file and a
+    /// rename, then sync the whole file system once: one journal commit
+    /// covers every file, every new directory entry and every rename.
+    pub(super) async fn place(
+        &self,
+        objects: Vec<(String, bytes::Bytes)>,
+        spool_dir: PathBuf,
+    ) -> Result<(), StorageError> {
+        let root = self.root.clone();
+        let fsync = self.fsync;
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            for (n, (key, bytes)) in objects.iter().enumerate() {
+                let target = root.join(key);
+                if target.exists() {
+                    continue;
+                }
+                let tmp = spool_dir.join(format!("{}-place-{n}.part", std::process::id()));
+                let written = (|| {
+                    let mut file = std::fs::File::create(&tmp)?;
+                    file.write_all(bytes)?;
+                    drop(file);
+                    let parent = target.parent().unwrap_or(&root);
+                    std::fs::create_dir_all(parent)?;
+                    std::fs::rename(&tmp, &target)
+                })();
+                if let Err(e) = written {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(StorageError::io(&target, e));
+                }
+            }
+            if fsync {
+                let dir = std::fs::File::open(&root).map_err(|e| StorageError::io(&root, e))?;
+                rustix::fs::syncfs(&dir).map_err(|e| StorageError::io(&root, e.into()))?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| Err(StorageError::io(&self.root, std::io::Error::other(e))))
+    }
+
     pub(super) async fn modified(
         &self,
         key: &str,

@@ -15,16 +15,20 @@
 mod local;
 mod s3;
 mod spool;
+mod staged;
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::SystemTime;
+
+use bytes::Bytes;
 
 use futures::Stream;
 use tokio::io::AsyncRead;
 
 use crate::config::{Config, StorageLocation};
 pub use spool::{SpoolWriter, Spooled};
+use staged::Staged;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -71,6 +75,8 @@ enum Backend {
 pub struct Storage {
     backend: Backend,
     spool_dir: PathBuf,
+    staged: Staged,
+    node: String,
 }
 
 impl Storage {
@@ -101,7 +107,55 @@ impl Storage {
             store.create_root().await?;
         }
         spool::create_dir(&spool_dir).await?;
-        Ok(Storage { backend, spool_dir })
+        Ok(Storage {
+            backend,
+            spool_dir,
+            staged: Staged::default(),
+            node: spool::node_name(),
+        })
+    }
+
+    /// This node's name (its host name), which keeps its files apart from
+    /// other nodes' on shared storage.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// This node's spool folder, which also holds the ingest journal.
+    pub fn spool_dir(&self) -> &Path {
+        &self.spool_dir
+    }
+
+    /// Where the object under `key` lives on a local file system; `None`
+    /// on S3.
+    pub fn local_path(&self, key: &str) -> Option<PathBuf> {
+        match &self.backend {
+            Backend::Local(store) => Some(store.root().join(key)),
+            Backend::S3(_) => None,
+        }
+    }
+
+    /// Serve `bytes` under `key` until [`Storage::unstage`]: an object whose
+    /// durable copy is still only in the ingest journal can already be read.
+    pub fn stage(&self, key: &str, bytes: Bytes) {
+        self.staged.insert(key, bytes);
+    }
+
+    pub fn unstage(&self, key: &str) {
+        self.staged.remove(key);
+    }
+
+    /// Write objects held in memory to their places, durably: every file,
+    /// then one sync of the file system (local), or one PUT each (S3).
+    /// Objects already in place are left as they are.
+    pub async fn place(&self, objects: Vec<(String, Bytes)>) -> Result<(), StorageError> {
+        for (key, _) in &objects {
+            check_key(key)?;
+        }
+        match &self.backend {
+            Backend::Local(store) => store.place(objects, self.spool_dir.clone()).await,
+            Backend::S3(store) => store.place(objects).await,
+        }
     }
 
     /// Remove what a crash of this node left half-written in its spool. Only
@@ -142,6 +196,9 @@ impl Storage {
     /// When the object was last written, or `None` when it does not exist.
     pub async fn modified(&self, key: &str) -> Result<Option<SystemTime>, StorageError> {
         check_key(key)?;
+        if self.staged.get(key).is_some() {
+            return Ok(Some(SystemTime::now()));
+        }
         match &self.backend {
             Backend::Local(store) => store.modified(key).await,
             Backend::S3(store) => store.modified(key).await,
@@ -151,6 +208,9 @@ impl Storage {
     /// Stream an object's bytes.
     pub async fn open_read(&self, key: &str) -> Result<ObjectReader, StorageError> {
         check_key(key)?;
+        if let Some(bytes) = self.staged.get(key) {
+            return Ok(Box::pin(std::io::Cursor::new(bytes)));
+        }
         match &self.backend {
             Backend::Local(store) => store.open_read(key).await,
             Backend::S3(store) => store.open_read(key).await,
@@ -166,6 +226,10 @@ impl Storage {
         length: u64,
     ) -> Result<ObjectReader, StorageError> {
         check_key(key)?;
+        if let Some(bytes) = self.staged.get(key) {
+            let range = staged::slice(&bytes, offset, length);
+            return Ok(Box::pin(std::io::Cursor::new(range)));
+        }
         match &self.backend {
             Backend::Local(store) => store.open_range(key, offset, length).await,
             Backend::S3(store) => store.open_range(key, offset, length).await,
@@ -181,6 +245,13 @@ impl Storage {
         length: u64,
     ) -> Result<Vec<u8>, StorageError> {
         check_key(key)?;
+        if let Some(bytes) = self.staged.get(key) {
+            let range = staged::slice(&bytes, offset, length);
+            if (range.len() as u64) < length {
+                return Err(StorageError::NotFound(key.to_owned()));
+            }
+            return Ok(range.to_vec());
+        }
         match &self.backend {
             Backend::Local(store) => store.read_range(key, offset, length).await,
             Backend::S3(store) => store.read_range(key, offset, length).await,
@@ -191,6 +262,9 @@ impl Storage {
     /// thread hop instead of one per chunk); `None` when it is larger.
     pub async fn read_small(&self, key: &str, limit: u64) -> Result<Option<Vec<u8>>, StorageError> {
         check_key(key)?;
+        if let Some(bytes) = self.staged.get(key) {
+            return Ok((bytes.len() as u64 <= limit).then(|| bytes.to_vec()));
+        }
         match &self.backend {
             Backend::Local(store) => store.read_small(key, limit).await,
             Backend::S3(_) => Ok(None),

@@ -94,6 +94,25 @@ impl S3Store {
         Ok(None)
     }
 
+    /// One PUT per object, a few at a time. Content-addressed keys make
+    /// a repeated PUT of the same key harmless.
+    pub(super) async fn place(
+        &self,
+        objects: Vec<(String, bytes::Bytes)>,
+    ) -> Result<(), StorageError> {
+        futures::stream::iter(objects)
+            .map(|(key, bytes)| async move {
+                self.store
+                    .put(&self.path(&key), PutPayload::from(bytes))
+                    .await
+                    .map(|_| ())
+            })
+            .buffer_unordered(8)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
     pub(super) async fn modified(
         &self,
         key: &str,

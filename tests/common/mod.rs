@@ -372,6 +372,11 @@ pub fn tessera_bin() -> &'static str {
 impl ServerProcess {
     /// Start `tessera serve` on port 0 and wait for its ready line.
     pub async fn spawn(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::spawn_with_env(data_dir, extra, &[]).await
+    }
+
+    /// As [`ServerProcess::spawn`], with extra environment variables.
+    pub async fn spawn_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         use tokio::io::AsyncBufReadExt;
         std::fs::create_dir_all(data_dir).expect("data dir");
         let log = data_dir.join("server.log");
@@ -387,6 +392,7 @@ impl ServerProcess {
             .args(extra)
             .arg("serve")
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::piped())
             .stderr(log_file)
             .kill_on_drop(true)
@@ -450,6 +456,18 @@ impl ServerProcess {
             "127.0.0.1".into(),
             self.dicom_port.to_string(),
         ]
+    }
+
+    /// Wait (bounded) for the process to exit by itself.
+    pub async fn exited(mut self, within: std::time::Duration) -> Option<std::process::ExitStatus> {
+        match tokio::time::timeout(within, self.child.wait()).await {
+            Ok(status) => status.ok(),
+            Err(_) => {
+                let _ = self.child.start_kill();
+                let _ = self.child.wait().await;
+                None
+            }
+        }
     }
 
     /// SIGKILL: no chance to clean up.
@@ -572,4 +590,20 @@ impl Drop for StoreScp {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
     }
+}
+
+/// The SOP Instance UID of each Part-10 file, read with pydicom.
+pub fn sop_uids(files: &[PathBuf]) -> Vec<String> {
+    let script = "import sys, pydicom\nfor f in sys.argv[1:]:\n    print(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID)";
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(files)
+        .output()
+        .expect("python3");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }

@@ -1,7 +1,7 @@
 """Send Part-10 files with pynetdicom over one or more parallel associations.
 
 usage: send.py HOST PORT FILE_OR_DIR... [--aet TESSERA] [--calling-aet AE] [--assocs N]
-               [--ack-log PATH] [--allow-failures] [--echo]
+               [--ack-log PATH] [--allow-failures] [--echo] [--timeout S]
 Each association proposes the SOP class and transfer syntax of its files,
 so data sets travel as they are stored. Prints a JSON summary:
 {"sent": n, "success": n, "statuses": {"0x0000": n, ...}}
@@ -52,8 +52,8 @@ def worker(files, args, results, ack, lock):
         datasets.append((f, ds))
     ae = AE(ae_title=args.calling_aet)
     ae.acse_timeout = 30
-    ae.dimse_timeout = 120
-    ae.network_timeout = 120
+    ae.dimse_timeout = args.timeout
+    ae.network_timeout = args.timeout
     ae.maximum_pdu_size = 65536
     requested = [build_context(c, t) for c, t in sorted(contexts)]
     if args.echo:
@@ -105,6 +105,8 @@ def main():
     p.add_argument("--ack-log")
     p.add_argument("--allow-failures", action="store_true")
     p.add_argument("--echo", action="store_true")
+    p.add_argument("--timeout", type=float, default=120,
+                   help="DIMSE and network timeout in seconds (a server that died is noticed after it)")
     args = p.parse_args()
     files = collect(args.paths)
     shards = [files[i::args.assocs] for i in range(args.assocs)]

@@ -1,0 +1,519 @@
+//! The ingest journal: received objects are appended to a ring of
+//! preallocated, zero-filled segment files, and one `fdatasync` makes a
+//! whole group durable, whatever the number of associations it came from.
+//! Overwriting blocks that are already allocated changes no file-system
+//! metadata, so that sync writes the data and nothing else: no inode, no
+//! directory entry, no ext4 journal commit.
+//!
+//! A segment starts with a 4 KiB header holding its sequence number; every
+//! record repeats it. Reusing a segment writes a new number into its header,
+//! so what an earlier use left behind never matches and reading stops there.
+//! A record is `[magic, sequence, lengths, SHA-256 of the object, header
+//! CRC]`, then the source (calling AE title or client) and the object.
+//! Recovery checks the CRC and the object's hash; the first record that
+//! fails is the torn tail of a write that was never acknowledged.
+//!
+//! A segment is handed back with [`Journal::release`] once every object in
+//! it is in its place and the index rows are durable. Blocking; callers run
+//! it on the blocking pool.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+
+/// Size of each segment file.
+pub const SEGMENT_BYTES: u64 = 64 << 20;
+/// Objects above this go to their place directly (fsync'd file) instead:
+/// a journal sized for a multi-gigabyte object would sit mostly idle.
+pub const MAX_RECORD: usize = 16 << 20;
+/// Segments created at startup; more are added while every one holds
+/// records not yet placed. Each is zero-filled once, when created.
+const INITIAL_SEGMENTS: usize = 1;
+const HEADER_BYTES: u64 = 4096;
+const SEGMENT_MAGIC: &[u8; 8] = b"TSRJSEG1";
+const RECORD_MAGIC: &[u8; 4] = b"TSR1";
+/// magic 4, sequence 8, object length 4, source length 2, reserved 2,
+/// SHA-256 32, CRC32 of the preceding 52 bytes 4.
+const RECORD_HEADER: usize = 56;
+
+/// Where a record was written: the segment's sequence number and the end
+/// of the record in it. Positions grow monotonically across segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Position {
+    pub sequence: u64,
+    pub end: u64,
+}
+
+/// One object to append.
+pub struct Entry<'a> {
+    pub source: &'a str,
+    pub sha256: [u8; 32],
+    pub bytes: &'a [u8],
+}
+
+/// A record read back at recovery.
+#[derive(Debug)]
+pub struct Recovered {
+    pub position: Position,
+    pub source: String,
+    pub sha256: [u8; 32],
+    pub bytes: Vec<u8>,
+}
+
+struct Segment {
+    file: File,
+    sequence: u64,
+    /// Records not yet released: placed and indexed durably.
+    outstanding: usize,
+}
+
+/// Counts of outstanding records per segment sequence, shared with the
+/// task that releases them so that a release never waits on a sync.
+type Outstanding = Arc<Mutex<HashMap<u64, usize>>>;
+
+/// The writer side of the journal.
+pub struct Journal {
+    dir: PathBuf,
+    segments: Vec<Segment>,
+    current: usize,
+    /// Write offset in the current segment.
+    offset: u64,
+    next_sequence: u64,
+    fsync: bool,
+    released: Outstanding,
+}
+
+/// Hands records back from any thread.
+#[derive(Clone)]
+pub struct Releaser(Outstanding);
+
+impl Releaser {
+    pub fn release(&self, position: Position) {
+        if let Ok(mut map) = self.0.lock() {
+            *map.entry(position.sequence).or_default() += 1;
+        }
+    }
+}
+
+impl Journal {
+    /// Open (creating) the journal in `dir` and return what it holds, in
+    /// the order it was written. The caller replays those records, then
+    /// calls [`Journal::reset`] before appending.
+    pub fn open(dir: &Path, fsync: bool) -> io::Result<(Journal, Vec<Recovered>)> {
+        std::fs::create_dir_all(dir)?;
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            let is_segment = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("segment-") && n.ends_with(".log"));
+            if is_segment {
+                found.push(path);
+            }
+        }
+        found.sort();
+        let mut segments = Vec::new();
+        let mut recovered = Vec::new();
+        for path in &found {
+            let mut file = OpenOptions::new().read(true).write(true).open(path)?;
+            if file.metadata()?.len() < SEGMENT_BYTES {
+                // Creation never finished, so nothing was ever written to it.
+                drop(file);
+                std::fs::remove_file(path)?;
+                continue;
+            }
+            let sequence = read_segment_header(&mut file)?;
+            if let Some(sequence) = sequence {
+                recovered.extend(read_records(&mut file, sequence)?);
+            }
+            segments.push(Segment {
+                file,
+                sequence: sequence.unwrap_or(0),
+                outstanding: 0,
+            });
+        }
+        recovered.sort_by_key(|r| r.position);
+        let next_sequence = segments.iter().map(|s| s.sequence).max().unwrap_or(0) + 1;
+        let mut journal = Journal {
+            dir: dir.to_owned(),
+            segments,
+            current: 0,
+            offset: HEADER_BYTES,
+            next_sequence,
+            fsync,
+            released: Arc::default(),
+        };
+        while journal.segments.len() < INITIAL_SEGMENTS {
+            journal.create_segment()?;
+        }
+        Ok((journal, recovered))
+    }
+
+    /// Forget every record: after recovery has replayed them all. New
+    /// records are numbered above `after`, the last position the index
+    /// knows, even if no segment header remembers it.
+    pub fn reset(&mut self, after: u64) -> io::Result<()> {
+        self.next_sequence = self.next_sequence.max(after + 1);
+        for segment in &mut self.segments {
+            segment.outstanding = 0;
+            // Replayed already: a later recovery must not see them again.
+            segment.file.write_all_at(&[0u8; 20], 0)?;
+            if self.fsync {
+                segment.file.sync_data()?;
+            }
+        }
+        if let Ok(mut map) = self.released.lock() {
+            map.clear();
+        }
+        self.current = 0;
+        self.start_segment(0)
+    }
+
+    pub fn releaser(&self) -> Releaser {
+        Releaser(self.released.clone())
+    }
+
+    /// Append `entries` and make them durable with one sync. Returns each
+    /// record's position.
+    pub fn append(&mut self, entries: &[Entry<'_>]) -> io::Result<Vec<Position>> {
+        self.collect_releases();
+        let mut positions = Vec::with_capacity(entries.len());
+        let written = self.write_entries(entries, &mut positions);
+        crate::crash_points::reach("journal-written");
+        let written = written.and_then(|()| self.sync_current());
+        if written.is_err() {
+            // None of these is acknowledged: they hold no segment.
+            for position in &positions {
+                if let Some(s) = self
+                    .segments
+                    .iter_mut()
+                    .find(|s| s.sequence == position.sequence)
+                {
+                    s.outstanding = s.outstanding.saturating_sub(1);
+                }
+            }
+        }
+        written.map(|()| positions)
+    }
+
+    fn write_entries(
+        &mut self,
+        entries: &[Entry<'_>],
+        positions: &mut Vec<Position>,
+    ) -> io::Result<()> {
+        for entry in entries {
+            let size = (RECORD_HEADER + entry.source.len() + entry.bytes.len()) as u64;
+            if entry.bytes.len() > MAX_RECORD || entry.source.len() > u16::MAX as usize {
+                return Err(io::Error::other("record too large for the journal"));
+            }
+            if self.offset + size > SEGMENT_BYTES {
+                // The records written so far must be durable before the
+                // next segment's header could make them look stale.
+                self.sync_current()?;
+                self.advance()?;
+            }
+            let segment = &mut self.segments[self.current];
+            let header = record_header(segment.sequence, entry);
+            let file = &segment.file;
+            file.write_all_at(&header, self.offset)?;
+            let mut at = self.offset + RECORD_HEADER as u64;
+            file.write_all_at(entry.source.as_bytes(), at)?;
+            at += entry.source.len() as u64;
+            file.write_all_at(entry.bytes, at)?;
+            self.offset += size;
+            segment.outstanding += 1;
+            positions.push(Position {
+                sequence: segment.sequence,
+                end: self.offset,
+            });
+        }
+        Ok(())
+    }
+
+    fn sync_current(&self) -> io::Result<()> {
+        if self.fsync {
+            self.segments[self.current].file.sync_data()?;
+        }
+        Ok(())
+    }
+
+    /// Apply the releases reported since the last append.
+    fn collect_releases(&mut self) {
+        let Ok(mut map) = self.released.lock() else {
+            return;
+        };
+        for segment in &mut self.segments {
+            if let Some(n) = map.remove(&segment.sequence) {
+                segment.outstanding = segment.outstanding.saturating_sub(n);
+            }
+        }
+        map.clear();
+    }
+
+    /// Move to a segment with nothing outstanding, creating one when every
+    /// segment still holds records that are not yet in place.
+    fn advance(&mut self) -> io::Result<()> {
+        self.collect_releases();
+        let n = self.segments.len();
+        let free = (1..n)
+            .map(|k| (self.current + k) % n)
+            .find(|&i| self.segments[i].outstanding == 0);
+        let next = match free {
+            Some(i) => i,
+            None => {
+                // Steady state is two or three; more means placement lags.
+                tracing::info!(segments = n + 1, "adding a journal segment");
+                self.create_segment()?
+            }
+        };
+        self.current = next;
+        self.start_segment(next)?;
+        crate::crash_points::reach("segment-advanced");
+        Ok(())
+    }
+
+    /// Give segment `i` a new sequence number; its old records turn stale.
+    fn start_segment(&mut self, i: usize) -> io::Result<()> {
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        let segment = &mut self.segments[i];
+        segment.sequence = sequence;
+        segment.outstanding = 0;
+        segment.file.write_all_at(&segment_header(sequence), 0)?;
+        // Durable with the first append's sync: until then no record in it
+        // is acknowledged.
+        self.offset = HEADER_BYTES;
+        Ok(())
+    }
+
+    /// A zero-filled segment, synced with its directory entry, so later
+    /// writes overwrite allocated blocks.
+    fn create_segment(&mut self) -> io::Result<usize> {
+        let index = self.segments.len();
+        let name = format!("segment-{:04}.log", index);
+        let path = self.dir.join(&name);
+        let tmp = self.dir.join(format!("{name}.new"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        let zeros = vec![0u8; 1 << 20];
+        for k in 0..SEGMENT_BYTES / zeros.len() as u64 {
+            file.write_all_at(&zeros, k * zeros.len() as u64)?;
+        }
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        File::open(&self.dir)?.sync_all()?;
+        self.segments.push(Segment {
+            file,
+            sequence: 0,
+            outstanding: 0,
+        });
+        Ok(index)
+    }
+}
+
+fn segment_header(sequence: u64) -> Vec<u8> {
+    let mut header = Vec::with_capacity(20);
+    header.extend_from_slice(SEGMENT_MAGIC);
+    header.extend_from_slice(&sequence.to_le_bytes());
+    let crc = crc32fast::hash(&header);
+    header.extend_from_slice(&crc.to_le_bytes());
+    header
+}
+
+fn read_segment_header(file: &mut File) -> io::Result<Option<u64>> {
+    let mut header = [0u8; 20];
+    file.read_exact_at(&mut header, 0)?;
+    if &header[..8] != SEGMENT_MAGIC {
+        return Ok(None);
+    }
+    let crc = u32::from_le_bytes(header[16..20].try_into().unwrap_or_default());
+    if crc != crc32fast::hash(&header[..16]) {
+        return Ok(None);
+    }
+    Ok(Some(u64::from_le_bytes(
+        header[8..16].try_into().unwrap_or_default(),
+    )))
+}
+
+fn record_header(sequence: u64, entry: &Entry<'_>) -> [u8; RECORD_HEADER] {
+    let mut h = [0u8; RECORD_HEADER];
+    h[0..4].copy_from_slice(RECORD_MAGIC);
+    h[4..12].copy_from_slice(&sequence.to_le_bytes());
+    h[12..16].copy_from_slice(&(entry.bytes.len() as u32).to_le_bytes());
+    h[16..18].copy_from_slice(&(entry.source.len() as u16).to_le_bytes());
+    h[20..52].copy_from_slice(&entry.sha256);
+    let crc = crc32fast::hash(&h[..52]);
+    h[52..56].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// The records of segment `sequence`, up to the first that is stale, torn
+/// or corrupt.
+fn read_records(file: &mut File, sequence: u64) -> io::Result<Vec<Recovered>> {
+    let mut records = Vec::new();
+    let mut offset = HEADER_BYTES;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut reader = io::BufReader::with_capacity(1 << 20, file);
+    loop {
+        let mut h = [0u8; RECORD_HEADER];
+        if offset + RECORD_HEADER as u64 > SEGMENT_BYTES || reader.read_exact(&mut h).is_err() {
+            break;
+        }
+        let field = |range: std::ops::Range<usize>| h[range].to_vec();
+        let crc = u32::from_le_bytes(h[52..56].try_into().unwrap_or_default());
+        if &h[0..4] != RECORD_MAGIC
+            || crc != crc32fast::hash(&h[..52])
+            || field(4..12) != sequence.to_le_bytes()
+        {
+            break;
+        }
+        let len = u32::from_le_bytes(h[12..16].try_into().unwrap_or_default()) as usize;
+        let source_len = u16::from_le_bytes(h[16..18].try_into().unwrap_or_default()) as usize;
+        let end = offset + (RECORD_HEADER + source_len + len) as u64;
+        if len > MAX_RECORD || end > SEGMENT_BYTES {
+            break;
+        }
+        let mut source = vec![0u8; source_len];
+        let mut bytes = vec![0u8; len];
+        if reader.read_exact(&mut source).is_err() || reader.read_exact(&mut bytes).is_err() {
+            break;
+        }
+        let mut sha256 = [0u8; 32];
+        sha256.copy_from_slice(&h[20..52]);
+        if Sha256::digest(&bytes).as_slice() != sha256 {
+            break;
+        }
+        records.push(Recovered {
+            position: Position { sequence, end },
+            source: String::from_utf8_lossy(&source).into_owned(),
+            sha256,
+            bytes,
+        });
+        offset = end;
+    }
+    Ok(records)
+}
+
+/// The hashes of every object the journal in `dir` holds, read without
+/// taking it over: for `tessera verify` beside a running server.
+pub fn held_hashes(dir: &Path) -> io::Result<Vec<[u8; 32]>> {
+    let mut hashes = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(hashes),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("log") {
+            continue;
+        }
+        let mut file = File::open(&path)?;
+        if file.metadata()?.len() < SEGMENT_BYTES {
+            continue;
+        }
+        if let Some(sequence) = read_segment_header(&mut file)? {
+            hashes.extend(
+                read_records(&mut file, sequence)?
+                    .into_iter()
+                    .map(|r| r.sha256),
+            );
+        }
+    }
+    Ok(hashes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry<'a>(source: &'a str, bytes: &'a [u8]) -> Entry<'a> {
+        Entry {
+            source,
+            sha256: Sha256::digest(bytes).into(),
+            bytes,
+        }
+    }
+
+    #[test]
+    fn records_come_back_in_order_until_the_torn_tail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut journal, recovered) = Journal::open(dir.path(), false).expect("open");
+        assert!(recovered.is_empty());
+        journal.reset(0).expect("reset");
+        let a = vec![1u8; 1000];
+        let b = vec![2u8; 3000];
+        let positions = journal
+            .append(&[entry("AE1", &a), entry("AE2", &b)])
+            .expect("append");
+        assert!(positions[0] < positions[1]);
+        // A torn third record: its header is written, its object is not.
+        let c = vec![3u8; 500];
+        let header = record_header(positions[1].sequence, &entry("AE3", &c));
+        journal.segments[journal.current]
+            .file
+            .write_all_at(&header, positions[1].end)
+            .expect("write");
+        drop(journal);
+
+        let (mut journal, recovered) = Journal::open(dir.path(), false).expect("reopen");
+        let got: Vec<_> = recovered
+            .iter()
+            .map(|r| (r.source.as_str(), r.bytes.len()))
+            .collect();
+        assert_eq!(got, vec![("AE1", 1000), ("AE2", 3000)]);
+        assert_eq!(held_hashes(dir.path()).expect("held").len(), 2);
+
+        // After a reset the old records are stale, even where new records
+        // have not overwritten them.
+        journal.reset(0).expect("reset");
+        journal.append(&[entry("AE4", &c)]).expect("append");
+        drop(journal);
+        let (_, recovered) = Journal::open(dir.path(), false).expect("reopen");
+        let got: Vec<_> = recovered.iter().map(|r| r.source.as_str()).collect();
+        assert_eq!(got, vec!["AE4"]);
+    }
+
+    #[test]
+    fn a_segment_is_reused_only_once_released() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut journal, _) = Journal::open(dir.path(), false).expect("open");
+        journal.reset(0).expect("reset");
+        let big = vec![7u8; MAX_RECORD];
+        let mut held = Vec::new();
+        // Fill three segments' worth without releasing anything.
+        for _ in 0..(3 * SEGMENT_BYTES / MAX_RECORD as u64) {
+            held.extend(journal.append(&[entry("AE", &big)]).expect("append"));
+        }
+        assert!(
+            journal.segments.len() >= 3,
+            "held segments are never overwritten"
+        );
+        let (_, recovered) = Journal::open(dir.path(), false).expect("reopen");
+        assert_eq!(recovered.len(), held.len());
+
+        let releaser = journal.releaser();
+        for position in &held {
+            releaser.release(*position);
+        }
+        let before = journal.segments.len();
+        for _ in 0..8 {
+            journal.append(&[entry("AE", &big)]).expect("append");
+        }
+        assert_eq!(
+            journal.segments.len(),
+            before,
+            "released segments are reused"
+        );
+    }
+}
