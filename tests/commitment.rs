@@ -76,6 +76,7 @@ async fn commitment_reports(backend: Backend) {
     let uids: Vec<String> = files.iter().map(sop_uid).collect();
 
     // Corrupt the third object on disk: still indexed, no longer intact.
+    archive.wait_placed().await;
     let index = archive.index().await;
     let record = index
         .instance(&uids[2])

@@ -178,6 +178,7 @@ async fn every_transfer_syntax_stored_as_received(backend: Backend) {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    archive.wait_placed().await;
     let index = archive.index().await;
     let mut syntaxes = std::collections::BTreeSet::new();
     let mut pairs = Vec::new();

@@ -145,6 +145,11 @@ impl Storage {
         self.staged.remove(key);
     }
 
+    /// Objects acknowledged from the journal and not yet in their places.
+    pub fn awaiting_placement(&self) -> usize {
+        self.staged.len()
+    }
+
     /// Write objects held in memory to their places, durably: every file,
     /// then one sync of the file system (local), or one PUT each (S3).
     /// Objects already in place are left as they are.

@@ -94,18 +94,27 @@ impl S3Store {
         Ok(None)
     }
 
-    /// One PUT per object, a few at a time. Content-addressed keys make
-    /// a repeated PUT of the same key harmless.
+    /// One upload per object (in parts above `PART_SIZE`, as for spooled
+    /// objects), a few at a time. Content-addressed keys make a repeated
+    /// upload of the same key harmless.
     pub(super) async fn place(
         &self,
         objects: Vec<(String, bytes::Bytes)>,
     ) -> Result<(), StorageError> {
         futures::stream::iter(objects)
             .map(|(key, bytes)| async move {
+                let path = self.path(&key);
+                if bytes.len() > PART_SIZE {
+                    let mut reader = std::io::Cursor::new(bytes);
+                    return self
+                        .put_multipart(&path, &mut reader, std::path::Path::new(&key))
+                        .await;
+                }
                 self.store
-                    .put(&self.path(&key), PutPayload::from(bytes))
+                    .put(&path, PutPayload::from(bytes))
                     .await
                     .map(|_| ())
+                    .map_err(StorageError::from)
             })
             .buffer_unordered(8)
             .try_collect::<Vec<()>>()
@@ -130,7 +139,7 @@ impl S3Store {
     async fn put_multipart(
         &self,
         path: &ObjectPath,
-        file: &mut tokio::fs::File,
+        file: &mut (dyn tokio::io::AsyncRead + Unpin + Send),
         local: &std::path::Path,
     ) -> Result<(), StorageError> {
         let mut upload = self.store.put_multipart(path).await?;

@@ -29,6 +29,10 @@ impl Staged {
         }
     }
 
+    pub(super) fn len(&self) -> usize {
+        self.0.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
     pub(super) fn get(&self, key: &str) -> Option<Bytes> {
         self.0.lock().ok()?.get(key).map(|(b, _)| b.clone())
     }

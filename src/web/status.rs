@@ -30,6 +30,8 @@ struct Stats {
     #[serde(flatten)]
     index: IndexStats,
     storage: String,
+    /// Acknowledged objects still only in the ingest journal (and memory).
+    awaiting_placement: usize,
     uptime_seconds: u64,
     version: &'static str,
 }
@@ -39,6 +41,7 @@ pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
         Ok(index) => HttpResponse::Ok().json(Stats {
             index,
             storage: state.storage.describe(),
+            awaiting_placement: state.storage.awaiting_placement(),
             uptime_seconds: state.started.elapsed().as_secs(),
             version: env!("CARGO_PKG_VERSION"),
         }),

@@ -277,6 +277,20 @@ impl Archive {
         self.running = Some(running);
     }
 
+    /// Wait (bounded) until every acknowledged object is in its place, for
+    /// tests that read or change object files directly.
+    pub async fn wait_placed(&self) {
+        for _ in 0..300 {
+            let (status, body) = self.http_get("/api/v1/stats", &[]).await;
+            let stats: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            if status == 200 && stats["awaiting_placement"] == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("objects were not placed within 30 s");
+    }
+
     /// Plain HTTP GET on the archive's HTTP port; returns (status, body).
     pub async fn http_get(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
         http_get(self.http_port, path, headers).await
