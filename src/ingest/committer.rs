@@ -31,7 +31,7 @@ pub struct Inline {
     pub bytes: Bytes,
     pub sha256: [u8; 32],
     /// Its share of the ingest memory budget, returned once it is placed.
-    pub permit: Option<OwnedSemaphorePermit>,
+    pub budget: Option<OwnedSemaphorePermit>,
 }
 
 struct Submission {
@@ -235,7 +235,7 @@ async fn run(
                         key: request.object.key,
                         bytes: inline.bytes,
                         position,
-                        budget: inline.permit,
+                        budget: inline.budget,
                     });
                 } else {
                     // Never acknowledged: nothing to place.

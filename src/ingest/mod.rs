@@ -316,7 +316,7 @@ impl Ingest {
                 let inline = Inline {
                     bytes,
                     sha256,
-                    permit,
+                    budget: permit,
                 };
                 (parsed, document, object, Some((inline, present)), None)
             }
