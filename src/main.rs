@@ -161,6 +161,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
+    // Registered before the ready line: a supervisor may send SIGTERM as
+    // soon as it reads it, and without a handler that signal kills us
+    // before the shutdown drains.
+    let signals = Signals::register();
     let running = tessera::server::start(config, shutdown.clone()).await?;
     // One line on stdout for supervisors and scripts that started us on
     // port 0 and need the real addresses.
@@ -170,25 +174,42 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     );
     let token = shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.wait().await;
         token.cancel();
     });
     running.wait().await;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// SIGTERM and SIGINT, both of which begin a graceful shutdown.
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn register() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
         }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+
+    async fn wait(self) {
+        async fn recv(signal: Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                // Without a handler the default action ends the process.
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = recv(self.term) => tracing::info!("SIGTERM received"),
+            _ = recv(self.int) => tracing::info!("SIGINT received"),
+        }
     }
 }
 
