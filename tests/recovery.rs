@@ -165,11 +165,12 @@ async fn a_crash_at_every_step_loses_nothing_acknowledged() {
     // More than one 64 MiB journal segment holds.
     let large = corpus(dir.path(), 140).await;
     for point in tessera::crash_points::POINTS {
-        // Mid-run for every point.
-        let (corpus, at) = if *point == "segment-advanced" {
-            (&large, 1)
-        } else {
-            (&small, 12)
+        // Mid-run for every point. The placer gathers objects for a
+        // while, so it passes its points less often than the committer.
+        let (corpus, at) = match *point {
+            "segment-advanced" => (&large, 1),
+            "placing" | "placed" | "marked" => (&small, 1),
+            _ => (&small, 12),
         };
         let plan = format!("{point}:{at}");
         let data = dir.path().join(point);

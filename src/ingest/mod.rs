@@ -7,7 +7,7 @@
 //! only once the object would survive a power cut (in the ingest journal,
 //! or fsync'd in its place) and its index row is committed.
 //!
-//! Objects up to [`journal::MAX_RECORD`] that fit the memory budget are
+//! Objects up to [`journal_limit`] that fit the memory budget are
 //! held in memory, appended to the journal with their group's one sync, and
 //! written to their places after the acknowledgement. Larger objects are
 //! spooled to disk while they arrive and made durable in their place before
@@ -161,7 +161,7 @@ impl Incoming {
         } = &mut self.body
         {
             let needed = buf.len() + chunk.len();
-            if needed <= journal::MAX_RECORD && grow(&self.budget, permit, needed) {
+            if needed <= journal_limit(&self.storage) && grow(&self.budget, permit, needed) {
                 hasher.update(&chunk);
                 if buf.is_empty() {
                     *buf = chunk;
@@ -191,6 +191,20 @@ impl Incoming {
 
     pub fn size(&self) -> u64 {
         self.size
+    }
+}
+
+/// The largest object worth sending through the ingest journal. On a
+/// local disk the journal costs a second write of every byte; past a few
+/// MiB that write, not the fixed cost of syncing a new file and its folder,
+/// is what the disk spends its time on, so larger objects are better
+/// written once, to their place. On S3 the journal is the only local write
+/// and keeps the upload off the acknowledgement.
+fn journal_limit(storage: &Storage) -> usize {
+    if storage.is_local() {
+        4 << 20
+    } else {
+        journal::MAX_RECORD
     }
 }
 

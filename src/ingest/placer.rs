@@ -17,6 +17,13 @@ use crate::storage::Storage;
 
 /// Enough to share one file-system sync between many objects.
 const MAX_GROUP: usize = 128;
+/// A group waits this long for company after its first object: one sync
+/// and one index commit per object would cost more CPU than the whole
+/// store. Reads are served from memory meanwhile.
+const GATHER: Duration = Duration::from_millis(100);
+/// A group stops gathering at this size, well inside the ingest memory
+/// budget that unplaced objects hold.
+const GATHER_BYTES: usize = 32 << 20;
 const RETRY: Duration = Duration::from_secs(1);
 
 /// One object to place.
@@ -49,7 +56,7 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Placement>,
 ) {
     let mut group = Vec::with_capacity(MAX_GROUP);
-    while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
+    while gather(&mut rx, &mut group).await > 0 {
         let objects: Vec<(String, Bytes)> = group
             .iter()
             .map(|p: &Placement| (p.key.clone(), p.bytes.clone()))
@@ -74,4 +81,23 @@ async fn run(
         }
     }
     tracing::debug!("object placement stopped");
+}
+
+/// Wait for the next object, then gather more until the group is full or
+/// [`GATHER`] has passed. Returns the group's size; 0 once every sender is
+/// gone and nothing is left.
+async fn gather(rx: &mut mpsc::UnboundedReceiver<Placement>, group: &mut Vec<Placement>) -> usize {
+    if rx.recv_many(group, MAX_GROUP).await == 0 {
+        return 0;
+    }
+    let deadline = tokio::time::Instant::now() + GATHER;
+    let bytes = |group: &[Placement]| group.iter().map(|p| p.bytes.len()).sum::<usize>();
+    while group.len() < MAX_GROUP && bytes(group) < GATHER_BYTES {
+        let room = MAX_GROUP - group.len();
+        match tokio::time::timeout_at(deadline, rx.recv_many(group, room)).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    group.len()
 }

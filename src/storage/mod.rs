@@ -135,6 +135,11 @@ impl Storage {
         }
     }
 
+    /// Whether objects live on a file system of this machine.
+    pub fn is_local(&self) -> bool {
+        matches!(self.backend, Backend::Local(_))
+    }
+
     /// Serve `bytes` under `key` until [`Storage::unstage`]: an object whose
     /// durable copy is still only in the ingest journal can already be read.
     pub fn stage(&self, key: &str, bytes: Bytes) {
