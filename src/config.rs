@@ -86,6 +86,36 @@ pub struct RawConfig {
     pub viewer: RawViewer,
     #[serde(default)]
     pub tls: RawTls,
+    #[serde(default)]
+    pub hl7: RawHl7,
+}
+
+/// The HL7 v2 (MLLP) interface to the RIS/HIS.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHl7 {
+    /// Where the MLLP listener binds (default 0.0.0.0:2575); "off" for none.
+    pub bind: Option<String>,
+    /// Open MLLP connections at once (default 32).
+    pub max_connections: Option<usize>,
+    /// The largest message taken, in bytes (default 4 MiB).
+    pub max_message_bytes: Option<usize>,
+    /// Seconds a connection may stay silent before it is closed (default 600).
+    pub idle_timeout_secs: Option<u64>,
+    /// Key patients by PID-3's ID and its assigning authority. Off by
+    /// default: most DICOM objects carry no Issuer of Patient ID, and the
+    /// same patient must not become two.
+    pub use_issuer: Option<bool>,
+}
+
+/// Validated HL7 settings.
+#[derive(Debug, Clone)]
+pub struct Hl7Config {
+    pub bind: Option<SocketAddr>,
+    pub max_connections: usize,
+    pub max_message_bytes: usize,
+    pub idle_timeout: Duration,
+    pub use_issuer: bool,
 }
 
 /// TLS for associations to peers marked `tls = true` (PEM files).
@@ -312,11 +342,13 @@ pub struct Config {
     pub dicomweb: DicomWebConfig,
     /// TLS to peers; `None` when `[tls]` names no CA file.
     pub tls: Option<crate::dimse::tls::TlsFiles>,
+    pub hl7: Hl7Config,
 }
 
 pub const DEFAULT_AE_TITLE: &str = "TESSERA";
 pub const DEFAULT_DICOM_BIND: &str = "0.0.0.0:11112";
 pub const DEFAULT_HTTP_BIND: &str = "0.0.0.0:8042";
+pub const DEFAULT_HL7_BIND: &str = "0.0.0.0:2575";
 pub const DEFAULT_DATA_DIR: &str = "./tessera-data";
 
 impl Config {
@@ -463,7 +495,26 @@ impl Config {
                 })
             }
         };
+        let hl7 = Hl7Config {
+            bind: match raw.hl7.bind.as_deref() {
+                None => Some(parse_addr(DEFAULT_HL7_BIND)),
+                Some("off") | Some("") => None,
+                Some(addr) => Some(addr.parse().map_err(|e| ConfigError::Invalid {
+                    key: "hl7.bind",
+                    reason: format!("{addr:?}: {e}"),
+                })?),
+            },
+            max_connections: raw.hl7.max_connections.unwrap_or(32).clamp(1, 4096),
+            max_message_bytes: raw
+                .hl7
+                .max_message_bytes
+                .unwrap_or(4 << 20)
+                .clamp(1024, 256 << 20),
+            idle_timeout: Duration::from_secs(raw.hl7.idle_timeout_secs.unwrap_or(600).max(1)),
+            use_issuer: raw.hl7.use_issuer.unwrap_or(false),
+        };
         Ok(Config {
+            hl7,
             tls,
             dicomweb,
             forward_max_attempts: raw.forwarding.max_attempts.unwrap_or(20).max(1),

@@ -37,6 +37,9 @@ struct Settings {
     /// HTTP listen address, e.g. 0.0.0.0:8042.
     #[arg(long, global = true, env = "TESSERA_HTTP_BIND")]
     http_bind: Option<std::net::SocketAddr>,
+    /// HL7 (MLLP) listen address, e.g. 0.0.0.0:2575, or "off".
+    #[arg(long, global = true, env = "TESSERA_HL7_BIND")]
+    hl7_bind: Option<String>,
     /// Object storage: file:///path or s3://bucket/prefix.
     #[arg(long, global = true, env = "TESSERA_STORAGE_URL")]
     storage_url: Option<String>,
@@ -101,6 +104,9 @@ impl Settings {
         }
         if let Some(v) = self.http_bind {
             raw.http.bind = Some(v);
+        }
+        if let Some(v) = &self.hl7_bind {
+            raw.hl7.bind = Some(v.clone());
         }
         if let Some(v) = &self.storage_url {
             raw.storage.url = Some(v.clone());
@@ -168,8 +174,12 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let running = tessera::server::start(config, shutdown.clone()).await?;
     // One line on stdout for supervisors and scripts that started us on
     // port 0 and need the real addresses.
+    let hl7 = running
+        .bound
+        .hl7
+        .map_or_else(|| "off".to_owned(), |a| a.to_string());
     println!(
-        "tessera ready: dicom={} http={}",
+        "tessera ready: dicom={} http={} hl7={hl7}",
         running.bound.dicom, running.bound.http
     );
     let token = shutdown.clone();

@@ -138,6 +138,8 @@ impl Core {
 pub struct Bound {
     pub dicom: SocketAddr,
     pub http: SocketAddr,
+    /// The MLLP port, unless `hl7.bind` is off.
+    pub hl7: Option<SocketAddr>,
 }
 
 /// A running server; [`Running::wait`] resolves after an ordered shutdown.
@@ -194,7 +196,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             addr: config.http_bind,
             source,
         })?;
+    let hl7_listener = match config.hl7.bind {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })?,
+        ),
+        None => None,
+    };
     let bound = Bound {
+        hl7: hl7_listener.as_ref().and_then(|l| l.local_addr().ok()),
         dicom: dicom_listener
             .local_addr()
             .map_err(|source| ServerError::Bind {
@@ -211,6 +222,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 
     let committer_tracker = TaskTracker::new();
     let ingest = core.journaled_ingest(&config, &committer_tracker).await?;
+    let ris = crate::ris::Ris::start(
+        core.index.clone(),
+        crate::ris::Settings {
+            use_issuer: config.hl7.use_issuer,
+        },
+        core.metrics.clone(),
+        &committer_tracker,
+    );
     let peers = core.peer_registry(&config);
     peers
         .seed(&config.peers)
@@ -227,6 +246,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             .map_or(AuthPolicy::Open, AuthPolicy::BearerToken),
         peers: peers.clone(),
         ingest: ingest.clone(),
+        ris: ris.clone(),
         dicomweb: config.dicomweb.clone(),
         clients: Arc::new(crate::limits::PerClient::new(
             config.http_max_requests_per_ip,
@@ -321,13 +341,30 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         associations.clone(),
     ));
 
+    let hl7_connections = TaskTracker::new();
+    let hl7_task = hl7_listener.map(|listener| {
+        tracing::info!(addr = ?bound.hl7, "MLLP listener ready");
+        tokio::spawn(crate::mllp::run(
+            listener,
+            config.hl7.clone(),
+            ris,
+            shutdown.clone(),
+            hl7_connections.clone(),
+        ))
+    });
+
     let token = shutdown.clone();
     let task = tokio::spawn(async move {
         token.cancelled().await;
         tracing::info!("shutting down: refusing new associations");
         let _ = dicom_task.await;
+        if let Some(task) = hl7_task {
+            let _ = task.await;
+        }
         associations.close();
+        hl7_connections.close();
         associations.wait().await;
+        hl7_connections.wait().await;
         tracing::info!("associations finished");
         http_handle.stop(true).await;
         let _ = http_task.await;

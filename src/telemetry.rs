@@ -35,6 +35,18 @@ pub struct ErrorLabels {
     pub kind: String,
 }
 
+/// An HL7 interface and the acknowledgement code sent.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Hl7Labels {
+    pub interface: String,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InterfaceLabels {
+    pub interface: String,
+}
+
 /// Every metric Tessera exports.
 pub struct Metrics {
     registry: Registry,
@@ -49,6 +61,8 @@ pub struct Metrics {
     pub forward_committing: Gauge,
     pub forward_dead: Gauge,
     pub forwarded: Counter,
+    pub hl7_messages: Family<Hl7Labels, Counter>,
+    pub hl7_ack_latency: Family<InterfaceLabels, Histogram>,
 }
 
 impl Default for Metrics {
@@ -72,6 +86,10 @@ impl Metrics {
             forward_committing: Gauge::default(),
             forward_dead: Gauge::default(),
             forwarded: Counter::default(),
+            hl7_messages: Family::default(),
+            hl7_ack_latency: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0002, 2.0, 16))
+            }),
             registry: Registry::default(),
         };
         registry.register(
@@ -121,6 +139,16 @@ impl Metrics {
             m.forward_dead.clone(),
         );
         registry.register("forwarded", "Instances forwarded", m.forwarded.clone());
+        registry.register(
+            "hl7_messages",
+            "HL7 messages answered, by interface and acknowledgement code",
+            m.hl7_messages.clone(),
+        );
+        registry.register(
+            "hl7_ack_latency_seconds",
+            "Time from a whole HL7 message to its acknowledgement",
+            m.hl7_ack_latency.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -147,6 +175,20 @@ impl Metrics {
                 IngestError::WrongStudy { .. } => "wrong_study",
             });
         }
+    }
+
+    pub fn hl7_answered(&self, interface: &str, code: &str, elapsed: Duration) {
+        self.hl7_messages
+            .get_or_create(&Hl7Labels {
+                interface: interface.into(),
+                code: code.into(),
+            })
+            .inc();
+        self.hl7_ack_latency
+            .get_or_create(&InterfaceLabels {
+                interface: interface.into(),
+            })
+            .observe(elapsed.as_secs_f64());
     }
 
     /// Prometheus text exposition format.

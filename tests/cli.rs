@@ -213,6 +213,7 @@ async fn configuration_precedence() {
                 .arg("--data-dir")
                 .arg(&data);
             cmd.args(["--dicom-bind", "127.0.0.1:0", "--http-bind", "127.0.0.1:0"]);
+            cmd.args(["--hl7-bind", "127.0.0.1:0"]);
             cmd.args(extra);
             cmd.arg("serve")
                 .env("RUST_LOG", "warn")

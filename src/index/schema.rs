@@ -68,6 +68,11 @@ macro_rules! migrations {
                     "/0009_ingest_journal.sql"
                 )),
             ),
+            (
+                10,
+                "hl7",
+                include_str!(concat!("../../migrations/", $db, "/0010_hl7.sql")),
+            ),
         ]
     };
 }

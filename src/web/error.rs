@@ -11,6 +11,8 @@ pub enum ApiError {
     Registry(#[from] RegistryError),
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl ResponseError for ApiError {
@@ -20,7 +22,9 @@ impl ResponseError for ApiError {
             ApiError::Registry(RegistryError::Invalid(_))
             | ApiError::Registry(RegistryError::TitleMismatch { .. })
             | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Registry(RegistryError::Index(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Registry(RegistryError::Index(_)) | ApiError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 

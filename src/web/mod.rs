@@ -8,6 +8,7 @@
 mod auth;
 mod error;
 mod forwarding;
+mod hl7;
 mod peers;
 mod status;
 mod viewer;
@@ -42,6 +43,7 @@ pub struct AppState {
     pub auth: AuthPolicy,
     pub peers: PeerRegistry,
     pub ingest: Ingest,
+    pub ris: crate::ris::Ris,
     pub dicomweb: DicomWebConfig,
     /// Requests in progress per client address.
     pub clients: Arc<crate::limits::PerClient>,
@@ -73,7 +75,8 @@ pub fn start(listener: TcpListener, state: AppState) -> std::io::Result<actix_we
                     .wrap(actix_web::middleware::from_fn(auth::authenticate))
                     .route("/stats", web::get().to(status::stats))
                     .route("/forwarding", web::get().to(forwarding::forwarding))
-                    .configure(peers::routes),
+                    .configure(peers::routes)
+                    .configure(hl7::routes),
             )
             .service(
                 web::scope("/dicom-web")

@@ -201,6 +201,8 @@ pub struct Archive {
     pub config: Config,
     pub dicom_port: u16,
     pub http_port: u16,
+    /// The MLLP port (0 when `hl7.bind` is off).
+    pub hl7_port: u16,
     running: Option<Running>,
     pub pg: Option<PgDatabase>,
 }
@@ -222,6 +224,7 @@ impl Archive {
         raw.storage.data_dir = Some(dir.path().join("data"));
         raw.dicom.bind = Some("127.0.0.1:0".parse().expect("addr"));
         raw.http.bind = Some("127.0.0.1:0".parse().expect("addr"));
+        raw.hl7.bind = Some("127.0.0.1:0".into());
         raw.dicom.idle_timeout_secs = Some(30);
         raw.index.url = pg.as_ref().map(|db| db.url.clone());
         tweak(&mut raw);
@@ -232,6 +235,7 @@ impl Archive {
         Archive {
             dicom_port: running.bound.dicom.port(),
             http_port: running.bound.http.port(),
+            hl7_port: running.bound.hl7.map_or(0, |a| a.port()),
             dir,
             config,
             running: Some(running),
@@ -271,6 +275,13 @@ impl Archive {
         config.http_bind = format!("127.0.0.1:{}", self.http_port)
             .parse()
             .expect("addr");
+        if self.hl7_port != 0 {
+            config.hl7.bind = Some(
+                format!("127.0.0.1:{}", self.hl7_port)
+                    .parse()
+                    .expect("addr"),
+            );
+        }
         let running = server::start(config, CancellationToken::new())
             .await
             .expect("server restarts");
@@ -376,6 +387,7 @@ pub struct ServerProcess {
     child: tokio::process::Child,
     pub dicom_port: u16,
     pub http_port: u16,
+    pub hl7_port: u16,
     pub log: PathBuf,
 }
 
@@ -403,6 +415,7 @@ impl ServerProcess {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--dicom-bind", "127.0.0.1:0", "--http-bind", "127.0.0.1:0"])
+            .args(["--hl7-bind", "127.0.0.1:0"])
             .args(extra)
             .arg("serve")
             .env("RUST_LOG", "warn")
@@ -442,6 +455,7 @@ impl ServerProcess {
         ServerProcess {
             dicom_port: port_of("dicom="),
             http_port: port_of("http="),
+            hl7_port: port_of("hl7="),
             child,
             log,
         }
