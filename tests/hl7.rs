@@ -323,7 +323,180 @@ async fn read_frame(stream: &mut tokio::net::TcpStream) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-on_both_backends!(adt_updates_merges_and_repeats, refusals_say_why);
+async fn worklist(archive: &Archive, query: &str) -> Vec<Value> {
+    let (status, body) = json(archive, &format!("/api/v1/worklist{query}")).await;
+    assert_eq!(status, 200, "{body}");
+    body["items"].as_array().cloned().unwrap_or_default()
+}
+
+async fn orders_schedule_the_worklist(backend: Backend) {
+    if !hl7_available("orders_schedule_the_worklist") {
+        return;
+    }
+    let archive = Archive::start(backend).await;
+    let acks = send(
+        archive.hl7_port,
+        &["orm_o01_new.hl7", "omi_o23_two_ipc.hl7"],
+        &[],
+    )
+    .await;
+    assert_eq!(acks.iter().map(code).collect::<Vec<_>>(), [("AA", ""); 2]);
+    // Every ORC/OBR group of the ORM, every IPC of the OMI.
+    let items = worklist(&archive, "").await;
+    assert_eq!(items.len(), 4, "{items:?}");
+    let ct = &worklist(&archive, "?accession=ACC1001").await[0];
+    assert_eq!(ct["patient_id"], "PID20-0");
+    assert_eq!(ct["patient_name"], "Hoàng^Văn Thái");
+    assert_eq!(ct["placer_order"], "PL1001");
+    assert_eq!(ct["filler_order"], "FL1001");
+    assert_eq!(ct["requested_procedure_id"], "RP1001");
+    assert_eq!(ct["scheduled_step_id"], "SPS1001");
+    assert_eq!(
+        ct["requested_procedure_code"],
+        "CTCHEST^LOCAL^CT Chest with contrast"
+    );
+    assert_eq!(
+        ct["requested_procedure_description"],
+        "CT Chest with contrast"
+    );
+    assert_eq!(ct["modality"], "CT");
+    assert_eq!(ct["station_ae_titles"], serde_json::json!(["CT01", "CT02"]));
+    assert_eq!(
+        (ct["start_date"].as_str(), ct["start_time"].as_str()),
+        (Some("20261205"), Some("093000"))
+    );
+    assert_eq!(ct["priority"], "ROUTINE");
+    assert_eq!(ct["requesting_physician"], "Lê^Thị Hồng");
+    assert_eq!(ct["performing_physician"], "Phan^Minh");
+    assert_eq!(ct["reason"], "Suspected nodule");
+    assert_eq!(ct["status"], "SCHEDULED");
+    let uid = ct["study_instance_uid"].as_str().unwrap_or("").to_owned();
+    assert!(
+        uid.starts_with("2.25."),
+        "a UID is made for an order without one: {uid}"
+    );
+    let pet = worklist(&archive, "?station=PETCT2").await;
+    assert_eq!(pet.len(), 1);
+    assert_eq!(pet[0]["modality"], "PT");
+    assert_eq!(
+        pet[0]["study_instance_uid"],
+        "1.2.826.0.1.3680043.10.1.3001"
+    );
+    assert_eq!(pet[0]["start_date"], "20261206");
+    assert_eq!(
+        worklist(&archive, "?modality=CT&from=20261206&to=20261206")
+            .await
+            .len(),
+        1
+    );
+
+    // A change moves the time and keeps the study; a cancel ends a step.
+    let acks = send(
+        archive.hl7_port,
+        &["orm_o01_change.hl7", "orm_o01_cancel.hl7"],
+        &[],
+    )
+    .await;
+    assert_eq!(
+        acks.iter().map(code).collect::<Vec<_>>(),
+        [("AA", ""); 2],
+        "{acks:?}"
+    );
+    let ct = &worklist(&archive, "?accession=ACC1001").await[0];
+    assert_eq!(ct["start_time"], "140000");
+    assert_eq!(ct["study_instance_uid"].as_str(), Some(uid.as_str()));
+    assert_eq!(
+        worklist(&archive, "?accession=ACC1002").await[0]["status"],
+        "CANCELED"
+    );
+    assert_eq!(worklist(&archive, "?status=SCHEDULED").await.len(), 3);
+
+    // An order for a study whose images came first: the study takes its
+    // accession number. Its cancel then conflicts and deletes nothing.
+    store_study(&archive, 21).await;
+    let (_, studies) = json(&archive, "/dicom-web/studies?PatientID=PID21-0").await;
+    let study_uid = studies[0]["0020000D"]["Value"][0]
+        .as_str()
+        .expect("study")
+        .to_owned();
+    let dir = tempfile::tempdir().expect("tmp");
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path.to_string_lossy().into_owned()
+    };
+    let header = "MSH|^~\\&|RIS|GENERAL HOSPITAL|TESSERA|RADIOLOGY|20261204180000||ORM^O01|";
+    let late = write(
+        "late.hl7",
+        format!(
+            "{header}LATE-1|P|2.5\nPID|1||PID21-0^^^GENERAL^MR||Nguyen^Van\n\
+             ORC|NW|PL4001|FL4001||SC\nOBR|1|PL4001|FL4001|XR^Chest X-ray||||||||||||||ACC4001\n\
+             ZDS|{study_uid}^^Application^DICOM\n"
+        ),
+    );
+    let cancel = write(
+        "late-cancel.hl7",
+        format!("{header}LATE-2|P|2.5\nPID|1||PID21-0^^^GENERAL^MR\nORC|CA|PL4001|FL4001||CA\n"),
+    );
+    let acks = send(archive.hl7_port, &[late.as_str(), cancel.as_str()], &[]).await;
+    assert_eq!(code(&acks[0]), ("AA", ""));
+    let (_, studies) = json(&archive, "/dicom-web/studies?PatientID=PID21-0").await;
+    assert_eq!(studies[0]["00080050"]["Value"][0], "ACC4001");
+    assert_eq!(code(&acks[1]).0, "AE", "{}", acks[1]);
+    assert!(acks[1]["ack"].as_str().unwrap_or("").contains("kept"));
+    let (_, conflicts) = json(&archive, "/api/v1/worklist/conflicts").await;
+    assert_eq!(
+        conflicts["conflicts"][0]["placer_order"], "PL4001",
+        "{conflicts}"
+    );
+    assert_eq!(
+        studies_of(&archive, "PID21-0").await.0,
+        1,
+        "the images stay"
+    );
+    assert_eq!(
+        worklist(&archive, "?accession=ACC4001").await[0]["status"],
+        "SCHEDULED"
+    );
+
+    // A site without a RIS schedules through the API, with the same checks.
+    let item = serde_json::json!({
+        "patient": {"id": "WALKIN-1", "name": "Bùi^Thị Thu", "birth_date": "19900101", "sex": "F"},
+        "step": {"accession_number": "ACC9001", "modality": "US", "start_date": "20261207",
+                 "start_time": "0900", "station_ae_titles": ["US01"]}
+    });
+    let post = |path: &'static str, body: String| {
+        let port = archive.http_port;
+        async move { common::http_request(port, "POST", path, Some(&body), &[]).await }
+    };
+    let (status, body) = post("/api/v1/worklist", item.to_string()).await;
+    assert_eq!(status, 201, "{body}");
+    let mut bad = item.clone();
+    bad["step"]["start_date"] = "20261345".into();
+    assert_eq!(post("/api/v1/worklist", bad.to_string()).await.0, 400);
+    let walk_in = &worklist(&archive, "?patient=WALKIN-1").await[0];
+    assert_eq!(walk_in["patient_name"], "Bùi^Thị Thu");
+    let id = walk_in["id"].as_i64().expect("id");
+    let (status, _) = common::http_request(
+        archive.http_port,
+        "POST",
+        &format!("/api/v1/worklist/{id}/status"),
+        Some(r#"{"status":"CANCELED"}"#),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        worklist(&archive, "?patient=WALKIN-1").await[0]["status"],
+        "CANCELED"
+    );
+}
+
+on_both_backends!(
+    adt_updates_merges_and_repeats,
+    refusals_say_why,
+    orders_schedule_the_worklist
+);
 
 /// Write `count` admit messages, patient `DUR{n}`, control ID `DUR-{n}`.
 fn admits(dir: &Path, count: usize) -> Vec<PathBuf> {

@@ -4,6 +4,14 @@
 use sqlx::{Any, Row, Transaction};
 
 use super::patients::{self, PatientChange};
+use super::worklist::{self, WorklistChange};
+
+/// One change a message asks for.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Patient(PatientChange),
+    Worklist(WorklistChange),
+}
 use super::{unix_now as now, Index, IndexError};
 
 /// A received message, read and interpreted, waiting to be recorded.
@@ -19,7 +27,7 @@ pub struct InboundMessage {
     /// The message decoded to UTF-8.
     pub text: String,
     /// What it asks for, or why it cannot be applied.
-    pub changes: Result<Vec<PatientChange>, Refusal>,
+    pub changes: Result<Vec<Change>, Refusal>,
 }
 
 /// Why a message is not applied: an error in its content (AE) or a
@@ -162,7 +170,7 @@ impl Index {
     pub async fn replay_hl7(
         &self,
         id: i64,
-        changes: &Result<Vec<PatientChange>, Refusal>,
+        changes: &Result<Vec<Change>, Refusal>,
         ack: impl FnOnce(&Outcome) -> Ack,
     ) -> Result<Outcome, IndexError> {
         let mut tx = self.begin_write().await?;
@@ -182,6 +190,15 @@ impl Index {
         .bind(id)
         .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Apply changes that come from the API rather than a message, with
+    /// the same rules, in one synced transaction.
+    pub async fn apply_changes(&self, changes: &[Change]) -> Result<Outcome, IndexError> {
+        let mut tx = self.begin_write().await?;
+        let outcome = apply_all(&mut tx, &Ok(changes.to_vec())).await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -287,7 +304,7 @@ fn logged(row: &sqlx::any::AnyRow, with_text: bool) -> Result<LoggedMessage, Ind
 /// changes only, and becomes its outcome.
 async fn apply_all(
     tx: &mut Transaction<'static, Any>,
-    changes: &Result<Vec<PatientChange>, Refusal>,
+    changes: &Result<Vec<Change>, Refusal>,
 ) -> Result<Outcome, IndexError> {
     let changes = match changes {
         Ok(changes) => changes,
@@ -296,20 +313,33 @@ async fn apply_all(
     sqlx::query("SAVEPOINT hl7_message")
         .execute(&mut **tx)
         .await?;
+    let mut refused = None;
     for change in changes {
-        if let Err(e) = patients::apply(tx, change).await {
-            sqlx::query("ROLLBACK TO SAVEPOINT hl7_message")
-                .execute(&mut **tx)
-                .await?;
-            tracing::warn!(error = %e, "HL7 message not applied");
-            return Ok(Outcome::Refused(Refusal::Error(format!(
-                "cannot apply: {e}"
-            ))));
+        let applied = match change {
+            Change::Patient(change) => patients::apply(tx, change).await.map(|()| None),
+            Change::Worklist(change) => worklist::apply(tx, change).await,
+        };
+        match applied {
+            Ok(None) => {}
+            // Refused, but what it recorded (a conflict) stays.
+            Ok(Some(reason)) => refused = Some(reason),
+            Err(e) => {
+                sqlx::query("ROLLBACK TO SAVEPOINT hl7_message")
+                    .execute(&mut **tx)
+                    .await?;
+                tracing::warn!(error = %e, "HL7 message not applied");
+                return Ok(Outcome::Refused(Refusal::Error(format!(
+                    "cannot apply: {e}"
+                ))));
+            }
         }
     }
     sqlx::query("RELEASE SAVEPOINT hl7_message")
         .execute(&mut **tx)
         .await?;
+    if let Some(reason) = refused {
+        return Ok(Outcome::Refused(Refusal::Error(reason)));
+    }
     Ok(Outcome::Applied)
 }
 

@@ -20,6 +20,7 @@ mod queue;
 mod read;
 mod reclaim;
 mod schema;
+pub mod worklist;
 mod write;
 
 use std::str::FromStr;

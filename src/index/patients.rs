@@ -28,7 +28,7 @@ pub struct Demographics {
 }
 
 /// A visit (PV1), keyed by its visit number.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Visit {
     pub number: String,
     pub class: String,
@@ -286,18 +286,7 @@ pub struct PatientRecord {
     pub phone: String,
     pub other_ids: String,
     pub num_studies: i64,
-    pub visits: Vec<VisitRecord>,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct VisitRecord {
-    pub number: String,
-    pub class: String,
-    pub location: String,
-    pub attending: String,
-    pub admitted_at: String,
-    pub discharged_at: String,
-    pub status: String,
+    pub visits: Vec<Visit>,
 }
 
 impl super::Index {
@@ -325,7 +314,7 @@ impl super::Index {
         .await?
         .iter()
         .map(|v| {
-            Ok(VisitRecord {
+            Ok(Visit {
                 number: v.try_get(0)?,
                 class: v.try_get(1)?,
                 location: v.try_get(2)?,

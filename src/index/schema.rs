@@ -73,6 +73,11 @@ macro_rules! migrations {
                 "hl7",
                 include_str!(concat!("../../migrations/", $db, "/0010_hl7.sql")),
             ),
+            (
+                11,
+                "worklist",
+                include_str!(concat!("../../migrations/", $db, "/0011_worklist.sql")),
+            ),
         ]
     };
 }

@@ -3,6 +3,7 @@
 
 mod bounded;
 mod charset;
+mod dates;
 mod ids;
 mod instance;
 mod peer;
@@ -13,6 +14,7 @@ pub use bounded::{
     MAX_DEPTH as MAX_SEQUENCE_DEPTH,
 };
 pub use charset::{decode_text, fold_for_matching};
+pub use dates::{derived_uid, valid_date};
 pub use ids::{AeTitle, IdError, Uid};
 pub use instance::{InstanceMeta, PatientMeta, PixelLayout, SeriesMeta, StoredObject, StudyMeta};
 pub use peer::{Peer, PeerError, PeerService, RawPeer};

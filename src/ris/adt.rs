@@ -133,7 +133,7 @@ pub(super) fn patient_key(list: Field<'_>, settings: Settings) -> Option<Patient
     Some(PatientKey { id, issuer })
 }
 
-fn demographics(m: &Message, pid: &Segment) -> Result<Demographics, Problem> {
+pub(super) fn demographics(m: &Message, pid: &Segment) -> Result<Demographics, Problem> {
     let sent = |n: usize| {
         let f = m.field(pid, n);
         (!f.is_empty()).then_some(f)
@@ -271,22 +271,11 @@ pub(super) fn dicom_date(value: &str) -> Option<String> {
     if ![4, 6, 8, 10, 12, 14].contains(&digits.len()) {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| digits.get(r).and_then(|s| s.parse::<u32>().ok());
-    let year = num(0..4)?;
-    let month = if digits.len() >= 6 { num(4..6)? } else { 1 };
-    let day = if digits.len() >= 8 { num(6..8)? } else { 1 };
-    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-    let days = match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if leap => 29,
-        2 => 28,
-        _ => return None,
-    };
-    if year < 1800 || day == 0 || day > days {
+    let date: String = digits.chars().take(8).collect();
+    if !crate::model::valid_date(&date) {
         return None;
     }
-    if digits.len() >= 10 && num(8..10)? > 23 {
+    if digits.len() >= 10 && digits.get(8..10).and_then(|h| h.parse::<u32>().ok())? > 23 {
         return None;
     }
     Some(digits.chars().take(8).collect())

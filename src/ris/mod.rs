@@ -9,6 +9,7 @@
 //! here; neither knows what an ADT message does.
 
 mod adt;
+mod orders;
 
 use std::time::{Instant, SystemTime};
 
@@ -16,8 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
 use crate::hl7::{ack, AckCode, ErrorCondition, Hl7Error, Message};
-use crate::index::hl7::{Ack, InboundMessage, Outcome, Refusal};
-use crate::index::patients::PatientChange;
+use crate::index::hl7::{Ack, Change, InboundMessage, Outcome, Refusal};
 use crate::index::{Index, IndexError};
 use crate::telemetry::Metrics;
 
@@ -372,10 +372,12 @@ fn interpret(
     interface: &str,
     settings: Settings,
 ) -> (InboundMessage, Message, Option<Problem>) {
-    let changes: Result<Vec<PatientChange>, Problem> = check_header(&message).and_then(|()| {
+    let changes: Result<Vec<Change>, Problem> = check_header(&message).and_then(|()| {
         let (code, trigger, _) = message.message_type();
         match code.as_str() {
-            "ADT" => adt::interpret(&message, &trigger, settings),
+            "ADT" => adt::interpret(&message, &trigger, settings)
+                .map(|changes| changes.into_iter().map(Change::Patient).collect()),
+            "ORM" | "OMI" | "OMG" => orders::interpret(&message, settings),
             _ => Err(Problem::reject(
                 ErrorCondition::new(200, format!("message type {code} is not supported"))
                     .at("MSH", 9),

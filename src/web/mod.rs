@@ -12,6 +12,7 @@ mod hl7;
 mod peers;
 mod status;
 mod viewer;
+mod worklist;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -76,7 +77,8 @@ pub fn start(listener: TcpListener, state: AppState) -> std::io::Result<actix_we
                     .route("/stats", web::get().to(status::stats))
                     .route("/forwarding", web::get().to(forwarding::forwarding))
                     .configure(peers::routes)
-                    .configure(hl7::routes),
+                    .configure(hl7::routes)
+                    .configure(worklist::routes),
             )
             .service(
                 web::scope("/dicom-web")

@@ -9,6 +9,7 @@ pub mod find;
 pub mod identifier;
 pub mod retrieve;
 mod store;
+pub mod worklist;
 
 use std::sync::Arc;
 
@@ -63,6 +64,13 @@ pub async fn dispatch(
     match request.command.field {
         CommandField::CEchoRq => echo::handle(assoc, request).await,
         CommandField::CStoreRq => store::handle(assoc, request, ctx).await,
+        CommandField::CFindRq
+            if assoc
+                .context(request.context_id)
+                .is_some_and(|c| c.abstract_syntax == worklist::WORKLIST_FIND) =>
+        {
+            worklist::handle(assoc, request, ctx).await
+        }
         CommandField::CFindRq => find::handle(assoc, request, ctx).await,
         CommandField::CMoveRq => c_move::handle(assoc, request, ctx).await,
         CommandField::CGetRq => c_get::handle(assoc, request, ctx).await,
