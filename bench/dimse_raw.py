@@ -64,8 +64,8 @@ def _element(elem: int, value: bytes) -> bytes:
     return struct.pack("<HHL", 0x0000, elem, len(value)) + value
 
 
-def _command_set(message_id: int) -> bytes:
-    body = (_element(0x0002, STUDY_ROOT_FIND.encode())            # AffectedSOPClassUID
+def _command_set(message_id: int, sop_class: str = STUDY_ROOT_FIND) -> bytes:
+    body = (_element(0x0002, sop_class.encode())                  # AffectedSOPClassUID
             + _element(0x0100, struct.pack("<H", 0x0020))         # CommandField: C-FIND-RQ
             + _element(0x0110, struct.pack("<H", message_id))     # MessageID
             + _element(0x0700, struct.pack("<H", 0x0000))         # Priority: MEDIUM
@@ -89,7 +89,10 @@ def _command_status(cmd: bytes) -> tuple[int | None, int | None]:
 
 class RawFindClient:
     def __init__(self, host: str, port: int, called_aet: str, calling_aet: str = "FINDBENCH",
-                 max_pdu: int = 65536, timeout: float = 120.0):
+                 max_pdu: int = 65536, timeout: float = 120.0, sop_class: str = STUDY_ROOT_FIND):
+        # The FIND SOP class of the one presentation context (a Modality
+        # Worklist benchmark passes 1.2.840.10008.5.1.4.31).
+        self.sop_class = sop_class
         self.sock = socket.create_connection((host, port), timeout=timeout)
         # Request = two PDUs in one send; without TCP_NODELAY a delayed ACK could stall it.
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -118,7 +121,7 @@ class RawFindClient:
 
     def _associate(self, called: str, calling: str, max_pdu: int) -> None:
         pc = _item(0x20, bytes([PC_ID, 0, 0, 0])
-                   + _item(0x30, STUDY_ROOT_FIND.encode())
+                   + _item(0x30, self.sop_class.encode())
                    + _item(0x40, IMPLICIT_VR_LE.encode()))
         user = _item(0x50, _item(0x51, struct.pack(">L", max_pdu))
                      + _item(0x52, IMPLEMENTATION_UID.encode())
@@ -171,7 +174,7 @@ class RawFindClient:
         """Send one C-FIND-RQ and read responses up to the final one.
         Returns the number of pending responses (= matches)."""
         self.message_id = self.message_id % 0xFFFF + 1
-        request = self._p_data(True, _command_set(self.message_id)) + self._p_data(False, identifier)
+        request = self._p_data(True, _command_set(self.message_id, self.sop_class)) + self._p_data(False, identifier)
         self.sock.sendall(request)
         pending = 0
         cmd = bytearray()  # command fragments of the response being read

@@ -203,4 +203,104 @@ async fn worklist_queries(backend: Backend) {
     );
 }
 
-on_both_backends!(worklist_queries);
+async fn mpps(port: u16, args: &[&str]) -> i64 {
+    let port = port.to_string();
+    let mut all = vec![port.as_str()];
+    all.extend_from_slice(args);
+    let out = run_peer("mpps.py", &all).await;
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert!(out.status.success(), "mpps.py {args:?}: {report}");
+    report["status"].as_i64().unwrap_or(-1)
+}
+
+async fn step_status(archive: &Archive, query: &str) -> String {
+    let (_, body) = archive
+        .http_get(&format!("/api/v1/worklist{query}"), &[])
+        .await;
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    body["items"][0]["status"].as_str().unwrap_or("").to_owned()
+}
+
+/// N-CREATE and N-SET, each on its own association, move the worklist
+/// step they name; a final step refuses another N-SET with 0110.
+async fn performed_steps_follow_the_worklist(backend: Backend) {
+    if !tools("performed_steps_follow_the_worklist") {
+        return;
+    }
+    let archive = Archive::start(backend).await;
+    schedule(&archive).await;
+    let port = archive.dicom_port;
+    let ct = "?accession=ACC3001&modality=CT";
+    assert_eq!(step_status(&archive, ct).await, "SCHEDULED");
+    let uid = "1.2.826.0.1.3680043.10.1.9001";
+    let create = [
+        "create",
+        uid,
+        "--step",
+        "SPS3001-CT",
+        "--accession",
+        "ACC3001",
+        "--study",
+        "1.2.826.0.1.3680043.10.1.3001",
+    ];
+    assert_eq!(mpps(port, &create).await, 0);
+    assert_eq!(step_status(&archive, ct).await, "STARTED");
+    assert_eq!(
+        mpps(port, &create).await,
+        0x0111,
+        "a second N-CREATE is a duplicate"
+    );
+    let done = ["set", uid, "--status", "COMPLETED", "--series", "1.2.3.4.5"];
+    assert_eq!(mpps(port, &done).await, 0);
+    assert_eq!(step_status(&archive, ct).await, "COMPLETED");
+    assert_eq!(mpps(port, &done).await, 0x0110, "no change after COMPLETED");
+    assert_eq!(
+        mpps(
+            port,
+            &[
+                "set",
+                "1.2.826.0.1.3680043.10.1.9999",
+                "--status",
+                "COMPLETED"
+            ]
+        )
+        .await,
+        0x0112
+    );
+    // Unscheduled: no worklist step matches; kept, and discontinued.
+    let lone = "1.2.826.0.1.3680043.10.1.9002";
+    assert_eq!(mpps(port, &["create", lone, "--step", "NOPE"]).await, 0);
+    assert_eq!(
+        mpps(port, &["set", lone, "--status", "DISCONTINUED"]).await,
+        0
+    );
+    let (_, body) = archive.http_get("/api/v1/mpps", &[]).await;
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let steps = body["performed_steps"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(steps.len(), 2, "{body}");
+    let lone = steps
+        .iter()
+        .find(|s| s["sop_instance_uid"] == lone)
+        .expect("unscheduled kept");
+    assert_eq!(lone["scheduled"], false);
+    assert_eq!(lone["status"], "DISCONTINUED");
+    assert_eq!(
+        lone["discontinue_reason"],
+        "110514^DCM^Incorrect worklist entry selected"
+    );
+    let done = steps
+        .iter()
+        .find(|s| s["sop_instance_uid"] == uid)
+        .expect("scheduled one");
+    assert_eq!(done["performed_series"], serde_json::json!(["1.2.3.4.5"]));
+    // The PET step of the same order was not touched.
+    assert_eq!(
+        step_status(&archive, "?accession=ACC3001&modality=PT").await,
+        "SCHEDULED"
+    );
+}
+
+on_both_backends!(worklist_queries, performed_steps_follow_the_worklist);

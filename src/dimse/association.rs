@@ -134,6 +134,7 @@ pub fn acceptor_options(
         .with_abstract_syntax(super::service::find::PATIENT_ROOT_FIND)
         .with_abstract_syntax(super::service::find::STUDY_ROOT_FIND)
         .with_abstract_syntax(super::service::worklist::WORKLIST_FIND)
+        .with_abstract_syntax(super::service::mpps::MPPS)
         .with_abstract_syntax(super::service::c_move::PATIENT_ROOT_MOVE)
         .with_abstract_syntax(super::service::c_move::STUDY_ROOT_MOVE)
         .with_abstract_syntax(super::service::c_get::PATIENT_ROOT_GET)

@@ -14,6 +14,7 @@ mod find;
 mod forwarding;
 pub mod hl7;
 mod journal;
+pub mod mpps;
 pub mod patients;
 mod peers;
 mod queue;

@@ -78,6 +78,11 @@ macro_rules! migrations {
                 "worklist",
                 include_str!(concat!("../../migrations/", $db, "/0011_worklist.sql")),
             ),
+            (
+                12,
+                "mpps",
+                include_str!(concat!("../../migrations/", $db, "/0012_mpps.sql")),
+            ),
         ]
     };
 }

@@ -16,7 +16,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/worklist", web::get().to(list))
         .route("/worklist", web::post().to(create))
         .route("/worklist/conflicts", web::get().to(conflicts))
-        .route("/worklist/{id}/status", web::post().to(set_status));
+        .route("/worklist/{id}/status", web::post().to(set_status))
+        .route("/mpps", web::get().to(performed));
 }
 
 #[derive(Deserialize)]
@@ -206,6 +207,29 @@ async fn conflicts(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "conflicts": rows })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PerformedQuery {
+    study: Option<String>,
+    limit: Option<i64>,
+}
+
+/// Performed procedure steps (MPPS), newest first.
+async fn performed(
+    state: web::Data<AppState>,
+    query: Result<web::Query<PerformedQuery>, actix_web::Error>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query
+        .map_err(|e| ApiError::BadRequest(format!("invalid query: {e}")))?
+        .into_inner();
+    let steps = state
+        .index
+        .performed_steps(q.study.as_deref(), q.limit.unwrap_or(100).clamp(1, 1000))
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "performed_steps": steps })))
 }
 
 /// A DICOM DA: YYYYMMDD with a real month and day, or empty.

@@ -70,3 +70,23 @@ pub async fn receive_query(
         }
     }
 }
+
+/// A text value of `obj`, padding trimmed; empty when absent.
+pub fn text(obj: &dicom_object::InMemDicomObject, tag: dicom_core::Tag) -> String {
+    obj.element(tag)
+        .ok()
+        .and_then(|e| e.to_str().ok())
+        .map(|s| s.trim_matches(|c: char| c == '\0' || c == ' ').to_owned())
+        .unwrap_or_default()
+}
+
+/// The first item of the sequence `tag`, if any.
+pub fn first_item(
+    obj: &dicom_object::InMemDicomObject,
+    tag: dicom_core::Tag,
+) -> Option<&dicom_object::InMemDicomObject> {
+    obj.element(tag)
+        .ok()
+        .and_then(|e| e.items())
+        .and_then(|items| items.first())
+}

@@ -7,6 +7,7 @@ pub mod commitment;
 mod echo;
 pub mod find;
 pub mod identifier;
+pub mod mpps;
 pub mod retrieve;
 mod store;
 pub mod worklist;
@@ -74,6 +75,16 @@ pub async fn dispatch(
         CommandField::CFindRq => find::handle(assoc, request, ctx).await,
         CommandField::CMoveRq => c_move::handle(assoc, request, ctx).await,
         CommandField::CGetRq => c_get::handle(assoc, request, ctx).await,
+        CommandField::NCreateRq
+            if request.command.affected_sop_class_uid.as_deref() == Some(mpps::MPPS) =>
+        {
+            mpps::handle(assoc, request, ctx).await
+        }
+        CommandField::NSetRq
+            if request.command.requested_sop_class_uid.as_deref() == Some(mpps::MPPS) =>
+        {
+            mpps::handle(assoc, request, ctx).await
+        }
         CommandField::NActionRq
             if request.command.requested_sop_class_uid.as_deref()
                 == Some(commitment::STORAGE_COMMITMENT_PUSH) =>

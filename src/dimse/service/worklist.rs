@@ -11,7 +11,7 @@ use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
-use super::identifier::MAX_IDENTIFIER;
+use super::identifier::{first_item, text, MAX_IDENTIFIER};
 use super::ServiceContext;
 use crate::dimse::association::{Association, AssociationError, Request};
 use crate::dimse::command::{Command, CommandField, Status};
@@ -109,20 +109,9 @@ pub async fn handle(
     assoc.send_command(context_id, &final_status).await
 }
 
-fn text(obj: &InMemDicomObject, tag: Tag) -> String {
-    obj.element(tag)
-        .ok()
-        .and_then(|e| e.to_str().ok())
-        .map(|s| s.trim_matches(|c: char| c == '\0' || c == ' ').to_owned())
-        .unwrap_or_default()
-}
-
 /// The first Scheduled Procedure Step Sequence item, if any.
 fn step_item(obj: &InMemDicomObject) -> Option<&InMemDicomObject> {
-    obj.element(tags::SCHEDULED_PROCEDURE_STEP_SEQUENCE)
-        .ok()
-        .and_then(|e| e.items())
-        .and_then(|items| items.first())
+    first_item(obj, tags::SCHEDULED_PROCEDURE_STEP_SEQUENCE)
 }
 
 /// Matching keys → filter. Universal (empty) and `*` keys match all.
