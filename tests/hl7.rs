@@ -490,12 +490,139 @@ async fn orders_schedule_the_worklist(backend: Backend) {
         worklist(&archive, "?patient=WALKIN-1").await[0]["status"],
         "CANCELED"
     );
+
+    // A merge takes the prior patient's scheduled steps along.
+    let merge = write(
+        "merge.hl7",
+        "MSH|^~\\&|HIS|H|TESSERA|R|20261204190000||ADT^A40^ADT_A39|MERGE-1|P|2.5\n\
+         PID|1||PID22-0^^^GENERAL^MR||Vu^Thi Mai\nMRG|PID20-0^^^GENERAL^MR\n"
+            .into(),
+    );
+    assert_eq!(
+        code(&send(archive.hl7_port, &[merge.as_str()], &[]).await[0]),
+        ("AA", "")
+    );
+    let moved = worklist(&archive, "?patient=PID22-0").await;
+    assert_eq!(
+        moved.len(),
+        4,
+        "the OMI's two steps and the ORM's two: {moved:?}"
+    );
+    assert!(worklist(&archive, "?patient=PID20-0").await.is_empty());
+}
+
+/// An ORU^R01 report for `accession`: one OBR (status `status`) and two
+/// text OBX, the first with escapes.
+fn report(control: &str, accession: &str, status: &str, impression: &str) -> String {
+    let mut obr = vec![""; 33];
+    obr[0] = "OBR";
+    obr[1] = "1";
+    obr[2] = "PL5001";
+    obr[3] = "FL5001";
+    obr[4] = "CT^CT Chest^LOCAL";
+    obr[7] = "20261205100000";
+    obr[18] = accession;
+    obr[25] = status;
+    obr[32] = "&Nguyễn&An";
+    format!(
+        "MSH|^~\\&|RIS|GENERAL HOSPITAL|TESSERA|RADIOLOGY|20261205100000||ORU^R01^ORU_R01|{control}|P|2.5||||||UNICODE UTF-8\n\
+         PID|1||PID30-0^^^GENERAL^MR||Nguyen^Van||19700101|M\n\
+         {}\n\
+         OBX|1|TX|FIND^Findings^LOCAL||Lungs clear.\\.br\\No nodule \\T\\ no effusion.||||||{status}\n\
+         OBX|2|TX|IMP^Impression^LOCAL||{impression}||||||{status}\n",
+        obr.join("|")
+    )
+}
+
+async fn reports_and_study_status(backend: Backend) {
+    if !hl7_available("reports_and_study_status") {
+        return;
+    }
+    let archive = Archive::start(backend).await;
+    store_study(&archive, 30).await;
+    let (_, studies) = json(&archive, "/dicom-web/studies?PatientID=PID30-0").await;
+    let uid = studies[0]["0020000D"]["Value"][0]
+        .as_str()
+        .expect("uid")
+        .to_owned();
+    let accession = studies[0]["00080050"]["Value"][0]
+        .as_str()
+        .expect("accession")
+        .to_owned();
+    let status = |archive: &Archive, uid: String| {
+        let port = archive.http_port;
+        async move {
+            let (code, body) =
+                common::http_get(port, &format!("/api/v1/studies/{uid}/status"), &[]).await;
+            let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            (code, body["status"].as_str().unwrap_or("").to_owned())
+        }
+    };
+    assert_eq!(
+        status(&archive, uid.clone()).await,
+        (200, "arrived".to_owned())
+    );
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path.to_string_lossy().into_owned()
+    };
+    let preliminary = write("p.hl7", report("ORU-1", &accession, "P", "Normal."));
+    let acks = send(archive.hl7_port, &[preliminary.as_str()], &[]).await;
+    assert_eq!(code(&acks[0]), ("AA", ""), "{}", acks[0]);
+    let (_, got) = json(&archive, &format!("/api/v1/studies/{uid}/reports")).await;
+    let reports = got["reports"].as_array().cloned().unwrap_or_default();
+    assert_eq!(reports.len(), 1, "{got}");
+    assert_eq!(reports[0]["status"], "preliminary");
+    assert_eq!(
+        reports[0]["body"],
+        "Lungs clear.\nNo nodule & no effusion.\nNormal."
+    );
+    assert_eq!(reports[0]["author"], "Nguyễn^An");
+    assert_eq!(status(&archive, uid.clone()).await.1, "reported");
+
+    // The final report of the same order replaces the preliminary one.
+    let final_report = write(
+        "f.hl7",
+        report("ORU-2", &accession, "F", "Normal chest CT."),
+    );
+    assert_eq!(
+        code(&send(archive.hl7_port, &[final_report.as_str()], &[]).await[0]),
+        ("AA", "")
+    );
+    let (_, got) = json(&archive, &format!("/api/v1/studies/{uid}/reports")).await;
+    let reports = got["reports"].as_array().cloned().unwrap_or_default();
+    assert_eq!(reports.len(), 1, "{got}");
+    assert_eq!(reports[0]["status"], "final");
+    assert!(reports[0]["body"]
+        .as_str()
+        .unwrap_or("")
+        .ends_with("Normal chest CT."));
+    assert_eq!(status(&archive, uid.clone()).await.1, "final");
+
+    // A report for images not here yet is kept; a report with no OBR is not.
+    assert_eq!(
+        code(&send(archive.hl7_port, &["oru_r01_unlinked.hl7"], &[]).await[0]),
+        ("AA", "")
+    );
+    assert_eq!(status(&archive, "1.2.3.999".into()).await.0, 404);
+    let empty = write(
+        "e.hl7",
+        "MSH|^~\\&|RIS|H|T|R|20261205||ORU^R01|ORU-3|P|2.5\nPID|1||PID30-0\n".into(),
+    );
+    assert_eq!(
+        code(&send(archive.hl7_port, &[empty.as_str()], &[]).await[0]),
+        ("AE", "100")
+    );
 }
 
 on_both_backends!(
     adt_updates_merges_and_repeats,
     refusals_say_why,
-    orders_schedule_the_worklist
+    orders_schedule_the_worklist,
+    reports_and_study_status
 );
 
 /// Write `count` admit messages, patient `DUR{n}`, control ID `DUR-{n}`.

@@ -11,6 +11,7 @@ use super::worklist::{self, WorklistChange};
 pub enum Change {
     Patient(PatientChange),
     Worklist(WorklistChange),
+    Report(super::reports::Report),
 }
 use super::{unix_now as now, Index, IndexError};
 
@@ -318,6 +319,7 @@ async fn apply_all(
         let applied = match change {
             Change::Patient(change) => patients::apply(tx, change).await.map(|()| None),
             Change::Worklist(change) => worklist::apply(tx, change).await,
+            Change::Report(report) => super::reports::apply(tx, report).await.map(|()| None),
         };
         match applied {
             Ok(None) => {}

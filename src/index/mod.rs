@@ -20,6 +20,7 @@ mod peers;
 mod queue;
 mod read;
 mod reclaim;
+pub mod reports;
 mod schema;
 pub mod worklist;
 mod write;

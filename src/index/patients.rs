@@ -95,6 +95,7 @@ pub(super) async fn apply(
                     .execute(&mut **tx)
                     .await?;
                     record_merge(tx, old, new, -1).await?;
+                    rename_in_reports(tx, old, new).await?;
                     upsert(tx, new, demographics).await?;
                 }
                 _ => {
@@ -204,6 +205,12 @@ async fn merge(
         .bind(from)
         .execute(&mut **tx)
         .await?;
+    sqlx::query("UPDATE worklist_items SET patient_fk = $1 WHERE patient_fk = $2")
+        .bind(into)
+        .bind(from)
+        .execute(&mut **tx)
+        .await?;
+    rename_in_reports(tx, prior, survivor).await?;
     // A self-join under an alias: the same statement on both backends.
     let add_counts = "UPDATE patients SET num_studies = patients.num_studies + p.num_studies, \
          num_series = patients.num_series + p.num_series, \
@@ -219,6 +226,20 @@ async fn merge(
         .execute(&mut **tx)
         .await?;
     record_merge(tx, prior, survivor, moved as i64).await
+}
+
+/// Reports name their patient by ID: they follow a merge or a new ID.
+async fn rename_in_reports(
+    tx: &mut Transaction<'static, Any>,
+    from: &PatientKey,
+    to: &PatientKey,
+) -> Result<(), IndexError> {
+    sqlx::query("UPDATE reports SET patient_id = $1 WHERE patient_id = $2")
+        .bind(to.id.as_str())
+        .bind(from.id.as_str())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// `studies_moved` -1 marks an identifier change made in place.

@@ -83,6 +83,11 @@ macro_rules! migrations {
                 "mpps",
                 include_str!(concat!("../../migrations/", $db, "/0012_mpps.sql")),
             ),
+            (
+                13,
+                "reports",
+                include_str!(concat!("../../migrations/", $db, "/0013_reports.sql")),
+            ),
         ]
     };
 }

@@ -10,6 +10,7 @@
 
 mod adt;
 mod orders;
+mod reports;
 
 use std::time::{Instant, SystemTime};
 
@@ -378,6 +379,7 @@ fn interpret(
             "ADT" => adt::interpret(&message, &trigger, settings)
                 .map(|changes| changes.into_iter().map(Change::Patient).collect()),
             "ORM" | "OMI" | "OMG" => orders::interpret(&message, settings),
+            "ORU" => reports::interpret(&message, settings),
             _ => Err(Problem::reject(
                 ErrorCondition::new(200, format!("message type {code} is not supported"))
                     .at("MSH", 9),

@@ -10,6 +10,7 @@ mod error;
 mod forwarding;
 mod hl7;
 mod peers;
+mod reports;
 mod status;
 mod viewer;
 mod worklist;
@@ -78,7 +79,8 @@ pub fn start(listener: TcpListener, state: AppState) -> std::io::Result<actix_we
                     .route("/forwarding", web::get().to(forwarding::forwarding))
                     .configure(peers::routes)
                     .configure(hl7::routes)
-                    .configure(worklist::routes),
+                    .configure(worklist::routes)
+                    .configure(reports::routes),
             )
             .service(
                 web::scope("/dicom-web")

@@ -1,7 +1,8 @@
 //! `/api/v1/worklist`: the modality worklist for a site without a RIS (and
 //! a view of what the RIS scheduled): list, create and change the status
 //! of scheduled procedure steps, with the rules HL7 orders follow; and the
-//! orders cancelled after their images.
+//! orders cancelled after their images; `/api/v1/mpps`: the performed
+//! procedure steps modalities reported.
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
