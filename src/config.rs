@@ -106,6 +106,31 @@ pub struct RawHl7 {
     /// default: most DICOM objects carry no Issuer of Patient ID, and the
     /// same patient must not become two.
     pub use_issuer: Option<bool>,
+    /// Where order status and application acknowledgements go.
+    pub outbound: Option<RawHl7Outbound>,
+}
+
+/// The RIS Tessera tells what happened: `[hl7.outbound]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHl7Outbound {
+    /// The RIS's MLLP listener, `host:port`; absent or "off" for none.
+    pub address: Option<String>,
+    /// `ORM^O01` (default), `OMG^O19` or `OMI^O23`.
+    pub message: Option<String>,
+    /// MSH-3 (default TESSERA) and MSH-4.
+    pub sending_application: Option<String>,
+    pub sending_facility: Option<String>,
+    /// MSH-5 (default RIS) and MSH-6.
+    pub receiving_application: Option<String>,
+    pub receiving_facility: Option<String>,
+    /// MSH-18 of what is sent (default `UNICODE UTF-8`).
+    pub charset: Option<String>,
+    /// Seconds to wait for the connection and for each acknowledgement
+    /// (default 30).
+    pub ack_timeout_secs: Option<u64>,
+    /// The longest wait between attempts, in seconds (default 300).
+    pub max_backoff_secs: Option<i64>,
 }
 
 /// Validated HL7 settings.
@@ -116,6 +141,58 @@ pub struct Hl7Config {
     pub max_message_bytes: usize,
     pub idle_timeout: Duration,
     pub use_issuer: bool,
+    pub outbound: Option<Hl7OutboundConfig>,
+}
+
+/// Validated `[hl7.outbound]`.
+#[derive(Debug, Clone)]
+pub struct Hl7OutboundConfig {
+    pub address: String,
+    pub addressing: crate::ris::outbound::Addressing,
+    pub ack_timeout: Duration,
+    pub max_backoff_secs: i64,
+}
+
+impl Hl7OutboundConfig {
+    fn from_raw(raw: &RawHl7Outbound) -> Result<Option<Self>, ConfigError> {
+        let address = match raw.address.as_deref().map(str::trim) {
+            None | Some("") | Some("off") => return Ok(None),
+            Some(a) => a.to_owned(),
+        };
+        let invalid = |key, reason: String| ConfigError::Invalid { key, reason };
+        if !address.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        }) {
+            return Err(invalid(
+                "hl7.outbound.address",
+                format!("{address:?} is not host:port"),
+            ));
+        }
+        let message_name = raw.message.as_deref().unwrap_or("ORM^O01");
+        let message = crate::ris::outbound::OrderMessage::parse(message_name).ok_or_else(|| {
+            invalid(
+                "hl7.outbound.message",
+                format!("{message_name:?} is not ORM^O01, OMG^O19 or OMI^O23"),
+            )
+        })?;
+        let charset_name = raw.charset.as_deref().unwrap_or("UNICODE UTF-8");
+        let charset = crate::hl7::Charset::from_msh18(charset_name)
+            .map_err(|e| invalid("hl7.outbound.charset", e.to_string()))?;
+        let text = |v: &Option<String>, default: &str| v.clone().unwrap_or_else(|| default.into());
+        Ok(Some(Hl7OutboundConfig {
+            address,
+            addressing: crate::ris::outbound::Addressing {
+                message,
+                sending_application: text(&raw.sending_application, "TESSERA"),
+                sending_facility: text(&raw.sending_facility, ""),
+                receiving_application: text(&raw.receiving_application, "RIS"),
+                receiving_facility: text(&raw.receiving_facility, ""),
+                charset,
+            },
+            ack_timeout: Duration::from_secs(raw.ack_timeout_secs.unwrap_or(30).clamp(1, 3600)),
+            max_backoff_secs: raw.max_backoff_secs.unwrap_or(300).clamp(1, 86_400),
+        }))
+    }
 }
 
 /// TLS for associations to peers marked `tls = true` (PEM files).
@@ -512,6 +589,7 @@ impl Config {
                 .clamp(1024, 256 << 20),
             idle_timeout: Duration::from_secs(raw.hl7.idle_timeout_secs.unwrap_or(600).max(1)),
             use_issuer: raw.hl7.use_issuer.unwrap_or(false),
+            outbound: Hl7OutboundConfig::from_raw(&raw.hl7.outbound.clone().unwrap_or_default())?,
         };
         Ok(Config {
             hl7,

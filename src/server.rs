@@ -220,6 +220,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             })?,
     };
 
+    if config.hl7.outbound.is_some() {
+        // Before anything is written, the journal's replay included.
+        core.index.enable_outbox();
+    }
     let committer_tracker = TaskTracker::new();
     let ingest = core.journaled_ingest(&config, &committer_tracker).await?;
     let ris = crate::ris::Ris::start(
@@ -308,6 +312,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         busy: Default::default(),
     };
     worker_tracker.spawn(forwarder.run(shutdown.clone()));
+    if let Some(outbound) = config.hl7.outbound.clone() {
+        let sender = crate::mllp::sender::Sender {
+            index: core.index.clone(),
+            config: outbound,
+            holder: crate::reclaim::lease_holder(),
+        };
+        worker_tracker.spawn(sender.run(shutdown.clone()));
+    }
     let collector = crate::reclaim::Collector {
         index: core.index.clone(),
         storage: core.storage.clone(),

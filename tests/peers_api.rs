@@ -41,7 +41,7 @@ async fn registry_api_and_echo(backend: Backend) {
     assert_eq!(status, 200);
     let list: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(list[0]["ae_title"], "STORESCP", "{body}");
-    assert_eq!(list[0]["services"].as_array().map(Vec::len), Some(5));
+    assert_eq!(list[0]["services"].as_array().map(Vec::len), Some(6));
     let (status, body) = call("POST", "/api/v1/peers/STORESCP/echo".into(), None).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(r#""ok":true"#), "{body}");

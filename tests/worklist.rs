@@ -301,6 +301,324 @@ async fn performed_steps_follow_the_worklist(backend: Backend) {
         step_status(&archive, "?accession=ACC3001&modality=PT").await,
         "SCHEDULED"
     );
+    // A step performed before its order: matched when the order comes.
+    let late = "1.2.826.0.1.3680043.10.1.9003";
+    assert_eq!(mpps(port, &["create", late, "--step", "SPS-LATE"]).await, 0);
+    assert_eq!(mpps(port, &["set", late, "--status", "COMPLETED"]).await, 0);
+    let order = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hl7/orm_o01_after_mpps.hl7");
+    let hl7 = archive.hl7_port.to_string();
+    let out = run_peer("mllp_send.py", &[&hl7, order.to_str().expect("utf-8")]).await;
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(report["results"][0]["code"], "AA", "{report}");
+    assert_eq!(
+        step_status(&archive, "?accession=ACC4001").await,
+        "COMPLETED"
+    );
+    let (_, body) = archive.http_get("/api/v1/mpps", &[]).await;
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let matched = body["performed_steps"]
+        .as_array()
+        .and_then(|steps| {
+            steps
+                .iter()
+                .find(|s| s["sop_instance_uid"] == late)
+                .cloned()
+        })
+        .expect("late step listed");
+    assert_eq!(matched["scheduled"], true, "{matched}");
+    // A registered modality without the mpps service is refused.
+    let peer =
+        r#"{"ae_title":"MODALITY1","host":"127.0.0.1","port":104,"services":["store","find"]}"#;
+    let (status, body) = common::http_request(
+        archive.http_port,
+        "PUT",
+        "/api/v1/peers/MODALITY1",
+        Some(peer),
+        &[("Content-Type", "application/json")],
+    )
+    .await;
+    assert!(status == 200 || status == 201, "{status} {body}");
+    let refused = "1.2.826.0.1.3680043.10.1.9004";
+    assert_eq!(
+        mpps(port, &["create", refused, "--step", "SPS3001-PT"]).await,
+        0x0124
+    );
 }
 
-on_both_backends!(worklist_queries, performed_steps_follow_the_worklist);
+/// The test's RIS: `mllp_listen.py`, logging each message it acknowledges.
+struct RisListener {
+    child: tokio::process::Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl RisListener {
+    /// Listen on `port` (0 for any), answering every message with `answer`.
+    async fn start(dir: &Path, port: u16, answer: &str) -> Self {
+        let port_file = dir.join(format!("port-{port}-{answer}"));
+        let log = dir.join("received.jsonl");
+        let child = tokio::process::Command::new("python3")
+            .arg(common::peers_dir().join("mllp_listen.py"))
+            .arg(&port_file)
+            .arg(&log)
+            .args(["--port", &port.to_string(), "--answer", answer])
+            .kill_on_drop(true)
+            .spawn()
+            .expect("mllp_listen.py starts");
+        for _ in 0..200 {
+            if let Ok(text) = std::fs::read_to_string(&port_file) {
+                if let Ok(port) = text.trim().parse() {
+                    return RisListener { child, port, log };
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("mllp_listen.py did not start listening");
+    }
+
+    async fn stop(mut self) {
+        self.child.kill().await.expect("kill listener");
+    }
+}
+
+/// Every message the RIS has logged.
+fn received(log: &Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("log line is JSON"))
+        .collect()
+}
+
+/// The outbound queue as the API shows it, in `state`.
+async fn outbound(archive: &Archive, state: &str) -> Vec<Value> {
+    let (status, body) = archive
+        .http_get(&format!("/api/v1/hl7/outbound?state={state}"), &[])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).expect("JSON");
+    body["messages"].as_array().cloned().unwrap_or_default()
+}
+
+/// Wait (bounded) until the RIS has logged `n` messages and nothing is
+/// left to send.
+async fn wait_delivered(archive: &Archive, log: &Path, n: usize) -> Vec<Value> {
+    for _ in 0..300 {
+        let got = received(log);
+        if got.len() >= n && outbound(archive, "pending").await.is_empty() {
+            return got;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!(
+        "the RIS got {:?}, pending {:?}",
+        received(log),
+        outbound(archive, "pending").await
+    );
+}
+
+/// Store one instance of the PET-CT order's study with storescu.
+async fn store_order_study(archive: &Archive, dir: &Path) {
+    let files = dir.join("study3001");
+    let out = run_peer(
+        "gen.py",
+        &[
+            files.to_str().expect("utf-8"),
+            "--count",
+            "1",
+            "--study-uid",
+            "1.2.826.0.1.3680043.10.1.3001",
+            "--accession",
+            "ACC3001",
+            "--patient-id",
+            "PID22-0",
+            "--patient-name",
+            "Vũ^Thị Mai",
+        ],
+    )
+    .await;
+    assert!(out.status.success());
+    let port = archive.dicom_port.to_string();
+    let out = run_peer(
+        "send.py",
+        &["127.0.0.1", &port, files.to_str().expect("utf-8")],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// The RIS is told, in order: the application acknowledgement it asked
+/// for, the study's arrival, and each MPPS state. With the RIS down, the
+/// messages wait in the queue across a restart and arrive exactly once.
+async fn the_ris_hears_of_each_step_exactly_once(backend: Backend) {
+    if !tools("the_ris_hears_of_each_step_exactly_once") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let ris = RisListener::start(dir.path(), 0, "AA").await;
+    let (ris_port, log) = (ris.port, ris.log.clone());
+    let mut archive = Archive::start_with(backend, |raw| {
+        raw.hl7.outbound = Some(tessera::config::RawHl7Outbound {
+            address: Some(format!("127.0.0.1:{ris_port}")),
+            message: Some("OMI^O23".into()),
+            ack_timeout_secs: Some(5),
+            max_backoff_secs: Some(1),
+            ..Default::default()
+        });
+    })
+    .await;
+    schedule(&archive).await;
+    // Enhanced mode: CA on the connection, AA to the RIS.
+    let adt = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hl7/adt_a08_enhanced.hl7");
+    let port = archive.hl7_port.to_string();
+    let out = run_peer("mllp_send.py", &[&port, adt.to_str().expect("utf-8")]).await;
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(report["results"][0]["code"], "CA", "{report}");
+    store_order_study(&archive, dir.path()).await;
+    let ct = "1.2.826.0.1.3680043.10.1.9101";
+    let create = |uid: &'static str, step: &'static str| {
+        [
+            "create",
+            uid,
+            "--step",
+            step,
+            "--accession",
+            "ACC3001",
+            "--study",
+            "1.2.826.0.1.3680043.10.1.3001",
+        ]
+    };
+    let dicom = archive.dicom_port;
+    assert_eq!(mpps(dicom, &create(ct, "SPS3001-CT")).await, 0);
+    assert_eq!(mpps(dicom, &["set", ct, "--status", "COMPLETED"]).await, 0);
+    let got = wait_delivered(&archive, &log, 4).await;
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert_eq!(got[0]["type"], "ACK");
+    assert_eq!(got[0]["msa1"], "AA");
+    assert_eq!(got[0]["msa2"], "ENH-0001");
+    let states: Vec<(&str, &str)> = got[1..]
+        .iter()
+        .map(|m| {
+            (
+                m["orc1"].as_str().unwrap_or(""),
+                m["orc5"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [("SC", "IP"), ("SC", "IP"), ("SC", "CM")],
+        "{got:?}"
+    );
+    for m in &got[1..] {
+        assert_eq!(m["type"], "OMI");
+        assert_eq!(m["placer"], "PL3001");
+        assert_eq!(m["filler"], "FL3001");
+        assert_eq!(m["accession"], "ACC3001");
+        assert_eq!(m["patient_id"], "PID22-0");
+        assert_eq!(m["patient_name"], "Vũ", "UTF-8 names reach the RIS");
+    }
+
+    // The RIS goes down; the PET step starts and is discontinued.
+    ris.stop().await;
+    let pt = "1.2.826.0.1.3680043.10.1.9102";
+    assert_eq!(mpps(dicom, &create(pt, "SPS3001-PT")).await, 0);
+    assert_eq!(
+        mpps(dicom, &["set", pt, "--status", "DISCONTINUED"]).await,
+        0
+    );
+    let mut tried = false;
+    for _ in 0..100 {
+        let pending = outbound(&archive, "pending").await;
+        if pending.len() == 2 && pending.iter().any(|m| m["attempts"].as_i64() > Some(0)) {
+            tried = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(tried, "{:?}", outbound(&archive, "pending").await);
+    archive.restart().await;
+    let ris = RisListener::start(dir.path(), ris_port, "AA").await;
+    let got = wait_delivered(&archive, &log, 6).await;
+    let orc5: Vec<&str> = got
+        .iter()
+        .map(|m| m["orc5"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(orc5, ["", "IP", "IP", "CM", "IP", "DC"], "{got:?}");
+    let mut ids: Vec<&str> = got
+        .iter()
+        .map(|m| m["control_id"].as_str().unwrap_or(""))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 6, "each message once: {got:?}");
+    assert_eq!(outbound(&archive, "done").await.len(), 6);
+    ris.stop().await;
+}
+
+/// A message the RIS refuses is kept as failed, the ones after it still
+/// go, and an operator can send it again.
+async fn a_refused_message_waits_for_an_operator(backend: Backend) {
+    if !tools("a_refused_message_waits_for_an_operator") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let ris = RisListener::start(dir.path(), 0, "AR").await;
+    let ris_port = ris.port;
+    let archive = Archive::start_with(backend, |raw| {
+        raw.hl7.outbound = Some(tessera::config::RawHl7Outbound {
+            address: Some(format!("127.0.0.1:{ris_port}")),
+            max_backoff_secs: Some(1),
+            ..Default::default()
+        });
+    })
+    .await;
+    schedule(&archive).await;
+    let uid = "1.2.826.0.1.3680043.10.1.9201";
+    let create = [
+        "create",
+        uid,
+        "--step",
+        "SPS3001-CT",
+        "--accession",
+        "ACC3001",
+    ];
+    assert_eq!(mpps(archive.dicom_port, &create).await, 0);
+    assert_eq!(
+        mpps(archive.dicom_port, &["set", uid, "--status", "COMPLETED"]).await,
+        0
+    );
+    let got = wait_delivered(&archive, &ris.log, 2).await;
+    assert_eq!(got.len(), 2, "the second message is not held up: {got:?}");
+    assert_eq!(got[0]["type"], "ORM", "ORM^O01 is the default");
+    let failed = outbound(&archive, "failed").await;
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(failed.iter().all(|m| m["ack_code"] == "AR"));
+    ris.stop().await;
+    let ris = RisListener::start(dir.path(), ris_port, "AA").await;
+    let id = failed[0]["id"].as_i64().expect("id");
+    let (status, body) = common::http_request(
+        archive.http_port,
+        "POST",
+        &format!("/api/v1/hl7/outbound/{id}/retry"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let got = wait_delivered(&archive, &ris.log, 3).await;
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(outbound(&archive, "failed").await.len(), 1);
+    ris.stop().await;
+}
+
+on_both_backends!(
+    worklist_queries,
+    performed_steps_follow_the_worklist,
+    the_ris_hears_of_each_step_exactly_once,
+    a_refused_message_waits_for_an_operator
+);

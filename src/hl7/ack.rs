@@ -117,22 +117,7 @@ pub fn build(
 /// `ack` encoded in `original`'s character set; a character the set lacks
 /// (only possible in an error text) becomes `?`.
 pub fn to_wire(original: &Message, ack: &str) -> Vec<u8> {
-    let charset = original.charset();
-    charset.encode(ack).unwrap_or_else(|_| {
-        let fitted: String = ack
-            .chars()
-            .map(|c| {
-                if charset.encode(&c.to_string()).is_ok() {
-                    c
-                } else {
-                    '?'
-                }
-            })
-            .collect();
-        charset
-            .encode(&fitted)
-            .unwrap_or_else(|_| fitted.into_bytes())
-    })
+    original.charset().encode_lossy(ack)
 }
 
 #[cfg(test)]

@@ -101,6 +101,24 @@ impl Charset {
         }
     }
 
+    /// `text` in this set, with `?` for each character the set lacks: for
+    /// what Tessera writes, where a lost accent beats a lost message.
+    pub fn encode_lossy(&self, text: &str) -> Vec<u8> {
+        self.encode(text).unwrap_or_else(|_| {
+            let fitted: String = text
+                .chars()
+                .map(|c| {
+                    if self.encode(c.encode_utf8(&mut [0; 4])).is_ok() {
+                        c
+                    } else {
+                        '?'
+                    }
+                })
+                .collect();
+            self.encode(&fitted).unwrap_or_else(|_| fitted.into_bytes())
+        })
+    }
+
     pub fn encode(&self, text: &str) -> Result<Vec<u8>, Hl7Error> {
         match self {
             Charset::Utf8 => Ok(text.as_bytes().to_vec()),

@@ -8,7 +8,7 @@
 
 pub mod ack;
 mod charset;
-mod escape;
+pub mod escape;
 mod message;
 
 pub use ack::{AckCode, ErrorCondition};

@@ -46,8 +46,16 @@ pub enum Outcome {
     Refused(Refusal),
 }
 
-/// The acknowledgement for an outcome: its code (AA, AE, …) and text.
-pub type Ack = (String, String);
+/// What is answered for an outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    /// AA, AE or AR (CA, CE or CR in enhanced mode): what the log shows.
+    pub code: String,
+    /// The acknowledgement returned on the connection.
+    pub text: String,
+    /// An application acknowledgement (enhanced mode) to queue for the RIS.
+    pub application: Option<String>,
+}
 
 /// A recorded message: its row and the acknowledgement to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,8 +134,13 @@ impl Index {
                     continue;
                 }
             }
-            let outcome = apply_all(&mut tx, &message.changes).await?;
-            let (code, text) = ack(i, &outcome);
+            let outcome = apply_all(&mut tx, &message.changes, self.outbox.enabled()).await?;
+            let Ack {
+                code,
+                text,
+                application,
+            } = ack(i, &outcome);
+            self.queue_application_ack(&mut tx, application).await?;
             let error = match &outcome {
                 Outcome::Applied => String::new(),
                 Outcome::Refused(Refusal::Error(e) | Refusal::Reject(e)) => e.clone(),
@@ -163,7 +176,29 @@ impl Index {
             });
         }
         tx.commit().await?;
+        self.outbox.ring();
         Ok(recorded)
+    }
+
+    /// Queue an application acknowledgement, when there is a RIS to send
+    /// it to.
+    async fn queue_application_ack(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        application: Option<String>,
+    ) -> Result<(), IndexError> {
+        match application {
+            Some(text) if self.outbox.enabled() => {
+                super::outbox::queue(tx, &super::outbox::Outbound::Ack { text }).await
+            }
+            Some(_) => {
+                tracing::warn!(
+                    "an application acknowledgement was asked for, but hl7.outbound is not set"
+                );
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
 
     /// Apply a logged message again (after the cause of its failure was
@@ -175,8 +210,13 @@ impl Index {
         ack: impl FnOnce(&Outcome) -> Ack,
     ) -> Result<Outcome, IndexError> {
         let mut tx = self.begin_write().await?;
-        let outcome = apply_all(&mut tx, changes).await?;
-        let (code, text) = ack(&outcome);
+        let outcome = apply_all(&mut tx, changes, self.outbox.enabled()).await?;
+        let Ack {
+            code,
+            text,
+            application,
+        } = ack(&outcome);
+        self.queue_application_ack(&mut tx, application).await?;
         let error = match &outcome {
             Outcome::Applied => String::new(),
             Outcome::Refused(Refusal::Error(e) | Refusal::Reject(e)) => e.clone(),
@@ -192,6 +232,7 @@ impl Index {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.outbox.ring();
         Ok(outcome)
     }
 
@@ -199,8 +240,9 @@ impl Index {
     /// the same rules, in one synced transaction.
     pub async fn apply_changes(&self, changes: &[Change]) -> Result<Outcome, IndexError> {
         let mut tx = self.begin_write().await?;
-        let outcome = apply_all(&mut tx, &Ok(changes.to_vec())).await?;
+        let outcome = apply_all(&mut tx, &Ok(changes.to_vec()), self.outbox.enabled()).await?;
         tx.commit().await?;
+        self.outbox.ring();
         Ok(outcome)
     }
 
@@ -306,6 +348,7 @@ fn logged(row: &sqlx::any::AnyRow, with_text: bool) -> Result<LoggedMessage, Ind
 async fn apply_all(
     tx: &mut Transaction<'static, Any>,
     changes: &Result<Vec<Change>, Refusal>,
+    notify_ris: bool,
 ) -> Result<Outcome, IndexError> {
     let changes = match changes {
         Ok(changes) => changes,
@@ -318,7 +361,7 @@ async fn apply_all(
     for change in changes {
         let applied = match change {
             Change::Patient(change) => patients::apply(tx, change).await.map(|()| None),
-            Change::Worklist(change) => worklist::apply(tx, change).await,
+            Change::Worklist(change) => worklist::apply(tx, change, notify_ris).await,
             Change::Report(report) => super::reports::apply(tx, report).await.map(|()| None),
         };
         match applied {

@@ -15,6 +15,7 @@ mod forwarding;
 pub mod hl7;
 mod journal;
 pub mod mpps;
+pub mod outbox;
 pub mod patients;
 mod peers;
 mod queue;
@@ -68,6 +69,8 @@ pub struct Index {
     /// a burst of QIDO) can never make a store wait for one.
     writer: AnyPool,
     backend: Backend,
+    /// Whether changes queue messages for the RIS; shared by every clone.
+    outbox: std::sync::Arc<outbox::Outbox>,
 }
 
 impl Index {
@@ -136,6 +139,7 @@ impl Index {
             pool,
             writer,
             backend,
+            outbox: Default::default(),
         })
     }
 

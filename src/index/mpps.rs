@@ -4,6 +4,7 @@
 
 use sqlx::Row;
 
+use super::outbox::{self, OrderEvent};
 use super::worklist::StepStatus;
 use super::{unix_now as now, Index, IndexError};
 
@@ -109,8 +110,12 @@ impl Index {
         .await?;
         if let Some(id) = item {
             set_item_status(&mut tx, id, StepStatus::Started).await?;
+            if self.outbox.enabled() {
+                outbox::queue_order(&mut tx, id, OrderEvent::Started).await?;
+            }
         }
         tx.commit().await?;
+        self.outbox.ring();
         Ok(Created::Created {
             scheduled: item.is_some(),
         })
@@ -156,14 +161,18 @@ impl Index {
         .execute(&mut *tx)
         .await?;
         let item_status = match new_status.as_str() {
-            "COMPLETED" => Some(StepStatus::Completed),
-            "DISCONTINUED" => Some(StepStatus::Discontinued),
+            "COMPLETED" => Some((StepStatus::Completed, OrderEvent::Completed)),
+            "DISCONTINUED" => Some((StepStatus::Discontinued, OrderEvent::Discontinued)),
             _ => None,
         };
-        if let (Some(item), Some(s)) = (item, item_status) {
+        if let (Some(item), Some((s, event))) = (item, item_status) {
             set_item_status(&mut tx, item, s).await?;
+            if self.outbox.enabled() {
+                outbox::queue_order(&mut tx, item, event).await?;
+            }
         }
         tx.commit().await?;
+        self.outbox.ring();
         Ok(Updated::Updated)
     }
 

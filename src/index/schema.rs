@@ -88,6 +88,11 @@ macro_rules! migrations {
                 "reports",
                 include_str!(concat!("../../migrations/", $db, "/0013_reports.sql")),
             ),
+            (
+                14,
+                "hl7 outbox",
+                include_str!(concat!("../../migrations/", $db, "/0014_hl7_outbox.sql")),
+            ),
         ]
     };
 }

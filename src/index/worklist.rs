@@ -127,9 +127,11 @@ pub struct WorklistFilter {
 
 /// Apply one change. `Ok(Some(reason))` means the change was refused but
 /// what it left (a conflict record) is kept.
+/// A refused cancel is queued for the RIS when `notify_ris` is set.
 pub(super) async fn apply(
     tx: &mut Transaction<'static, Any>,
     change: &WorklistChange,
+    notify_ris: bool,
 ) -> Result<Option<String>, IndexError> {
     match change {
         WorklistChange::Schedule {
@@ -138,13 +140,14 @@ pub(super) async fn apply(
             status,
         } => {
             schedule(tx, patient, step, *status).await?;
+            adopt_performed(tx, step, notify_ris).await?;
             Ok(None)
         }
         WorklistChange::SetStatus {
             placer_order,
             filler_order,
             status,
-        } => set_status(tx, placer_order, filler_order, *status).await,
+        } => set_status(tx, placer_order, filler_order, *status, notify_ris).await,
     }
 }
 
@@ -225,11 +228,81 @@ async fn schedule(
     Ok(())
 }
 
+/// Performed steps reported before their order (unscheduled MPPS) that
+/// name this step, by its step ID (and accession number, when they carry
+/// one) or, without a step ID, by its study: linked to it now, and the
+/// step takes their progress.
+async fn adopt_performed(
+    tx: &mut Transaction<'static, Any>,
+    step: &ScheduledStep,
+    notify_ris: bool,
+) -> Result<(), IndexError> {
+    let Some(item) = sqlx::query(
+        "SELECT id FROM worklist_items WHERE placer_order = $1 AND filler_order = $2 \
+             AND scheduled_step_id = $3",
+    )
+    .bind(step.placer_order.as_str())
+    .bind(step.filler_order.as_str())
+    .bind(step.scheduled_step_id.as_str())
+    .fetch_optional(&mut **tx)
+    .await?
+    else {
+        return Ok(());
+    };
+    let item: i64 = item.try_get(0)?;
+    let performed = sqlx::query(
+        "SELECT id, status FROM performed_steps WHERE worklist_item_fk IS NULL AND \
+         (($1 <> '' AND scheduled_step_id = $1 AND (accession_number = '' OR accession_number = $2)) \
+         OR (scheduled_step_id = '' AND $3 <> '' AND study_instance_uid = $3)) ORDER BY id",
+    )
+    .bind(step.scheduled_step_id.as_str())
+    .bind(step.accession_number.as_str())
+    .bind(step.study_instance_uid.as_str())
+    .fetch_all(&mut **tx)
+    .await?;
+    for row in performed {
+        let id: i64 = row.try_get(0)?;
+        let status: String = row.try_get(1)?;
+        let (item_status, event) = match status.as_str() {
+            "COMPLETED" => (StepStatus::Completed, super::outbox::OrderEvent::Completed),
+            "DISCONTINUED" => (
+                StepStatus::Discontinued,
+                super::outbox::OrderEvent::Discontinued,
+            ),
+            _ => (StepStatus::Started, super::outbox::OrderEvent::Started),
+        };
+        sqlx::query(
+            "UPDATE performed_steps SET worklist_item_fk = $1, updated_at = $2 WHERE id = $3",
+        )
+        .bind(item)
+        .bind(now())
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query("UPDATE worklist_items SET status = $1, updated_at = $2 WHERE id = $3")
+            .bind(item_status.as_str())
+            .bind(now())
+            .bind(item)
+            .execute(&mut **tx)
+            .await?;
+        if notify_ris {
+            super::outbox::queue_order(tx, item, event).await?;
+        }
+        tracing::info!(
+            performed = id,
+            item,
+            "unscheduled performed step matched to its order"
+        );
+    }
+    Ok(())
+}
+
 async fn set_status(
     tx: &mut Transaction<'static, Any>,
     placer_order: &str,
     filler_order: &str,
     status: StepStatus,
+    notify_ris: bool,
 ) -> Result<Option<String>, IndexError> {
     let rows = sqlx::query(
         "SELECT w.id, w.study_instance_uid, w.accession_number, \
@@ -270,6 +343,10 @@ async fn set_status(
             .bind(now())
             .execute(&mut **tx)
             .await?;
+            if notify_ris {
+                super::outbox::queue_order(tx, id, super::outbox::OrderEvent::CancelRefused)
+                    .await?;
+            }
             conflicts.push(detail);
             continue;
         }

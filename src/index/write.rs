@@ -84,13 +84,15 @@ impl Index {
             _ => self.begin_write().await?,
         };
         let mut outcomes = Vec::with_capacity(batch.len());
+        let notify = self.outbox.enabled();
         for req in batch {
-            outcomes.push(record_one(&mut tx, self.backend, req, policy).await?);
+            outcomes.push(record_one(&mut tx, self.backend, req, policy, notify).await?);
         }
         if let Durability::SyncedThrough { node, mark } = durability {
             super::journal::set_mark(&mut tx, node, mark).await?;
         }
         tx.commit().await?;
+        self.outbox.ring();
         Ok(outcomes)
     }
 }
@@ -100,6 +102,7 @@ async fn record_one(
     backend: Backend,
     req: &StoreRequest,
     policy: DuplicatePolicy,
+    notify_ris: bool,
 ) -> Result<Recorded, IndexError> {
     let meta = &req.meta;
     let obj = &req.object;
@@ -127,6 +130,14 @@ async fn record_one(
     count_instance(tx, backend, parents, 1, obj.size as i64, ts).await?;
     if parents.new_series && !meta.series.modality.is_empty() {
         add_modality(tx, parents.study, &meta.series.modality).await?;
+    }
+    if parents.new_study && notify_ris {
+        super::outbox::queue_study_received(
+            tx,
+            meta.study.study_instance_uid.as_str(),
+            meta.study.accession_number.as_str(),
+        )
+        .await?;
     }
     queue_forwards(tx, req).await?;
     Ok(Recorded::Inserted)

@@ -4,6 +4,7 @@
 //! timeout keep one bad sender from holding the port.
 
 mod frame;
+pub mod sender;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

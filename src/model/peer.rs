@@ -16,6 +16,8 @@ pub enum PeerService {
     Move,
     Get,
     Commit,
+    /// MPPS N-CREATE and N-SET.
+    Mpps,
 }
 
 impl PeerService {
@@ -26,6 +28,7 @@ impl PeerService {
             PeerService::Move => "move",
             PeerService::Get => "get",
             PeerService::Commit => "commit",
+            PeerService::Mpps => "mpps",
         }
     }
 
@@ -36,6 +39,7 @@ impl PeerService {
             "move" => Some(PeerService::Move),
             "get" => Some(PeerService::Get),
             "commit" => Some(PeerService::Commit),
+            "mpps" => Some(PeerService::Mpps),
             _ => None,
         }
     }
@@ -101,6 +105,7 @@ impl Peer {
                 PeerService::Move,
                 PeerService::Get,
                 PeerService::Commit,
+                PeerService::Mpps,
             ]
             .into_iter()
             .collect(),

@@ -10,6 +10,7 @@
 
 mod adt;
 mod orders;
+pub mod outbound;
 mod reports;
 
 use std::time::{Instant, SystemTime};
@@ -155,7 +156,7 @@ impl Ris {
         let outcome = self
             .index
             .replay_hl7(id, &inbound.changes, |outcome| {
-                acknowledge(&header, problem.as_ref(), outcome)
+                acknowledge(&header, problem.as_ref(), outcome).0
             })
             .await?;
         Ok(match outcome {
@@ -176,10 +177,9 @@ async fn apply(index: Index, mut rx: mpsc::Receiver<Job>) {
         let mut codes = vec![String::new(); batch.len()];
         let recorded = index
             .record_hl7(&messages, |i, outcome| {
-                let (code, text) =
-                    acknowledge(&batch[i].header, batch[i].problem.as_ref(), outcome);
-                codes[i] = code.clone();
-                (code, text)
+                let (ack, sent) = acknowledge(&batch[i].header, batch[i].problem.as_ref(), outcome);
+                codes[i] = sent;
+                ack
             })
             .await;
         match recorded {
@@ -190,7 +190,7 @@ async fn apply(index: Index, mut rx: mpsc::Receiver<Job>) {
                     } else {
                         code
                     };
-                    let bytes = wanted(&job.header, &code)
+                    let bytes = wanted(&job.header, 15, &code)
                         .then(|| ack::to_wire(&job.header, &recorded.ack));
                     let _ = job.reply.send(Ok(Reply {
                         bytes,
@@ -223,11 +223,12 @@ fn msa_code(ack: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Enhanced mode (MSH-15 set): whether the sender wants this answer.
-fn wanted(header: &Message, code: &str) -> bool {
-    let accept = header.get("MSH", 15).text().to_ascii_uppercase();
+/// Enhanced mode: whether the sender wants an answer with `code`, as
+/// MSH-15 (accept) or MSH-16 (application) asks; empty means always.
+fn wanted(header: &Message, field: usize, code: &str) -> bool {
+    let asked = header.get("MSH", field).text().to_ascii_uppercase();
     let success = code == "AA" || code == "CA";
-    match accept.as_str() {
+    match asked.as_str() {
         "NE" => false,
         "ER" => !success,
         "SU" => success,
@@ -235,11 +236,16 @@ fn wanted(header: &Message, code: &str) -> bool {
     }
 }
 
-/// The acknowledgement for `outcome`: enhanced mode answers CA/CE/CR.
-fn acknowledge(header: &Message, problem: Option<&Problem>, outcome: &Outcome) -> Ack {
+/// What is answered for `outcome`, and the code sent on the connection.
+///
+/// Original mode (MSH-15 empty): AA, AE or AR. Enhanced mode: the accept
+/// acknowledgement is CA once the message is committed, whatever its
+/// outcome, or CR when it is not taken at all; the application
+/// acknowledgement (AA, AE or AR) is queued for the RIS as MSH-16 asks.
+fn acknowledge(header: &Message, problem: Option<&Problem>, outcome: &Outcome) -> (Ack, String) {
     let enhanced = !header.get("MSH", 15).is_empty();
     let (code, condition) = match outcome {
-        Outcome::Applied => (if enhanced { AckCode::Ca } else { AckCode::Aa }, None),
+        Outcome::Applied => (AckCode::Aa, None),
         Outcome::Refused(refusal) => {
             let condition = problem.map(|p| p.condition.clone()).unwrap_or_else(|| {
                 let text = match refusal {
@@ -247,18 +253,40 @@ fn acknowledge(header: &Message, problem: Option<&Problem>, outcome: &Outcome) -
                 };
                 ErrorCondition::new(207, text)
             });
-            let code = match (refusal, enhanced) {
-                (Refusal::Reject(_), false) => AckCode::Ar,
-                (Refusal::Reject(_), true) => AckCode::Cr,
-                (Refusal::Error(_), false) => AckCode::Ae,
-                (Refusal::Error(_), true) => AckCode::Ce,
+            let code = match refusal {
+                Refusal::Reject(_) => AckCode::Ar,
+                Refusal::Error(_) => AckCode::Ae,
             };
             (code, Some(condition))
         }
     };
-    let control = unique_control_id();
-    let text = ack::build(header, code, condition.as_ref(), &control, &timestamp());
-    (code.as_str().to_owned(), text)
+    let build = |code: AckCode, condition: Option<&ErrorCondition>| {
+        ack::build(header, code, condition, &unique_control_id(), &timestamp())
+    };
+    if !enhanced {
+        let text = build(code, condition.as_ref());
+        let ack = Ack {
+            code: code.as_str().to_owned(),
+            text,
+            application: None,
+        };
+        let sent = ack.code.clone();
+        return (ack, sent);
+    }
+    let accept = if code == AckCode::Ar {
+        AckCode::Cr
+    } else {
+        AckCode::Ca
+    };
+    let accept_text = build(accept, condition.as_ref().filter(|_| accept == AckCode::Cr));
+    let application = (accept == AckCode::Ca && wanted(header, 16, code.as_str()))
+        .then(|| build(code, condition.as_ref()));
+    let ack = Ack {
+        code: code.as_str().to_owned(),
+        text: accept_text,
+        application,
+    };
+    (ack, accept.as_str().to_owned())
 }
 
 /// A control ID of 20 digits (MSH-10's length before v2.7): the time in
@@ -274,12 +302,18 @@ fn unique_control_id() -> String {
     format!("{micros:016}{n:04}")
 }
 
-/// YYYYMMDDHHMMSS in UTC.
-fn timestamp() -> String {
-    let secs = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+/// Now as YYYYMMDDHHMMSS in UTC.
+pub fn timestamp() -> String {
+    timestamp_of(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+    )
+}
+
+/// Unix seconds as YYYYMMDDHHMMSS in UTC.
+fn timestamp_of(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).

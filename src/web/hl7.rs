@@ -1,7 +1,8 @@
 //! `/api/v1/hl7/messages`: the log of every HL7 message received, its
 //! outcome and acknowledgement, and replay of one that failed; and
-//! `/api/v1/patients/{id}`: a patient's demographics and visits as the
-//! RIS/HIS last sent them.
+//! `/api/v1/hl7/outbound`: the messages queued for the RIS, with retry of
+//! one it refused; and `/api/v1/patients/{id}`: a patient's demographics
+//! and visits as the RIS/HIS last sent them.
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
@@ -16,6 +17,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/hl7/messages", web::get().to(list))
         .route("/hl7/messages/{id}", web::get().to(one))
         .route("/hl7/messages/{id}/replay", web::post().to(replay))
+        .route("/hl7/outbound", web::get().to(outbound))
+        .route("/hl7/outbound/{id}/retry", web::post().to(retry_outbound))
         .route("/patients/{id}", web::get().to(patient));
 }
 
@@ -81,6 +84,51 @@ async fn replay(state: web::Data<AppState>, id: web::Path<i64>) -> Result<HttpRe
         }
         Err(RisError::NotFound(id)) => Ok(not_found(format!("no HL7 message {id}"))),
         Err(e) => Err(unavailable(e)),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutboundQuery {
+    state: Option<String>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+async fn outbound(
+    state: web::Data<AppState>,
+    query: Result<web::Query<OutboundQuery>, actix_web::Error>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query
+        .map_err(|e| ApiError::BadRequest(format!("invalid query: {e}")))?
+        .into_inner();
+    if let Some(s) = &q.state {
+        if !["pending", "done", "failed"].contains(&s.as_str()) {
+            return Err(ApiError::BadRequest(format!(
+                "state {s:?} is not one of pending, done, failed"
+            )));
+        }
+    }
+    let messages = state
+        .index
+        .outbound_messages(
+            q.state.as_deref(),
+            q.limit.unwrap_or(100).clamp(1, MAX_LIMIT),
+            q.offset.unwrap_or(0).max(0),
+        )
+        .await
+        .map_err(unavailable)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "messages": messages })))
+}
+
+async fn retry_outbound(
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    if state.index.retry_outbound(*id).await.map_err(unavailable)? {
+        Ok(HttpResponse::Ok().json(serde_json::json!({ "id": *id, "state": "pending" })))
+    } else {
+        Ok(not_found(format!("no failed outbound HL7 message {id}")))
     }
 }
 

@@ -1,6 +1,7 @@
 """Generate synthetic DICOM instances for tests, deterministically.
 
 usage: gen.py OUTDIR --count N [--studies S] [--rows R] [--cols C] [--ts UID]
+              [--study-uid UID] [--accession A] [--patient-id ID]
               [--seed K] [--patient-name NAME] [--study-date DA] [--modality M]
 Writes one Part-10 file per instance and prints the number written.
 """
@@ -23,7 +24,7 @@ CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 
 def make(index, study_uid, series_uid, patient, rows, cols, rng, ts, study_date="20260101", modality="CT",
-         sps_id="SPS-1"):
+         sps_id="SPS-1", accession=None):
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.SOPClassUID = CT_IMAGE_STORAGE
@@ -36,7 +37,7 @@ def make(index, study_uid, series_uid, patient, rows, cols, rng, ts, study_date=
     ds.PatientSex = "O"
     ds.StudyDate = study_date
     ds.StudyTime = "120000"
-    ds.AccessionNumber = f"ACC{zlib.crc32(study_uid.encode()) % 100000:05d}"
+    ds.AccessionNumber = accession or f"ACC{zlib.crc32(study_uid.encode()) % 100000:05d}"
     ds.StudyID = "1"
     ds.StudyDescription = "Synthetic CT"
     ds.Modality = modality
@@ -84,6 +85,9 @@ def main():
     p.add_argument("--patient-name", default="Nguyễn^Văn")
     p.add_argument("--study-date", default="20260101")
     p.add_argument("--modality", default="CT")
+    p.add_argument("--study-uid", help="StudyInstanceUID of the first study")
+    p.add_argument("--accession", help="AccessionNumber of every study")
+    p.add_argument("--patient-id", help="PatientID of every instance")
     p.add_argument("--sps-id", default="SPS-1", help="ScheduledProcedureStepID in RequestAttributesSequence")
     args = p.parse_args()
     os.makedirs(args.outdir, exist_ok=True)
@@ -93,11 +97,13 @@ def main():
          generate_uid(entropy_srcs=[str(args.seed), "series", str(s)]))
         for s in range(args.studies)
     ]
+    if args.study_uid:
+        studies[0] = (args.study_uid, studies[0][1])
     for i in range(args.count):
         study_uid, series_uid = studies[i % args.studies]
-        patient = (args.patient_name, f"PID{args.seed}-{i % args.studies}")
+        patient = (args.patient_name, args.patient_id or f"PID{args.seed}-{i % args.studies}")
         ds = make(i, study_uid, series_uid, patient, args.rows, args.cols, rng, args.ts,
-                  args.study_date, args.modality, args.sps_id)
+                  args.study_date, args.modality, args.sps_id, args.accession)
         little = ds.file_meta.TransferSyntaxUID != ExplicitVRBigEndian
         implicit = ds.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
         ds.save_as(

@@ -128,6 +128,7 @@ fn required_service(command: &Command) -> Option<PeerService> {
         CommandField::CMoveRq => Some(PeerService::Move),
         CommandField::CGetRq => Some(PeerService::Get),
         CommandField::NActionRq => Some(PeerService::Commit),
+        CommandField::NCreateRq | CommandField::NSetRq => Some(PeerService::Mpps),
         _ => None,
     }
 }

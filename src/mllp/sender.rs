@@ -1,0 +1,181 @@
+//! The MLLP client to the RIS: sends the queued messages of
+//! [`crate::index::outbox`] oldest first over one connection, waits for
+//! each acknowledgement, and records the outcome. A message the RIS does
+//! not answer is tried again with backoff, and the ones after it wait, so
+//! the RIS sees every order's events in order. Only the node holding the
+//! sending lease sends.
+
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use super::frame::{self, Frame, FrameReader};
+use crate::config::Hl7OutboundConfig;
+use crate::index::outbox::{Delivery, OutboundRow};
+use crate::index::{Index, IndexError};
+use crate::ris::outbound::{self, Answer};
+
+/// Looked for new rows this often when nothing rings.
+const POLL: Duration = Duration::from_secs(1);
+/// The sending lease lasts this long unless renewed.
+const LEASE_SECS: i64 = 30;
+/// Rows read per pass.
+const BATCH: i64 = 64;
+/// The largest acknowledgement read.
+const MAX_ACK_BYTES: usize = 1 << 20;
+/// Delivered rows are kept this long for the API.
+const RETENTION_SECS: i64 = 7 * 86_400;
+
+pub struct Sender {
+    pub index: Index,
+    pub config: Hl7OutboundConfig,
+    /// This node's name on the lease.
+    pub holder: String,
+}
+
+/// One open connection to the RIS.
+struct Link {
+    stream: TcpStream,
+    reader: FrameReader,
+}
+
+impl Sender {
+    pub async fn run(self, shutdown: CancellationToken) {
+        tracing::info!(ris = %self.config.address, "HL7 sender to the RIS started");
+        let mut link: Option<Link> = None;
+        let mut leased_until = tokio::time::Instant::now();
+        let mut purged_at = tokio::time::Instant::now();
+        loop {
+            if tokio::time::Instant::now() >= leased_until {
+                match self
+                    .index
+                    .hold_outbound_lease(&self.holder, LEASE_SECS)
+                    .await
+                {
+                    Ok(true) => {
+                        leased_until =
+                            tokio::time::Instant::now() + Duration::from_secs(LEASE_SECS as u64 / 3)
+                    }
+                    Ok(false) => link = None,
+                    Err(e) => tracing::warn!(error = %e, "cannot take the HL7 sending lease"),
+                }
+            }
+            if tokio::time::Instant::now() < leased_until {
+                if let Err(e) = self.pass(&mut link, &shutdown).await {
+                    tracing::warn!(error = %e, "HL7 outbox unavailable");
+                }
+            }
+            if purged_at.elapsed() > Duration::from_secs(600) {
+                purged_at = tokio::time::Instant::now();
+                if let Err(e) = self.index.purge_outbound(RETENTION_SECS).await {
+                    tracing::warn!(error = %e, "cannot purge the HL7 outbox");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.index.outbox_rung() => {}
+                _ = tokio::time::sleep(POLL) => {}
+            }
+        }
+        if let Err(e) = self.index.release_outbound_lease(&self.holder).await {
+            tracing::debug!(error = %e, "cannot release the HL7 sending lease");
+        }
+        tracing::debug!("HL7 sender stopped");
+    }
+
+    /// Send what is due, in order, until the queue is empty or a message
+    /// must wait for its retry.
+    async fn pass(
+        &self,
+        link: &mut Option<Link>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), IndexError> {
+        loop {
+            let rows = self.index.outbound_pending(BATCH).await?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            for row in rows {
+                if shutdown.is_cancelled() || row.next_attempt_at > crate::index::unix_now() {
+                    return Ok(());
+                }
+                let rendered = outbound::render(
+                    row.id,
+                    &row.message,
+                    &self.config.addressing,
+                    &crate::ris::timestamp(),
+                );
+                let delivery = match self.send(link, &rendered.bytes, &rendered.control_id).await {
+                    Ok(Answer::Accepted(code)) => Delivery::Done { ack_code: code },
+                    Ok(Answer::Refused { code, error }) => {
+                        tracing::warn!(id = row.id, %code, %error, "the RIS refused a message");
+                        Delivery::Refused {
+                            ack_code: code,
+                            error,
+                        }
+                    }
+                    Err(error) => {
+                        *link = None;
+                        let retry_at = crate::index::unix_now() + self.backoff_secs(&row);
+                        tracing::info!(id = row.id, %error, retry_at, "HL7 message to the RIS not delivered");
+                        Delivery::Retry { error, retry_at }
+                    }
+                };
+                let retry = matches!(delivery, Delivery::Retry { .. });
+                self.index
+                    .outbound_sent(row.id, &rendered.control_id, &delivery)
+                    .await?;
+                if retry {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn backoff_secs(&self, row: &OutboundRow) -> i64 {
+        (1i64 << row.attempts.clamp(0, 16)).min(self.config.max_backoff_secs)
+    }
+
+    /// Send one message and read its acknowledgement.
+    async fn send(
+        &self,
+        link: &mut Option<Link>,
+        bytes: &[u8],
+        control_id: &str,
+    ) -> Result<Answer, String> {
+        let timeout = self.config.ack_timeout;
+        if link.is_none() {
+            let stream = tokio::time::timeout(timeout, TcpStream::connect(&self.config.address))
+                .await
+                .map_err(|_| format!("connecting to {} timed out", self.config.address))?
+                .map_err(|e| format!("cannot connect to {}: {e}", self.config.address))?;
+            let _ = stream.set_nodelay(true);
+            *link = Some(Link {
+                stream,
+                reader: FrameReader::new(MAX_ACK_BYTES),
+            });
+        }
+        let Some(Link { stream, reader }) = link.as_mut() else {
+            return Err("no connection".into());
+        };
+        let exchange = async {
+            stream
+                .write_all(&frame::encode(bytes))
+                .await
+                .map_err(|e| format!("cannot send: {e}"))?;
+            match reader.next(stream).await {
+                Ok(Some(Frame::Message(ack))) => outbound::read_answer(&ack, control_id),
+                Ok(Some(Frame::Oversized { size, .. })) => {
+                    Err(format!("an acknowledgement of {size} bytes"))
+                }
+                Ok(None) => Err("the RIS closed the connection".into()),
+                Err(e) => Err(format!("no acknowledgement: {e}")),
+            }
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| format!("no acknowledgement within {timeout:?}"))?
+    }
+}
