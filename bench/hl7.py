@@ -6,8 +6,9 @@ usage: bench/hl7.py --tessera-bin target/release/tessera [--messages N]
        [--connections 1,8]
 
 Each connection sends its share of N messages one after the other, waiting
-for each acknowledgement (as an interface engine does). Half the messages
-admit a new patient (A01 with PV1), half update one (A08). Prints messages
+for each acknowledgement (as an interface engine does). A third of the
+messages admit a new patient (A01 with PV1), a third update one (A08), and
+a third are new orders (ORM^O01) that schedule worklist steps. Prints messages
 per second, the server's CPU per message and the senders' CPU (the
 client-bound limit).
 """
@@ -23,8 +24,19 @@ import time
 
 
 def message(n):
-    trigger = "A01" if n % 2 == 0 else "A08"
-    patient = n // 2
+    """A third admit a new patient (A01 with PV1), a third update one (A08),
+    and a third are new orders (ORM^O01 NW with one ORC/OBR group) that
+    schedule a worklist step for that patient."""
+    kind = n % 3
+    patient = n // 3
+    if kind == 2:
+        return (
+            f"MSH|^~\\&|RIS|GENERAL|TESSERA|RAD|20261201000000||ORM^O01^ORM_O01|B{n}|P|2.5.1||||||UNICODE UTF-8\r"
+            f"PID|1||P{patient}^^^GENERAL^MR||Nguyễn^Văn {patient}^^^Mr||19800214|M\r"
+            f"ORC|NW|PL{n}|FL{n}||SC||^^^20261205093000^^R||20261201000000|||1234^Lê^Thị Hồng||||||CT01\r"
+            f"OBR|1|PL{n}|FL{n}|CTCHEST^CT Chest^LOCAL||||||||||||1234^Lê^Thị Hồng||ACC{n}|RP{n}|SPS{n}||||CT\r"
+        ).encode("utf-8")
+    trigger = "A01" if kind == 0 else "A08"
     return (
         f"MSH|^~\\&|HIS|GENERAL|TESSERA|RAD|20261201000000||ADT^{trigger}^ADT_A01|B{n}|P|2.5||||||UNICODE UTF-8\r"
         f"EVN|{trigger}|20261201000000\r"

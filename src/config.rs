@@ -106,6 +106,9 @@ pub struct RawHl7 {
     /// default: most DICOM objects carry no Issuer of Patient ID, and the
     /// same patient must not become two.
     pub use_issuer: Option<bool>,
+    /// Send objects stored before an ADT update, merge or identifier
+    /// change with the patient as it is now (default true), or as stored.
+    pub coerce_on_retrieve: Option<bool>,
     /// Where order status and application acknowledgements go.
     pub outbound: Option<RawHl7Outbound>,
 }
@@ -141,6 +144,7 @@ pub struct Hl7Config {
     pub max_message_bytes: usize,
     pub idle_timeout: Duration,
     pub use_issuer: bool,
+    pub coerce_on_retrieve: bool,
     pub outbound: Option<Hl7OutboundConfig>,
 }
 
@@ -589,6 +593,7 @@ impl Config {
                 .clamp(1024, 256 << 20),
             idle_timeout: Duration::from_secs(raw.hl7.idle_timeout_secs.unwrap_or(600).max(1)),
             use_issuer: raw.hl7.use_issuer.unwrap_or(false),
+            coerce_on_retrieve: raw.hl7.coerce_on_retrieve.unwrap_or(true),
             outbound: Hl7OutboundConfig::from_raw(&raw.hl7.outbound.clone().unwrap_or_default())?,
         };
         Ok(Config {

@@ -24,12 +24,15 @@
 //!   period and a re-check under the index's write lock.
 //! - [`transcode`]: decoding a stored object for a receiver that cannot take
 //!   its transfer syntax (C-MOVE, C-GET).
+//! - [`coerce`]: the patient as the RIS last sent it, put into copies of
+//!   objects stored before the change (retrieve and metadata).
 //! - [`model`]: identifiers and metadata types shared by all of the above.
 //! - [`limits`]: per-client connection and request limits both ports use.
 //! - [`config`], [`telemetry`], [`server`]: settings, logs and metrics,
 //!   ordered startup and shutdown.
 //! - [`import`], [`verify`]: the `tessera import` and `tessera verify` tools.
 
+pub mod coerce;
 pub mod config;
 pub mod crash_points;
 pub mod dicomweb;

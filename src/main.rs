@@ -318,6 +318,7 @@ async fn echo(config: Config, target: &str) -> anyhow::Result<ExitCode> {
                 port: port.parse().context("port must be a number")?,
                 tls: false,
                 services: None,
+                worklist_charset: None,
             })?
         }
         None => match registry.get(target).await {

@@ -224,6 +224,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         // Before anything is written, the journal's replay included.
         core.index.enable_outbox();
     }
+    if !config.hl7.coerce_on_retrieve {
+        core.index.keep_stored_demographics();
+    }
     let committer_tracker = TaskTracker::new();
     let ingest = core.journaled_ingest(&config, &committer_tracker).await?;
     let ris = crate::ris::Ris::start(

@@ -1,6 +1,8 @@
 //! Converting a stored object for a receiver that cannot take its transfer
 //! syntax: the pixel data is decoded with dicom-pixeldata and the data set
-//! re-encoded uncompressed. Stored objects are never changed.
+//! re-encoded uncompressed. The same path writes the copy of an object
+//! whose patient the RIS changed since ([`crate::coerce`]). Stored objects
+//! are never changed.
 //!
 //! Unlike storing and sending as stored, this holds the object in memory, so
 //! it is bounded by [`MAX_TRANSCODE_BYTES`]. Decoding, transcoding and
@@ -20,6 +22,7 @@ use std::sync::{Arc, LazyLock};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::model::PatientMeta;
 use crate::storage::{Storage, StorageError};
 
 pub const EXPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2.1";
@@ -98,9 +101,10 @@ pub async fn data_set_in(
     storage: &Storage,
     key: &str,
     target_ts: &str,
+    coerce: Option<&PatientMeta>,
     admission: Admission,
 ) -> Result<Vec<u8>, TranscodeError> {
-    convert(storage, key, target_ts, false, admission).await
+    convert(storage, key, target_ts, false, coerce, admission).await
 }
 
 /// A stored object as a Part-10 file in `target_ts`.
@@ -108,9 +112,10 @@ pub async fn part10_in(
     storage: &Storage,
     key: &str,
     target_ts: &str,
+    coerce: Option<&PatientMeta>,
     admission: Admission,
 ) -> Result<Vec<u8>, TranscodeError> {
-    convert(storage, key, target_ts, true, admission).await
+    convert(storage, key, target_ts, true, coerce, admission).await
 }
 
 /// A stored object parsed into memory, for rendering and decoding.
@@ -158,13 +163,15 @@ async fn convert(
     key: &str,
     target_ts: &str,
     with_meta: bool,
+    coerce: Option<&PatientMeta>,
     admission: Admission,
 ) -> Result<Vec<u8>, TranscodeError> {
     let permit = cpu_permit(admission).await?;
     let bytes = read_bounded(storage, key).await?;
     let target = target_ts.to_owned();
+    let coerce = coerce.cloned();
     tokio::task::spawn_blocking(move || {
-        let converted = transcode_bytes(&bytes, &target, with_meta);
+        let converted = transcode_bytes(&bytes, &target, with_meta, coerce.as_ref());
         drop(permit);
         converted
     })
@@ -175,10 +182,12 @@ async fn convert(
     })?
 }
 
+/// `part10` in `target_ts`, with `coerce`'s patient when given.
 fn transcode_bytes(
     part10: &[u8],
     target_ts: &str,
     with_meta: bool,
+    coerce: Option<&PatientMeta>,
 ) -> Result<Vec<u8>, TranscodeError> {
     let failed = |reason: String| TranscodeError::Failed {
         ts: target_ts.to_owned(),
@@ -191,7 +200,17 @@ fn transcode_bytes(
         .read_preamble(ReadPreamble::Always)
         .from_reader(part10)
         .map_err(|e| failed(e.to_string()))?;
-    obj.transcode(ts).map_err(|e| failed(e.to_string()))?;
+    if let Some(patient) = coerce {
+        crate::coerce::apply(&mut obj, patient);
+    }
+    let stored = obj
+        .meta()
+        .transfer_syntax()
+        .trim_end_matches('\0')
+        .to_owned();
+    if stored != target_ts {
+        obj.transcode(ts).map_err(|e| failed(e.to_string()))?;
+    }
     let mut out = Vec::with_capacity(part10.len() * 2);
     if with_meta {
         obj.write_all(&mut out).map_err(|e| failed(e.to_string()))?;

@@ -23,7 +23,7 @@ fn hl7_available(test: &str) -> bool {
     if !ok {
         skip(test, "python3 with the hl7 package is missing");
     }
-    ok && dcmtk("findscu").is_some()
+    ok && dcmtk("findscu").is_some() && dcmtk("getscu").is_some()
 }
 
 fn corpus(name: &str) -> String {
@@ -98,6 +98,32 @@ async fn studies_of(archive: &Archive, patient: &str) -> (usize, Vec<Value>) {
     (found, qido)
 }
 
+/// Every instance of `study`, fetched with DCMTK `getscu` and read back.
+async fn c_get(archive: &Archive, study: &str) -> Vec<dicom_object::DefaultDicomObject> {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = tokio::process::Command::new(dcmtk("getscu").expect("checked"))
+        .args(["-S", "-k", "QueryRetrieveLevel=STUDY"])
+        .args(["-k", &format!("StudyInstanceUID={study}")])
+        .arg("-od")
+        .arg(dir.path())
+        .args(archive.ae_args())
+        .env("TCP_NODELAY", "1")
+        .output()
+        .await
+        .expect("getscu runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let objects: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .map(|e| dicom_object::open_file(e.expect("entry").path()).expect("a DICOM file"))
+        .collect();
+    assert_eq!(objects.len(), 2, "both instances retrieved");
+    objects
+}
+
 fn patient_name(study: &Value) -> String {
     study["00100010"]["Value"][0]["Alphabetic"]
         .as_str()
@@ -169,6 +195,35 @@ async fn adt_updates_merges_and_repeats(backend: Backend) {
     );
     assert!(qido.iter().all(|s| patient_name(s) == "Trần^Quốc Tuấn"));
     assert_eq!(studies_of(&archive, "PID9-0").await, (0, Vec::new()));
+    // Retrieved copies carry the surviving patient (coercion on retrieve):
+    // C-GET with DCMTK, and the WADO-RS metadata.
+    for study in &qido {
+        let uid = study["0020000D"]["Value"][0].as_str().expect("study UID");
+        for object in c_get(&archive, uid).await {
+            let text = |tag| {
+                object
+                    .element(tag)
+                    .ok()
+                    .and_then(|e| e.to_str().ok())
+                    .map(|s| s.trim_end().to_owned())
+                    .unwrap_or_default()
+            };
+            assert_eq!(text(dicom_dictionary_std::tags::PATIENT_ID), "PID8-0");
+            assert_eq!(
+                text(dicom_dictionary_std::tags::PATIENT_NAME),
+                "Trần^Quốc Tuấn"
+            );
+        }
+        let (status, metadata) =
+            json(&archive, &format!("/dicom-web/studies/{uid}/metadata")).await;
+        assert_eq!(status, 200);
+        let documents = metadata.as_array().cloned().unwrap_or_default();
+        assert_eq!(documents.len(), 2);
+        for doc in &documents {
+            assert_eq!(doc["00100020"]["Value"][0], "PID8-0");
+            assert_eq!(patient_name(doc), "Trần^Quốc Tuấn");
+        }
+    }
     let (status, _) = json(&archive, "/api/v1/patients/PID9-0").await;
     assert_eq!(status, 404);
     let (_, log) = json(&archive, "/api/v1/hl7/messages?type=ADT%5EA40").await;

@@ -28,6 +28,7 @@ async fn registry_api_and_echo(backend: Backend) {
             port: scp_port,
             tls: false,
             services: None,
+            worklist_charset: None,
         }];
     })
     .await;
@@ -124,6 +125,7 @@ async fn peer_services_are_enforced(backend: Backend) {
             port: free_port(),
             tls: false,
             services: Some(vec![PeerService::Find]),
+            worklist_charset: None,
         }];
     })
     .await;
@@ -323,6 +325,7 @@ async fn tls_to_peers(backend: Backend) {
         port,
         tls: true,
         services: None,
+        worklist_charset: None,
     };
     let archive = Archive::start_with(backend, |raw| {
         raw.peers = vec![tls_peer(scp.port)];

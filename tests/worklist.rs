@@ -194,6 +194,67 @@ async fn worklist_queries(backend: Backend) {
     assert_eq!(matches[0]["AccessionNumber"], "ACC1002");
     assert_eq!(matches[0]["PatientName"], "Hoàng^Văn Thái");
     assert_eq!(matches[0]["Status"], "SCHEDULED");
+    // Date and time combine into one span: 5 Dec 10:00 to 6 Dec 09:00
+    // holds the MR step (5 Dec 11:00) and both PET-CT steps (6 Dec 08:00),
+    // not the CT step (5 Dec 09:30). Separate ranges would match nothing.
+    let accessions = |report: &Value| {
+        let mut found: Vec<String> = report["matches"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|m| m["AccessionNumber"].as_str().unwrap_or("").to_owned())
+            .collect();
+        found.sort();
+        found
+    };
+    let out = run_peer(
+        "mwl_find.py",
+        &[&port, "--date", "20261205-20261206", "--time", "1000-0900"],
+    )
+    .await;
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(
+        accessions(&report),
+        ["ACC1002", "ACC3001", "ACC3001"],
+        "{report}"
+    );
+    // A modality registered for ISO_IR 100 gets Latin-1: "ă" loses its
+    // breve, "à" and "á" stay.
+    let peer =
+        r#"{"ae_title":"MODALITY1","host":"127.0.0.1","port":104,"worklist_charset":"ISO_IR 100"}"#;
+    let (status, body) = common::http_request(
+        archive.http_port,
+        "PUT",
+        "/api/v1/peers/MODALITY1",
+        Some(peer),
+        &[("Content-Type", "application/json")],
+    )
+    .await;
+    assert!(status == 200 || status == 201, "{status} {body}");
+    let out = run_peer("mwl_find.py", &[&port, "--modality", "MR"]).await;
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(
+        report["matches"][0]["CharacterSet"], "ISO_IR 100",
+        "{report}"
+    );
+    assert_eq!(
+        report["matches"][0]["PatientName"], "Hoàng^Van Thái",
+        "{report}"
+    );
+    let (status, _) = common::http_request(
+        archive.http_port,
+        "DELETE",
+        "/api/v1/peers/MODALITY1",
+        None,
+        &[],
+    )
+    .await;
+    assert!(status < 300);
+    // A time with no date bounds the time of day.
+    let out = run_peer("mwl_find.py", &[&port, "--time", "-0900"]).await;
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(accessions(&report), ["ACC3001", "ACC3001"], "{report}");
     let out = run_peer("mwl_find.py", &[&port, "--date", "20270101-"]).await;
     let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     assert_eq!(

@@ -1,7 +1,9 @@
 //! WADO-RS metadata (PS3.18 10.4.1.1.2) at study, series and instance
 //! level: the documents built at ingest, joined into one JSON array in a
 //! single index read. Instances without a document get one built from the
-//! stored object, which is then saved.
+//! stored object, which is then saved. Documents of objects stored before
+//! the RIS changed their patient are read one by one and given the patient
+//! as it is now ([`crate::coerce`]).
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -75,7 +77,7 @@ async fn respond(
         return Err(DicomWebError::NotFound(not_found(&scope)));
     }
     let body = match joined.joined {
-        Some(documents) if joined.documented == joined.instances => {
+        Some(documents) if joined.documented == joined.instances && !joined.coerced => {
             format!("[{documents}]")
         }
         _ => {
@@ -108,12 +110,27 @@ async fn collect_documents(state: &AppState, scope: &Scope) -> Result<Vec<String
         .await?;
     let mut documents = Vec::with_capacity(rows.len());
     for row in rows {
-        match row.metadata {
-            Some(doc) => documents.push(doc),
-            None => documents.push(build_missing(state, &row).await?),
-        }
+        let document = match &row.metadata {
+            Some(doc) => doc.clone(),
+            None => build_missing(state, &row).await?,
+        };
+        documents.push(match &row.coerce {
+            Some(patient) => coerced(&document, patient),
+            None => document,
+        });
     }
     Ok(documents)
+}
+
+/// `document` with the patient as the RIS last sent it.
+fn coerced(document: &str, patient: &crate::model::PatientMeta) -> String {
+    match serde_json::from_str::<serde_json::Value>(document) {
+        Ok(mut doc) => {
+            crate::coerce::apply_json(&mut doc, patient);
+            doc.to_string()
+        }
+        Err(_) => document.to_owned(),
+    }
 }
 
 /// Build, save and return the document of an instance stored without one.

@@ -127,28 +127,50 @@ async fn send_one(
 ) -> Result<(), SendError> {
     let target = syntax.for_stored(&item.transfer_syntax_uid);
     let content_type = format!("application/dicom; transfer-syntax={target}");
-    if target == item.transfer_syntax_uid {
-        let reader = storage
-            .open_read(&item.key)
-            .await
-            .map_err(|e| SendError::Failed(e.to_string()))?;
-        parts.begin_part(&content_type, None).await?;
-        let mut chunks = ReaderStream::with_capacity(reader, 256 * 1024);
-        while let Some(chunk) = chunks
-            .try_next()
-            .await
-            .map_err(|e| SendError::Failed(e.to_string()))?
-        {
-            parts.send(chunk).await?;
-        }
+    let as_stored = target == item.transfer_syntax_uid;
+    // Converted, or given the patient as it is now (crate::coerce); an
+    // object too large to hold goes as stored when that is what was asked.
+    // Inside a response already under way: wait for a core.
+    let prepared = if as_stored && item.coerce.is_none() {
+        None
     } else {
-        // Inside a response already under way: wait for a core.
-        let converted =
-            transcode::part10_in(storage, &item.key, target, transcode::Admission::Wait)
+        match transcode::part10_in(
+            storage,
+            &item.key,
+            target,
+            item.coerce.as_ref(),
+            transcode::Admission::Wait,
+        )
+        .await
+        {
+            Ok(bytes) => Some(bytes),
+            Err(transcode::TranscodeError::TooLarge(size)) if as_stored => {
+                tracing::warn!(sop_instance = %item.sop_instance_uid, size, "too large to give its current patient; sent as stored");
+                None
+            }
+            Err(e) => return Err(SendError::Failed(e.to_string())),
+        }
+    };
+    match prepared {
+        Some(bytes) => {
+            parts.begin_part(&content_type, None).await?;
+            parts.send(Bytes::from(bytes)).await?;
+        }
+        None => {
+            let reader = storage
+                .open_read(&item.key)
                 .await
                 .map_err(|e| SendError::Failed(e.to_string()))?;
-        parts.begin_part(&content_type, None).await?;
-        parts.send(Bytes::from(converted)).await?;
+            parts.begin_part(&content_type, None).await?;
+            let mut chunks = ReaderStream::with_capacity(reader, 256 * 1024);
+            while let Some(chunk) = chunks
+                .try_next()
+                .await
+                .map_err(|e| SendError::Failed(e.to_string()))?
+            {
+                parts.send(chunk).await?;
+            }
+        }
     }
     Ok(())
 }

@@ -51,7 +51,13 @@ pub async fn wado(
     match content_type.as_str() {
         "application/dicom" => {
             let target = get("transferSyntax").unwrap_or(&item.transfer_syntax_uid);
-            if target == item.transfer_syntax_uid {
+            // Given the patient as it is now (crate::coerce), unless too
+            // large to hold.
+            let coerce = item
+                .coerce
+                .as_ref()
+                .filter(|_| (item.size as u64) <= transcode::MAX_TRANSCODE_BYTES);
+            if target == item.transfer_syntax_uid && coerce.is_none() {
                 let reader = state.storage.open_read(&item.key).await?;
                 let body = ReaderStream::with_capacity(reader, 256 * 1024).map_err(|e| {
                     tracing::warn!(error = %e, "WADO-URI read failed");
@@ -62,14 +68,19 @@ pub async fn wado(
                     .insert_header(("Content-Length", item.size.to_string()))
                     .streaming(body));
             }
-            if !transcode::TARGETS.contains(&target) {
+            if target != item.transfer_syntax_uid && !transcode::TARGETS.contains(&target) {
                 return Err(DicomWebError::NotAcceptable(format!(
                     "cannot convert to transfer syntax {target}"
                 )));
             }
-            let bytes =
-                transcode::part10_in(&state.storage, &item.key, target, transcode::Admission::Now)
-                    .await?;
+            let bytes = transcode::part10_in(
+                &state.storage,
+                &item.key,
+                target,
+                coerce,
+                transcode::Admission::Now,
+            )
+            .await?;
             Ok(HttpResponse::Ok()
                 .content_type("application/dicom")
                 .body(bytes))

@@ -174,6 +174,8 @@ pub struct Association {
     released: bool,
     /// The services a registered calling AE may use; `None` for no limit.
     permitted: Option<BTreeSet<PeerService>>,
+    /// Specific Character Set of worklist answers; empty for UTF-8.
+    worklist_charset: String,
     /// A request read early, served before anything else.
     deferred: Option<Request>,
 }
@@ -207,6 +209,7 @@ impl Association {
             partial_context: None,
             released: false,
             permitted: None,
+            worklist_charset: String::new(),
             deferred: None,
         }
     }
@@ -225,6 +228,15 @@ impl Association {
     /// Limit this association to what the calling peer may use.
     pub fn restrict_to(&mut self, services: BTreeSet<PeerService>) {
         self.permitted = Some(services);
+    }
+
+    /// Answer worklist queries in `charset` (a registered peer's setting).
+    pub fn set_worklist_charset(&mut self, charset: String) {
+        self.worklist_charset = charset;
+    }
+
+    pub fn worklist_charset(&self) -> &str {
+        &self.worklist_charset
     }
 
     pub fn permits(&self, service: PeerService) -> bool {

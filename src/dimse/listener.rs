@@ -137,6 +137,7 @@ pub async fn run(
                 // AEs are limited by `dicom.allowed_calling_ae_titles` alone.
                 if let Ok(peer) = ctx.peers.get(assoc.calling_ae().as_str()).await {
                     assoc.restrict_to(peer.services);
+                    assoc.set_worklist_charset(peer.worklist_charset);
                 }
                 let end = serve(&mut assoc, &ctx, &shutdown, grace).await;
                 end.finish(assoc).await;

@@ -2,7 +2,7 @@
 //! instance scope with their metadata documents, the version of a scope
 //! (for ETags), and where one frame lies in its object.
 
-use std::sync::OnceLock;
+use std::sync::{LazyLock, OnceLock};
 
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
@@ -32,6 +32,8 @@ pub struct ScopedInstance {
     /// The DICOM JSON document; `None` for instances stored before documents
     /// existed or whose document could not be built.
     pub metadata: Option<String>,
+    /// The patient to send it with ([`crate::coerce`]).
+    pub coerce: Option<crate::model::PatientMeta>,
 }
 
 /// Where a frame's bytes are in the stored object.
@@ -47,10 +49,16 @@ pub enum FrameLocation {
     Unknown,
 }
 
-const SCOPED_SELECT: &str = "SELECT se.series_instance_uid, i.sop_instance_uid, i.sop_class_uid, \
-     i.transfer_syntax_uid, i.object_key, i.size_bytes, i.number_of_frames, d.metadata \
-     FROM instances i JOIN series se ON se.id = i.series_fk JOIN studies st ON st.id = se.study_fk \
-     LEFT JOIN instance_documents d ON d.instance_fk = i.id WHERE st.study_instance_uid = $1";
+static SCOPED_SELECT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT se.series_instance_uid, i.sop_instance_uid, i.sop_class_uid, \
+         i.transfer_syntax_uid, i.object_key, i.size_bytes, i.number_of_frames, d.metadata, \
+         {} FROM instances i JOIN series se ON se.id = i.series_fk \
+         JOIN studies st ON st.id = se.study_fk JOIN patients p ON p.id = st.patient_fk \
+         LEFT JOIN instance_documents d ON d.instance_fk = i.id WHERE st.study_instance_uid = $1",
+        super::find::COERCE_COLUMNS
+    )
+});
 
 /// The statement for a scope's depth, built once: `query` borrows its SQL
 /// for as long as the row stream lives.
@@ -90,8 +98,10 @@ fn scoped_sql(scope: &Scope, with_documents: bool) -> &'static str {
 }
 
 const JOINED_SELECT: &str = "SELECT string_agg(d.metadata, ',' \
-     ORDER BY se.series_number, se.id, i.instance_number, i.id), COUNT(*), COUNT(d.metadata) \
+     ORDER BY se.series_number, se.id, i.instance_number, i.id), COUNT(*), COUNT(d.metadata), \
+     MAX(CASE WHEN p.demographics_changed_at >= i.received_at THEN 1 ELSE 0 END) \
      FROM instances i JOIN series se ON se.id = i.series_fk JOIN studies st ON st.id = se.study_fk \
+     JOIN patients p ON p.id = st.patient_fk \
      LEFT JOIN instance_documents d ON d.instance_fk = i.id WHERE st.study_instance_uid = $1";
 
 /// The documents of a scope joined in SQL, for a scope's depth.
@@ -120,9 +130,12 @@ pub struct JoinedDocuments {
     /// Instances that have a document; fewer than `instances` means some
     /// must be built.
     pub documented: i64,
+    /// Some documents name the patient as it was before the RIS changed
+    /// it: they are to be read one by one and coerced.
+    pub coerced: bool,
 }
 
-fn scoped(row: AnyRow) -> Result<ScopedInstance, IndexError> {
+fn scoped(row: AnyRow, coerces: bool) -> Result<ScopedInstance, IndexError> {
     Ok(ScopedInstance {
         series_instance_uid: row.try_get(0)?,
         sop_instance_uid: row.try_get(1)?,
@@ -132,6 +145,7 @@ fn scoped(row: AnyRow) -> Result<ScopedInstance, IndexError> {
         size: row.try_get(5)?,
         number_of_frames: row.try_get(6)?,
         metadata: row.try_get(7)?,
+        coerce: super::find::coerce_of(&row, 8, coerces)?,
     })
 }
 
@@ -154,7 +168,7 @@ impl Index {
         }
         q.fetch(&self.pool)
             .map_err(IndexError::from)
-            .and_then(|row| async move { scoped(row) })
+            .and_then(move |row| async move { scoped(row, self.coerces()) })
             .boxed()
     }
 
@@ -173,6 +187,7 @@ impl Index {
             joined: row.try_get(0)?,
             instances: row.try_get(1)?,
             documented: row.try_get(2)?,
+            coerced: self.coerces() && row.try_get::<Option<i64>, _>(3)?.unwrap_or(0) > 0,
         })
     }
 
@@ -181,8 +196,9 @@ impl Index {
     pub async fn scope_version(&self, scope: &Scope) -> Result<Option<String>, IndexError> {
         let row = if let Some(instance) = &scope.instance {
             sqlx::query(
-                "SELECT i.sha256 FROM instances i JOIN series se ON se.id = i.series_fk \
-                 JOIN studies st ON st.id = se.study_fk \
+                "SELECT i.sha256, p.demographics_changed_at FROM instances i \
+                 JOIN series se ON se.id = i.series_fk JOIN studies st ON st.id = se.study_fk \
+                 JOIN patients p ON p.id = st.patient_fk \
                  WHERE i.sop_instance_uid = $1 AND se.series_instance_uid = $2 \
                  AND st.study_instance_uid = $3",
             )
@@ -191,12 +207,17 @@ impl Index {
             .bind(scope.study.as_str())
             .fetch_optional(&self.pool)
             .await?
-            .map(|r| r.try_get::<String, _>(0))
+            .map(|r| -> Result<String, IndexError> {
+                let sha: String = r.try_get(0)?;
+                let changed: i64 = r.try_get(1)?;
+                Ok(format!("{sha}-{changed}"))
+            })
             .transpose()?
         } else if let Some(series) = &scope.series {
             sqlx::query(
-                "SELECT se.id, se.num_instances, se.version FROM series se \
-                 JOIN studies st ON st.id = se.study_fk \
+                "SELECT se.id, se.num_instances, se.version, p.demographics_changed_at \
+                 FROM series se JOIN studies st ON st.id = se.study_fk \
+                 JOIN patients p ON p.id = st.patient_fk \
                  WHERE se.series_instance_uid = $1 AND st.study_instance_uid = $2",
             )
             .bind(series.as_str())
@@ -207,7 +228,9 @@ impl Index {
             .transpose()?
         } else {
             sqlx::query(
-                "SELECT id, num_instances, version FROM studies WHERE study_instance_uid = $1",
+                "SELECT st.id, st.num_instances, st.version, p.demographics_changed_at \
+                 FROM studies st JOIN patients p ON p.id = st.patient_fk \
+                 WHERE st.study_instance_uid = $1",
             )
             .bind(scope.study.as_str())
             .fetch_optional(&self.pool)
@@ -293,5 +316,7 @@ fn version_of(row: &AnyRow) -> Result<String, IndexError> {
     let count: i64 = row.try_get(1)?;
     // The version counter moves with every change, however close in time.
     let version: i64 = row.try_get(2)?;
-    Ok(format!("{id}-{count}-{version}"))
+    // A merge or an ADT update changes what is sent, not the study.
+    let patient: i64 = row.try_get(3)?;
+    Ok(format!("{id}-{count}-{version}-{patient}"))
 }

@@ -8,7 +8,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::{Index, IndexError};
-use crate::model::fold_for_matching;
+use crate::model::{fold_for_matching, PatientMeta};
 use crate::query::{Attribute, Level, Matcher, Query, ValueKind};
 
 /// A value bound into the statement.
@@ -257,6 +257,34 @@ pub struct RetrieveItem {
     pub sop_instance_uid: String,
     pub transfer_syntax_uid: String,
     pub key: String,
+    /// The patient to send it with, when the RIS changed it after the
+    /// instance was received ([`crate::coerce`]).
+    pub coerce: Option<PatientMeta>,
+}
+
+/// Columns that say whether, and to what, an instance is coerced; `i` and
+/// `p` are the instance and its patient.
+pub(super) const COERCE_COLUMNS: &str = "CASE WHEN p.demographics_changed_at >= i.received_at \
+     THEN 1 ELSE 0 END, p.patient_id, p.issuer_of_patient_id, p.patient_name, \
+     p.patient_birth_date, p.patient_sex";
+
+/// The patient of [`COERCE_COLUMNS`] starting at column `at`, when coerced.
+pub(super) fn coerce_of(
+    row: &sqlx::any::AnyRow,
+    at: usize,
+    enabled: bool,
+) -> Result<Option<PatientMeta>, IndexError> {
+    let changed: i64 = row.try_get(at)?;
+    if !enabled || changed == 0 {
+        return Ok(None);
+    }
+    Ok(Some(PatientMeta {
+        patient_id: row.try_get(at + 1)?,
+        issuer_of_patient_id: row.try_get(at + 2)?,
+        patient_name: row.try_get(at + 3)?,
+        patient_birth_date: row.try_get(at + 4)?,
+        patient_sex: row.try_get(at + 5)?,
+    }))
 }
 
 impl Index {
@@ -309,7 +337,8 @@ impl Index {
         let (from, _) = from_clause(Level::Image);
         let (conditions, binds) = conditions(query);
         let mut sql = format!(
-            "SELECT i.sop_class_uid, i.sop_instance_uid, i.transfer_syntax_uid, i.object_key FROM {from}"
+            "SELECT i.sop_class_uid, i.sop_instance_uid, i.transfer_syntax_uid, i.object_key, \
+             {COERCE_COLUMNS} FROM {from}"
         );
         if !conditions.is_empty() {
             sql.push_str(" WHERE ");
@@ -331,6 +360,7 @@ impl Index {
                     sop_instance_uid: r.try_get(1)?,
                     transfer_syntax_uid: r.try_get(2)?,
                     key: r.try_get(3)?,
+                    coerce: coerce_of(r, 4, self.coerces())?,
                 })
             })
             .collect()

@@ -119,6 +119,8 @@ impl Index {
                     sop_instance_uid: r.try_get(5)?,
                     transfer_syntax_uid: r.try_get(6)?,
                     key: r.try_get(7)?,
+                    // Forwarded as received: routes pass data on.
+                    coerce: None,
                 },
             });
         }

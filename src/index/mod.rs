@@ -71,6 +71,9 @@ pub struct Index {
     backend: Backend,
     /// Whether changes queue messages for the RIS; shared by every clone.
     outbox: std::sync::Arc<outbox::Outbox>,
+    /// Whether retrieves carry the patient as it is now (the default) or
+    /// as stored; shared by every clone.
+    keep_stored_demographics: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Index {
@@ -140,7 +143,22 @@ impl Index {
             writer,
             backend,
             outbox: Default::default(),
+            keep_stored_demographics: Default::default(),
         })
+    }
+
+    /// Send objects with the patient as stored, even after the RIS changed
+    /// it (`hl7.coerce_on_retrieve = false`).
+    pub fn keep_stored_demographics(&self) {
+        self.keep_stored_demographics
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether retrieves are coerced to the current demographics.
+    pub(crate) fn coerces(&self) -> bool {
+        !self
+            .keep_stored_demographics
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A write transaction. SQLite's must take the write lock at BEGIN

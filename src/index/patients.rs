@@ -85,25 +85,27 @@ pub(super) async fn apply(
             new,
             demographics,
             old,
-        } => {
-            match (find(tx, new).await?, find(tx, old).await?) {
-                (None, Some(row)) => {
-                    sqlx::query("UPDATE patients SET patient_id = $1, issuer_of_patient_id = $2 WHERE id = $3")
-                    .bind(new.id.as_str())
-                    .bind(new.issuer.as_str())
-                    .bind(row)
-                    .execute(&mut **tx)
-                    .await?;
-                    record_merge(tx, old, new, -1).await?;
-                    rename_in_reports(tx, old, new).await?;
-                    upsert(tx, new, demographics).await?;
-                }
-                _ => {
-                    let into = upsert(tx, new, demographics).await?;
-                    merge(tx, old, new, into).await?;
-                }
+        } => match (find(tx, new).await?, find(tx, old).await?) {
+            (None, Some(row)) => {
+                sqlx::query(
+                    "UPDATE patients SET patient_id = $1, issuer_of_patient_id = $2, \
+                         demographics_changed_at = $3 WHERE id = $4",
+                )
+                .bind(new.id.as_str())
+                .bind(new.issuer.as_str())
+                .bind(now())
+                .bind(row)
+                .execute(&mut **tx)
+                .await?;
+                record_merge(tx, old, new, -1).await?;
+                rename_in_reports(tx, old, new).await?;
+                upsert(tx, new, demographics).await?;
             }
-        }
+            _ => {
+                let into = upsert(tx, new, demographics).await?;
+                merge(tx, old, new, into).await?;
+            }
+        },
         PatientChange::Visit { key, visit } => {
             let patient = upsert(tx, key, &Demographics::default()).await?;
             upsert_visit(tx, patient, visit).await?;
@@ -152,7 +154,11 @@ async fn upsert(
          patient_sex = COALESCE($4, patient_sex), \
          patient_address = COALESCE($5, patient_address), \
          patient_phone = COALESCE($6, patient_phone), \
-         other_patient_ids = COALESCE($7, other_patient_ids), hl7_updated_at = $8 WHERE id = $9",
+         other_patient_ids = COALESCE($7, other_patient_ids), hl7_updated_at = $8, \
+         demographics_changed_at = CASE WHEN COALESCE($1, patient_name) <> patient_name \
+         OR COALESCE($3, patient_birth_date) <> patient_birth_date \
+         OR COALESCE($4, patient_sex) <> patient_sex \
+         THEN $8 ELSE demographics_changed_at END WHERE id = $9",
     )
     .bind(d.name.as_deref())
     .bind(d.name.as_deref().map(fold_for_matching))
@@ -223,6 +229,12 @@ async fn merge(
         .await?;
     sqlx::query("DELETE FROM patients WHERE id = $1")
         .bind(from)
+        .execute(&mut **tx)
+        .await?;
+    // The moved studies' objects name the prior patient.
+    sqlx::query("UPDATE patients SET demographics_changed_at = $1 WHERE id = $2")
+        .bind(now())
+        .bind(into)
         .execute(&mut **tx)
         .await?;
     record_merge(tx, prior, survivor, moved as i64).await

@@ -38,13 +38,14 @@ fn decode(row: &AnyRow) -> Result<Peer, IndexError> {
         })?,
         tls: row.try_get::<i64, _>(3)? != 0,
         services: services.split(',').filter_map(PeerService::parse).collect(),
+        worklist_charset: row.try_get(5)?,
     })
 }
 
 impl Index {
     pub async fn peers(&self) -> Result<Vec<Peer>, IndexError> {
         let rows =
-            sqlx::query("SELECT ae_title, host, port, tls, services FROM peers ORDER BY ae_title")
+            sqlx::query("SELECT ae_title, host, port, tls, services, worklist_charset FROM peers ORDER BY ae_title")
                 .fetch_all(&self.pool)
                 .await?;
         rows.iter().map(decode).collect()
@@ -52,7 +53,8 @@ impl Index {
 
     pub async fn peer(&self, ae_title: &str) -> Result<Option<Peer>, IndexError> {
         let row = sqlx::query(
-            "SELECT ae_title, host, port, tls, services FROM peers WHERE ae_title = $1",
+            "SELECT ae_title, host, port, tls, services, worklist_charset FROM peers \
+             WHERE ae_title = $1",
         )
         .bind(ae_title)
         .fetch_optional(&self.pool)
@@ -65,11 +67,11 @@ impl Index {
         let services: Vec<&str> = peer.services.iter().map(|s| s.as_str()).collect();
         let existed = self.peer(peer.ae_title.as_str()).await?.is_some();
         sqlx::query(
-            "INSERT INTO peers (ae_title, host, port, tls, services, source, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+            "INSERT INTO peers (ae_title, host, port, tls, services, source, updated_at, \
+             worklist_charset) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (ae_title) DO UPDATE SET host = excluded.host, port = excluded.port, \
              tls = excluded.tls, services = excluded.services, source = excluded.source, \
-             updated_at = excluded.updated_at",
+             updated_at = excluded.updated_at, worklist_charset = excluded.worklist_charset",
         )
         .bind(peer.ae_title.as_str())
         .bind(peer.host.as_str())
@@ -78,6 +80,7 @@ impl Index {
         .bind(services.join(","))
         .bind(source.as_str())
         .bind(super::unix_now())
+        .bind(peer.worklist_charset.as_str())
         .execute(&self.pool)
         .await?;
         Ok(!existed)

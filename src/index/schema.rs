@@ -93,6 +93,20 @@ macro_rules! migrations {
                 "hl7 outbox",
                 include_str!(concat!("../../migrations/", $db, "/0014_hl7_outbox.sql")),
             ),
+            (
+                15,
+                "peer charset",
+                include_str!(concat!("../../migrations/", $db, "/0015_peer_charset.sql")),
+            ),
+            (
+                16,
+                "demographics changed",
+                include_str!(concat!(
+                    "../../migrations/",
+                    $db,
+                    "/0016_demographics_changed.sql"
+                )),
+            ),
         ]
     };
 }

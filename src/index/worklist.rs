@@ -112,6 +112,12 @@ pub struct WorklistFilter {
     /// DA, inclusive.
     pub from: Option<String>,
     pub to: Option<String>,
+    /// TM bounds as six digits ([`crate::model::time_bound`]). With a full
+    /// date bound on the same side they combine with it into one instant
+    /// (PS3.4 C.2.2.2.5.1: 20261205 0800 to 20261206 1000 is one span);
+    /// without one they bound the time of day.
+    pub from_time: Option<String>,
+    pub to_time: Option<String>,
     pub status: Option<StepStatus>,
     pub patient_id: Option<String>,
     /// A person name, with `*` and `?` wildcards; case and diacritics
@@ -427,6 +433,19 @@ impl Index {
         }
         if let Some(d) = &f.to {
             add(&mut sql, " AND w.start_date <= $?", d.clone());
+        }
+        const INSTANT: &str = "(w.start_date || SUBSTR(w.start_time || '000000', 1, 6))";
+        const TIME: &str = "SUBSTR(w.start_time || '000000', 1, 6)";
+        for (date, time, op) in [(&f.from, &f.from_time, ">="), (&f.to, &f.to_time, "<=")] {
+            match (date, time) {
+                (Some(d), Some(t)) if d.len() == 8 => add(
+                    &mut sql,
+                    &format!(" AND {INSTANT} {op} $?"),
+                    format!("{d}{t}"),
+                ),
+                (_, Some(t)) => add(&mut sql, &format!(" AND {TIME} {op} $?"), t.clone()),
+                _ => {}
+            }
         }
         if let Some(s) = f.status {
             add(&mut sql, " AND w.status = $?", s.as_str().to_owned());

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -66,8 +66,10 @@ pub async fn run(
     tracing::info!("MLLP listener stopped");
 }
 
-async fn serve(
-    mut stream: TcpStream,
+/// One connection, over any byte stream: plain TCP today, a TLS stream
+/// once the port takes TLS.
+async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut stream: S,
     peer: SocketAddr,
     ris: &Ris,
     config: &Hl7Config,

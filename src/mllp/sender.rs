@@ -19,8 +19,8 @@ use crate::ris::outbound::{self, Answer};
 
 /// Looked for new rows this often when nothing rings.
 const POLL: Duration = Duration::from_secs(1);
-/// The sending lease lasts this long unless renewed.
-const LEASE_SECS: i64 = 30;
+/// The sending lease lasts at least this long unless renewed.
+const MIN_LEASE_SECS: i64 = 30;
 /// Rows read per pass.
 const BATCH: i64 = 64;
 /// The largest acknowledgement read.
@@ -35,6 +35,31 @@ pub struct Sender {
     pub holder: String,
 }
 
+/// When this node's sending lease was last renewed.
+struct LeaseClock {
+    secs: i64,
+    renewed_at: Option<tokio::time::Instant>,
+}
+
+impl LeaseClock {
+    fn new(secs: i64) -> Self {
+        LeaseClock {
+            secs,
+            renewed_at: None,
+        }
+    }
+
+    /// Held and renewed within the last third of the lease.
+    fn fresh(&self) -> bool {
+        self.renewed_at
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(self.secs as u64 / 3))
+    }
+
+    fn renewed(&mut self, held: bool) {
+        self.renewed_at = held.then(tokio::time::Instant::now);
+    }
+}
+
 /// One open connection to the RIS.
 struct Link {
     stream: TcpStream,
@@ -45,27 +70,17 @@ impl Sender {
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!(ris = %self.config.address, "HL7 sender to the RIS started");
         let mut link: Option<Link> = None;
-        let mut leased_until = tokio::time::Instant::now();
+        let mut lease = LeaseClock::new(self.lease_secs());
         let mut purged_at = tokio::time::Instant::now();
         loop {
-            if tokio::time::Instant::now() >= leased_until {
-                match self
-                    .index
-                    .hold_outbound_lease(&self.holder, LEASE_SECS)
-                    .await
-                {
-                    Ok(true) => {
-                        leased_until =
-                            tokio::time::Instant::now() + Duration::from_secs(LEASE_SECS as u64 / 3)
+            match self.hold(&mut lease).await {
+                Ok(true) => {
+                    if let Err(e) = self.pass(&mut link, &mut lease, &shutdown).await {
+                        tracing::warn!(error = %e, "HL7 outbox unavailable");
                     }
-                    Ok(false) => link = None,
-                    Err(e) => tracing::warn!(error = %e, "cannot take the HL7 sending lease"),
                 }
-            }
-            if tokio::time::Instant::now() < leased_until {
-                if let Err(e) = self.pass(&mut link, &shutdown).await {
-                    tracing::warn!(error = %e, "HL7 outbox unavailable");
-                }
+                Ok(false) => link = None,
+                Err(e) => tracing::warn!(error = %e, "cannot take the HL7 sending lease"),
             }
             if purged_at.elapsed() > Duration::from_secs(600) {
                 purged_at = tokio::time::Instant::now();
@@ -85,11 +100,31 @@ impl Sender {
         tracing::debug!("HL7 sender stopped");
     }
 
-    /// Send what is due, in order, until the queue is empty or a message
-    /// must wait for its retry.
+    /// A lease outlasts the longest wait for one acknowledgement.
+    fn lease_secs(&self) -> i64 {
+        MIN_LEASE_SECS.max(3 * self.config.ack_timeout.as_secs() as i64)
+    }
+
+    /// Whether this node holds the sending lease, renewing it when a third
+    /// of it has passed.
+    async fn hold(&self, lease: &mut LeaseClock) -> Result<bool, IndexError> {
+        if lease.fresh() {
+            return Ok(true);
+        }
+        let held = self
+            .index
+            .hold_outbound_lease(&self.holder, lease.secs)
+            .await?;
+        lease.renewed(held);
+        Ok(held)
+    }
+
+    /// Send what is due, in order, until the queue is empty, a message
+    /// must wait for its retry, or the lease is lost.
     async fn pass(
         &self,
         link: &mut Option<Link>,
+        lease: &mut LeaseClock,
         shutdown: &CancellationToken,
     ) -> Result<(), IndexError> {
         loop {
@@ -99,6 +134,10 @@ impl Sender {
             }
             for row in rows {
                 if shutdown.is_cancelled() || row.next_attempt_at > crate::index::unix_now() {
+                    return Ok(());
+                }
+                if !self.hold(lease).await? {
+                    *link = None;
                     return Ok(());
                 }
                 let rendered = outbound::render(

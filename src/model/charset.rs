@@ -241,9 +241,108 @@ pub fn fold_for_matching(text: &str) -> String {
     out
 }
 
+/// Single-byte Specific Character Sets Tessera can answer in, besides
+/// UTF-8 (ISO_IR 192, the default) and ASCII (`ISO_IR 6`).
+pub const ANSWER_CHARSETS: &[&str] = &[
+    "ISO_IR 6",
+    "ISO_IR 100",
+    "ISO_IR 101",
+    "ISO_IR 109",
+    "ISO_IR 110",
+    "ISO_IR 144",
+    "ISO_IR 126",
+    "ISO_IR 148",
+    "ISO_IR 203",
+    "ISO_IR 192",
+];
+
+/// `text` in the characters of the single-byte set `term` (one of
+/// [`ANSWER_CHARSETS`]): a character the set has stays, one it lacks
+/// loses its diacritics ("Nguyễn" becomes "Nguyen" in ISO_IR 100, "đ"
+/// becomes "d", "ł" "l", "œ" "oe"), and what is still missing becomes `?`.
+pub fn transliterate(text: &str, term: &str) -> String {
+    use unicode_normalization::char::is_combining_mark;
+    use unicode_normalization::UnicodeNormalization;
+    let encoding = match term {
+        "ISO_IR 192" => return text.to_owned(),
+        "" | "ISO_IR 6" => None,
+        // Latin-1 proper: windows-1252 would keep characters 8859-1 lacks.
+        "ISO_IR 100" => None,
+        other => single_term(other),
+    };
+    let fits = |c: char| match (term, encoding) {
+        ("ISO_IR 100", _) => u32::from(c) < 0x80 || (0xA0..=0xFF).contains(&u32::from(c)),
+        (_, None) => c.is_ascii(),
+        (_, Some(enc)) => {
+            let mut buf = [0u8; 4];
+            let (_, _, unmappable) = enc.encode(c.encode_utf8(&mut buf));
+            !unmappable
+        }
+    };
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if fits(c) {
+            out.push(c);
+            continue;
+        }
+        let replacement = match c {
+            'đ' => "d",
+            'Đ' => "D",
+            'ł' => "l",
+            'Ł' => "L",
+            'ø' => "o",
+            'Ø' => "O",
+            'ß' => "ss",
+            'æ' => "ae",
+            'Æ' => "AE",
+            'œ' => "oe",
+            'Œ' => "OE",
+            _ => "",
+        };
+        if !replacement.is_empty() {
+            out.push_str(replacement);
+            continue;
+        }
+        let base: String = std::iter::once(c)
+            .nfd()
+            .filter(|m| !is_combining_mark(*m))
+            .collect();
+        if !base.is_empty() && base.chars().all(fits) {
+            out.push_str(&base);
+        } else {
+            out.push('?');
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{decode_text, fold_for_matching};
+    use super::{decode_text, fold_for_matching, transliterate};
+
+    #[test]
+    fn answers_keep_what_the_set_has_and_fold_the_rest() {
+        assert_eq!(
+            transliterate("Nguyễn^Văn Thái", "ISO_IR 100"),
+            "Nguyen^Van Thái"
+        );
+        assert_eq!(transliterate("Đỗ^Quang", "ISO_IR 100"), "Do^Quang");
+        assert_eq!(
+            transliterate("Müller^Jürgen", "ISO_IR 100"),
+            "Müller^Jürgen"
+        );
+        assert_eq!(
+            transliterate("Łukasz Wałęsa", "ISO_IR 101"),
+            "Łukasz Wałęsa"
+        );
+        assert_eq!(
+            transliterate("Łukasz Wałęsa", "ISO_IR 100"),
+            "Lukasz Walesa"
+        );
+        assert_eq!(transliterate("Müller", "ISO_IR 6"), "Muller");
+        assert_eq!(transliterate("山田^太郎", "ISO_IR 100"), "??^??");
+        assert_eq!(transliterate("Nguyễn", "ISO_IR 192"), "Nguyễn");
+    }
 
     #[test]
     fn latin1_and_utf8() {

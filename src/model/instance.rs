@@ -4,7 +4,7 @@
 use super::Uid;
 
 /// Patient-level attributes. Text is already decoded to UTF-8.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PatientMeta {
     pub patient_id: String,
     pub issuer_of_patient_id: String,

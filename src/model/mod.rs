@@ -13,8 +13,8 @@ pub use bounded::{
     check_structure, length_fits_vr, read_dataset, without_panic, DEFLATED_SYNTAXES,
     MAX_DEPTH as MAX_SEQUENCE_DEPTH,
 };
-pub use charset::{decode_text, fold_for_matching};
-pub use dates::{derived_uid, valid_date};
+pub use charset::{decode_text, fold_for_matching, transliterate, ANSWER_CHARSETS};
+pub use dates::{derived_uid, time_bound, valid_date};
 pub use ids::{AeTitle, IdError, Uid};
 pub use instance::{InstanceMeta, PatientMeta, PixelLayout, SeriesMeta, StoredObject, StudyMeta};
 pub use peer::{Peer, PeerError, PeerService, RawPeer};

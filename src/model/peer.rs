@@ -54,6 +54,9 @@ pub struct Peer {
     pub port: u16,
     pub tls: bool,
     pub services: BTreeSet<PeerService>,
+    /// The Specific Character Set of worklist answers to this peer; empty
+    /// for UTF-8 (ISO_IR 192).
+    pub worklist_charset: String,
 }
 
 fn ser_ae<S: serde::Serializer>(ae: &AeTitle, s: S) -> Result<S::Ok, S::Error> {
@@ -71,6 +74,9 @@ pub struct RawPeer {
     pub tls: bool,
     /// Defaults to every service.
     pub services: Option<Vec<PeerService>>,
+    /// Specific Character Set of worklist answers (default ISO_IR 192),
+    /// for a modality that cannot read UTF-8.
+    pub worklist_charset: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -81,6 +87,8 @@ pub enum PeerError {
     Host(String),
     #[error("port must be 1 to 65535")]
     Port,
+    #[error("worklist_charset {0:?} is not one of {list}", list = crate::model::ANSWER_CHARSETS.join(", "))]
+    Charset(String),
 }
 
 impl Peer {
@@ -110,12 +118,18 @@ impl Peer {
             .into_iter()
             .collect(),
         };
+        let worklist_charset = match raw.worklist_charset.as_deref().map(str::trim) {
+            None | Some("") | Some("ISO_IR 192") => String::new(),
+            Some(c) if crate::model::ANSWER_CHARSETS.contains(&c) => c.to_owned(),
+            Some(c) => return Err(PeerError::Charset(c.to_owned())),
+        };
         Ok(Peer {
             ae_title: AeTitle::new(&raw.ae_title)?,
             host,
             port: raw.port,
             tls: raw.tls,
             services,
+            worklist_charset,
         })
     }
 
@@ -135,6 +149,7 @@ mod tests {
             port,
             tls: false,
             services: None,
+            worklist_charset: None,
         }
     }
 

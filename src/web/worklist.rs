@@ -50,6 +50,8 @@ async fn list(
         station: q.station,
         from: q.from,
         to: q.to,
+        from_time: None,
+        to_time: None,
         status: q.status,
         patient_id: q.patient,
         accession_number: q.accession,

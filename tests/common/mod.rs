@@ -576,6 +576,7 @@ pub fn local_peer(ae: &str, port: u16) -> tessera::model::RawPeer {
         port,
         tls: false,
         services: None,
+        worklist_charset: None,
     }
 }
 

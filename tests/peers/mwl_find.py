@@ -4,7 +4,7 @@ and the first Scheduled Procedure Step item's Modality, station AE titles,
 start date and status.
 
 usage: mwl_find.py PORT [--modality M] [--station AE] [--date RANGE]
-       [--name PATTERN]
+       [--time RANGE] [--name PATTERN]
 """
 import argparse
 import json
@@ -18,6 +18,7 @@ p.add_argument("port", type=int)
 p.add_argument("--modality", default="")
 p.add_argument("--station", default="")
 p.add_argument("--date", default="")
+p.add_argument("--time", default="")
 p.add_argument("--name", default="")
 args = p.parse_args()
 
@@ -31,7 +32,7 @@ item = Dataset()
 item.Modality = args.modality
 item.ScheduledStationAETitle = args.station
 item.ScheduledProcedureStepStartDate = args.date
-item.ScheduledProcedureStepStartTime = ""
+item.ScheduledProcedureStepStartTime = args.time
 item.ScheduledProcedureStepStatus = ""
 item.ScheduledProcedureStepID = ""
 query.ScheduledProcedureStepSequence = [item]
@@ -49,6 +50,7 @@ for status, ds in assoc.send_c_find(query, ModalityWorklistInformationFind):
         stations = sps.ScheduledStationAETitle
         matches.append({
             "PatientName": str(ds.PatientName),
+            "CharacterSet": ds.get("SpecificCharacterSet", ""),
             "PatientID": ds.PatientID,
             "AccessionNumber": ds.AccessionNumber,
             "StudyInstanceUID": ds.StudyInstanceUID,

@@ -251,9 +251,36 @@ pub(crate) async fn send_instance<C: SubOpChannel>(
 ) -> Result<(SubOpOutcome, bool), AssociationError> {
     // As stored when the receiver takes that syntax; else decoded to an
     // uncompressed syntax it accepts.
-    let (context_id, mut reader): (u8, std::pin::Pin<Box<dyn AsyncRead + Send>>) = match chan
-        .context_for(&item.sop_class_uid, &item.transfer_syntax_uid)
-    {
+    let as_stored = chan.context_for(&item.sop_class_uid, &item.transfer_syntax_uid);
+    // Stored before the RIS changed its patient: a patched copy in the
+    // stored syntax (crate::coerce); one too large to hold goes as stored.
+    let coerced = match (&item.coerce, as_stored) {
+        (Some(patient), Some(_)) => match transcode::data_set_in(
+            storage,
+            &item.key,
+            &item.transfer_syntax_uid,
+            Some(patient),
+            transcode::Admission::Wait,
+        )
+        .await
+        {
+            Ok(bytes) => Some(bytes),
+            Err(transcode::TranscodeError::TooLarge(size)) => {
+                tracing::warn!(sop_instance = %item.sop_instance_uid, size, "too large to give its current patient; sent as stored");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(sop_instance = %item.sop_instance_uid, error = %e, "cannot give the instance its current patient");
+                return Ok((SubOpOutcome::Failed, false));
+            }
+        },
+        _ => None,
+    };
+    let (context_id, mut reader): (u8, std::pin::Pin<Box<dyn AsyncRead + Send>>) = match as_stored {
+        Some(id) if coerced.is_some() => (
+            id,
+            Box::pin(std::io::Cursor::new(coerced.unwrap_or_default())),
+        ),
         Some(id) => {
             // Typical images in one read (one thread hop); large ones
             // streamed through a big buffer, since PDVs can be as small as
@@ -286,7 +313,15 @@ pub(crate) async fn send_instance<C: SubOpChannel>(
                 tracing::warn!(sop_instance = %item.sop_instance_uid, ts = %item.transfer_syntax_uid, "receiver accepts neither the stored syntax nor an uncompressed one");
                 return Ok((SubOpOutcome::Failed, false));
             };
-            match transcode::data_set_in(storage, &item.key, ts, transcode::Admission::Wait).await {
+            match transcode::data_set_in(
+                storage,
+                &item.key,
+                ts,
+                item.coerce.as_ref(),
+                transcode::Admission::Wait,
+            )
+            .await
+            {
                 Ok(bytes) => (id, Box::pin(std::io::Cursor::new(bytes))),
                 Err(e) => {
                     tracing::warn!(sop_instance = %item.sop_instance_uid, error = %e, "transcoding failed");
@@ -356,6 +391,7 @@ mod tests {
             sop_instance_uid: format!("1.2.3.{n}"),
             transfer_syntax_uid: "1.2.840.10008.1.2.4.90".into(),
             key: String::new(),
+            coerce: None,
         }
     }
 

@@ -7,6 +7,7 @@
 use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::{tags, uids};
+use dicom_encoding::text::SpecificCharacterSet;
 use dicom_encoding::TransferSyntaxIndex;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
@@ -95,7 +96,15 @@ pub async fn handle(
             break;
         }
         let mut out = Vec::with_capacity(1024);
-        if let Err(e) = answer(&identifier, item).write_dataset_with_ts(&mut out, ts) {
+        let charset = assoc.worklist_charset();
+        let written = if charset.is_empty() {
+            answer(&identifier, item, "ISO_IR 192").write_dataset_with_ts(&mut out, ts)
+        } else {
+            let fitted = transliterated(item, charset);
+            let cs = SpecificCharacterSet::from_code(charset).unwrap_or_default();
+            answer(&identifier, &fitted, charset).write_dataset_with_ts_cs(&mut out, ts, cs)
+        };
+        if let Err(e) = written {
             tracing::error!(error = %e, "cannot encode a worklist response");
             final_status = respond(UNABLE_TO_PROCESS).with_error_comment("cannot encode a match");
             break;
@@ -150,6 +159,20 @@ fn filter_of(identifier: &InMemDicomObject, max: usize) -> Result<WorklistFilter
             }
             filter.from = Some(from).filter(|d| !d.is_empty());
             filter.to = Some(to).filter(|d| !d.is_empty());
+        }
+        let time = text(item, tags::SCHEDULED_PROCEDURE_STEP_START_TIME);
+        if !time.is_empty() {
+            let (from, to) = time.split_once('-').unwrap_or((&time, &time));
+            let bound = |t: &str, upper: bool| -> Result<Option<String>, String> {
+                if t.is_empty() {
+                    return Ok(None);
+                }
+                crate::model::time_bound(t, upper).map(Some).ok_or_else(|| {
+                    format!("Scheduled Procedure Step Start Time {time:?} is not a time or range")
+                })
+            };
+            filter.from_time = bound(from, false)?;
+            filter.to_time = bound(to, true)?;
         }
     }
     Ok(filter)
@@ -266,12 +289,32 @@ fn full(item: &WorklistItem) -> (InMemDicomObject, InMemDicomObject) {
     (top, step)
 }
 
+/// `item` with every text fitted to `charset` (docs/conformance.md:
+/// characters the set lacks lose their diacritics, then become `?`).
+fn transliterated(item: &WorklistItem, charset: &str) -> WorklistItem {
+    let fit = |s: &mut String| *s = crate::model::transliterate(s, charset);
+    let mut item = item.clone();
+    fit(&mut item.patient_name);
+    let s = &mut item.step;
+    for text in [
+        &mut s.requested_procedure_description,
+        &mut s.requested_procedure_code,
+        &mut s.requesting_physician,
+        &mut s.performing_physician,
+        &mut s.reason,
+    ] {
+        fit(text);
+    }
+    item
+}
+
 /// The keys the identifier asks for, with this step's values. A key
 /// Tessera does not hold is returned empty, as it was asked.
-fn answer(identifier: &InMemDicomObject, item: &WorklistItem) -> InMemDicomObject {
+fn answer(identifier: &InMemDicomObject, item: &WorklistItem, charset: &str) -> InMemDicomObject {
     let (top, step) = full(item);
     let mut out = InMemDicomObject::new_empty();
-    out.put(element(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"));
+    let charset = if charset == "ISO_IR 6" { "" } else { charset };
+    out.put(element(tags::SPECIFIC_CHARACTER_SET, VR::CS, charset));
     for asked in identifier.iter() {
         let tag = asked.header().tag;
         if tag == tags::SPECIFIC_CHARACTER_SET {
