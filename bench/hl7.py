@@ -3,7 +3,7 @@
 commit, on 1 and on 8 connections, against a fresh Tessera.
 
 usage: bench/hl7.py --tessera-bin target/release/tessera [--messages N]
-       [--connections 1,8]
+       [--connections 1,8] [--mix mixed|adt|orders]
 
 Each connection sends its share of N messages one after the other, waiting
 for each acknowledgement (as an interface engine does). A third of the
@@ -23,12 +23,15 @@ import tempfile
 import time
 
 
+MIX = "mixed"
+
+
 def message(n):
-    """A third admit a new patient (A01 with PV1), a third update one (A08),
+    """With --mix mixed (the default), a third admit a new patient (A01 with PV1), a third update one (A08),
     and a third are new orders (ORM^O01 NW with one ORC/OBR group) that
     schedule a worklist step for that patient."""
-    kind = n % 3
-    patient = n // 3
+    kind = {"mixed": n % 3, "adt": n % 2, "orders": 2}[MIX]
+    patient = n // 3 if MIX == "mixed" else n // 2
     if kind == 2:
         return (
             f"MSH|^~\\&|RIS|GENERAL|TESSERA|RAD|20261201000000||ORM^O01^ORM_O01|B{n}|P|2.5.1||||||UNICODE UTF-8\r"
@@ -101,7 +104,11 @@ def main():
     p.add_argument("--messages", type=int, default=5000)
     p.add_argument("--connections", default="1,8")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--mix", choices=["mixed", "adt", "orders"], default="mixed",
+                   help="mixed: A01, A08 and ORM^O01 in turn; adt: A01 and A08; orders: ORM^O01 only")
     args = p.parse_args()
+    global MIX
+    MIX = args.mix
     print("| connections | messages/s | AA | server CPU / message | sender CPU / message | client-bound limit |")
     print("|---:|---:|---:|---:|---:|---:|")
     for c in [int(x) for x in args.connections.split(",")]:

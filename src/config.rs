@@ -109,6 +109,8 @@ pub struct RawHl7 {
     /// Send objects stored before an ADT update, merge or identifier
     /// change with the patient as it is now (default true), or as stored.
     pub coerce_on_retrieve: Option<bool>,
+    /// Days the message log keeps a message (default 365; 0 keeps all).
+    pub message_retention_days: Option<u64>,
     /// Where order status and application acknowledgements go.
     pub outbound: Option<RawHl7Outbound>,
 }
@@ -145,6 +147,8 @@ pub struct Hl7Config {
     pub idle_timeout: Duration,
     pub use_issuer: bool,
     pub coerce_on_retrieve: bool,
+    /// `None`: messages are kept for good.
+    pub message_retention: Option<Duration>,
     pub outbound: Option<Hl7OutboundConfig>,
 }
 
@@ -594,6 +598,10 @@ impl Config {
             idle_timeout: Duration::from_secs(raw.hl7.idle_timeout_secs.unwrap_or(600).max(1)),
             use_issuer: raw.hl7.use_issuer.unwrap_or(false),
             coerce_on_retrieve: raw.hl7.coerce_on_retrieve.unwrap_or(true),
+            message_retention: match raw.hl7.message_retention_days.unwrap_or(365) {
+                0 => None,
+                days => Some(Duration::from_secs(days.min(100 * 365) * 86_400)),
+            },
             outbound: Hl7OutboundConfig::from_raw(&raw.hl7.outbound.clone().unwrap_or_default())?,
         };
         Ok(Config {

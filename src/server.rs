@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -169,6 +169,22 @@ impl Running {
 /// work of a node that died waits before another node takes it.
 const QUEUE_LEASE: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Delete HL7 messages older than `retention` from the log, hourly.
+async fn purge_hl7_log(index: Index, retention: Duration, shutdown: CancellationToken) {
+    loop {
+        let before = crate::index::unix_now() - retention.as_secs() as i64;
+        match index.purge_hl7_messages(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(messages = n, "HL7 messages past their retention deleted"),
+            Err(e) => tracing::warn!(error = %e, "cannot purge the HL7 message log"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
+}
+
 /// Renew this node's queue leases every third of a lease while it runs.
 async fn renew_queue_leases(index: Index, lease: crate::index::Lease, shutdown: CancellationToken) {
     loop {
@@ -315,6 +331,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         busy: Default::default(),
     };
     worker_tracker.spawn(forwarder.run(shutdown.clone()));
+    if let Some(retention) = config.hl7.message_retention {
+        worker_tracker.spawn(purge_hl7_log(
+            core.index.clone(),
+            retention,
+            shutdown.clone(),
+        ));
+    }
     if let Some(outbound) = config.hl7.outbound.clone() {
         let sender = crate::mllp::sender::Sender {
             index: core.index.clone(),

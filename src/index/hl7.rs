@@ -236,6 +236,27 @@ impl Index {
         Ok(outcome)
     }
 
+    /// Delete logged messages received before `before` (Unix seconds), in
+    /// bounded batches. A repeat of a deleted message's control ID is
+    /// applied again, so the retention outlasts any sender's resend window.
+    pub async fn purge_hl7_messages(&self, before: i64) -> Result<u64, IndexError> {
+        let mut purged = 0;
+        loop {
+            let done = sqlx::query(
+                "DELETE FROM hl7_messages WHERE id IN (SELECT id FROM hl7_messages \
+                 WHERE received_at < $1 LIMIT 5000)",
+            )
+            .bind(before)
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
+            purged += done;
+            if done < 5000 {
+                return Ok(purged);
+            }
+        }
+    }
+
     /// Apply changes that come from the API rather than a message, with
     /// the same rules, in one synced transaction.
     pub async fn apply_changes(&self, changes: &[Change]) -> Result<Outcome, IndexError> {
@@ -414,4 +435,36 @@ async fn insert(
     .fetch_one(&mut **tx)
     .await?;
     Ok(row.try_get(0)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_log_forgets_messages_past_their_retention() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let url = format!("sqlite://{}", dir.path().join("i.sqlite").display());
+        let index = Index::open(&url, 2).await.expect("index");
+        let message = InboundMessage {
+            interface: "mllp".into(),
+            sender: "HIS|GENERAL".into(),
+            control_id: Some("C1".into()),
+            message_type: "ADT^A08".into(),
+            patient_id: String::new(),
+            charset: String::new(),
+            text: "MSH|^~\\&|HIS".into(),
+            changes: Err(Refusal::Reject("test".into())),
+        };
+        let ack = |_: usize, _: &Outcome| Ack {
+            code: "AR".into(),
+            text: "MSA|AR|C1".into(),
+            application: None,
+        };
+        index.record_hl7(&[message], ack).await.expect("record");
+        let since = now() - 60;
+        assert_eq!(index.purge_hl7_messages(since).await.expect("purge"), 0);
+        assert_eq!(index.purge_hl7_messages(now() + 1).await.expect("purge"), 1);
+        index.close().await;
+    }
 }

@@ -133,33 +133,31 @@ async fn upsert(
     key: &PatientKey,
     d: &Demographics,
 ) -> Result<i64, IndexError> {
-    let id = match find(tx, key).await? {
-        Some(id) => id,
-        None => {
-            let row = sqlx::query(
-                "INSERT INTO patients (patient_id, issuer_of_patient_id) VALUES ($1, $2) RETURNING id",
-            )
-            .bind(key.id.as_str())
-            .bind(key.issuer.as_str())
-            .fetch_one(&mut **tx)
-            .await?;
-            row.try_get(0)?
-        }
-    };
-    // COALESCE keeps what was not sent; one statement whatever was.
-    sqlx::query(
-        "UPDATE patients SET patient_name = COALESCE($1, patient_name), \
-         patient_name_folded = COALESCE($2, patient_name_folded), \
-         patient_birth_date = COALESCE($3, patient_birth_date), \
-         patient_sex = COALESCE($4, patient_sex), \
-         patient_address = COALESCE($5, patient_address), \
-         patient_phone = COALESCE($6, patient_phone), \
-         other_patient_ids = COALESCE($7, other_patient_ids), hl7_updated_at = $8, \
-         demographics_changed_at = CASE WHEN COALESCE($1, patient_name) <> patient_name \
-         OR COALESCE($3, patient_birth_date) <> patient_birth_date \
-         OR COALESCE($4, patient_sex) <> patient_sex \
-         THEN $8 ELSE demographics_changed_at END WHERE id = $9",
+    // One statement, new patient or not; COALESCE keeps what was not sent.
+    // The old values on the right-hand side tell a real change.
+    let row = sqlx::query(
+        "INSERT INTO patients (patient_id, issuer_of_patient_id, patient_name, \
+         patient_name_folded, patient_birth_date, patient_sex, patient_address, patient_phone, \
+         other_patient_ids, hl7_updated_at, demographics_changed_at) \
+         VALUES ($1, $2, COALESCE($3, ''), COALESCE($4, ''), COALESCE($5, ''), COALESCE($6, ''), \
+         COALESCE($7, ''), COALESCE($8, ''), COALESCE($9, ''), $10, $10) \
+         ON CONFLICT (patient_id, issuer_of_patient_id) DO UPDATE SET \
+         patient_name = COALESCE($3, patients.patient_name), \
+         patient_name_folded = COALESCE($4, patients.patient_name_folded), \
+         patient_birth_date = COALESCE($5, patients.patient_birth_date), \
+         patient_sex = COALESCE($6, patients.patient_sex), \
+         patient_address = COALESCE($7, patients.patient_address), \
+         patient_phone = COALESCE($8, patients.patient_phone), \
+         other_patient_ids = COALESCE($9, patients.other_patient_ids), hl7_updated_at = $10, \
+         demographics_changed_at = CASE \
+         WHEN COALESCE($3, patients.patient_name) <> patients.patient_name \
+         OR COALESCE($5, patients.patient_birth_date) <> patients.patient_birth_date \
+         OR COALESCE($6, patients.patient_sex) <> patients.patient_sex \
+         THEN $10 ELSE patients.demographics_changed_at END \
+         RETURNING id",
     )
+    .bind(key.id.as_str())
+    .bind(key.issuer.as_str())
     .bind(d.name.as_deref())
     .bind(d.name.as_deref().map(fold_for_matching))
     .bind(d.birth_date.as_deref())
@@ -168,10 +166,9 @@ async fn upsert(
     .bind(d.phone.as_deref())
     .bind(d.other_ids.as_deref())
     .bind(now())
-    .bind(id)
-    .execute(&mut **tx)
+    .fetch_one(&mut **tx)
     .await?;
-    Ok(id)
+    Ok(row.try_get(0)?)
 }
 
 /// Move `prior`'s studies and visits to the patient row `into`, add its

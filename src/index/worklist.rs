@@ -243,32 +243,28 @@ async fn adopt_performed(
     step: &ScheduledStep,
     notify_ris: bool,
 ) -> Result<(), IndexError> {
-    let Some(item) = sqlx::query(
-        "SELECT id FROM worklist_items WHERE placer_order = $1 AND filler_order = $2 \
-             AND scheduled_step_id = $3",
-    )
-    .bind(step.placer_order.as_str())
-    .bind(step.filler_order.as_str())
-    .bind(step.scheduled_step_id.as_str())
-    .fetch_optional(&mut **tx)
-    .await?
-    else {
-        return Ok(());
-    };
-    let item: i64 = item.try_get(0)?;
+    // Usually there are none: one statement finds that out.
     let performed = sqlx::query(
-        "SELECT id, status FROM performed_steps WHERE worklist_item_fk IS NULL AND \
-         (($1 <> '' AND scheduled_step_id = $1 AND (accession_number = '' OR accession_number = $2)) \
-         OR (scheduled_step_id = '' AND $3 <> '' AND study_instance_uid = $3)) ORDER BY id",
+        "SELECT p.id, p.status, (SELECT w.id FROM worklist_items w WHERE w.placer_order = $4 \
+         AND w.filler_order = $5 AND w.scheduled_step_id = $1) \
+         FROM performed_steps p WHERE p.worklist_item_fk IS NULL AND \
+         (($1 <> '' AND p.scheduled_step_id = $1 \
+         AND (p.accession_number = '' OR p.accession_number = $2)) \
+         OR (p.scheduled_step_id = '' AND $3 <> '' AND p.study_instance_uid = $3)) ORDER BY p.id",
     )
     .bind(step.scheduled_step_id.as_str())
     .bind(step.accession_number.as_str())
     .bind(step.study_instance_uid.as_str())
+    .bind(step.placer_order.as_str())
+    .bind(step.filler_order.as_str())
     .fetch_all(&mut **tx)
     .await?;
     for row in performed {
         let id: i64 = row.try_get(0)?;
         let status: String = row.try_get(1)?;
+        let Some(item) = row.try_get::<Option<i64>, _>(2)? else {
+            continue;
+        };
         let (item_status, event) = match status.as_str() {
             "COMPLETED" => (StepStatus::Completed, super::outbox::OrderEvent::Completed),
             "DISCONTINUED" => (
