@@ -1,6 +1,8 @@
 //! The inbound HL7 message journal: every message with its outcome and the
 //! acknowledgement sent, committed in the same transaction as its effects.
 
+use std::collections::HashMap;
+
 use sqlx::{Any, Row, Transaction};
 
 use super::patients::{self, PatientChange};
@@ -107,24 +109,38 @@ impl Index {
         batch: &[InboundMessage],
         mut ack: impl FnMut(usize, &Outcome) -> Ack,
     ) -> Result<Vec<Recorded>, IndexError> {
+        // Changes almost never fail: first without a savepoint per
+        // message, and only if one does, again with them.
+        if let Some(recorded) = self.record_pass(batch, &mut ack, Guard::Optimistic).await? {
+            return Ok(recorded);
+        }
+        tracing::debug!("an HL7 change failed; recording the batch again, guarded");
+        self.record_pass(batch, &mut ack, Guard::Savepoint)
+            .await?
+            .ok_or(IndexError::Corrupt {
+                column: "hl7_messages",
+                value: "a guarded pass failed".into(),
+            })
+    }
+
+    /// One attempt at [`Index::record_hl7`]; `None` when an optimistic
+    /// pass met a failing change and was rolled back.
+    async fn record_pass(
+        &self,
+        batch: &[InboundMessage],
+        ack: &mut impl FnMut(usize, &Outcome) -> Ack,
+        guard: Guard,
+    ) -> Result<Option<Vec<Recorded>>, IndexError> {
         let mut tx = self.begin_write().await?;
+        let mut earlier = earlier_messages(&mut tx, batch).await?;
         let mut recorded = Vec::with_capacity(batch.len());
         for (i, message) in batch.iter().enumerate() {
-            let earlier = match &message.control_id {
-                Some(control) => sqlx::query(
-                    "SELECT id, outcome, ack FROM hl7_messages WHERE sender = $1 AND control_id = $2",
-                )
-                .bind(message.sender.as_str())
-                .bind(control.as_str())
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|row| -> Result<(i64, String, String), sqlx::Error> {
-                    Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
-                })
-                .transpose()?,
-                None => None,
-            };
-            if let Some((id, outcome, ack)) = &earlier {
+            let key = message
+                .control_id
+                .as_ref()
+                .map(|c| (message.sender.clone(), c.clone()));
+            let seen = key.as_ref().and_then(|k| earlier.get(k).cloned());
+            if let Some((id, outcome, ack)) = &seen {
                 if outcome == "AA" || outcome == "CA" {
                     recorded.push(Recorded {
                         id: *id,
@@ -134,7 +150,11 @@ impl Index {
                     continue;
                 }
             }
-            let outcome = apply_all(&mut tx, &message.changes, self.outbox.enabled()).await?;
+            let outcome =
+                match apply_all(&mut tx, &message.changes, self.outbox.enabled(), guard).await? {
+                    Applied::Outcome(outcome) => outcome,
+                    Applied::Failed => return Ok(None),
+                };
             let Ack {
                 code,
                 text,
@@ -145,7 +165,7 @@ impl Index {
                 Outcome::Applied => String::new(),
                 Outcome::Refused(Refusal::Error(e) | Refusal::Reject(e)) => e.clone(),
             };
-            let id = match earlier {
+            let id = match seen {
                 // A message refused before and sent again is tried again.
                 Some((id, _, _)) => {
                     sqlx::query(
@@ -169,6 +189,10 @@ impl Index {
                 }
                 None => insert(&mut tx, message, &code, &error, &text).await?,
             };
+            // A repeat later in this batch sees this one.
+            if let Some(k) = key {
+                earlier.insert(k, (id, code.clone(), text.clone()));
+            }
             recorded.push(Recorded {
                 id,
                 ack: text,
@@ -177,7 +201,7 @@ impl Index {
         }
         tx.commit().await?;
         self.outbox.ring();
-        Ok(recorded)
+        Ok(Some(recorded))
     }
 
     /// Queue an application acknowledgement, when there is a RIS to send
@@ -210,7 +234,7 @@ impl Index {
         ack: impl FnOnce(&Outcome) -> Ack,
     ) -> Result<Outcome, IndexError> {
         let mut tx = self.begin_write().await?;
-        let outcome = apply_all(&mut tx, changes, self.outbox.enabled()).await?;
+        let outcome = apply_guarded(&mut tx, changes, self.outbox.enabled()).await?;
         let Ack {
             code,
             text,
@@ -261,7 +285,7 @@ impl Index {
     /// the same rules, in one synced transaction.
     pub async fn apply_changes(&self, changes: &[Change]) -> Result<Outcome, IndexError> {
         let mut tx = self.begin_write().await?;
-        let outcome = apply_all(&mut tx, &Ok(changes.to_vec()), self.outbox.enabled()).await?;
+        let outcome = apply_guarded(&mut tx, &Ok(changes.to_vec()), self.outbox.enabled()).await?;
         tx.commit().await?;
         self.outbox.ring();
         Ok(outcome)
@@ -364,49 +388,117 @@ fn logged(row: &sqlx::any::AnyRow, with_text: bool) -> Result<LoggedMessage, Ind
     })
 }
 
-/// Apply `changes` inside a savepoint: a failure undoes this message's
-/// changes only, and becomes its outcome.
+/// Messages of the journal with a sender and control ID in `batch`, in one
+/// statement: (sender, control ID) → (row, outcome, acknowledgement).
+async fn earlier_messages(
+    tx: &mut Transaction<'static, Any>,
+    batch: &[InboundMessage],
+) -> Result<HashMap<(String, String), (i64, String, String)>, IndexError> {
+    let mut controls: Vec<&str> = batch
+        .iter()
+        .filter_map(|m| m.control_id.as_deref())
+        .collect();
+    controls.sort_unstable();
+    controls.dedup();
+    let mut found = HashMap::new();
+    if controls.is_empty() {
+        return Ok(found);
+    }
+    let marks: Vec<String> = (1..=controls.len()).map(|n| format!("${n}")).collect();
+    let sql = format!(
+        "SELECT sender, control_id, id, outcome, ack FROM hl7_messages WHERE control_id IN ({})",
+        marks.join(", ")
+    );
+    let mut q = sqlx::query(&sql);
+    for c in &controls {
+        q = q.bind(*c);
+    }
+    for row in q.fetch_all(&mut **tx).await? {
+        found.insert(
+            (row.try_get(0)?, row.try_get(1)?),
+            (row.try_get(2)?, row.try_get(3)?, row.try_get(4)?),
+        );
+    }
+    Ok(found)
+}
+
+/// How a message's changes are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Guard {
+    /// Inside a savepoint: a failure undoes this message's changes only,
+    /// and becomes its outcome.
+    Savepoint,
+    /// Without one, two round trips fewer: a failure ends the pass
+    /// ([`Applied::Failed`]), and the batch is recorded again guarded.
+    Optimistic,
+}
+
+enum Applied {
+    Outcome(Outcome),
+    Failed,
+}
+
 async fn apply_all(
     tx: &mut Transaction<'static, Any>,
     changes: &Result<Vec<Change>, Refusal>,
     notify_ris: bool,
-) -> Result<Outcome, IndexError> {
+    guard: Guard,
+) -> Result<Applied, IndexError> {
     let changes = match changes {
         Ok(changes) => changes,
-        Err(refusal) => return Ok(Outcome::Refused(refusal.clone())),
+        Err(refusal) => return Ok(Applied::Outcome(Outcome::Refused(refusal.clone()))),
     };
-    sqlx::query("SAVEPOINT hl7_message")
-        .execute(&mut **tx)
-        .await?;
+    if guard == Guard::Savepoint {
+        sqlx::query("SAVEPOINT hl7_message")
+            .execute(&mut **tx)
+            .await?;
+    }
     let mut refused = None;
+    let mut ids = patients::PatientIds::new();
     for change in changes {
         let applied = match change {
-            Change::Patient(change) => patients::apply(tx, change).await.map(|()| None),
-            Change::Worklist(change) => worklist::apply(tx, change, notify_ris).await,
+            Change::Patient(change) => patients::apply(tx, change, &mut ids).await.map(|()| None),
+            Change::Worklist(change) => worklist::apply(tx, change, notify_ris, &ids).await,
             Change::Report(report) => super::reports::apply(tx, report).await.map(|()| None),
         };
         match applied {
             Ok(None) => {}
             // Refused, but what it recorded (a conflict) stays.
             Ok(Some(reason)) => refused = Some(reason),
+            Err(_) if guard == Guard::Optimistic => return Ok(Applied::Failed),
             Err(e) => {
                 sqlx::query("ROLLBACK TO SAVEPOINT hl7_message")
                     .execute(&mut **tx)
                     .await?;
                 tracing::warn!(error = %e, "HL7 message not applied");
-                return Ok(Outcome::Refused(Refusal::Error(format!(
+                return Ok(Applied::Outcome(Outcome::Refused(Refusal::Error(format!(
                     "cannot apply: {e}"
-                ))));
+                )))));
             }
         }
     }
-    sqlx::query("RELEASE SAVEPOINT hl7_message")
-        .execute(&mut **tx)
-        .await?;
-    if let Some(reason) = refused {
-        return Ok(Outcome::Refused(Refusal::Error(reason)));
+    if guard == Guard::Savepoint {
+        sqlx::query("RELEASE SAVEPOINT hl7_message")
+            .execute(&mut **tx)
+            .await?;
     }
-    Ok(Outcome::Applied)
+    if let Some(reason) = refused {
+        return Ok(Applied::Outcome(Outcome::Refused(Refusal::Error(reason))));
+    }
+    Ok(Applied::Outcome(Outcome::Applied))
+}
+
+/// A guarded apply, for paths that record one change set.
+async fn apply_guarded(
+    tx: &mut Transaction<'static, Any>,
+    changes: &Result<Vec<Change>, Refusal>,
+    notify_ris: bool,
+) -> Result<Outcome, IndexError> {
+    match apply_all(tx, changes, notify_ris, Guard::Savepoint).await? {
+        Applied::Outcome(outcome) => Ok(outcome),
+        // A savepoint turns every failure into an outcome.
+        Applied::Failed => Ok(Outcome::Refused(Refusal::Error("cannot apply".into()))),
+    }
 }
 
 async fn insert(
@@ -465,6 +557,74 @@ mod tests {
         let since = now() - 60;
         assert_eq!(index.purge_hl7_messages(since).await.expect("purge"), 0);
         assert_eq!(index.purge_hl7_messages(now() + 1).await.expect("purge"), 1);
+        index.close().await;
+    }
+
+    fn message(control: &str, changes: Vec<Change>) -> InboundMessage {
+        InboundMessage {
+            interface: "mllp".into(),
+            sender: "HIS|GENERAL".into(),
+            control_id: Some(control.into()),
+            message_type: "ADT^A08".into(),
+            patient_id: String::new(),
+            charset: String::new(),
+            text: format!("MSH|^~\\&|HIS||||||ADT^A08|{control}"),
+            changes: Ok(changes),
+        }
+    }
+
+    fn code_of(_: usize, outcome: &Outcome) -> Ack {
+        let code = match outcome {
+            Outcome::Applied => "AA",
+            Outcome::Refused(Refusal::Error(_)) => "AE",
+            Outcome::Refused(Refusal::Reject(_)) => "AR",
+        };
+        Ack {
+            code: code.into(),
+            text: format!("MSA|{code}"),
+            application: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_change_is_undone_alone_and_a_repeat_in_the_batch_is_a_duplicate() {
+        use super::super::patients::{Demographics, PatientKey};
+        use super::super::worklist::StepStatus;
+        let dir = tempfile::tempdir().expect("tmp");
+        let url = format!("sqlite://{}", dir.path().join("i.sqlite").display());
+        let index = Index::open(&url, 2).await.expect("index");
+        let known = PatientKey {
+            id: "P1".into(),
+            issuer: String::new(),
+        };
+        let admit = Change::Patient(PatientChange::Update {
+            key: known.clone(),
+            demographics: Demographics {
+                name: Some("Nguyễn^Văn".into()),
+                ..Default::default()
+            },
+        });
+        // An order for a patient no message created: its change fails.
+        let orphan = Change::Worklist(WorklistChange::Schedule {
+            patient: PatientKey {
+                id: "NOBODY".into(),
+                issuer: String::new(),
+            },
+            step: Box::default(),
+            status: StepStatus::Scheduled,
+        });
+        let batch = [
+            message("C1", vec![admit.clone()]),
+            message("C2", vec![orphan]),
+            message("C1", vec![admit]),
+        ];
+        let recorded = index.record_hl7(&batch, code_of).await.expect("record");
+        assert_eq!(recorded[0].ack, "MSA|AA");
+        assert_eq!(recorded[1].ack, "MSA|AE");
+        assert!(recorded[2].duplicate, "the repeat in the same batch");
+        assert_eq!(recorded[2].id, recorded[0].id);
+        let patient = index.patient(&known).await.expect("read");
+        assert_eq!(patient.map(|p| p.name).as_deref(), Some("Nguyễn^Văn"));
         index.close().await;
     }
 }

@@ -9,7 +9,7 @@ use crate::model::fold_for_matching;
 
 /// A patient's identity: the ID and its issuer ('' unless the site keys
 /// patients by issuer).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct PatientKey {
     pub id: String,
     pub issuer: String,
@@ -65,13 +65,32 @@ pub enum PatientChange {
     },
 }
 
+/// Patient rows one message has written, by key: its later changes (a
+/// visit, an order) need the row, not another round trip for it.
+pub(super) type PatientIds = std::collections::HashMap<PatientKey, i64>;
+
+/// The row of `key`, from `ids` or the index.
+pub(super) async fn id_of(
+    tx: &mut Transaction<'static, Any>,
+    key: &PatientKey,
+    ids: &PatientIds,
+) -> Result<Option<i64>, IndexError> {
+    match ids.get(key) {
+        Some(id) => Ok(Some(*id)),
+        None => find(tx, key).await,
+    }
+}
+
 pub(super) async fn apply(
     tx: &mut Transaction<'static, Any>,
     change: &PatientChange,
+    ids: &mut PatientIds,
 ) -> Result<(), IndexError> {
     match change {
         PatientChange::Update { key, demographics } => {
-            upsert(tx, key, demographics).await?;
+            let id = upsert(tx, key, demographics).await?;
+            ids.insert(key.clone(), id);
+            return Ok(());
         }
         PatientChange::Merge {
             survivor,
@@ -107,10 +126,17 @@ pub(super) async fn apply(
             }
         },
         PatientChange::Visit { key, visit } => {
-            let patient = upsert(tx, key, &Demographics::default()).await?;
+            let patient = match ids.get(key) {
+                Some(id) => *id,
+                None => upsert(tx, key, &Demographics::default()).await?,
+            };
+            ids.insert(key.clone(), patient);
             upsert_visit(tx, patient, visit).await?;
+            return Ok(());
         }
     }
+    // Merges and new IDs move and delete rows.
+    ids.clear();
     Ok(())
 }
 

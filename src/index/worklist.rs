@@ -138,6 +138,7 @@ pub(super) async fn apply(
     tx: &mut Transaction<'static, Any>,
     change: &WorklistChange,
     notify_ris: bool,
+    ids: &super::patients::PatientIds,
 ) -> Result<Option<String>, IndexError> {
     match change {
         WorklistChange::Schedule {
@@ -145,7 +146,7 @@ pub(super) async fn apply(
             step,
             status,
         } => {
-            schedule(tx, patient, step, *status).await?;
+            schedule(tx, patient, step, *status, ids).await?;
             adopt_performed(tx, step, notify_ris).await?;
             Ok(None)
         }
@@ -162,14 +163,14 @@ async fn schedule(
     patient: &PatientKey,
     step: &ScheduledStep,
     status: StepStatus,
+    ids: &super::patients::PatientIds,
 ) -> Result<(), IndexError> {
-    let patient_fk: i64 =
-        sqlx::query("SELECT id FROM patients WHERE patient_id = $1 AND issuer_of_patient_id = $2")
-            .bind(patient.id.as_str())
-            .bind(patient.issuer.as_str())
-            .fetch_one(&mut **tx)
-            .await?
-            .try_get(0)?;
+    let patient_fk = super::patients::id_of(tx, patient, ids)
+        .await?
+        .ok_or_else(|| IndexError::Corrupt {
+            column: "patients",
+            value: format!("no patient {:?} for the order", patient.id),
+        })?;
     let ts = now();
     sqlx::query(
         "INSERT INTO worklist_items (patient_fk, placer_order, filler_order, accession_number, \
