@@ -75,14 +75,19 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run(binary, messages, connections):
+def start(binary):
+    """A fresh Tessera on free ports: (process, MLLP port, data dir)."""
     data = tempfile.mkdtemp(prefix="tessera-hl7-")
     server = subprocess.Popen(
         [binary, "--data-dir", data, "--dicom-bind", "127.0.0.1:0", "--http-bind", "127.0.0.1:0",
          "--hl7-bind", "127.0.0.1:0", "serve"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = server.stdout.readline()
-    port = int(line.split("hl7=")[1].split()[0].rsplit(":", 1)[1])
+    return server, int(line.split("hl7=")[1].split()[0].rsplit(":", 1)[1]), data
+
+
+def run(binary, messages, connections):
+    server, port, data = start(binary)
     shards = [(port, list(range(i, messages, connections))) for i in range(connections)]
     cpu0 = cpu_seconds(server.pid)
     t0 = time.perf_counter()

@@ -10,9 +10,7 @@ import glob
 import multiprocessing
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hl7 as load  # noqa: E402  (bench/hl7.py, not the hl7 package)
@@ -29,12 +27,7 @@ def switches(pid):
 
 
 def run(binary, messages, connections):
-    data = tempfile.mkdtemp(prefix="tessera-hl7-")
-    server = subprocess.Popen(
-        [binary, "--data-dir", data, "--dicom-bind", "127.0.0.1:0", "--http-bind", "127.0.0.1:0",
-         "--hl7-bind", "127.0.0.1:0", "serve"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    port = int(server.stdout.readline().split("hl7=")[1].split()[0].rsplit(":", 1)[1])
+    server, port, data = load.start(binary)
     before = switches(server.pid)
     shards = [(port, list(range(i, messages, connections))) for i in range(connections)]
     with multiprocessing.Pool(connections) as pool:

@@ -341,6 +341,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     if let Some(outbound) = config.hl7.outbound.clone() {
         let sender = crate::mllp::sender::Sender {
             index: core.index.clone(),
+            metrics: core.metrics.clone(),
             config: outbound,
             holder: crate::reclaim::lease_holder(),
         };

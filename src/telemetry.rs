@@ -63,6 +63,16 @@ pub struct Metrics {
     pub forwarded: Counter,
     pub hl7_messages: Family<Hl7Labels, Counter>,
     pub hl7_ack_latency: Family<InterfaceLabels, Histogram>,
+    /// Messages to the RIS by how the send ended: the RIS's code, or
+    /// "retry" when it did not answer.
+    pub hl7_outbound: Family<CodeLabels, Counter>,
+    pub hl7_outbound_pending: Gauge,
+    pub hl7_outbound_failed: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    pub code: String,
 }
 
 impl Default for Metrics {
@@ -90,6 +100,9 @@ impl Metrics {
             hl7_ack_latency: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0002, 2.0, 16))
             }),
+            hl7_outbound: Family::default(),
+            hl7_outbound_pending: Gauge::default(),
+            hl7_outbound_failed: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -149,7 +162,28 @@ impl Metrics {
             "Time from a whole HL7 message to its acknowledgement",
             m.hl7_ack_latency.clone(),
         );
+        registry.register(
+            "hl7_outbound",
+            "HL7 messages sent to the RIS, by acknowledgement code (retry: no answer)",
+            m.hl7_outbound.clone(),
+        );
+        registry.register(
+            "hl7_outbound_pending",
+            "HL7 messages waiting to be sent to the RIS",
+            m.hl7_outbound_pending.clone(),
+        );
+        registry.register(
+            "hl7_outbound_failed",
+            "HL7 messages the RIS refused, waiting for an operator",
+            m.hl7_outbound_failed.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    pub fn hl7_sent(&self, code: &str) {
+        self.hl7_outbound
+            .get_or_create(&CodeLabels { code: code.into() })
+            .inc();
     }
 
     pub fn instance_stored(&self, bytes: u64) {

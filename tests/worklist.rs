@@ -221,17 +221,7 @@ async fn worklist_queries(backend: Backend) {
     );
     // A modality registered for ISO_IR 100 gets Latin-1: "ă" loses its
     // breve, "à" and "á" stay.
-    let peer =
-        r#"{"ae_title":"MODALITY1","host":"127.0.0.1","port":104,"worklist_charset":"ISO_IR 100"}"#;
-    let (status, body) = common::http_request(
-        archive.http_port,
-        "PUT",
-        "/api/v1/peers/MODALITY1",
-        Some(peer),
-        &[("Content-Type", "application/json")],
-    )
-    .await;
-    assert!(status == 200 || status == 201, "{status} {body}");
+    register_modality(&archive, r#""worklist_charset":"ISO_IR 100""#).await;
     let out = run_peer("mwl_find.py", &[&port, "--modality", "MR"]).await;
     let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     assert_eq!(
@@ -262,6 +252,21 @@ async fn worklist_queries(backend: Backend) {
         Some(0),
         "{report}"
     );
+}
+
+/// Register MODALITY1 (the calling AE of the Python peers) with the extra
+/// JSON fields `fields`.
+async fn register_modality(archive: &Archive, fields: &str) {
+    let peer = format!(r#"{{"ae_title":"MODALITY1","host":"127.0.0.1","port":104,{fields}}}"#);
+    let (status, body) = common::http_request(
+        archive.http_port,
+        "PUT",
+        "/api/v1/peers/MODALITY1",
+        Some(&peer),
+        &[("Content-Type", "application/json")],
+    )
+    .await;
+    assert!(status == 200 || status == 201, "{status} {body}");
 }
 
 async fn mpps(port: u16, args: &[&str]) -> i64 {
@@ -388,17 +393,7 @@ async fn performed_steps_follow_the_worklist(backend: Backend) {
         .expect("late step listed");
     assert_eq!(matched["scheduled"], true, "{matched}");
     // A registered modality without the mpps service is refused.
-    let peer =
-        r#"{"ae_title":"MODALITY1","host":"127.0.0.1","port":104,"services":["store","find"]}"#;
-    let (status, body) = common::http_request(
-        archive.http_port,
-        "PUT",
-        "/api/v1/peers/MODALITY1",
-        Some(peer),
-        &[("Content-Type", "application/json")],
-    )
-    .await;
-    assert!(status == 200 || status == 201, "{status} {body}");
+    register_modality(&archive, r#""services":["store","find"]"#).await;
     let refused = "1.2.826.0.1.3680043.10.1.9004";
     assert_eq!(
         mpps(port, &["create", refused, "--step", "SPS3001-PT"]).await,
@@ -674,6 +669,15 @@ async fn a_refused_message_waits_for_an_operator(backend: Backend) {
     let got = wait_delivered(&archive, &ris.log, 3).await;
     assert_eq!(got.len(), 3, "{got:?}");
     assert_eq!(outbound(&archive, "failed").await.len(), 1);
+    let (_, metrics) = archive.http_get("/metrics", &[]).await;
+    assert!(
+        metrics.contains(r#"tessera_hl7_outbound_total{code="AR"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"tessera_hl7_outbound_total{code="AA"} 1"#),
+        "{metrics}"
+    );
     ris.stop().await;
 }
 

@@ -375,6 +375,18 @@ impl Index {
         Ok(changed > 0)
     }
 
+    /// Messages waiting to be sent, and messages the RIS refused.
+    pub async fn outbound_counts(&self) -> Result<(i64, i64), IndexError> {
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END), 0) AS BIGINT) \
+             FROM hl7_outbox WHERE state IN ('pending', 'failed')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
+    }
+
     /// Delete delivered messages older than `retention_secs`.
     pub async fn purge_outbound(&self, retention_secs: i64) -> Result<u64, IndexError> {
         Ok(sqlx::query(

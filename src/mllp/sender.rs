@@ -21,6 +21,8 @@ use crate::ris::outbound::{self, Answer};
 const POLL: Duration = Duration::from_secs(1);
 /// The sending lease lasts at least this long unless renewed.
 const MIN_LEASE_SECS: i64 = 30;
+/// The queue's gauges are read at most this often.
+const STATS_EVERY: Duration = Duration::from_secs(15);
 /// Rows read per pass.
 const BATCH: i64 = 64;
 /// The largest acknowledgement read.
@@ -30,6 +32,7 @@ const RETENTION_SECS: i64 = 7 * 86_400;
 
 pub struct Sender {
     pub index: Index,
+    pub metrics: std::sync::Arc<crate::telemetry::Metrics>,
     pub config: Hl7OutboundConfig,
     /// This node's name on the lease.
     pub holder: String,
@@ -72,6 +75,7 @@ impl Sender {
         let mut link: Option<Link> = None;
         let mut lease = LeaseClock::new(self.lease_secs());
         let mut purged_at = tokio::time::Instant::now();
+        let mut counted_at: Option<tokio::time::Instant> = None;
         loop {
             match self.hold(&mut lease).await {
                 Ok(true) => {
@@ -81,6 +85,13 @@ impl Sender {
                 }
                 Ok(false) => link = None,
                 Err(e) => tracing::warn!(error = %e, "cannot take the HL7 sending lease"),
+            }
+            if counted_at.is_none_or(|at| at.elapsed() > STATS_EVERY) {
+                counted_at = Some(tokio::time::Instant::now());
+                if let Ok((pending, failed)) = self.index.outbound_counts().await {
+                    self.metrics.hl7_outbound_pending.set(pending);
+                    self.metrics.hl7_outbound_failed.set(failed);
+                }
             }
             if purged_at.elapsed() > Duration::from_secs(600) {
                 purged_at = tokio::time::Instant::now();
@@ -163,6 +174,10 @@ impl Sender {
                     }
                 };
                 let retry = matches!(delivery, Delivery::Retry { .. });
+                self.metrics.hl7_sent(match &delivery {
+                    Delivery::Done { ack_code } | Delivery::Refused { ack_code, .. } => ack_code,
+                    Delivery::Retry { .. } => "retry",
+                });
                 self.index
                     .outbound_sent(row.id, &rendered.control_id, &delivery)
                     .await?;
