@@ -255,6 +255,12 @@ pub struct RawDicom {
     pub allowed_calling_ae_titles: Option<Vec<String>>,
     pub require_called_ae_title: Option<bool>,
     pub duplicate_policy: Option<DuplicatePolicy>,
+    /// Calling AE titles not in the peer registry: "accept" (default) or
+    /// "refuse" (A-ASSOCIATE-RJ, calling AE title not recognized).
+    pub unknown_peers: Option<String>,
+    /// Networks peers may be in (`10.0.0.0/8`, `fd00::/8`); empty for any.
+    /// Checked when a peer is registered and on every connection to one.
+    pub peer_networks: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -389,6 +395,8 @@ pub struct DicomConfig {
     pub allowed_calling_ae_titles: Vec<AeTitle>,
     pub require_called_ae_title: bool,
     pub duplicate_policy: DuplicatePolicy,
+    pub refuse_unknown_peers: bool,
+    pub peer_networks: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone)]
@@ -489,6 +497,30 @@ impl Config {
             allowed_calling_ae_titles: allowed,
             require_called_ae_title: d.require_called_ae_title.unwrap_or(false),
             duplicate_policy: d.duplicate_policy.unwrap_or_default(),
+            refuse_unknown_peers: match d.unknown_peers.as_deref().map(str::trim) {
+                None | Some("accept") => false,
+                Some("refuse") => true,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        key: "dicom.unknown_peers",
+                        reason: format!("{other:?} is not \"accept\" or \"refuse\""),
+                    })
+                }
+            },
+            peer_networks: d
+                .peer_networks
+                .unwrap_or_default()
+                .iter()
+                .map(|n| {
+                    n.trim()
+                        .parse::<ipnet::IpNet>()
+                        .or_else(|_| n.trim().parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| ConfigError::Invalid {
+                            key: "dicom.peer_networks",
+                            reason: format!("{n:?} is not a network (10.0.0.0/8) or an address"),
+                        })
+                })
+                .collect::<Result<_, _>>()?,
         };
 
         let data_dir = raw

@@ -19,6 +19,30 @@ pub trait Verifier: Send + Sync {
     fn verify<'a>(&'a self, peer: &'a Peer) -> BoxFuture<'a, Result<Duration, String>>;
 }
 
+/// What a peer may be.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// A peer under Tessera's own AE title would route to itself.
+    pub own_ae_title: crate::model::AeTitle,
+    /// `dicom.peer_networks`: an address given as a peer's host must be in
+    /// one; names are checked when called ([`crate::dimse`]'s link).
+    pub networks: Vec<ipnet::IpNet>,
+}
+
+impl Rules {
+    fn check(&self, peer: &Peer) -> Result<(), RegistryError> {
+        if peer.ae_title.as_str() == self.own_ae_title.as_str() {
+            return Err(RegistryError::OwnTitle(peer.ae_title.to_string()));
+        }
+        if let Ok(ip) = peer.host.parse::<std::net::IpAddr>() {
+            if !self.networks.is_empty() && !self.networks.iter().any(|n| n.contains(&ip)) {
+                return Err(RegistryError::OutsideNetworks(peer.host.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error(transparent)]
@@ -29,6 +53,10 @@ pub enum RegistryError {
     TitleMismatch { path: String, body: String },
     #[error("no peer with AE title {0}")]
     NotFound(String),
+    #[error("{0} is Tessera's own AE title")]
+    OwnTitle(String),
+    #[error("{0} is outside dicom.peer_networks")]
+    OutsideNetworks(String),
 }
 
 /// Outcome of a C-ECHO to a peer.
@@ -44,17 +72,23 @@ pub struct EchoResult {
 pub struct PeerRegistry {
     index: Index,
     verifier: Arc<dyn Verifier>,
+    rules: Arc<Rules>,
 }
 
 impl PeerRegistry {
-    pub fn new(index: Index, verifier: Arc<dyn Verifier>) -> Self {
-        PeerRegistry { index, verifier }
+    pub fn new(index: Index, verifier: Arc<dyn Verifier>, rules: Rules) -> Self {
+        PeerRegistry {
+            index,
+            verifier,
+            rules: Arc::new(rules),
+        }
     }
 
     /// Write the config file's peers, replacing earlier config entries of
     /// the same title.
     pub async fn seed(&self, peers: &[Peer]) -> Result<(), RegistryError> {
         for peer in peers {
+            self.rules.check(peer)?;
             self.index.put_peer(peer, PeerSource::Config).await?;
         }
         Ok(())
@@ -80,6 +114,7 @@ impl PeerRegistry {
             });
         }
         let peer = Peer::from_raw(raw)?;
+        self.rules.check(&peer)?;
         let created = self.index.put_peer(&peer, PeerSource::Api).await?;
         Ok((peer, created))
     }

@@ -73,7 +73,14 @@ impl Core {
 
     /// The peer registry, verifying peers with C-ECHO as our AE title.
     pub fn peer_registry(&self, config: &Config) -> PeerRegistry {
-        PeerRegistry::new(self.index.clone(), Arc::new(self.scu(config)))
+        PeerRegistry::new(
+            self.index.clone(),
+            Arc::new(self.scu(config)),
+            crate::peers::Rules {
+                own_ae_title: config.dicom.ae_title.clone(),
+                networks: config.dicom.peer_networks.clone(),
+            },
+        )
     }
 
     /// Our SCU identity for outbound associations.
@@ -82,6 +89,7 @@ impl Core {
             ae_title: config.dicom.ae_title.clone(),
             timeout: config.dicom.artim_timeout,
             tls: self.tls.clone(),
+            networks: config.dicom.peer_networks.clone().into(),
         }
     }
 

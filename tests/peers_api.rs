@@ -400,10 +400,128 @@ async fn tls_to_peers(backend: Backend) {
     assert!(body.contains("no [tls] ca_file"), "{body}");
 }
 
+/// `echoscu` calling Tessera as `calling`; whether the association was
+/// accepted.
+async fn echo_as(archive: &Archive, calling: &str) -> bool {
+    let out = tokio::process::Command::new(dcmtk("echoscu").expect("checked"))
+        .args(["-aet", calling])
+        .args(archive.ae_args())
+        .env("TCP_NODELAY", "1")
+        .output()
+        .await
+        .expect("echoscu runs");
+    out.status.success()
+}
+
+/// With `dicom.unknown_peers = "refuse"` an unregistered calling AE gets an
+/// A-ASSOCIATE-RJ; Tessera never takes its own AE title as a peer; with
+/// `dicom.peer_networks` an address outside them is refused at
+/// registration, and a name resolving outside them is never called.
+async fn peer_rules(backend: Backend) {
+    if dcmtk("echoscu").is_none() {
+        return skip("peer_rules", "DCMTK echoscu not installed");
+    }
+    let archive = Archive::start_with(backend, |raw| {
+        raw.dicom.unknown_peers = Some("refuse".into());
+        raw.dicom.peer_networks = Some(vec!["127.0.0.0/8".into(), "fd00::/8".into()]);
+        raw.peers = vec![common::local_peer("KNOWN", 104)];
+    })
+    .await;
+    assert!(
+        echo_as(&archive, "KNOWN").await,
+        "a registered AE is served"
+    );
+    assert!(
+        !echo_as(&archive, "STRANGER").await,
+        "an unknown AE is refused"
+    );
+
+    let put = |ae: &'static str, body: String| {
+        let port = archive.http_port;
+        async move {
+            http_request(
+                port,
+                "PUT",
+                &format!("/api/v1/peers/{ae}"),
+                Some(&body),
+                &[("Content-Type", "application/json")],
+            )
+            .await
+        }
+    };
+    let (status, body) = put(
+        "TESSERA",
+        r#"{"ae_title":"TESSERA","host":"127.0.0.1","port":104}"#.into(),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("own AE title"), "{body}");
+    let (status, body) = put(
+        "METADATA",
+        r#"{"ae_title":"METADATA","host":"169.254.169.254","port":80}"#.into(),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = put(
+        "V6PEER",
+        r#"{"ae_title":"V6PEER","host":"[fd00::5]","port":104}"#.into(),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert!(body.contains(r#""host":"fd00::5""#), "{body}");
+    // A name is checked where it resolves: "localhost" is 127.0.0.1 (in),
+    // so it is called (nobody listens there: refused, not "outside").
+    let port = free_port();
+    let (status, _) = put(
+        "BYNAME",
+        format!(r#"{{"ae_title":"BYNAME","host":"localhost","port":{port}}}"#),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (_, body) = http_request(
+        archive.http_port,
+        "POST",
+        "/api/v1/peers/BYNAME/echo",
+        None,
+        &[],
+    )
+    .await;
+    assert!(!body.contains("outside"), "{body}");
+    assert!(body.contains(r#""ok":false"#), "{body}");
+}
+
+/// A name that resolves outside `dicom.peer_networks` is never called.
+async fn names_resolving_outside_the_networks_are_not_called(backend: Backend) {
+    let archive = Archive::start_with(backend, |raw| {
+        raw.dicom.peer_networks = Some(vec!["10.0.0.0/8".into()]);
+    })
+    .await;
+    let (status, body) = http_request(
+        archive.http_port,
+        "PUT",
+        "/api/v1/peers/LOCALNAME",
+        Some(r#"{"ae_title":"LOCALNAME","host":"localhost","port":104}"#),
+        &[("Content-Type", "application/json")],
+    )
+    .await;
+    assert_eq!(status, 201, "a name is taken: {body}");
+    let (_, body) = http_request(
+        archive.http_port,
+        "POST",
+        "/api/v1/peers/LOCALNAME/echo",
+        None,
+        &[],
+    )
+    .await;
+    assert!(body.contains("outside dicom.peer_networks"), "{body}");
+}
+
 on_both_backends!(
     registry_api_and_echo,
     peer_services_are_enforced,
-    tls_to_peers
+    tls_to_peers,
+    peer_rules,
+    names_resolving_outside_the_networks_are_not_called
 );
 
 #[tokio::test]

@@ -30,12 +30,34 @@ impl Link {
     /// Associate with `peer`, over TLS when it is marked so. Nagle's
     /// algorithm is turned off: with it a short last PDV waits for the
     /// peer's delayed ACK, about 40 ms per message.
+    /// With `networks`, the peer's name is resolved here and only an
+    /// address inside them is called, so a name that resolves somewhere
+    /// else (cloud metadata, an internal service) is never reached.
     pub async fn establish(
         options: ClientAssociationOptions<'_>,
         peer: &Peer,
         tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
+        networks: &[ipnet::IpNet],
     ) -> Result<Link, LinkError> {
-        let address = (peer.host.as_str(), peer.port);
+        let address = if networks.is_empty() {
+            None
+        } else {
+            let resolved = tokio::net::lookup_host((peer.host.as_str(), peer.port))
+                .await
+                .map_err(|_| LinkError::Unresolved(peer.host.clone()))?;
+            let allowed = resolved
+                .into_iter()
+                .find(|a| networks.iter().any(|n| n.contains(&a.ip())));
+            Some(allowed.ok_or_else(|| LinkError::OutsideNetworks(peer.host.clone()))?)
+        };
+        let address: std::net::SocketAddr = match address {
+            Some(a) => a,
+            None => tokio::net::lookup_host((peer.host.as_str(), peer.port))
+                .await
+                .ok()
+                .and_then(|mut all| all.next())
+                .ok_or_else(|| LinkError::Unresolved(peer.host.clone()))?,
+        };
         if !peer.tls {
             let mut assoc = options.establish_async(address).await?;
             let _ = assoc.inner_stream().set_nodelay(true);
@@ -100,6 +122,10 @@ impl Link {
 pub enum LinkError {
     #[error("the peer needs TLS, but no [tls] ca_file is configured")]
     NoTlsConfig,
+    #[error("cannot resolve {0}")]
+    Unresolved(String),
+    #[error("{0} is outside dicom.peer_networks")]
+    OutsideNetworks(String),
     #[error(transparent)]
     Associate(#[from] dicom_ul::association::Error),
 }

@@ -93,6 +93,7 @@ pub async fn run(
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
         let idle = config.idle_timeout;
+        let refuse_unknown = config.refuse_unknown_peers;
         let grace = config.shutdown_grace;
         let artim = config.artim_timeout;
         let span = tracing::info_span!("association", %peer, calling_ae = tracing::field::Empty);
@@ -100,7 +101,18 @@ pub async fn run(
             async move {
                 let _permit = permit;
                 match tokio::time::timeout(artim, super::screen::check(&socket)).await {
-                    Ok(Ok(())) => {}
+                    Ok(Ok(calling)) => {
+                        if refuse_unknown && !registered(&ctx, calling.as_deref()).await {
+                            ctx.metrics.associations_rejected.inc();
+                            tracing::info!(
+                                ?calling,
+                                "A-ASSOCIATE-RQ refused: calling AE title not registered"
+                            );
+                            super::screen::refuse(socket, super::screen::Refusal::CallingAeTitle)
+                                .await;
+                            return;
+                        }
+                    }
                     Ok(Err(refusal)) => {
                         ctx.metrics.associations_rejected.inc();
                         tracing::info!(?refusal, "A-ASSOCIATE-RQ refused");
@@ -135,9 +147,17 @@ pub async fn run(
                 tracing::debug!("association established");
                 // A registered peer may use only its services; other calling
                 // AEs are limited by `dicom.allowed_calling_ae_titles` alone.
-                if let Ok(peer) = ctx.peers.get(assoc.calling_ae().as_str()).await {
-                    assoc.restrict_to(peer.services);
-                    assoc.set_worklist_charset(peer.worklist_charset);
+                match ctx.peers.get(assoc.calling_ae().as_str()).await {
+                    Ok(peer) => {
+                        assoc.restrict_to(peer.services);
+                        assoc.set_worklist_charset(peer.worklist_charset);
+                    }
+                    Err(crate::peers::RegistryError::NotFound(_)) => {}
+                    // Not knowing what the peer may do allows it nothing.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "peer registry unavailable; no service allowed");
+                        assoc.restrict_to(Default::default());
+                    }
                 }
                 let end = serve(&mut assoc, &ctx, &shutdown, grace).await;
                 end.finish(assoc).await;
@@ -146,6 +166,15 @@ pub async fn run(
         );
     }
     tracing::info!("DICOM listener stopped accepting");
+}
+
+/// Whether `calling` is in the peer registry; a failed look-up counts as
+/// not registered.
+async fn registered(ctx: &ServiceContext, calling: Option<&str>) -> bool {
+    match calling {
+        Some(ae) => ctx.peers.get(ae).await.is_ok(),
+        None => false,
+    }
 }
 
 /// How an association's message loop ended.

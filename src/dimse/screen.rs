@@ -29,28 +29,29 @@ pub enum Refusal {
     Request,
 }
 
-/// Check the request waiting on `socket`. `Ok(())` also when the bytes are
-/// not an A-ASSOCIATE-RQ or too long to screen: the upper layer decides.
-pub async fn check(socket: &TcpStream) -> Result<(), Refusal> {
+/// Check the request waiting on `socket`; its calling AE title when it
+/// was read. `Ok(None)` when the bytes are not an A-ASSOCIATE-RQ or too
+/// long to screen: the upper layer decides.
+pub async fn check(socket: &TcpStream) -> Result<Option<String>, Refusal> {
     let mut buf = vec![0u8; MAX_SCREENED];
     let mut wanted = 6usize;
     loop {
         let got = socket.peek(&mut buf).await.map_err(|_| Refusal::Request)?;
         if got == 0 {
-            return Ok(());
+            return Ok(None);
         }
         if got >= 6 {
             if buf[0] != 0x01 {
-                return Ok(());
+                return Ok(None);
             }
             let length = u32::from_be_bytes([buf[2], buf[3], buf[4], buf[5]]) as usize;
             wanted = 6 + length;
             if wanted > MAX_SCREENED {
-                return Ok(());
+                return Ok(None);
             }
         }
         if got >= wanted && wanted > 6 {
-            return judge(&buf[..wanted]);
+            return judge(&buf[..wanted]).map(Some);
         }
         // peek returns at once while any byte is queued: wait a little for
         // the rest (the caller bounds the whole by the ARTIM timeout).
@@ -58,8 +59,9 @@ pub async fn check(socket: &TcpStream) -> Result<(), Refusal> {
     }
 }
 
-/// Whether an A-ASSOCIATE-RQ PDU would be let through to dicom-ul.
-pub fn judge(pdu: &[u8]) -> Result<(), Refusal> {
+/// Whether an A-ASSOCIATE-RQ PDU would be let through to dicom-ul; its
+/// calling AE title if so.
+pub fn judge(pdu: &[u8]) -> Result<String, Refusal> {
     // Called AE title at bytes 10–25, calling at 26–41 (PS3.8 9.3.2).
     let title_ok = |raw: &[u8]| {
         raw.iter().all(|b| (0x20..0x7f).contains(b) && *b != b'\\')
@@ -86,7 +88,7 @@ pub fn judge(pdu: &[u8]) -> Result<(), Refusal> {
     if !max_pdu_ok || !ids_ok {
         return Err(Refusal::Request);
     }
-    Ok(())
+    Ok(rq.calling_ae_title.trim().to_owned())
 }
 
 /// Answer a refused request and close.
@@ -132,8 +134,14 @@ mod tests {
 
     #[test]
     fn requests_are_judged() {
-        assert_eq!(judge(&rq("MODALITY", "TESSERA", 16384, 1)), Ok(()));
-        assert_eq!(judge(&rq("MODALITY", "TESSERA", 0, 1)), Ok(()));
+        assert_eq!(
+            judge(&rq("MODALITY", "TESSERA", 16384, 1)),
+            Ok("MODALITY".to_owned())
+        );
+        assert_eq!(
+            judge(&rq("MODALITY", "TESSERA", 0, 1)),
+            Ok("MODALITY".to_owned())
+        );
         assert_eq!(
             judge(&rq("MOD\u{7}ALITY", "TESSERA", 16384, 1)),
             Err(Refusal::CallingAeTitle)

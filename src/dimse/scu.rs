@@ -27,6 +27,10 @@ pub enum ScuError {
     NotAccepted(String),
     #[error("{0}")]
     Tls(String),
+    /// Not called: the name does not resolve, or only outside
+    /// `dicom.peer_networks`.
+    #[error("{0}")]
+    Refused(String),
     #[error("{0} timed out")]
     Timeout(String),
     #[error("unexpected answer from {peer}: {what}")]
@@ -39,6 +43,9 @@ impl ScuError {
     fn from_link(peer: &str, e: LinkError) -> Self {
         match e {
             LinkError::NoTlsConfig => ScuError::Tls(format!("{peer}: {e}")),
+            LinkError::Unresolved(_) | LinkError::OutsideNetworks(_) => {
+                ScuError::Refused(format!("{peer}: {e}"))
+            }
             LinkError::Associate(source) => ScuError::Associate {
                 peer: peer.to_owned(),
                 source,
@@ -113,6 +120,8 @@ pub struct Scu {
     pub timeout: Duration,
     /// For peers marked `tls`; `None` when `[tls]` is not configured.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// `dicom.peer_networks`: where peers may be; empty for anywhere.
+    pub networks: Arc<[ipnet::IpNet]>,
 }
 
 impl Scu {
@@ -125,7 +134,7 @@ impl Scu {
                 .calling_ae_title(self.ae_title.as_str())
                 .called_ae_title(peer.ae_title.as_str())
                 .with_abstract_syntax(VERIFICATION);
-            let assoc = Link::establish(options, peer, self.tls.as_ref())
+            let assoc = Link::establish(options, peer, self.tls.as_ref(), &self.networks)
                 .await
                 .map_err(|e| ScuError::from_link(&name, e))?;
             let pc = assoc
@@ -209,7 +218,7 @@ impl Scu {
         }
         let inner = tokio::time::timeout(
             self.timeout,
-            Link::establish(options, peer, self.tls.as_ref()),
+            Link::establish(options, peer, self.tls.as_ref(), &self.networks),
         )
         .await
         .map_err(|_| ScuError::Timeout(format!("association with {name}")))?
@@ -470,7 +479,7 @@ impl Scu {
                     ],
                 )
                 .with_role_selection(STORAGE_COMMITMENT_PUSH, false, true);
-            let assoc = Link::establish(options, peer, self.tls.as_ref())
+            let assoc = Link::establish(options, peer, self.tls.as_ref(), &self.networks)
                 .await
                 .map_err(|e| ScuError::from_link(&name, e))?;
             let (pc, ts_uid) = assoc

@@ -93,12 +93,19 @@ pub enum PeerError {
 
 impl Peer {
     pub fn from_raw(raw: RawPeer) -> Result<Self, PeerError> {
-        let host = raw.host.trim().to_owned();
-        let host_ok = !host.is_empty()
-            && host.len() <= 253
-            && host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+        let trimmed = raw.host.trim();
+        // "[fd00::5]" as in a URL: stored bare, so it can be connected to.
+        let bracketed = trimmed.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+        let host = bracketed.unwrap_or(trimmed).to_owned();
+        let host_ok = if bracketed.is_some() || host.contains(':') {
+            host.parse::<std::net::Ipv6Addr>().is_ok()
+        } else {
+            !host.is_empty()
+                && host.len() <= 253
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+        };
         if !host_ok {
             return Err(PeerError::Host(raw.host));
         }
@@ -160,5 +167,9 @@ mod tests {
         assert!(Peer::from_raw(raw("", "h", 1)).is_err());
         assert!(Peer::from_raw(raw("A", "bad host;rm", 1)).is_err());
         assert!(Peer::from_raw(raw("A", "h", 0)).is_err());
+        let v6 = Peer::from_raw(raw("A", " [fd00::5] ", 104)).expect("bracketed IPv6");
+        assert_eq!(v6.host, "fd00::5");
+        assert!(Peer::from_raw(raw("A", "host:104", 104)).is_err());
+        assert!(Peer::from_raw(raw("A", "[not-v6]", 104)).is_err());
     }
 }

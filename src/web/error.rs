@@ -21,7 +21,9 @@ impl ResponseError for ApiError {
             ApiError::Registry(RegistryError::NotFound(_)) => StatusCode::NOT_FOUND,
             ApiError::Registry(RegistryError::Invalid(_))
             | ApiError::Registry(RegistryError::TitleMismatch { .. })
+            | ApiError::Registry(RegistryError::OwnTitle(_))
             | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Registry(RegistryError::OutsideNetworks(_)) => StatusCode::FORBIDDEN,
             ApiError::Registry(RegistryError::Index(_)) | ApiError::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
