@@ -560,12 +560,21 @@ pub async fn tessera_cli(data_dir: &Path, args: &[&str]) -> Output {
         .expect("tessera runs")
 }
 
-/// A free TCP port on 127.0.0.1 (the probe socket is closed again).
+/// A free TCP port on 127.0.0.1 for a peer to listen on later (the probe
+/// socket is closed again). Taken below Linux's ephemeral range (32768 and
+/// up), so no other test's bind to port 0 can be handed the same port in
+/// the meantime; each call takes the next one.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = 20_000 + (std::process::id() % 400) * 25;
+    for _ in 0..12_000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (20_000 + (start - 20_000 + n) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 32000")
 }
 
 /// A registered peer on 127.0.0.1 with every service.
