@@ -170,6 +170,11 @@ async fn adt_updates_merges_and_repeats(backend: Backend) {
     assert_eq!(nguyen["visits"][0]["number"], "V0001");
     assert_eq!(nguyen["visits"][0]["status"], "admitted");
     assert_eq!(nguyen["visits"][0]["attending"], "Trần^Văn Bình");
+    // Images that come after the RIS named the patient do not rename it.
+    store_study(&archive, 7).await;
+    let (_, nguyen) = json(&archive, "/api/v1/patients/PID7-0").await;
+    assert_eq!(nguyen["name"], "Nguyễn^Thị Minh Khai^^Mrs");
+    assert_eq!(nguyen["num_studies"], 1);
     let (_, mueller) = json(&archive, "/api/v1/patients/PID10-0").await;
     assert_eq!(mueller["name"], "Müller^Jürgen^^Dr.");
     assert_eq!(mueller["address"], "Königstraße 5, Düsseldorf, 40212, DE");

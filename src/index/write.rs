@@ -614,10 +614,12 @@ async fn upsert_patient(
     )
     .await?;
     if !created && !p.patient_name.is_empty() {
-        // The newest instance carries the current demographics.
+        // The newest instance carries the current demographics, unless the
+        // RIS has spoken: then it is the source, and a name typed at a
+        // modality does not overwrite it.
         sqlx::query(
             "UPDATE patients SET patient_name = $1, patient_name_folded = $2, \
-             patient_birth_date = $3, patient_sex = $4 WHERE id = $5",
+             patient_birth_date = $3, patient_sex = $4 WHERE id = $5 AND hl7_updated_at IS NULL",
         )
         .bind(p.patient_name.as_str())
         .bind(fold_for_matching(&p.patient_name))

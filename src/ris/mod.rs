@@ -342,10 +342,13 @@ fn read(
 ) -> (InboundMessage, Message, Option<Problem>) {
     match Message::parse(bytes) {
         Ok(message) => {
-            let text = String::from_utf8_lossy(bytes).into_owned();
             let text = match message.charset() {
-                crate::hl7::Charset::Utf8 | crate::hl7::Charset::Ascii => text,
-                charset => charset.decode(bytes).unwrap_or(text),
+                crate::hl7::Charset::Utf8 | crate::hl7::Charset::Ascii => {
+                    String::from_utf8_lossy(bytes).into_owned()
+                }
+                charset => charset
+                    .decode(bytes)
+                    .unwrap_or_else(|_| String::from_utf8_lossy(bytes).into_owned()),
             };
             interpret(message, text, interface, settings)
         }
