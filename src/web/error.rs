@@ -37,3 +37,10 @@ impl ResponseError for ApiError {
         HttpResponse::build(self.status_code()).json(serde_json::json!({"error": self.to_string()}))
     }
 }
+
+/// A query string parsed into `T`, or a 400 that says what is wrong.
+pub fn parsed<T>(query: Result<actix_web::web::Query<T>, actix_web::Error>) -> Result<T, ApiError> {
+    query
+        .map(actix_web::web::Query::into_inner)
+        .map_err(|e| ApiError::BadRequest(format!("invalid query: {e}")))
+}

@@ -43,9 +43,7 @@ async fn list(
     state: web::Data<AppState>,
     query: Result<web::Query<ListQuery>, actix_web::Error>,
 ) -> Result<HttpResponse, ApiError> {
-    let q = query
-        .map_err(|e| ApiError::BadRequest(format!("invalid query: {e}")))?
-        .into_inner();
+    let q = super::error::parsed(query)?;
     if let Some(outcome) = &q.outcome {
         if !["AA", "AE", "AR", "CA", "CE", "CR"].contains(&outcome.as_str()) {
             return Err(ApiError::BadRequest(format!(
@@ -99,9 +97,7 @@ async fn outbound(
     state: web::Data<AppState>,
     query: Result<web::Query<OutboundQuery>, actix_web::Error>,
 ) -> Result<HttpResponse, ApiError> {
-    let q = query
-        .map_err(|e| ApiError::BadRequest(format!("invalid query: {e}")))?
-        .into_inner();
+    let q = super::error::parsed(query)?;
     if let Some(s) = &q.state {
         if !["pending", "done", "failed"].contains(&s.as_str()) {
             return Err(ApiError::BadRequest(format!(

@@ -39,9 +39,7 @@ async fn list(
     state: web::Data<AppState>,
     query: Result<web::Query<ListQuery>, actix_web::Error>,
 ) -> Result<HttpResponse, ApiError> {
-    let q = query
-        .map_err(|e| ApiError::BadRequest(format!("invalid query: {e}")))?
-        .into_inner();
+    let q = super::error::parsed(query)?;
     for date in [&q.from, &q.to].into_iter().flatten() {
         check_date(date)?;
     }
@@ -224,9 +222,7 @@ async fn performed(
     state: web::Data<AppState>,
     query: Result<web::Query<PerformedQuery>, actix_web::Error>,
 ) -> Result<HttpResponse, ApiError> {
-    let q = query
-        .map_err(|e| ApiError::BadRequest(format!("invalid query: {e}")))?
-        .into_inner();
+    let q = super::error::parsed(query)?;
     let steps = state
         .index
         .performed_steps(q.study.as_deref(), q.limit.unwrap_or(100).clamp(1, 1000))
