@@ -306,10 +306,17 @@ pub const DEFAULT_VIEWER_DIR: &str = "web/dist-viewer";
 #[serde(deny_unknown_fields)]
 pub struct RawHttp {
     pub bind: Option<SocketAddr>,
-    /// When set, `/api/*` requires `Authorization: Bearer <token>`.
+    /// Deprecated: one shared `Authorization: Bearer <token>` with every
+    /// right. Per-user tokens (`tessera user token`) replace it.
     pub api_token: Option<String>,
     /// Requests one client address may have in progress at once.
     pub max_requests_per_ip: Option<usize>,
+    /// A session ends after this many minutes without a request.
+    pub session_idle_minutes: Option<u64>,
+    /// A session ends this many hours after login, however busy.
+    pub session_hours: Option<u64>,
+    /// Serve `/metrics` to anyone who can reach the port.
+    pub public_metrics: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -405,6 +412,8 @@ pub struct Config {
     pub http_bind: SocketAddr,
     pub http_api_token: Option<String>,
     pub http_max_requests_per_ip: usize,
+    pub sessions: crate::auth::SessionPolicy,
+    pub public_metrics: bool,
     pub data_dir: PathBuf,
     pub storage: StorageLocation,
     /// fsync files and directories before acknowledging. Only for benchmarks
@@ -664,6 +673,19 @@ impl Config {
                 .unwrap_or_else(|| parse_addr(DEFAULT_HTTP_BIND)),
             http_api_token: raw.http.api_token.filter(|t| !t.is_empty()),
             http_max_requests_per_ip: raw.http.max_requests_per_ip.unwrap_or(256).max(1),
+            sessions: crate::auth::SessionPolicy {
+                idle: Duration::from_secs(
+                    raw.http
+                        .session_idle_minutes
+                        .unwrap_or(30)
+                        .clamp(1, 24 * 60)
+                        * 60,
+                ),
+                absolute: Duration::from_secs(
+                    raw.http.session_hours.unwrap_or(12).clamp(1, 24 * 30) * 3600,
+                ),
+            },
+            public_metrics: raw.http.public_metrics.unwrap_or(false),
             data_dir,
             storage,
             fsync: raw.storage.fsync.unwrap_or(true),

@@ -13,6 +13,8 @@
 //!   or S3-compatible storage.
 //! - [`index`]: the SQL index (SQLite or PostgreSQL) of patients, studies,
 //!   series and instances. All SQL lives there.
+//! - [`auth`]: users, roles, sessions and API tokens, and the table of
+//!   which roles may call which route.
 //! - [`web`]: the HTTP port: health, metrics, JSON API, the OHIF viewer.
 //! - [`dicomweb`]: QIDO-RS, WADO-RS, STOW-RS and WADO-URI on the HTTP port.
 //!   STOW-RS streams into ingest like C-STORE.
@@ -32,6 +34,7 @@
 //!   ordered startup and shutdown.
 //! - [`import`], [`verify`]: the `tessera import` and `tessera verify` tools.
 
+pub mod auth;
 pub mod coerce;
 pub mod config;
 pub mod crash_points;

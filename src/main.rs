@@ -85,6 +85,67 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Manage the accounts that log in to the web pages and API.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account. The first one is usually `--role admin`; later
+    /// ones must choose a new password at first login.
+    Add {
+        name: String,
+        /// admin, technologist, radiologist, referring or auditor; repeat
+        /// for several.
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// A referring user's name as studies carry it (DICOM PN, e.g.
+        /// "Kowalski^Jan").
+        #[arg(long, default_value = "")]
+        physician_name: String,
+        /// Read the password from standard input instead of asking.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a new password; the user must change it at next login unless
+    /// --no-change.
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+        #[arg(long)]
+        no_change: bool,
+    },
+    /// Lock an account out and end its sessions.
+    Disable {
+        name: String,
+    },
+    Enable {
+        name: String,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create an API token and print its secret (shown only once).
+    Token {
+        user: String,
+        /// The token's name, e.g. the script that uses it.
+        #[arg(long)]
+        name: String,
+        /// Roles the token holds (default: all of the user's).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Days until it expires.
+        #[arg(long, default_value_t = 90)]
+        days: i64,
+    },
+    /// Revoke a user's token by name.
+    Revoke {
+        user: String,
+        token: String,
+    },
 }
 
 impl Settings {
@@ -162,7 +223,105 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => verify(config, prune_unreferenced, json).await,
         Command::Stats { json } => stats(config, json).await,
         Command::Echo { peer } => echo(config, &peer).await,
+        Command::User(command) => user(config, command).await,
     }
+}
+
+async fn user(config: Config, command: UserCommand) -> anyhow::Result<ExitCode> {
+    use tessera::model::Roles;
+    let core = tessera::server::Core::open(&config).await?;
+    let accounts = tessera::auth::Accounts::new(core.index.clone(), config.sessions);
+    let result = async {
+        match command {
+            UserCommand::Add {
+                name,
+                roles,
+                physician_name,
+                password_stdin,
+            } => {
+                let roles = Roles::parse(&roles.join(","))?;
+                let first = !accounts.users_exist().await?;
+                let password = read_password(password_stdin)?;
+                accounts
+                    .add_user(&name, &roles, &password, !first, &physician_name)
+                    .await?;
+                println!("user {name} created with roles {roles}");
+            }
+            UserCommand::Passwd {
+                name,
+                password_stdin,
+                no_change,
+            } => {
+                let password = read_password(password_stdin)?;
+                accounts
+                    .set_password(&name, &password, !no_change, None)
+                    .await?;
+                println!("password of {name} set");
+            }
+            UserCommand::Disable { name } => {
+                accounts.set_disabled(&name, true).await?;
+                println!("user {name} disabled");
+            }
+            UserCommand::Enable { name } => {
+                accounts.set_disabled(&name, false).await?;
+                println!("user {name} enabled");
+            }
+            UserCommand::List { json } => {
+                let users = accounts.users().await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&users)?);
+                }
+                for u in users.iter().filter(|_| !json) {
+                    let state = if u.disabled { "disabled" } else { "active" };
+                    println!("{:<24} {:<40} {state}", u.name, u.roles.to_string());
+                }
+            }
+            UserCommand::Token {
+                user,
+                name,
+                roles,
+                days,
+            } => {
+                let roles = if roles.is_empty() {
+                    None
+                } else {
+                    Some(Roles::parse(&roles.join(","))?)
+                };
+                let made = accounts
+                    .create_token(&user, &name, roles.as_ref(), days)
+                    .await?;
+                eprintln!(
+                    "token {name} of {user}: roles {}, expires in {days} days; \
+                     the secret is shown only now:",
+                    made.token.roles
+                );
+                println!("{}", made.secret);
+            }
+            UserCommand::Revoke { user, token } => {
+                accounts.revoke_token(&user, &token).await?;
+                println!("token {token} of {user} revoked");
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    core.index.close().await;
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A new password: asked twice on a terminal, or one line of stdin.
+fn read_password(from_stdin: bool) -> anyhow::Result<String> {
+    use std::io::IsTerminal;
+    if from_stdin || !std::io::stdin().is_terminal() {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    let first = rpassword::prompt_password("New password: ")?;
+    let again = rpassword::prompt_password("Again: ")?;
+    anyhow::ensure!(first == again, "the passwords differ");
+    Ok(first)
 }
 
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {

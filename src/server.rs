@@ -193,6 +193,19 @@ async fn purge_hl7_log(index: Index, retention: Duration, shutdown: Cancellation
     }
 }
 
+/// Delete ended sessions, hourly.
+async fn purge_sessions(accounts: crate::auth::Accounts, shutdown: CancellationToken) {
+    loop {
+        if let Err(e) = accounts.purge_sessions().await {
+            tracing::warn!(error = %e, "cannot purge ended sessions");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
+}
+
 /// Renew this node's queue leases every third of a lease while it runs.
 async fn renew_queue_leases(index: Index, lease: crate::index::Lease, shutdown: CancellationToken) {
     loop {
@@ -266,15 +279,23 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .seed(&config.peers)
         .await
         .map_err(|e| ServerError::Peers(e.to_string()))?;
+    let accounts = crate::auth::Accounts::new(core.index.clone(), config.sessions);
+    if config.http_api_token.is_some() {
+        tracing::warn!(
+            "http.api_token is deprecated: create users and per-user tokens \
+             (tessera user add, tessera user token) and remove it"
+        );
+    }
     let state = AppState {
         index: core.index.clone(),
         storage: core.storage.clone(),
         metrics: core.metrics.clone(),
         started: Instant::now(),
-        auth: config
-            .http_api_token
-            .clone()
-            .map_or(AuthPolicy::Open, AuthPolicy::BearerToken),
+        auth: AuthPolicy {
+            accounts: accounts.clone(),
+            shared_token: config.http_api_token.clone(),
+            public_metrics: config.public_metrics,
+        },
         peers: peers.clone(),
         ingest: ingest.clone(),
         ris: ris.clone(),
@@ -339,6 +360,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         busy: Default::default(),
     };
     worker_tracker.spawn(forwarder.run(shutdown.clone()));
+    worker_tracker.spawn(purge_sessions(accounts.clone(), shutdown.clone()));
     if let Some(retention) = config.hl7.message_retention {
         worker_tracker.spawn(purge_hl7_log(
             core.index.clone(),

@@ -1,7 +1,8 @@
 //! The documentation stays in step with the code: the conformance statement
 //! lists exactly the storage SOP classes the SCP accepts, the README shows
 //! how to run Tessera and its tests, and the architecture document names
-//! every top-level module. Standard library only.
+//! every top-level module, and the role table shows the code's. Standard
+//! library only.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -120,4 +121,38 @@ fn readme_config_example_is_valid() {
     let raw: tessera::config::RawConfig =
         toml::from_str(&body[..end]).expect("README example is valid TOML for RawConfig");
     tessera::config::Config::from_raw(raw).expect("README example is a valid configuration");
+}
+
+/// The README's role table shows every line of the route table in the
+/// code, with the roles that line allows.
+#[test]
+fn readme_role_table_matches_the_code() {
+    use tessera::auth::access::RULES;
+    let readme = read("README.md");
+    let security = section(&readme, "## Security");
+    let mut wrong = Vec::new();
+    for rule in RULES {
+        let cell = format!("| `{} {}` |", rule.method, rule.path);
+        let Some(at) = security.find(&cell) else {
+            wrong.push(format!("{cell} missing"));
+            continue;
+        };
+        let line = security[at..].lines().next().unwrap_or_default();
+        let roles = rule.access.roles();
+        let shown_ok = if roles.is_empty() {
+            line.contains("anyone")
+        } else if roles.len() == 5 {
+            line.contains("any logged-in user")
+        } else {
+            roles.iter().all(|r| line.contains(r.as_str())) && !line.contains("any logged-in user")
+        };
+        if !shown_ok {
+            wrong.push(format!("{line} (the code allows {roles:?})"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "README role table out of step:\n{}",
+        wrong.join("\n")
+    );
 }

@@ -163,8 +163,11 @@ async fn dicomweb_cors_limits_and_auth(backend: Backend) {
     let response = raw_http(port, &chunked).await;
     assert!(response.starts_with("http/1.1 413"), "{response}");
 
-    // Without an installed viewer, /viewer says how to install it.
-    let (status, body) = archive.http_get("/viewer/", &[]).await;
+    // The viewer is behind the same credentials; without an installed
+    // viewer, /viewer says how to install it.
+    let (status, _) = archive.http_get("/viewer/", &[]).await;
+    assert_eq!(status, 401);
+    let (status, body) = archive.http_get("/viewer/", &auth).await;
     assert_eq!(status, 503);
     assert!(body.contains("scripts/install-viewer"), "{body}");
     let data_dir = archive.config.data_dir.to_string_lossy().into_owned();

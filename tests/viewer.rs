@@ -1,7 +1,7 @@
 //! The OHIF viewer at `/viewer`, in a real browser: Debian's Chromium driven
-//! by playwright-core (`tests/viewer/viewer.mjs`) finds a CT study stored
-//! through STOW-RS in the study list, opens it, and checks the image canvas
-//! shows pixels. The screenshot is kept under `target/test-artifacts/`.
+//! by playwright-core (`tests/viewer/viewer.mjs`) is sent to the login page,
+//! logs in as a radiologist, finds a CT study stored through STOW-RS in the
+//! study list, opens it, and checks the image canvas shows pixels. The screenshot is kept under `target/test-artifacts/`.
 
 mod common;
 
@@ -90,6 +90,18 @@ async fn viewer_shows_a_ct_study(backend: Backend) {
         "STOW-RS of CT_small.dcm"
     );
 
+    // From now on every page and DICOMweb call needs a login.
+    let accounts = tessera::auth::Accounts::new(archive.index().await, Default::default());
+    let radiologist = tessera::model::Roles([tessera::model::Role::Radiologist].into());
+    accounts
+        .add_user("reader", &radiologist, "Rad-i0logist!", false, "")
+        .await
+        .expect("user");
+    let token = accounts
+        .create_token("reader", "viewer-test", None, 1)
+        .await
+        .expect("token");
+
     let artifacts = manifest().join("target/test-artifacts");
     std::fs::create_dir_all(&artifacts).expect("artifact dir");
     let screenshot = artifacts.join(format!("viewer-{backend:?}.png").to_lowercase());
@@ -100,6 +112,12 @@ async fn viewer_shows_a_ct_study(backend: Backend) {
             &format!("http://127.0.0.1:{}", archive.http_port),
             "--study",
             "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322",
+            "--user",
+            "reader",
+            "--password",
+            "Rad-i0logist!",
+            "--token",
+            &token.secret,
             "--screenshot",
         ])
         .arg(&screenshot)

@@ -23,6 +23,7 @@ mod read;
 mod reclaim;
 pub mod reports;
 mod schema;
+pub mod users;
 pub mod worklist;
 mod write;
 

@@ -107,6 +107,11 @@ macro_rules! migrations {
                     "/0016_demographics_changed.sql"
                 )),
             ),
+            (
+                17,
+                "users",
+                include_str!(concat!("../../migrations/", $db, "/0017_users.sql")),
+            ),
         ]
     };
 }

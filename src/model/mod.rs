@@ -8,6 +8,7 @@ mod ids;
 mod instance;
 mod peer;
 mod text;
+mod user;
 
 pub use bounded::{
     check_structure, length_fits_vr, read_dataset, without_panic, DEFLATED_SYNTAXES,
@@ -19,3 +20,4 @@ pub use ids::{AeTitle, IdError, Uid};
 pub use instance::{InstanceMeta, PatientMeta, PixelLayout, SeriesMeta, StoredObject, StudyMeta};
 pub use peer::{Peer, PeerError, PeerService, RawPeer};
 pub use text::{character_set_of, needs_redecoding, redecode_top_level};
+pub use user::{ApiToken, Role, Roles, Session, UnknownRole, User};

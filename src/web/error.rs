@@ -3,6 +3,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
+use crate::auth::AuthError;
 use crate::peers::RegistryError;
 
 #[derive(Debug, thiserror::Error)]
@@ -13,6 +14,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 impl ResponseError for ApiError {
@@ -27,6 +30,7 @@ impl ResponseError for ApiError {
             ApiError::Registry(RegistryError::Index(_)) | ApiError::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ApiError::Auth(e) => auth_status(e),
         }
     }
 
@@ -34,7 +38,28 @@ impl ResponseError for ApiError {
         if self.status_code().is_server_error() {
             tracing::error!(error = %self, "API request failed");
         }
-        HttpResponse::build(self.status_code()).json(serde_json::json!({"error": self.to_string()}))
+        let mut rsp = HttpResponse::build(self.status_code());
+        if let ApiError::Auth(AuthError::Locked { seconds }) = self {
+            rsp.insert_header(("Retry-After", seconds.to_string()));
+        }
+        rsp.json(serde_json::json!({"error": self.to_string()}))
+    }
+}
+
+fn auth_status(e: &AuthError) -> StatusCode {
+    match e {
+        AuthError::BadCredentials | AuthError::WrongPassword => StatusCode::UNAUTHORIZED,
+        AuthError::Locked { .. } => StatusCode::TOO_MANY_REQUESTS,
+        AuthError::UserExists(_) | AuthError::TokenExists(_) => StatusCode::CONFLICT,
+        AuthError::NoSuchUser(_) | AuthError::NoSuchToken(_) => StatusCode::NOT_FOUND,
+        AuthError::SamePassword
+        | AuthError::Password(_)
+        | AuthError::NoRoles
+        | AuthError::BadName(_)
+        | AuthError::TokenRoles
+        | AuthError::TokenLifetime => StatusCode::BAD_REQUEST,
+        AuthError::Index(_) => StatusCode::SERVICE_UNAVAILABLE,
+        AuthError::Random(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

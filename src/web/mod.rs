@@ -2,9 +2,12 @@
 //! (status, remote AE registry, forwarding), DICOMweb ([`crate::dicomweb`])
 //! and the OHIF viewer ([`viewer`]).
 //!
-//! [`auth`] is the single place requests are authenticated; every route
-//! except the probes goes through it.
+//! [`auth`] is the single place requests are authenticated and authorised;
+//! every request goes through it, and [`crate::auth::access`] says what
+//! each route needs. [`account`] holds the login page and the caller's own
+//! account; [`users`] lets admins manage everyone's.
 
+mod account;
 mod auth;
 mod error;
 mod forwarding;
@@ -12,6 +15,7 @@ mod hl7;
 mod peers;
 mod reports;
 mod status;
+mod users;
 mod viewer;
 mod worklist;
 
@@ -58,6 +62,7 @@ pub fn start(listener: TcpListener, state: AppState) -> std::io::Result<actix_we
         let viewer_dir = state.dicomweb.viewer_dir.clone();
         App::new()
             .app_data(web::Data::new(state.clone()))
+            .wrap(from_fn(auth::authenticate))
             .wrap(from_fn(limit_per_client))
             .wrap(
                 actix_web::middleware::Logger::new("%a \"%r\" %s %Dms").log_target("tessera::http"),
@@ -74,7 +79,8 @@ pub fn start(listener: TcpListener, state: AppState) -> std::io::Result<actix_we
             )
             .service(
                 web::scope("/api/v1")
-                    .wrap(actix_web::middleware::from_fn(auth::authenticate))
+                    .configure(account::routes)
+                    .configure(users::routes)
                     .route("/stats", web::get().to(status::stats))
                     .route("/forwarding", web::get().to(forwarding::forwarding))
                     .configure(peers::routes)
@@ -84,7 +90,6 @@ pub fn start(listener: TcpListener, state: AppState) -> std::io::Result<actix_we
             )
             .service(
                 web::scope("/dicom-web")
-                    .wrap(from_fn(auth::authenticate))
                     .wrap(from_fn(identity_unless_json))
                     .wrap(Compress::default())
                     .wrap(cors(&state.dicomweb.cors_allowed_origins))
@@ -92,10 +97,10 @@ pub fn start(listener: TcpListener, state: AppState) -> std::io::Result<actix_we
             )
             .service(
                 web::scope("/wado")
-                    .wrap(from_fn(auth::authenticate))
                     .wrap(cors(&state.dicomweb.cors_allowed_origins))
                     .configure(crate::dicomweb::wado_uri_routes),
             )
+            .configure(account::pages)
             .configure(|cfg| viewer::routes(cfg, &viewer_dir))
     })
     // Responses go out in several writes (headers, chunks); with Nagle's

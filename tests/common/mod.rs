@@ -329,21 +329,67 @@ pub async fn http_request(
     body: Option<&str>,
     headers: &[(&str, &str)],
 ) -> (u16, String) {
+    let body = body.map(|b| ("application/json", b));
+    let response = http_exchange("127.0.0.1", port, method, path, body, headers).await;
+    (response.status, response.body)
+}
+
+/// A whole HTTP response, headers included (lower-case names).
+pub struct Exchange {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Exchange {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The value a `Set-Cookie` header gives `name`.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k == "set-cookie")
+            .find_map(|(_, v)| {
+                let first = v.split(';').next()?;
+                let (k, v) = first.split_once('=')?;
+                (k.trim() == name).then(|| v.trim().to_owned())
+            })
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_default()
+    }
+}
+
+/// One HTTP/1.1 request to `host:port` with an optional body of the given
+/// content type; returns the whole response.
+pub async fn http_exchange(
+    host: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<(&str, &str)>,
+    headers: &[(&str, &str)],
+) -> Exchange {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+    let mut stream = tokio::net::TcpStream::connect((host, port))
         .await
         .expect("connect HTTP");
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
-    if let Some(body) = body {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+    match body {
+        Some((content_type, body)) => req.push_str(&format!(
+            "Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
-        ));
-    } else {
-        req.push_str("Content-Length: 0\r\n\r\n");
+        )),
+        None => req.push_str("Content-Length: 0\r\n\r\n"),
     }
     stream
         .write_all(req.as_bytes())
@@ -352,16 +398,22 @@ pub async fn http_request(
     let mut buf = Vec::new();
     stream.read_to_end(&mut buf).await.expect("read response");
     let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
         .expect("status line");
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Exchange {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
 }
 
 /// Where pydicom's and pydicom-data's sample files live.

@@ -2,9 +2,12 @@
 // Headless-browser test of the OHIF viewer served by Tessera at /viewer.
 //
 //   node tests/viewer/viewer.mjs --base http://127.0.0.1:8042 \
-//        --study <StudyInstanceUID> [--screenshot out.png] [--timeout 120]
+//        --study <StudyInstanceUID> [--screenshot out.png] [--timeout 120] \
+//        [--user NAME --password PW --token API-TOKEN]
 //
-// Opens the study list at /viewer, finds the CT study, launches it in the
+// With --user, first checks that /viewer without a session lands on the
+// login page, logs in there, and goes on in that session (--token is then
+// used for the script's own QIDO query). Opens the study list at /viewer, finds the CT study, launches it in the
 // Basic Viewer and waits until the image canvas shows a real image (many
 // distinct grey levels, not a blank or flat canvas). Saves a screenshot of the
 // page (also on failure) when --screenshot or VIEWER_SCREENSHOT is given.
@@ -37,11 +40,14 @@ const opts = {
   screenshot: process.env.VIEWER_SCREENSHOT,
   timeout: Number(process.env.VIEWER_TIMEOUT || 120),
   chromium: process.env.CHROMIUM || '/usr/bin/chromium',
+  user: process.env.VIEWER_USER,
+  password: process.env.VIEWER_PASSWORD,
+  token: process.env.VIEWER_TOKEN,
 };
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i++) {
   const a = argv[i];
-  const m = /^--(base|study|screenshot|timeout|chromium)(?:=(.*))?$/.exec(a);
+  const m = /^--(base|study|screenshot|timeout|chromium|user|password|token)(?:=(.*))?$/.exec(a);
   if (!m) usage(`unknown argument ${a}`);
   const v = m[2] ?? argv[++i];
   if (v === undefined) usage(`${a} needs a value`);
@@ -50,6 +56,7 @@ for (let i = 0; i < argv.length; i++) {
 if (!opts.base) usage('--base is required');
 if (!opts.study) usage('--study is required');
 if (!(opts.timeout > 0)) usage('--timeout must be a positive number of seconds');
+if (opts.user && !opts.password) usage('--user needs --password');
 const base = opts.base.replace(/\/+$/, '');
 const deadline = Date.now() + opts.timeout * 1000;
 const remaining = () => Math.max(1000, deadline - Date.now());
@@ -85,7 +92,9 @@ async function qidoStudy() {
   const url = `${base}/dicom-web/studies?StudyInstanceUID=${encodeURIComponent(opts.study)}`;
   let res;
   try {
-    res = await fetch(url, { headers: { Accept: 'application/dicom+json' } });
+    const headers = { Accept: 'application/dicom+json' };
+    if (opts.token) headers.Authorization = `Bearer ${opts.token}`;
+    res = await fetch(url, { headers });
   } catch (e) {
     fail(`cannot reach ${url}: ${e.cause?.message || e.message}`);
   }
@@ -154,6 +163,25 @@ async function dismissTour(page) {
   if (await skip.count()) await skip.first().click().catch(() => {});
 }
 
+// Without a session the viewer must send the browser to the login page;
+// logging in there must lead back to the viewer.
+async function logIn(page) {
+  const target = `${base}/viewer/`;
+  log(`open ${target} without a session`);
+  await page.goto(target, { timeout: remaining() });
+  if (!/\/login\?next=/.test(page.url())) fail(`without a session ${target} showed ${page.url()}, not the login page`);
+  await page.locator('#name').fill(opts.user);
+  await page.locator('#password').fill(opts.password);
+  await Promise.all([
+    page.waitForURL(/\/viewer\//, { timeout: Math.min(30000, remaining()) }),
+    page.getByRole('button', { name: /log in/i }).click(),
+  ]).catch(async () => {
+    const body = (await page.locator('body').innerText().catch(() => '')).replace(/\s+/g, ' ');
+    fail(`logging in as ${opts.user} did not lead to the viewer (at ${page.url()}: ${body.slice(0, 200)})`);
+  });
+  log(`logged in as ${opts.user}, at ${page.url()}`);
+}
+
 async function main() {
   const study = await qidoStudy();
   if (!study) fail(`study ${opts.study} is not returned by QIDO-RS ${base}/dicom-web/studies`);
@@ -195,6 +223,7 @@ async function main() {
 
   let stats = [];
   try {
+    if (opts.user) await logIn(page);
     // 1. Study list, narrowed to the study's patient and to CT through the
     // list's URL filters (QIDO PatientID=*id* and ModalitiesInStudy=CT). If a
     // filter finds nothing, retry with fewer filters and say so.
