@@ -96,6 +96,8 @@ pub struct RawConfig {
 pub struct RawHl7 {
     /// Where the MLLP listener binds (default 0.0.0.0:2575); "off" for none.
     pub bind: Option<String>,
+    /// MLLP over TLS on that port, with `[tls]`'s certificate.
+    pub tls: Option<bool>,
     /// Open MLLP connections at once (default 32).
     pub max_connections: Option<usize>,
     /// The largest message taken, in bytes (default 4 MiB).
@@ -142,6 +144,7 @@ pub struct RawHl7Outbound {
 #[derive(Debug, Clone)]
 pub struct Hl7Config {
     pub bind: Option<SocketAddr>,
+    pub tls: bool,
     pub max_connections: usize,
     pub max_message_bytes: usize,
     pub idle_timeout: Duration,
@@ -203,16 +206,23 @@ impl Hl7OutboundConfig {
     }
 }
 
-/// TLS for associations to peers marked `tls = true` (PEM files).
+/// Certificates (PEM files) for associations to peers marked `tls = true`
+/// and for the TLS listeners.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTls {
-    /// CA certificates a peer's certificate must chain to.
+    /// CA certificates a peer's or a client's certificate must chain to.
     pub ca_file: Option<PathBuf>,
-    /// Tessera's client certificate chain, presented to peers.
+    /// Tessera's certificate chain: presented by the TLS listeners and to
+    /// peers that ask for a client certificate.
     pub cert_file: Option<PathBuf>,
     /// The key of `cert_file`.
     pub key_file: Option<PathBuf>,
+    /// TLS listeners refuse a client without a certificate from `ca_file`.
+    pub require_client_cert: Option<bool>,
+    /// AE titles that may call only over TLS with a certificate for the
+    /// given name (its DNS subjectAltName or IP address).
+    pub ae_certificates: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -240,6 +250,10 @@ pub struct RawForwarding {
 pub struct RawDicom {
     pub ae_title: Option<String>,
     pub bind: Option<SocketAddr>,
+    /// A second DICOM port that speaks only TLS (PS3.15 B.1).
+    pub tls: Option<bool>,
+    /// Its address (default 0.0.0.0:2762).
+    pub tls_bind: Option<SocketAddr>,
     pub max_associations: Option<usize>,
     /// Open associations from one client address at once.
     pub max_associations_per_ip: Option<usize>,
@@ -317,6 +331,10 @@ pub struct RawHttp {
     pub session_hours: Option<u64>,
     /// Serve `/metrics` to anyone who can reach the port.
     pub public_metrics: Option<bool>,
+    /// HTTPS instead of HTTP on `bind`, with `[tls]`'s certificate.
+    pub tls: Option<bool>,
+    /// Send Strict-Transport-Security on HTTPS answers.
+    pub hsts: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -385,6 +403,11 @@ pub enum StorageLocation {
 pub struct DicomConfig {
     pub ae_title: AeTitle,
     pub bind: SocketAddr,
+    /// The TLS port, when `dicom.tls` is on.
+    pub tls_bind: Option<SocketAddr>,
+    /// AE titles that must prove themselves with a client certificate
+    /// valid for the given name; refused on the plain port.
+    pub ae_certificates: std::collections::BTreeMap<String, String>,
     pub max_associations: usize,
     pub max_associations_per_ip: usize,
     pub max_pdu_length: u32,
@@ -414,6 +437,10 @@ pub struct Config {
     pub http_max_requests_per_ip: usize,
     pub sessions: crate::auth::SessionPolicy,
     pub public_metrics: bool,
+    pub http_tls: bool,
+    pub hsts: bool,
+    /// The certificate of the TLS listeners; set when one is on.
+    pub server_tls: Option<crate::tls::ServerFiles>,
     pub data_dir: PathBuf,
     pub storage: StorageLocation,
     /// fsync files and directories before acknowledging. Only for benchmarks
@@ -443,7 +470,7 @@ pub struct Config {
     pub queue_retention_secs: i64,
     pub dicomweb: DicomWebConfig,
     /// TLS to peers; `None` when `[tls]` names no CA file.
-    pub tls: Option<crate::dimse::tls::TlsFiles>,
+    pub tls: Option<crate::tls::TlsFiles>,
     pub hl7: Hl7Config,
 }
 
@@ -451,11 +478,36 @@ pub const DEFAULT_AE_TITLE: &str = "TESSERA";
 pub const DEFAULT_DICOM_BIND: &str = "0.0.0.0:11112";
 pub const DEFAULT_HTTP_BIND: &str = "0.0.0.0:8042";
 pub const DEFAULT_HL7_BIND: &str = "0.0.0.0:2575";
+/// The port PS3.15 registers for DICOM over TLS.
+pub const DEFAULT_DICOM_TLS_BIND: &str = "0.0.0.0:2762";
 pub const DEFAULT_DATA_DIR: &str = "./tessera-data";
+
+/// `tls.ae_certificates`: AE title → the name its certificate must be
+/// valid for.
+fn ae_certificates(
+    raw: Option<std::collections::BTreeMap<String, String>>,
+) -> Result<std::collections::BTreeMap<String, String>, ConfigError> {
+    let mut map = std::collections::BTreeMap::new();
+    for (ae, name) in raw.unwrap_or_default() {
+        let ae = AeTitle::new(&ae).map_err(|e| ConfigError::Invalid {
+            key: "tls.ae_certificates",
+            reason: format!("{ae:?}: {e}"),
+        })?;
+        let name = name.trim();
+        if rustls::pki_types::ServerName::try_from(name).is_err() {
+            return Err(ConfigError::Invalid {
+                key: "tls.ae_certificates",
+                reason: format!("{name:?} is not a DNS name or IP address"),
+            });
+        }
+        map.insert(ae.as_str().to_owned(), name.to_owned());
+    }
+    Ok(map)
+}
 
 impl Config {
     /// Validate raw settings, filling in defaults.
-    pub fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+    pub fn from_raw(mut raw: RawConfig) -> Result<Self, ConfigError> {
         let d = raw.dicom;
         let ae_title =
             AeTitle::new(d.ae_title.as_deref().unwrap_or(DEFAULT_AE_TITLE)).map_err(|e| {
@@ -491,6 +543,11 @@ impl Config {
         let dicom = DicomConfig {
             ae_title,
             bind: d.bind.unwrap_or_else(|| parse_addr(DEFAULT_DICOM_BIND)),
+            tls_bind: d.tls.unwrap_or(false).then(|| {
+                d.tls_bind
+                    .unwrap_or_else(|| parse_addr(DEFAULT_DICOM_TLS_BIND))
+            }),
+            ae_certificates: ae_certificates(raw.tls.ae_certificates.take())?,
             max_associations,
             max_associations_per_ip: d
                 .max_associations_per_ip
@@ -598,13 +655,49 @@ impl Config {
                 .dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_VIEWER_DIR)),
         };
+        let http_tls = raw.http.tls.unwrap_or(false);
+        let require_client_cert = raw.tls.require_client_cert.unwrap_or(false);
+        let server_tls = if http_tls || dicom.tls_bind.is_some() || raw.hl7.tls.unwrap_or(false) {
+            match (&raw.tls.cert_file, &raw.tls.key_file) {
+                (Some(cert), Some(key)) => Some(crate::tls::ServerFiles {
+                    cert_file: cert.clone(),
+                    key_file: key.clone(),
+                    client_ca: raw.tls.ca_file.clone(),
+                    require_client_cert,
+                }),
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        key: "tls.cert_file",
+                        reason: "a TLS listener (dicom.tls, http.tls, hl7.tls) needs \
+                                 tls.cert_file and tls.key_file"
+                            .into(),
+                    })
+                }
+            }
+        } else {
+            None
+        };
+        if require_client_cert && raw.tls.ca_file.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "tls.require_client_cert",
+                reason: "needs tls.ca_file, the CA client certificates chain to".into(),
+            });
+        }
+        if !dicom.ae_certificates.is_empty()
+            && (dicom.tls_bind.is_none() || raw.tls.ca_file.is_none())
+        {
+            return Err(ConfigError::Invalid {
+                key: "tls.ae_certificates",
+                reason: "needs dicom.tls and tls.ca_file".into(),
+            });
+        }
         let tls = match (raw.tls.ca_file, raw.tls.cert_file, raw.tls.key_file) {
             (None, None, None) => None,
-            (Some(ca_file), None, None) => Some(crate::dimse::tls::TlsFiles {
+            (Some(ca_file), None, None) => Some(crate::tls::TlsFiles {
                 ca_file,
                 client: None,
             }),
-            (Some(ca_file), Some(cert), Some(key)) => Some(crate::dimse::tls::TlsFiles {
+            (Some(ca_file), Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
                 ca_file,
                 client: Some((cert, key)),
             }),
@@ -630,6 +723,7 @@ impl Config {
                     reason: format!("{addr:?}: {e}"),
                 })?),
             },
+            tls: raw.hl7.tls.unwrap_or(false),
             max_connections: raw.hl7.max_connections.unwrap_or(32).clamp(1, 4096),
             max_message_bytes: raw
                 .hl7
@@ -686,6 +780,9 @@ impl Config {
                 ),
             },
             public_metrics: raw.http.public_metrics.unwrap_or(false),
+            http_tls,
+            hsts: raw.http.hsts.unwrap_or(false),
+            server_tls,
             data_dir,
             storage,
             fsync: raw.storage.fsync.unwrap_or(true),

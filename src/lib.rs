@@ -30,6 +30,8 @@
 //!   objects stored before the change (retrieve and metadata).
 //! - [`model`]: identifiers and metadata types shared by all of the above.
 //! - [`limits`]: per-client connection and request limits both ports use.
+//! - [`tls`]: TLS for outbound associations and for the DICOM, HTTPS and
+//!   MLLP listeners, with certificates reloaded on SIGHUP.
 //! - [`config`], [`telemetry`], [`server`]: settings, logs and metrics,
 //!   ordered startup and shutdown.
 //! - [`import`], [`verify`]: the `tessera import` and `tessera verify` tools.
@@ -56,6 +58,7 @@ pub mod routing;
 pub mod server;
 pub mod storage;
 pub mod telemetry;
+pub mod tls;
 pub mod transcode;
 pub mod verify;
 pub mod web;

@@ -337,8 +337,13 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         .bound
         .hl7
         .map_or_else(|| "off".to_owned(), |a| a.to_string());
+    let dicom_tls = running
+        .bound
+        .dicom_tls
+        .map(|a| format!(" dicom-tls={a}"))
+        .unwrap_or_default();
     println!(
-        "tessera ready: dicom={} http={} hl7={hl7}",
+        "tessera ready: dicom={} http={} hl7={hl7}{dicom_tls}",
         running.bound.dicom, running.bound.http
     );
     let token = shutdown.clone();
@@ -346,8 +351,30 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         signals.wait().await;
         token.cancel();
     });
+    if let Some(tls) = running.certificates() {
+        tokio::spawn(reload_on_sighup(tls, shutdown.clone()));
+    }
     running.wait().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// On SIGHUP read the TLS certificate and key files again; a bad file is
+/// logged and the old pair kept.
+async fn reload_on_sighup(tls: tessera::tls::ServerTls, shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; certificates reload only on restart");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = hup.recv() => match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded; keeping the current one"),
+            },
+        }
+    }
 }
 
 /// SIGTERM and SIGINT, both of which begin a graceful shutdown.

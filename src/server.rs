@@ -36,7 +36,7 @@ pub enum ServerError {
     #[error("cannot recover the ingest journal: {0}")]
     Journal(String),
     #[error(transparent)]
-    Tls(#[from] crate::dimse::tls::TlsError),
+    Tls(#[from] crate::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -56,7 +56,7 @@ pub struct Core {
 impl Core {
     pub async fn open(config: &Config) -> Result<Self, ServerError> {
         let tls = match &config.tls {
-            Some(files) => Some(crate::dimse::tls::client_config(files)?),
+            Some(files) => Some(crate::tls::client_config(files)?),
             None => None,
         };
         let storage = Storage::open(config).await?;
@@ -148,6 +148,8 @@ pub struct Bound {
     pub http: SocketAddr,
     /// The MLLP port, unless `hl7.bind` is off.
     pub hl7: Option<SocketAddr>,
+    /// The DICOM TLS port, when `dicom.tls` is on.
+    pub dicom_tls: Option<SocketAddr>,
 }
 
 /// A running server; [`Running::wait`] resolves after an ordered shutdown.
@@ -155,9 +157,16 @@ pub struct Running {
     pub bound: Bound,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+    tls: Option<crate::tls::ServerTls>,
 }
 
 impl Running {
+    /// The TLS listeners' certificate, for reloading it (SIGHUP): open
+    /// connections keep theirs, new handshakes get the new pair.
+    pub fn certificates(&self) -> Option<crate::tls::ServerTls> {
+        self.tls.clone()
+    }
+
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }
@@ -233,6 +242,19 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             addr: config.http_bind,
             source,
         })?;
+    let server_tls = config
+        .server_tls
+        .as_ref()
+        .map(crate::tls::ServerTls::load)
+        .transpose()?;
+    let dicom_tls_listener = match config.dicom.tls_bind {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })?,
+        ),
+        None => None,
+    };
     let hl7_listener = match config.hl7.bind {
         Some(addr) => Some(
             TcpListener::bind(addr)
@@ -243,6 +265,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     };
     let bound = Bound {
         hl7: hl7_listener.as_ref().and_then(|l| l.local_addr().ok()),
+        dicom_tls: dicom_tls_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok()),
         dicom: dicom_listener
             .local_addr()
             .map_err(|source| ServerError::Bind {
@@ -303,8 +328,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         clients: Arc::new(crate::limits::PerClient::new(
             config.http_max_requests_per_ip,
         )),
+        hsts: config.hsts,
     };
-    let http = web::start(http_listener, state).map_err(|source| ServerError::Bind {
+    let https = if config.http_tls {
+        server_tls.as_ref().map(|t| t.config())
+    } else {
+        None
+    };
+    let http = web::start(http_listener, state, https).map_err(|source| ServerError::Bind {
         addr: config.http_bind,
         source,
     })?;
@@ -402,8 +433,20 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         commitments,
         forward_max_attempts: config.forward_max_attempts,
     };
+    let dicom_tls_task = match (dicom_tls_listener, &server_tls) {
+        (Some(listener), Some(tls)) => Some(tokio::spawn(listener::run(
+            listener,
+            Some(tls.clone()),
+            config.dicom.clone(),
+            ctx.clone(),
+            shutdown.clone(),
+            associations.clone(),
+        ))),
+        _ => None,
+    };
     let dicom_task = tokio::spawn(listener::run(
         dicom_listener,
+        None,
         config.dicom.clone(),
         ctx,
         shutdown.clone(),
@@ -415,6 +458,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         tracing::info!(addr = ?bound.hl7, "MLLP listener ready");
         tokio::spawn(crate::mllp::run(
             listener,
+            config.hl7.tls.then(|| server_tls.clone()).flatten(),
             config.hl7.clone(),
             ris,
             shutdown.clone(),
@@ -427,6 +471,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         token.cancelled().await;
         tracing::info!("shutting down: refusing new associations");
         let _ = dicom_task.await;
+        if let Some(task) = dicom_tls_task {
+            let _ = task.await;
+        }
         if let Some(task) = hl7_task {
             let _ = task.await;
         }
@@ -449,5 +496,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         bound,
         shutdown,
         task,
+        tls: server_tls,
     })
 }

@@ -209,88 +209,6 @@ async fn peer_services_are_enforced(backend: Backend) {
     );
 }
 
-/// Run openssl in `dir`; false when it fails.
-fn openssl(dir: &std::path::Path, args: &[&str]) -> bool {
-    std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
-/// A test CA and two certificates it signs: `server` for 127.0.0.1 and
-/// `client`, as PEM files in `dir`.
-fn make_certificates(dir: &std::path::Path) -> bool {
-    let ca = openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=Tessera test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign",
-        ],
-    );
-    let mut ok = ca;
-    for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
-        let ext = dir.join(format!("{name}.ext"));
-        std::fs::write(
-            &ext,
-            format!("subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n"),
-        )
-        .expect("ext file");
-        ok =
-            ok && openssl(
-                dir,
-                &[
-                    "req",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-keyout",
-                    &format!("{name}.key"),
-                    "-out",
-                    &format!("{name}.csr"),
-                    "-subj",
-                    &format!("/CN={name}"),
-                ],
-            ) && openssl(
-                dir,
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    &format!("{name}.csr"),
-                    "-CA",
-                    "ca.pem",
-                    "-CAkey",
-                    "ca.key",
-                    "-CAcreateserial",
-                    "-out",
-                    &format!("{name}.pem"),
-                    "-days",
-                    "2",
-                    "-extfile",
-                    &format!("{name}.ext"),
-                ],
-            );
-    }
-    ok
-}
-
 /// Peers marked `tls`: C-ECHO and a C-MOVE to a DCMTK storescp that only
 /// speaks TLS and requires a client certificate; a clear error without
 /// `[tls]`.
@@ -302,7 +220,7 @@ async fn tls_to_peers(backend: Backend) {
         );
     };
     let certs = tempfile::tempdir().expect("tmp");
-    if !make_certificates(certs.path()) {
+    if !common::certs::make_certificates(certs.path()) {
         return skip("tls_to_peers", "openssl could not make test certificates");
     }
     let pem = |name: &str| certs.path().join(name);

@@ -7,16 +7,15 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use dicom_ul::association::server::{AccessControl, Negotiation, ServerAssociationOptions};
-use dicom_ul::association::{Association as _, AsyncServerAssociation};
 use dicom_ul::pdu::{
     AssociationRJServiceUserReason, PDataValue, PDataValueType, PresentationContextResultReason,
     RequestorRoles, UserIdentity,
 };
 use dicom_ul::Pdu;
-use tokio::net::TcpStream;
 
 use super::command::{Command, CommandError};
 use super::storage_classes::STORAGE_SOP_CLASSES;
+use super::wire::Wire;
 use crate::config::DicomConfig;
 use crate::model::{AeTitle, PeerService, Uid};
 
@@ -116,6 +115,12 @@ impl Negotiation for RolePolicy {
 /// timeout is set here: dicom-ul would apply it to every later PDU too, so
 /// the listener bounds establishment (ARTIM) and [`Association`] the idle
 /// time separately.
+/// The acceptor for the plain port, and for the TLS port when it is on.
+pub struct AcceptorOptions {
+    pub plain: ServerAssociationOptions<'static, AePolicy, RolePolicy>,
+    pub tls: Option<ServerAssociationOptions<'static, AePolicy, RolePolicy>>,
+}
+
 pub fn acceptor_options(
     config: &DicomConfig,
 ) -> ServerAssociationOptions<'static, AePolicy, RolePolicy> {
@@ -162,7 +167,7 @@ pub struct Request {
 
 /// An established association, read one message at a time.
 pub struct Association {
-    inner: AsyncServerAssociation<TcpStream>,
+    inner: Wire,
     contexts: HashMap<u8, PresentationContext>,
     calling_ae: AeTitle,
     idle_timeout: Duration,
@@ -181,7 +186,7 @@ pub struct Association {
 }
 
 impl Association {
-    pub fn new(inner: AsyncServerAssociation<TcpStream>, idle_timeout: Duration) -> Self {
+    pub fn new(inner: Wire, idle_timeout: Duration) -> Self {
         let contexts = inner
             .presentation_contexts()
             .iter()

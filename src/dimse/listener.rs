@@ -17,8 +17,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::association::{acceptor_options, Association};
+use super::association::{acceptor_options, AcceptorOptions, Association};
 use super::service::{dispatch, ServiceContext};
+use super::wire::Wire;
 use crate::config::DicomConfig;
 
 /// Refusals answered with an A-ASSOCIATE-RJ at once; past this, a refused
@@ -34,15 +35,23 @@ impl Drop for ActiveGuard {
     }
 }
 
-/// Serve associations until `shutdown` is cancelled.
+/// Serve associations until `shutdown` is cancelled; with `tls`, every
+/// connection speaks TLS first (the DICOM TLS port).
 pub async fn run(
     listener: TcpListener,
+    tls: Option<crate::tls::ServerTls>,
     config: DicomConfig,
     ctx: ServiceContext,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let options = Arc::new(acceptor_options(&config));
+    let options = Arc::new(AcceptorOptions {
+        tls: tls
+            .as_ref()
+            .map(|t| acceptor_options(&config).tls_config(t.config())),
+        plain: acceptor_options(&config),
+    });
+    let tls = tls.is_some();
     let limit = Arc::new(Semaphore::new(config.max_associations));
     let per_client = Arc::new(crate::limits::PerClient::new(
         config.max_associations_per_ip,
@@ -51,6 +60,7 @@ pub async fn run(
     tracing::info!(
         ae_title = %config.ae_title,
         addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        tls,
         "DICOM listener ready"
     );
     loop {
@@ -81,6 +91,10 @@ pub async fn run(
                 max_per_client = config.max_associations_per_ip,
                 "association limit reached"
             );
+            // A TLS client would not understand a plain A-ASSOCIATE-RJ.
+            if tls {
+                continue;
+            }
             if let Ok(refusal) = refusing.clone().try_acquire_owned() {
                 tracker.spawn(async move {
                     reject_busy(socket).await;
@@ -93,56 +107,25 @@ pub async fn run(
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
         let idle = config.idle_timeout;
-        let refuse_unknown = config.refuse_unknown_peers;
         let grace = config.shutdown_grace;
-        let artim = config.artim_timeout;
+        let config = config.clone();
         let span = tracing::info_span!("association", %peer, calling_ae = tracing::field::Empty);
         tracker.spawn(
             async move {
                 let _permit = permit;
-                match tokio::time::timeout(artim, super::screen::check(&socket)).await {
-                    Ok(Ok(calling)) => {
-                        if refuse_unknown && !registered(&ctx, calling.as_deref()).await {
-                            ctx.metrics.associations_rejected.inc();
-                            tracing::info!(
-                                ?calling,
-                                "A-ASSOCIATE-RQ refused: calling AE title not registered"
-                            );
-                            super::screen::refuse(socket, super::screen::Refusal::CallingAeTitle)
-                                .await;
-                            return;
-                        }
-                    }
-                    Ok(Err(refusal)) => {
-                        ctx.metrics.associations_rejected.inc();
-                        tracing::info!(?refusal, "A-ASSOCIATE-RQ refused");
-                        super::screen::refuse(socket, refusal).await;
-                        return;
-                    }
-                    Err(_) => {
-                        ctx.metrics.associations_rejected.inc();
-                        tracing::info!("no A-ASSOCIATE-RQ within the ARTIM timeout");
-                        return;
-                    }
-                }
-                let inner = match tokio::time::timeout(artim, options.establish_async(socket)).await
-                {
-                    Ok(Ok(inner)) => inner,
-                    Ok(Err(e)) => {
-                        ctx.metrics.associations_rejected.inc();
-                        tracing::info!(error = %e, "association not established");
-                        return;
-                    }
-                    Err(_) => {
-                        ctx.metrics.associations_rejected.inc();
-                        tracing::info!("no A-ASSOCIATE-RQ within the ARTIM timeout");
-                        return;
-                    }
+                let wire = if tls {
+                    accept_tls(socket, &options, &ctx, &config).await
+                } else {
+                    accept_plain(socket, &options, &ctx, &config).await
+                };
+                let Some(wire) = wire else {
+                    ctx.metrics.associations_rejected.inc();
+                    return;
                 };
                 ctx.metrics.associations_total.inc();
                 ctx.metrics.associations_active.inc();
                 let _active = ActiveGuard(ctx.metrics.clone());
-                let mut assoc = Association::new(inner, idle);
+                let mut assoc = Association::new(wire, idle);
                 tracing::Span::current().record("calling_ae", assoc.calling_ae().as_str());
                 tracing::debug!("association established");
                 // A registered peer may use only its services; other calling
@@ -166,6 +149,111 @@ pub async fn run(
         );
     }
     tracing::info!("DICOM listener stopped accepting");
+}
+
+/// A plain connection: screen its A-ASSOCIATE-RQ, then establish.
+async fn accept_plain(
+    socket: TcpStream,
+    options: &AcceptorOptions,
+    ctx: &ServiceContext,
+    config: &DicomConfig,
+) -> Option<Wire> {
+    let artim = config.artim_timeout;
+    match tokio::time::timeout(artim, super::screen::check(&socket)).await {
+        Ok(Ok(calling)) => {
+            let refusal = if calling
+                .as_deref()
+                .is_some_and(|ae| config.ae_certificates.contains_key(ae.trim()))
+            {
+                tracing::info!(
+                    ?calling,
+                    "A-ASSOCIATE-RQ refused: this AE title must call over TLS with its certificate"
+                );
+                true
+            } else if config.refuse_unknown_peers && !registered(ctx, calling.as_deref()).await {
+                tracing::info!(
+                    ?calling,
+                    "A-ASSOCIATE-RQ refused: calling AE title not registered"
+                );
+                true
+            } else {
+                false
+            };
+            if refusal {
+                super::screen::refuse(socket, super::screen::Refusal::CallingAeTitle).await;
+                return None;
+            }
+        }
+        Ok(Err(refusal)) => {
+            tracing::info!(?refusal, "A-ASSOCIATE-RQ refused");
+            super::screen::refuse(socket, refusal).await;
+            return None;
+        }
+        Err(_) => {
+            tracing::info!("no A-ASSOCIATE-RQ within the ARTIM timeout");
+            return None;
+        }
+    }
+    match tokio::time::timeout(artim, options.plain.establish_async(socket)).await {
+        Ok(Ok(inner)) => Some(Wire::Plain(Box::new(inner))),
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, "association not established");
+            None
+        }
+        Err(_) => {
+            tracing::info!("no A-ASSOCIATE-RQ within the ARTIM timeout");
+            None
+        }
+    }
+}
+
+/// A TLS connection: the handshake, then the association inside it. The
+/// request cannot be screened before the handshake, so what the screen
+/// would refuse is aborted right after establishment instead.
+async fn accept_tls(
+    socket: TcpStream,
+    options: &AcceptorOptions,
+    ctx: &ServiceContext,
+    config: &DicomConfig,
+) -> Option<Wire> {
+    let Some(tls_options) = &options.tls else {
+        return None;
+    };
+    let mut wire = match tokio::time::timeout(
+        config.artim_timeout,
+        tls_options.establish_tls_async(socket),
+    )
+    .await
+    {
+        Ok(Ok(inner)) => Wire::Tls(Box::new(inner)),
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, "TLS association not established");
+            return None;
+        }
+        Err(_) => {
+            tracing::info!("no TLS handshake and A-ASSOCIATE-RQ within the ARTIM timeout");
+            return None;
+        }
+    };
+    let calling = wire.peer_ae_title().trim().to_owned();
+    let refusal = match config.ae_certificates.get(&calling) {
+        Some(name) => {
+            let proven = wire
+                .peer_certificate()
+                .is_some_and(|cert| crate::tls::certificate_names(&cert, name));
+            (!proven).then_some("its certificate is missing or not valid for its AE title")
+        }
+        None if config.refuse_unknown_peers && !registered(ctx, Some(&calling)).await => {
+            Some("calling AE title not registered")
+        }
+        None => None,
+    };
+    if let Some(reason) = refusal {
+        tracing::warn!(%calling, reason, "TLS association aborted");
+        let _ = wire.abort().await;
+        return None;
+    }
+    Some(wire)
 }
 
 /// Whether `calling` is in the peer registry; a failed look-up counts as

@@ -4,12 +4,14 @@
 //! - [`screen`]: a first look at each A-ASSOCIATE-RQ, refusing what the
 //!   upper layer would accept and then fail on.
 //! - [`association`]: negotiation policy and P-DATA ↔ commands and data-set
-//!   fragments. Framing never decides what a command means.
+//!   fragments, over plain TCP or TLS ([`wire`]). Framing never decides
+//!   what a command means.
 //! - [`command`]: typed command sets and status codes.
 //! - [`service`]: one module per DIMSE service (C-ECHO, C-STORE, C-FIND,
 //!   C-MOVE, C-GET, storage commitment).
 //! - [`scu`]: outbound associations (C-ECHO, C-STORE, N-ACTION,
-//!   N-EVENT-REPORT), each a [`link::Link`] over TCP or [`tls`].
+//!   N-EVENT-REPORT), each a [`link::Link`] over TCP or TLS
+//!   ([`crate::tls`]).
 //! - [`forwarder`]: the store-and-forward worker.
 //!
 //! An instance arrives here, is streamed to [`crate::ingest`], and is
@@ -24,4 +26,4 @@ pub mod screen;
 pub mod scu;
 pub mod service;
 pub mod storage_classes;
-pub mod tls;
+pub mod wire;

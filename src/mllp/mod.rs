@@ -1,7 +1,8 @@
 //! The MLLP port: HL7 v2 messages from the RIS/HIS, framed by MLLP on TCP,
 //! each answered with its acknowledgement once [`crate::ris`] has committed
 //! it. A connection cap, a message-size cap, an idle timeout and a write
-//! timeout keep one bad sender from holding the port.
+//! timeout keep one bad sender from holding the port. With `hl7.tls` every
+//! connection speaks TLS first.
 
 mod frame;
 pub mod sender;
@@ -29,6 +30,7 @@ const INTERFACE: &str = "mllp";
 /// `connections`.
 pub async fn run(
     listener: TcpListener,
+    tls: Option<crate::tls::ServerTls>,
     config: Hl7Config,
     ris: Ris,
     shutdown: CancellationToken,
@@ -58,16 +60,30 @@ pub async fn run(
         let ris = ris.clone();
         let config = config.clone();
         let shutdown = shutdown.clone();
+        let tls = tls
+            .as_ref()
+            .map(|t| tokio_rustls::TlsAcceptor::from(t.config()));
         connections.spawn(async move {
-            serve(stream, peer, &ris, &config, &shutdown).await;
+            match tls {
+                None => serve(stream, peer, &ris, &config, &shutdown).await,
+                Some(acceptor) => {
+                    // The handshake counts against the idle timeout.
+                    match tokio::time::timeout(config.idle_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => serve(stream, peer, &ris, &config, &shutdown).await,
+                        Ok(Err(e)) => {
+                            tracing::info!(%peer, error = %e, "MLLP TLS handshake failed")
+                        }
+                        Err(_) => tracing::info!(%peer, "MLLP TLS handshake timed out"),
+                    }
+                }
+            }
             drop(slot);
         });
     }
     tracing::info!("MLLP listener stopped");
 }
 
-/// One connection, over any byte stream: plain TCP today, a TLS stream
-/// once the port takes TLS.
+/// One connection, over plain TCP or TLS.
 async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     mut stream: S,
     peer: SocketAddr,

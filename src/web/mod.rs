@@ -53,16 +53,31 @@ pub struct AppState {
     pub dicomweb: DicomWebConfig,
     /// Requests in progress per client address.
     pub clients: Arc<crate::limits::PerClient>,
+    /// Send Strict-Transport-Security (on HTTPS only).
+    pub hsts: bool,
 }
 
-/// Build and start the HTTP server on an already-bound listener. The caller
-/// stops it through the returned handle.
-pub fn start(listener: TcpListener, state: AppState) -> std::io::Result<actix_web::dev::Server> {
+/// Build and start the HTTP server on an already-bound listener, speaking
+/// HTTPS when `tls` is given. The caller stops it through the returned
+/// handle.
+pub fn start(
+    listener: TcpListener,
+    state: AppState,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> std::io::Result<actix_web::dev::Server> {
+    let hsts = tls.is_some() && state.hsts;
     let server = HttpServer::new(move || {
         let viewer_dir = state.dicomweb.viewer_dir.clone();
         App::new()
             .app_data(web::Data::new(state.clone()))
             .wrap(from_fn(auth::authenticate))
+            .wrap(actix_web::middleware::Condition::new(
+                hsts,
+                actix_web::middleware::DefaultHeaders::new().add((
+                    "Strict-Transport-Security",
+                    "max-age=31536000; includeSubDomains",
+                )),
+            ))
             .wrap(from_fn(limit_per_client))
             .wrap(
                 actix_web::middleware::Logger::new("%a \"%r\" %s %Dms").log_target("tessera::http"),
@@ -112,10 +127,12 @@ pub fn start(listener: TcpListener, state: AppState) -> std::io::Result<actix_we
     })
     .workers(4)
     .disable_signals()
-    .shutdown_timeout(10)
-    .listen(listener)?
-    .run();
-    Ok(server)
+    .shutdown_timeout(10);
+    let server = match tls {
+        Some(config) => server.listen_rustls_0_23(listener, (*config).clone())?,
+        None => server.listen(listener)?,
+    };
+    Ok(server.run())
 }
 
 /// At most `http.max_requests_per_ip` requests from one address in

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod moto;
 
 use std::path::{Path, PathBuf};
@@ -203,6 +204,8 @@ pub struct Archive {
     pub http_port: u16,
     /// The MLLP port (0 when `hl7.bind` is off).
     pub hl7_port: u16,
+    /// The DICOM TLS port (0 when `dicom.tls` is off).
+    pub dicom_tls_port: u16,
     running: Option<Running>,
     pub pg: Option<PgDatabase>,
 }
@@ -236,6 +239,7 @@ impl Archive {
             dicom_port: running.bound.dicom.port(),
             http_port: running.bound.http.port(),
             hl7_port: running.bound.hl7.map_or(0, |a| a.port()),
+            dicom_tls_port: running.bound.dicom_tls.map_or(0, |a| a.port()),
             dir,
             config,
             running: Some(running),
@@ -440,6 +444,8 @@ pub struct ServerProcess {
     pub dicom_port: u16,
     pub http_port: u16,
     pub hl7_port: u16,
+    /// The DICOM TLS port, when the ready line names one.
+    pub dicom_tls_port: Option<u16>,
     pub log: PathBuf,
 }
 
@@ -504,7 +510,13 @@ impl ServerProcess {
                 .and_then(|p| p.parse().ok())
                 .expect("port in ready line")
         };
+        let tls_port = ready
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix("dicom-tls="))
+            .and_then(|addr| addr.rsplit(':').next())
+            .and_then(|p| p.parse().ok());
         ServerProcess {
+            dicom_tls_port: tls_port,
             dicom_port: port_of("dicom="),
             http_port: port_of("http="),
             hl7_port: port_of("hl7="),

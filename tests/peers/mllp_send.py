@@ -4,15 +4,19 @@ acknowledgement and its MSA-1, MSA-2 and ERR-3 code.
 
 usage: mllp_send.py PORT FILE... [--repeat N] [--force-encoding ENC]
        [--connections N] [--ack-log PATH]
+       [--tls-ca CA.pem [--tls-cert CERT.pem --tls-key KEY.pem]]
 
 Each FILE holds one message with `\n` line ends, sent with `\r` ones and
 encoded in the set its MSH-18 names (8859/1: latin-1, else UTF-8) unless
 --force-encoding says otherwise. --repeat sends each message N times in a
 row. --connections spreads the files over N connections at once.
 --ack-log appends MSH-10 of each message acknowledged AA, as it happens.
+--tls-ca speaks TLS, trusting that CA for the server's certificate (which
+must name 127.0.0.1); --tls-cert/--tls-key present a client certificate.
 """
 import argparse
 import json
+import ssl
 import sys
 import threading
 
@@ -26,8 +30,19 @@ def encoding_of(text):
     return "latin-1" if charset in ("8859/1", "ISO IR100") else "utf-8"
 
 
+def secure(client, args):
+    """Wrap the client's connected socket in TLS; the handshake runs here."""
+    if not args.tls_ca:
+        return client
+    ctx = ssl.create_default_context(cafile=args.tls_ca)
+    if args.tls_cert:
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+    client.socket = ctx.wrap_socket(client.socket, server_hostname="127.0.0.1")
+    return client
+
+
 def send_all(port, files, args, results, lock, ack_log):
-    with MLLPClient("127.0.0.1", port) as client:
+    with secure(MLLPClient("127.0.0.1", port), args) as client:
         for path in files:
             with open(path, encoding="utf-8") as f:
                 text = f.read().replace("\r\n", "\n").strip("\n").replace("\n", "\r") + "\r"
@@ -63,6 +78,9 @@ def main():
     p.add_argument("--force-encoding")
     p.add_argument("--connections", type=int, default=1)
     p.add_argument("--ack-log")
+    p.add_argument("--tls-ca")
+    p.add_argument("--tls-cert")
+    p.add_argument("--tls-key")
     args = p.parse_args()
     results, lock = [], threading.Lock()
     ack_log = open(args.ack_log, "a") if args.ack_log else None
