@@ -88,6 +88,8 @@ pub struct RawConfig {
     pub tls: RawTls,
     #[serde(default)]
     pub hl7: RawHl7,
+    #[serde(default)]
+    pub audit: RawAudit,
 }
 
 /// The HL7 v2 (MLLP) interface to the RIS/HIS.
@@ -203,6 +205,66 @@ impl Hl7OutboundConfig {
             ack_timeout: Duration::from_secs(raw.ack_timeout_secs.unwrap_or(30).clamp(1, 3600)),
             max_backoff_secs: raw.max_backoff_secs.unwrap_or(300).clamp(1, 86_400),
         }))
+    }
+}
+
+/// The audit trail: `[audit]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// Days a record is kept (default 2190, six years; 0 keeps all).
+    pub retention_days: Option<u64>,
+    /// A syslog collector (`host:port`) that also gets every record, as
+    /// RFC 5424 over TLS (RFC 5425).
+    pub syslog: Option<String>,
+    /// The CA the collector's certificate chains to (default tls.ca_file).
+    pub syslog_ca_file: Option<PathBuf>,
+}
+
+/// Validated `[audit]` settings.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// `None`: records are kept for good.
+    pub retention: Option<Duration>,
+    /// Host, port and CA file of the syslog collector.
+    pub syslog: Option<(String, u16, crate::tls::TlsFiles)>,
+}
+
+impl AuditConfig {
+    fn from_raw(raw: RawAudit, tls: &RawTls) -> Result<Self, ConfigError> {
+        let syslog = match raw.syslog.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(address) => {
+                let invalid = |reason: String| ConfigError::Invalid {
+                    key: "audit.syslog",
+                    reason,
+                };
+                let (host, port) = address
+                    .rsplit_once(':')
+                    .ok_or_else(|| invalid(format!("{address:?} is not host:port")))?;
+                let port: u16 = port
+                    .parse()
+                    .map_err(|_| invalid(format!("{address:?} has no valid port")))?;
+                let ca_file = raw
+                    .syslog_ca_file
+                    .clone()
+                    .or_else(|| tls.ca_file.clone())
+                    .ok_or_else(|| invalid("needs audit.syslog_ca_file or tls.ca_file".into()))?;
+                let client = tls.cert_file.clone().zip(tls.key_file.clone());
+                let host = host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned();
+                Some((host, port, crate::tls::TlsFiles { ca_file, client }))
+            }
+        };
+        Ok(AuditConfig {
+            retention: match raw.retention_days.unwrap_or(2190) {
+                0 => None,
+                days => Some(Duration::from_secs(days.min(100 * 365) * 86_400)),
+            },
+            syslog,
+        })
     }
 }
 
@@ -472,6 +534,7 @@ pub struct Config {
     /// TLS to peers; `None` when `[tls]` names no CA file.
     pub tls: Option<crate::tls::TlsFiles>,
     pub hl7: Hl7Config,
+    pub audit: AuditConfig,
 }
 
 pub const DEFAULT_AE_TITLE: &str = "TESSERA";
@@ -655,6 +718,7 @@ impl Config {
                 .dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_VIEWER_DIR)),
         };
+        let audit = AuditConfig::from_raw(std::mem::take(&mut raw.audit), &raw.tls)?;
         let http_tls = raw.http.tls.unwrap_or(false);
         let require_client_cert = raw.tls.require_client_cert.unwrap_or(false);
         let server_tls = if http_tls || dicom.tls_bind.is_some() || raw.hl7.tls.unwrap_or(false) {
@@ -741,6 +805,7 @@ impl Config {
         };
         Ok(Config {
             hl7,
+            audit,
             tls,
             dicomweb,
             forward_max_attempts: raw.forwarding.max_attempts.unwrap_or(20).max(1),

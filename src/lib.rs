@@ -15,6 +15,8 @@
 //!   series and instances. All SQL lives there.
 //! - [`auth`]: users, roles, sessions and API tokens, and the table of
 //!   which roles may call which route.
+//! - [`audit`]: the audit trail of every access to patient data and every
+//!   security event, hash-chained in the index, optionally sent to syslog.
 //! - [`web`]: the HTTP port: health, metrics, JSON API, the OHIF viewer.
 //! - [`dicomweb`]: QIDO-RS, WADO-RS, STOW-RS and WADO-URI on the HTTP port.
 //!   STOW-RS streams into ingest like C-STORE.
@@ -36,6 +38,7 @@
 //!   ordered startup and shutdown.
 //! - [`import`], [`verify`]: the `tessera import` and `tessera verify` tools.
 
+pub mod audit;
 pub mod auth;
 pub mod coerce;
 pub mod config;

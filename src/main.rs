@@ -88,6 +88,19 @@ enum Command {
     /// Manage the accounts that log in to the web pages and API.
     #[command(subcommand)]
     User(UserCommand),
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check every node's hash chain: exit code 1 when a record was
+    /// changed or removed.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -224,13 +237,66 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stats { json } => stats(config, json).await,
         Command::Echo { peer } => echo(config, &peer).await,
         Command::User(command) => user(config, command).await,
+        Command::Audit(AuditCommand::Verify { json }) => audit_verify(config, json).await,
     }
 }
 
+async fn audit_verify(config: Config, json: bool) -> anyhow::Result<ExitCode> {
+    let core = tessera::server::Core::open(&config).await?;
+    let report = tessera::audit::chain::verify(&core.index).await;
+    core.index.close().await;
+    let report = report?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for problem in &report.problems {
+            println!("BROKEN  {problem}");
+        }
+        println!(
+            "{} audit records in {} chains checked: {}",
+            report.rows,
+            report.nodes,
+            if report.problems.is_empty() {
+                "intact".to_owned()
+            } else {
+                format!("{} problems", report.problems.len())
+            }
+        );
+    }
+    Ok(if report.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 async fn user(config: Config, command: UserCommand) -> anyhow::Result<ExitCode> {
+    use tessera::audit::{Actor, AuditEvent, Event};
     use tessera::model::Roles;
     let core = tessera::server::Core::open(&config).await?;
     let accounts = tessera::auth::Accounts::new(core.index.clone(), config.sessions);
+    let audit_tracker = TaskTracker::new();
+    let audit_stop = CancellationToken::new();
+    let auditor = tessera::server::start_auditor(
+        &config,
+        &core,
+        &audit_tracker,
+        audit_stop.clone(),
+        Some("cli"),
+    )?;
+    let who = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "cli".to_owned());
+    let changed = |detail: String| {
+        auditor.record(
+            AuditEvent::new(
+                Event::UserChanged,
+                Actor::User(format!("{who} (command line)")),
+                "",
+            )
+            .detail(detail),
+        )
+    };
     let result = async {
         match command {
             UserCommand::Add {
@@ -246,6 +312,7 @@ async fn user(config: Config, command: UserCommand) -> anyhow::Result<ExitCode> 
                     .add_user(&name, &roles, &password, !first, &physician_name)
                     .await?;
                 println!("user {name} created with roles {roles}");
+                changed(format!("{name} created with roles {roles}"));
             }
             UserCommand::Passwd {
                 name,
@@ -257,14 +324,17 @@ async fn user(config: Config, command: UserCommand) -> anyhow::Result<ExitCode> 
                     .set_password(&name, &password, !no_change, None)
                     .await?;
                 println!("password of {name} set");
+                changed(format!("{name} password reset"));
             }
             UserCommand::Disable { name } => {
                 accounts.set_disabled(&name, true).await?;
                 println!("user {name} disabled");
+                changed(format!("{name} disabled"));
             }
             UserCommand::Enable { name } => {
                 accounts.set_disabled(&name, false).await?;
                 println!("user {name} enabled");
+                changed(format!("{name} enabled"));
             }
             UserCommand::List { json } => {
                 let users = accounts.users().await?;
@@ -296,15 +366,21 @@ async fn user(config: Config, command: UserCommand) -> anyhow::Result<ExitCode> 
                     made.token.roles
                 );
                 println!("{}", made.secret);
+                changed(format!("{user} token {name} created"));
             }
             UserCommand::Revoke { user, token } => {
                 accounts.revoke_token(&user, &token).await?;
                 println!("token {token} of {user} revoked");
+                changed(format!("{user} token {token} revoked"));
             }
         }
         anyhow::Ok(())
     }
     .await;
+    drop(auditor);
+    audit_stop.cancel();
+    audit_tracker.close();
+    audit_tracker.wait().await;
     core.index.close().await;
     result?;
     Ok(ExitCode::SUCCESS)

@@ -202,6 +202,73 @@ async fn purge_hl7_log(index: Index, retention: Duration, shutdown: Cancellation
     }
 }
 
+/// The audit trail's writer, and its syslog sender when one is set. A
+/// tool (`tessera user`) passes its name as `tool`, so it appends to a
+/// chain of its own beside the running server's.
+pub fn start_auditor(
+    config: &Config,
+    core: &Core,
+    tracker: &TaskTracker,
+    stop: CancellationToken,
+    tool: Option<&str>,
+) -> Result<crate::audit::Auditor, ServerError> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned());
+    let data_dir =
+        std::fs::canonicalize(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
+    let syslog = match &config.audit.syslog {
+        Some((host, port, files)) => Some(crate::audit::SyslogTarget {
+            host: host.clone(),
+            port: *port,
+            tls: crate::tls::client_config(files)?,
+        }),
+        None => None,
+    };
+    let settings = crate::audit::Settings {
+        node: match tool {
+            None => format!("{host}:{}", data_dir.display()),
+            Some(tool) => format!("{host}:{}:{tool}", data_dir.display()),
+        },
+        source: crate::audit::Source {
+            id: format!("{}@{host}", config.dicom.ae_title),
+            ae_title: config.dicom.ae_title.as_str().to_owned(),
+            host,
+        },
+        syslog,
+    };
+    Ok(crate::audit::Auditor::start(
+        core.index.clone(),
+        settings,
+        core.metrics.clone(),
+        tracker,
+        stop,
+    ))
+}
+
+/// A digest of the settings in force, so the trail shows when they
+/// changed between runs without holding any secret.
+fn config_digest(config: &Config) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(format!("{config:?}").as_bytes()))
+}
+
+/// Delete audit records past their retention, hourly.
+async fn purge_audit(index: Index, retention: Duration, shutdown: CancellationToken) {
+    loop {
+        let before = (crate::index::unix_now() - retention.as_secs() as i64) * 1_000_000;
+        match index.purge_audit(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(records = n, "audit records past their retention deleted"),
+            Err(e) => tracing::warn!(error = %e, "cannot purge the audit trail"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
+}
+
 /// Delete ended sessions, hourly.
 async fn purge_sessions(accounts: crate::auth::Accounts, shutdown: CancellationToken) {
     loop {
@@ -289,6 +356,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     if !config.hl7.coerce_on_retrieve {
         core.index.keep_stored_demographics();
     }
+    let audit_tracker = TaskTracker::new();
+    let audit_stop = CancellationToken::new();
+    let auditor = start_auditor(&config, &core, &audit_tracker, audit_stop.clone(), None)?;
+    auditor.record(
+        crate::audit::AuditEvent::new(
+            crate::audit::Event::ApplicationStart,
+            crate::audit::Actor::Local,
+            "",
+        )
+        .detail(format!("configuration sha256 {}", config_digest(&config))),
+    );
     let committer_tracker = TaskTracker::new();
     let ingest = core.journaled_ingest(&config, &committer_tracker).await?;
     let ris = crate::ris::Ris::start(
@@ -329,6 +407,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             config.http_max_requests_per_ip,
         )),
         hsts: config.hsts,
+        auditor: auditor.clone(),
+        recent_retrieves: Default::default(),
     };
     let https = if config.http_tls {
         server_tls.as_ref().map(|t| t.config())
@@ -392,6 +472,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     };
     worker_tracker.spawn(forwarder.run(shutdown.clone()));
     worker_tracker.spawn(purge_sessions(accounts.clone(), shutdown.clone()));
+    if let Some(retention) = config.audit.retention {
+        worker_tracker.spawn(purge_audit(core.index.clone(), retention, shutdown.clone()));
+    }
     if let Some(retention) = config.hl7.message_retention {
         worker_tracker.spawn(purge_hl7_log(
             core.index.clone(),
@@ -432,6 +515,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         scu: core.scu(&config),
         commitments,
         forward_max_attempts: config.forward_max_attempts,
+        auditor: auditor.clone(),
     };
     let dicom_tls_task = match (dicom_tls_listener, &server_tls) {
         (Some(listener), Some(tls)) => Some(tokio::spawn(listener::run(
@@ -461,6 +545,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             config.hl7.tls.then(|| server_tls.clone()).flatten(),
             config.hl7.clone(),
             ris,
+            auditor.clone(),
             shutdown.clone(),
             hl7_connections.clone(),
         ))
@@ -489,6 +574,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         // drains what is queued and exits.
         committer_tracker.close();
         committer_tracker.wait().await;
+        auditor.record(crate::audit::AuditEvent::new(
+            crate::audit::Event::ApplicationStop,
+            crate::audit::Actor::Local,
+            "",
+        ));
+        drop(auditor);
+        audit_stop.cancel();
+        audit_tracker.close();
+        audit_tracker.wait().await;
         core.index.close().await;
         tracing::info!("shutdown complete");
     });

@@ -68,6 +68,8 @@ pub struct Metrics {
     pub hl7_outbound: Family<CodeLabels, Counter>,
     pub hl7_outbound_pending: Gauge,
     pub hl7_outbound_failed: Gauge,
+    /// Audit events that could not be queued for the trail.
+    pub audit_dropped: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -103,6 +105,7 @@ impl Metrics {
             hl7_outbound: Family::default(),
             hl7_outbound_pending: Gauge::default(),
             hl7_outbound_failed: Gauge::default(),
+            audit_dropped: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -176,6 +179,11 @@ impl Metrics {
             "hl7_outbound_failed",
             "HL7 messages the RIS refused, waiting for an operator",
             m.hl7_outbound_failed.clone(),
+        );
+        registry.register(
+            "audit_dropped",
+            "Audit events that could not be queued for the trail",
+            m.audit_dropped.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -6,10 +6,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::certs::{make_ca, make_cert};
-use common::{dcmtk, python, run_peer, skip, Archive, Backend};
+use common::{ct_sample, dcmtk, python, run_peer, skip, Archive, Backend};
 
 /// The certificates every test uses, in a new directory:
 /// - `ca`: the site CA; `tessera` (127.0.0.1, server and client use) and
@@ -48,9 +48,13 @@ fn pem(dir: &Path, name: &str) -> String {
     dir.join(name).to_str().expect("utf8 path").to_owned()
 }
 
-/// A DCMTK tool; its exit status and output.
+/// A DCMTK tool; its exit status and output. echoscu runs verbose: it
+/// can exit 0 although the peer aborted before answering, so callers
+/// look for its success line.
 async fn dcmtk_run(tool: &str, args: &[String]) -> (bool, String) {
+    let verbose: &[&str] = if tool == "echoscu" { &["-v"] } else { &[] };
     let out = tokio::process::Command::new(dcmtk(tool).expect("checked"))
+        .args(verbose)
         .args(args)
         .env("TCP_NODELAY", "1")
         .output()
@@ -61,8 +65,11 @@ async fn dcmtk_run(tool: &str, args: &[String]) -> (bool, String) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    (out.status.success(), text)
+    let ok = out.status.success() && (tool != "echoscu" || text.contains(ECHO_SUCCESS));
+    (ok, text)
 }
+
+const ECHO_SUCCESS: &str = "Received Echo Response (Success)";
 
 /// `+tls` with a client certificate `cert` (none: anonymous TLS), trusting
 /// the site CA.
@@ -88,18 +95,6 @@ fn call(calling: &str, port: u16) -> Vec<String> {
         "127.0.0.1".into(),
         port.to_string(),
     ]
-}
-
-/// CT_small.dcm from pydicom's test files.
-fn ct_sample() -> PathBuf {
-    let out = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "from pydicom.data import get_testdata_file; print(get_testdata_file('CT_small.dcm'))",
-        ])
-        .output()
-        .expect("python3 runs");
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
 /// The DICOM TLS port with client certificates required and CT01 bound to
@@ -134,7 +129,13 @@ async fn dicom_over_tls(backend: Backend) {
     let (ok, out) = dcmtk_run("echoscu", &with(Some("ct01"), "CT01")).await;
     assert!(ok, "C-ECHO over TLS with CT01's certificate: {out}");
     let mut store = with(Some("ct01"), "CT01");
-    store.push(ct_sample().to_str().expect("utf8").to_owned());
+    store.push(
+        ct_sample()
+            .expect("pydicom's CT_small.dcm")
+            .to_str()
+            .expect("utf8")
+            .to_owned(),
+    );
     let (ok, out) = dcmtk_run("storescu", &store).await;
     assert!(ok, "C-STORE over TLS: {out}");
     let mut find = with(Some("ct01"), "CT01");

@@ -5,9 +5,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::{skip, Archive, Backend};
+use common::{ct_sample, skip, stow, Archive, Backend};
 
 fn manifest() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -31,46 +31,6 @@ fn missing_tool() -> Option<&'static str> {
     None
 }
 
-/// CT_small.dcm from pydicom's samples.
-fn ct_sample() -> Option<PathBuf> {
-    let out = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "from pydicom.data import get_testdata_file; print(get_testdata_file('CT_small.dcm'))",
-        ])
-        .output()
-        .ok()?;
-    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    path.is_file().then_some(path)
-}
-
-/// STOW-RS one Part-10 file; returns the HTTP status.
-async fn stow(port: u16, part10: &[u8]) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let boundary = "viewer-test-boundary";
-    let mut body = format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").into_bytes();
-    body.extend_from_slice(part10);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let head = format!(
-        "POST /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
-         Content-Type: multipart/related; type=\"application/dicom\"; boundary={boundary}\r\n\
-         Content-Length: {}\r\n\r\n",
-        body.len()
-    );
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
-    stream.write_all(head.as_bytes()).await.expect("send");
-    stream.write_all(&body).await.expect("send body");
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.expect("read");
-    String::from_utf8_lossy(&response)
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
 async fn viewer_shows_a_ct_study(backend: Backend) {
     if let Some(reason) = missing_tool() {
         return skip("viewer_shows_a_ct_study", reason);
@@ -85,7 +45,7 @@ async fn viewer_shows_a_ct_study(backend: Backend) {
     let archive = Archive::start_with(backend, |raw| raw.viewer.dir = Some(viewer_dir)).await;
     let bytes = std::fs::read(&sample).expect("read sample");
     assert_eq!(
-        stow(archive.http_port, &bytes).await,
+        stow(archive.http_port, &bytes, &[]).await,
         200,
         "STOW-RS of CT_small.dcm"
     );

@@ -252,6 +252,7 @@ impl Accounts {
                     .await?;
                 if lock > 0 {
                     tracing::warn!(user = %user.name, failures, lock, "account locked");
+                    return Err(AuthError::LockedNow);
                 }
                 return Err(AuthError::BadCredentials);
             }

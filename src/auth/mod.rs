@@ -25,6 +25,10 @@ use crate::model::Roles;
 pub enum AuthError {
     #[error("invalid name or password")]
     BadCredentials,
+    /// A wrong password that just locked the account; reads as
+    /// [`AuthError::BadCredentials`] to the caller.
+    #[error("invalid name or password")]
+    LockedNow,
     #[error("the account is locked after repeated failures; try again in {seconds} s")]
     Locked { seconds: i64 },
     #[error("the current password is wrong")]

@@ -358,9 +358,13 @@ fn response(req: &HttpRequest, results: &[PartResult], study: Option<&str>) -> H
     let mut any_conflict = false;
     let mut any_server_fault = false;
     let mut stored_study = study.map(str::to_owned);
+    let mut audited = crate::audit::Subjects::default();
     for result in results {
         match result {
             PartResult::Stored(ids) => {
+                audited
+                    .studies
+                    .push(ids.study_instance_uid.as_str().to_owned());
                 let url = format!(
                     "{base}/studies/{}/series/{}/instances/{}",
                     ids.study_instance_uid, ids.series_instance_uid, ids.sop_instance_uid
@@ -428,7 +432,9 @@ fn response(req: &HttpRequest, results: &[PartResult], study: Option<&str>) -> H
             .collect();
         builder.append_header(("Warning", format!("299 tessera \"{clean}\"")));
     }
-    builder.body(Value::Object(body).to_string())
+    let mut response = builder.body(Value::Object(body).to_string());
+    response.extensions_mut().insert(audited);
+    response
 }
 
 /// Run a request body through the limits and the multipart parser, as a

@@ -183,6 +183,12 @@ pub struct Association {
     worklist_charset: String,
     /// A request read early, served before anything else.
     deferred: Option<Request>,
+    /// The client's address, for the audit trail.
+    peer: String,
+    /// Instances stored on this association, and stores that failed:
+    /// audited once, when it ends.
+    stored: Vec<String>,
+    failed_stores: usize,
 }
 
 impl Association {
@@ -216,7 +222,36 @@ impl Association {
             permitted: None,
             worklist_charset: String::new(),
             deferred: None,
+            peer: String::new(),
+            stored: Vec::new(),
+            failed_stores: 0,
         }
+    }
+
+    pub fn set_peer(&mut self, address: String) {
+        self.peer = address;
+    }
+
+    /// The client's address.
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    /// Note a C-STORE's result for the association's audit record.
+    pub fn note_store(&mut self, sop_instance_uid: &str, stored: bool) {
+        if stored {
+            self.stored.push(sop_instance_uid.to_owned());
+        } else {
+            self.failed_stores += 1;
+        }
+    }
+
+    /// The instances stored and the count of failed stores, once.
+    pub fn take_stores(&mut self) -> (Vec<String>, usize) {
+        (
+            std::mem::take(&mut self.stored),
+            std::mem::take(&mut self.failed_stores),
+        )
     }
 
     /// Hand a request back, to be returned by the next

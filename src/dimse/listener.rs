@@ -126,6 +126,7 @@ pub async fn run(
                 ctx.metrics.associations_active.inc();
                 let _active = ActiveGuard(ctx.metrics.clone());
                 let mut assoc = Association::new(wire, idle);
+                assoc.set_peer(peer.ip().to_string());
                 tracing::Span::current().record("calling_ae", assoc.calling_ae().as_str());
                 tracing::debug!("association established");
                 // A registered peer may use only its services; other calling
@@ -143,6 +144,7 @@ pub async fn run(
                     }
                 }
                 let end = serve(&mut assoc, &ctx, &shutdown, grace).await;
+                audit_stores(&mut assoc, &ctx);
                 end.finish(assoc).await;
             }
             .instrument(span),
@@ -263,6 +265,28 @@ async fn registered(ctx: &ServiceContext, calling: Option<&str>) -> bool {
         Some(ae) => ctx.peers.get(ae).await.is_ok(),
         None => false,
     }
+}
+
+/// One record for everything an association stored: its studies and
+/// patients, and how many stores failed.
+fn audit_stores(assoc: &mut Association, ctx: &ServiceContext) {
+    use crate::audit::{Event, Outcome};
+    let (stored, failed) = assoc.take_stores();
+    if stored.is_empty() && failed == 0 {
+        return;
+    }
+    let outcome = match (stored.is_empty(), failed) {
+        (_, 0) => Outcome::Success,
+        (false, _) => Outcome::MinorFailure,
+        (true, _) => Outcome::SeriousFailure,
+    };
+    let detail = format!("C-STORE: {} stored, {failed} failed", stored.len());
+    ctx.auditor.record(
+        super::service::audit_event(assoc, Event::Stored)
+            .outcome(outcome)
+            .instances(stored)
+            .detail(detail),
+    );
 }
 
 /// How an association's message loop ended.

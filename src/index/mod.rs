@@ -8,6 +8,7 @@
 //! ([`Index::record_batch`]); reads are typed functions, never raw SQL in
 //! callers.
 
+pub mod audit;
 mod commitments;
 mod documents;
 mod find;

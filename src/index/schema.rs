@@ -112,6 +112,11 @@ macro_rules! migrations {
                 "users",
                 include_str!(concat!("../../migrations/", $db, "/0017_users.sql")),
             ),
+            (
+                18,
+                "audit",
+                include_str!(concat!("../../migrations/", $db, "/0018_audit.sql")),
+            ),
         ]
     };
 }

@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::audit::{Actor, AuditEvent, Auditor, Event, Outcome};
 use crate::config::Hl7Config;
 use crate::ris::Ris;
 use frame::{Frame, FrameReader};
@@ -33,6 +34,7 @@ pub async fn run(
     tls: Option<crate::tls::ServerTls>,
     config: Hl7Config,
     ris: Ris,
+    auditor: Auditor,
     shutdown: CancellationToken,
     connections: TaskTracker,
 ) {
@@ -58,6 +60,7 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let ris = ris.clone();
+        let auditor = auditor.clone();
         let config = config.clone();
         let shutdown = shutdown.clone();
         let tls = tls
@@ -65,11 +68,13 @@ pub async fn run(
             .map(|t| tokio_rustls::TlsAcceptor::from(t.config()));
         connections.spawn(async move {
             match tls {
-                None => serve(stream, peer, &ris, &config, &shutdown).await,
+                None => serve(stream, peer, &ris, &auditor, &config, &shutdown).await,
                 Some(acceptor) => {
                     // The handshake counts against the idle timeout.
                     match tokio::time::timeout(config.idle_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => serve(stream, peer, &ris, &config, &shutdown).await,
+                        Ok(Ok(stream)) => {
+                            serve(stream, peer, &ris, &auditor, &config, &shutdown).await
+                        }
                         Ok(Err(e)) => {
                             tracing::info!(%peer, error = %e, "MLLP TLS handshake failed")
                         }
@@ -83,11 +88,36 @@ pub async fn run(
     tracing::info!("MLLP listener stopped");
 }
 
+/// Record a message the RIS sent: patients (ADT), orders, results.
+fn audit(auditor: &Auditor, reply: &crate::ris::Reply, peer: SocketAddr) {
+    let event = match reply.message_type.get(..3) {
+        Some("ADT") => Event::PatientRecord,
+        Some("ORU") => Event::ProcedureRecord,
+        _ => Event::OrderRecord,
+    };
+    let outcome = match reply.code.as_str() {
+        "AA" | "CA" => Outcome::Success,
+        "AE" | "CE" => Outcome::MinorFailure,
+        _ => Outcome::SeriousFailure,
+    };
+    auditor.record(
+        AuditEvent::new(
+            event,
+            Actor::Hl7Sender(reply.sender.clone()),
+            peer.ip().to_string(),
+        )
+        .outcome(outcome)
+        .patients([reply.patient_id.clone()])
+        .detail(reply.message_type.clone()),
+    );
+}
+
 /// One connection, over plain TCP or TLS.
 async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     mut stream: S,
     peer: SocketAddr,
     ris: &Ris,
+    auditor: &Auditor,
     config: &Hl7Config,
     shutdown: &CancellationToken,
 ) {
@@ -113,7 +143,10 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         };
         let reply = match frame {
             Frame::Message(bytes) => match ris.receive(&bytes, INTERFACE).await {
-                Ok(reply) => reply.bytes,
+                Ok(reply) => {
+                    audit(auditor, &reply, peer);
+                    reply.bytes
+                }
                 Err(e) => {
                     // Not recorded: no acknowledgement, the sender retries.
                     tracing::error!(%peer, error = %e, "HL7 message not recorded; closing");

@@ -88,6 +88,10 @@ pub struct Reply {
     pub code: String,
     /// The control ID was seen before and the earlier answer is repeated.
     pub duplicate: bool,
+    /// MSH-9, MSH-3 and PID-3 as read, for the audit trail.
+    pub message_type: String,
+    pub sender: String,
+    pub patient_id: String,
 }
 
 struct Job {
@@ -196,6 +200,9 @@ async fn apply(index: Index, mut rx: mpsc::Receiver<Job>) {
                         bytes,
                         code,
                         duplicate: recorded.duplicate,
+                        message_type: job.inbound.message_type.clone(),
+                        sender: job.inbound.sender.clone(),
+                        patient_id: job.inbound.patient_id.clone(),
                     }));
                 }
             }

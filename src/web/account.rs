@@ -7,9 +7,11 @@ use actix_web::http::header::CONTENT_TYPE;
 use actix_web::{web, Either, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use super::audit::{by, client};
 use super::auth::{CSRF_COOKIE, SESSION_COOKIE};
 use super::error::ApiError;
 use super::AppState;
+use crate::audit::{Actor, AuditEvent, Event, Outcome};
 use crate::auth::{AuthError, Principal};
 use crate::model::Roles;
 
@@ -68,9 +70,28 @@ async fn login(
         Either::Left(form) => (form.into_inner(), true),
         Either::Right(json) => (json.into_inner(), false),
     };
-    let started = match state.auth.accounts.login(&form.name, &form.password).await {
+    let attempt = |outcome| {
+        AuditEvent::new(Event::Login, Actor::User(form.name.clone()), client(&req))
+            .outcome(outcome)
+            .detail(form.name.clone())
+    };
+    let result = state.auth.accounts.login(&form.name, &form.password).await;
+    match &result {
+        Ok(_) => state.auditor.record(attempt(Outcome::Success)),
+        Err(AuthError::LockedNow) => {
+            state.auditor.record(attempt(Outcome::MinorFailure));
+            state
+                .auditor
+                .record(attempt(Outcome::Success).event_kind(Event::Lockout));
+        }
+        Err(AuthError::Index(_) | AuthError::Random(_)) => {}
+        Err(_) => state.auditor.record(attempt(Outcome::MinorFailure)),
+    }
+    let started = match result {
         Ok(started) => started,
-        Err(e @ (AuthError::BadCredentials | AuthError::Locked { .. })) if from_page => {
+        Err(e @ (AuthError::BadCredentials | AuthError::LockedNow | AuthError::Locked { .. }))
+            if from_page =>
+        {
             let status = if matches!(e, AuthError::Locked { .. }) {
                 actix_web::http::StatusCode::TOO_MANY_REQUESTS
             } else {
@@ -122,6 +143,9 @@ async fn logout(
     principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
     state.auth.accounts.logout(&principal).await?;
+    state
+        .auditor
+        .record(by(&req, Event::Logout).detail(principal.user.clone()));
     let secure = req.connection_info().scheme() == "https";
     let mut gone = cookie(SESSION_COOKIE, String::new(), true, secure);
     gone.make_removal();
@@ -168,15 +192,27 @@ struct PasswordChange {
 }
 
 async fn change_password(
+    req: HttpRequest,
     state: web::Data<AppState>,
     principal: Principal,
     body: web::Json<PasswordChange>,
 ) -> Result<HttpResponse, ApiError> {
-    state
+    let result = state
         .auth
         .accounts
         .change_own_password(&principal, &body.current, &body.new)
-        .await?;
+        .await;
+    let outcome = if result.is_ok() {
+        Outcome::Success
+    } else {
+        Outcome::MinorFailure
+    };
+    state.auditor.record(
+        by(&req, Event::UserChanged)
+            .outcome(outcome)
+            .detail(format!("{} password", principal.user)),
+    );
+    result?;
     tracing::info!(user = %principal.user, "password changed");
     Ok(HttpResponse::NoContent().finish())
 }
@@ -192,6 +228,7 @@ pub(super) struct TokenRequest {
 }
 
 pub(super) async fn issue_token(
+    req: &HttpRequest,
     state: &AppState,
     user: &str,
     body: TokenRequest,
@@ -207,6 +244,9 @@ pub(super) async fn issue_token(
         .create_token(user, &body.name, roles.as_ref(), body.days.unwrap_or(90))
         .await?;
     tracing::info!(%user, token = %made.token.name, "API token created");
+    state.auditor.record(
+        by(req, Event::UserChanged).detail(format!("{user} token {} created", made.token.name)),
+    );
     Ok(HttpResponse::Created().json(serde_json::json!({
         "token": made.token,
         "secret": made.secret,
@@ -221,14 +261,16 @@ async fn tokens(
 }
 
 async fn create_token(
+    req: HttpRequest,
     state: web::Data<AppState>,
     principal: Principal,
     body: web::Json<TokenRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    issue_token(&state, &principal.user, body.into_inner()).await
+    issue_token(&req, &state, &principal.user, body.into_inner()).await
 }
 
 async fn revoke_token(
+    req: HttpRequest,
     state: web::Data<AppState>,
     principal: Principal,
     name: web::Path<String>,
@@ -238,6 +280,9 @@ async fn revoke_token(
         .accounts
         .revoke_token(&principal.user, &name)
         .await?;
+    state.auditor.record(
+        by(&req, Event::UserChanged).detail(format!("{} token {name} revoked", principal.user)),
+    );
     Ok(HttpResponse::NoContent().finish())
 }
 

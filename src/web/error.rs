@@ -48,7 +48,9 @@ impl ResponseError for ApiError {
 
 fn auth_status(e: &AuthError) -> StatusCode {
     match e {
-        AuthError::BadCredentials | AuthError::WrongPassword => StatusCode::UNAUTHORIZED,
+        AuthError::BadCredentials | AuthError::LockedNow | AuthError::WrongPassword => {
+            StatusCode::UNAUTHORIZED
+        }
         AuthError::Locked { .. } => StatusCode::TOO_MANY_REQUESTS,
         AuthError::UserExists(_) | AuthError::TokenExists(_) => StatusCode::CONFLICT,
         AuthError::NoSuchUser(_) | AuthError::NoSuchToken(_) => StatusCode::NOT_FOUND,

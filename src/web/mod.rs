@@ -8,6 +8,7 @@
 //! account; [`users`] lets admins manage everyone's.
 
 mod account;
+mod audit;
 mod auth;
 mod error;
 mod forwarding;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub clients: Arc<crate::limits::PerClient>,
     /// Send Strict-Transport-Security (on HTTPS only).
     pub hsts: bool,
+    pub auditor: crate::audit::Auditor,
+    pub recent_retrieves: Arc<audit::RecentRetrieves>,
 }
 
 /// Build and start the HTTP server on an already-bound listener, speaking
@@ -96,6 +99,7 @@ pub fn start(
                 web::scope("/api/v1")
                     .configure(account::routes)
                     .configure(users::routes)
+                    .configure(audit::routes)
                     .route("/stats", web::get().to(status::stats))
                     .route("/forwarding", web::get().to(forwarding::forwarding))
                     .configure(peers::routes)
@@ -105,6 +109,7 @@ pub fn start(
             )
             .service(
                 web::scope("/dicom-web")
+                    .wrap(from_fn(audit::dicomweb))
                     .wrap(from_fn(identity_unless_json))
                     .wrap(Compress::default())
                     .wrap(cors(&state.dicomweb.cors_allowed_origins))
@@ -112,6 +117,7 @@ pub fn start(
             )
             .service(
                 web::scope("/wado")
+                    .wrap(from_fn(audit::dicomweb))
                     .wrap(cors(&state.dicomweb.cors_allowed_origins))
                     .configure(crate::dicomweb::wado_uri_routes),
             )

@@ -1,9 +1,11 @@
 //! `/api/v1/peers`: list, read, create/replace, delete and C-ECHO remote AEs.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 
+use super::audit::by;
 use super::error::ApiError;
 use super::AppState;
+use crate::audit::Event;
 use crate::model::RawPeer;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -23,11 +25,21 @@ async fn get(state: web::Data<AppState>, ae: web::Path<String>) -> Result<HttpRe
 }
 
 async fn put(
+    req: HttpRequest,
     state: web::Data<AppState>,
     ae: web::Path<String>,
     body: web::Json<RawPeer>,
 ) -> Result<HttpResponse, ApiError> {
     let (peer, created) = state.peers.put(&ae, body.into_inner()).await?;
+    state
+        .auditor
+        .record(by(&req, Event::PeerChanged).detail(format!(
+            "{} {}:{} {}",
+            peer.ae_title,
+            peer.host,
+            peer.port,
+            if created { "registered" } else { "changed" }
+        )));
     Ok(if created {
         HttpResponse::Created().json(peer)
     } else {
@@ -36,10 +48,14 @@ async fn put(
 }
 
 async fn delete(
+    req: HttpRequest,
     state: web::Data<AppState>,
     ae: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     state.peers.delete(&ae).await?;
+    state
+        .auditor
+        .record(by(&req, Event::PeerChanged).detail(format!("{ae} removed")));
     Ok(HttpResponse::NoContent().finish())
 }
 

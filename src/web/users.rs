@@ -1,12 +1,14 @@
 //! Account management for admins: `/api/v1/users`, the same operations as
 //! `tessera user`.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::account::{issue_token, TokenRequest};
+use super::audit::by;
 use super::error::ApiError;
 use super::AppState;
+use crate::audit::Event;
 use crate::auth::Principal;
 use crate::model::Roles;
 
@@ -52,6 +54,7 @@ struct NewUser {
 /// An account an admin creates must choose its own password at first
 /// login.
 async fn create(
+    req: HttpRequest,
     state: web::Data<AppState>,
     principal: Principal,
     body: web::Json<NewUser>,
@@ -69,6 +72,9 @@ async fn create(
         )
         .await?;
     tracing::info!(by = %principal.user, user = %body.name, %roles, "user created");
+    state.auditor.record(
+        by(&req, Event::UserChanged).detail(format!("{} created with roles {roles}", body.name)),
+    );
     Ok(HttpResponse::Created().json(state.auth.accounts.user(&body.name).await?))
 }
 
@@ -80,6 +86,7 @@ struct Update {
 }
 
 async fn update(
+    req: HttpRequest,
     state: web::Data<AppState>,
     principal: Principal,
     name: web::Path<String>,
@@ -93,6 +100,12 @@ async fn update(
         accounts.set_disabled(&name, disabled).await?;
     }
     tracing::info!(by = %principal.user, user = %name, "user changed");
+    state
+        .auditor
+        .record(by(&req, Event::UserChanged).detail(format!(
+            "{name}: roles {:?}, disabled {:?}",
+            body.roles, body.disabled
+        )));
     Ok(HttpResponse::Ok().json(accounts.user(&name).await?))
 }
 
@@ -104,6 +117,7 @@ struct Reset {
 
 /// A reset by an admin: the user must change it again at next login.
 async fn reset_password(
+    req: HttpRequest,
     state: web::Data<AppState>,
     principal: Principal,
     name: web::Path<String>,
@@ -115,6 +129,9 @@ async fn reset_password(
         .set_password(&name, &body.password, true, None)
         .await?;
     tracing::info!(by = %principal.user, user = %name, "password reset");
+    state
+        .auditor
+        .record(by(&req, Event::UserChanged).detail(format!("{name} password reset")));
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -126,18 +143,23 @@ async fn tokens(
 }
 
 async fn create_token(
+    req: HttpRequest,
     state: web::Data<AppState>,
     name: web::Path<String>,
     body: web::Json<TokenRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    issue_token(&state, &name, body.into_inner()).await
+    issue_token(&req, &state, &name, body.into_inner()).await
 }
 
 async fn revoke_token(
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (user, token) = path.into_inner();
     state.auth.accounts.revoke_token(&user, &token).await?;
+    state
+        .auditor
+        .record(by(&req, Event::UserChanged).detail(format!("{user} token {token} revoked")));
     Ok(HttpResponse::NoContent().finish())
 }

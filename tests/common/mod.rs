@@ -420,6 +420,51 @@ pub async fn http_exchange(
     }
 }
 
+/// CT_small.dcm from pydicom's test files (patient `1CT1`).
+pub fn ct_sample() -> Option<PathBuf> {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "from pydicom.data import get_testdata_file; print(get_testdata_file('CT_small.dcm'))",
+        ])
+        .output()
+        .ok()?;
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    path.is_file().then_some(path)
+}
+
+/// STOW-RS one Part-10 object to `/dicom-web/studies` with extra headers;
+/// returns the HTTP status.
+pub async fn stow(port: u16, part10: &[u8], headers: &[(&str, &str)]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let boundary = "test-boundary";
+    let mut body = format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").into_bytes();
+    body.extend_from_slice(part10);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let mut head = format!(
+        "POST /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Content-Type: multipart/related; type=\"application/dicom\"; boundary={boundary}\r\n\
+         Content-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    stream.write_all(head.as_bytes()).await.expect("send");
+    stream.write_all(&body).await.expect("send body");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("read");
+    String::from_utf8_lossy(&response)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Where pydicom's and pydicom-data's sample files live.
 pub fn sample_dirs() -> Option<(PathBuf, PathBuf)> {
     let out = std::process::Command::new("python3")

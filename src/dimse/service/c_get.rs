@@ -79,6 +79,11 @@ pub async fn handle(
         }
     };
     let mut tally = Tally::new(items.len());
+    ctx.auditor.record(
+        super::audit_event(assoc, crate::audit::Event::Retrieved)
+            .instances(items.iter().map(|i| i.sop_instance_uid.clone()))
+            .detail("C-GET".to_owned()),
+    );
     let mut cancelled = false;
     for (n, item) in items.iter().enumerate() {
         if requester_stopped(assoc)? {

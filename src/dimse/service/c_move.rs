@@ -62,6 +62,11 @@ pub async fn handle(
         }
     };
     let mut tally = Tally::new(items.len());
+    ctx.auditor.record(
+        super::audit_event(assoc, crate::audit::Event::Retrieved)
+            .instances(items.iter().map(|i| i.sop_instance_uid.clone()))
+            .detail(format!("C-MOVE to {}", peer.ae_title)),
+    );
     if items.is_empty() {
         let mut rsp = respond(Status::Success);
         rsp.sub_operations = Some(tally.counts(true));

@@ -47,6 +47,10 @@ pub async fn handle(
     };
     query.combined_date_time = assoc.combined_date_time(&context.abstract_syntax);
     query.fuzzy_names = ctx.fuzzy_person_names;
+    ctx.auditor.record(
+        super::audit_event(assoc, crate::audit::Event::Queried)
+            .detail(format!("C-FIND {}", super::describe_query(&query))),
+    );
     tracing::debug!(level = ?query.level, keys = query.keys.len(), "C-FIND");
 
     let ts = match TransferSyntaxRegistry.get(context.transfer_syntax.as_str()) {

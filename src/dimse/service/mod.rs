@@ -49,6 +49,29 @@ pub struct ServiceContext {
     /// Attempts before a forward becomes a dead letter; a commitment report
     /// that lists a forward as failed counts as one.
     pub forward_max_attempts: i64,
+    pub auditor: crate::audit::Auditor,
+}
+
+/// An audit event by the association's calling AE.
+pub fn audit_event(assoc: &Association, event: crate::audit::Event) -> crate::audit::AuditEvent {
+    crate::audit::AuditEvent::new(
+        event,
+        crate::audit::Actor::AeTitle(assoc.calling_ae().as_str().to_owned()),
+        assoc.peer(),
+    )
+}
+
+/// A query's level and keys, short enough for an audit record.
+pub fn describe_query(query: &crate::query::Query) -> String {
+    let mut text = format!("{:?} {:?}", query.level, query.keys);
+    if text.len() > 2000 {
+        let mut cut = 2000;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
 }
 
 /// Answer one request.

@@ -93,6 +93,7 @@ pub async fn handle(
         (_, Some(e)) => Err(e),
         (None, None) => Err(IngestError::ShuttingDown),
     };
+    assoc.note_store(sop_instance.as_str(), result.is_ok());
     let rsp = match &result {
         Ok(outcome) => {
             if *outcome != IngestOutcome::Stored {

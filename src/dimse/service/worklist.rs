@@ -64,6 +64,10 @@ pub async fn handle(
             return assoc.send_command(context_id, &rsp).await;
         }
     };
+    ctx.auditor.record(
+        super::audit_event(assoc, crate::audit::Event::Queried)
+            .detail(format!("worklist C-FIND {filter:?}")),
+    );
     let items = match ctx.index.worklist(&filter).await {
         Ok(items) => items,
         Err(e) => {
