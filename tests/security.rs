@@ -51,7 +51,7 @@ async fn route_table_for_every_role(backend: Backend) {
         let name = format!("{role}-user");
         let roles = Roles([role].into_iter().collect());
         accounts
-            .add_user(&name, &roles, PASSWORD, false, "")
+            .add_user(&name, &roles, PASSWORD, false, "Doe^Referring")
             .await
             .expect("user");
         let made = accounts
@@ -696,7 +696,119 @@ async fn user_command_line(backend: Backend) {
     assert_eq!(login(&archive, "root", "An0ther-pass!").await.status, 401);
 }
 
+/// A referring physician's searches find only studies that name them
+/// (case and diacritics aside), and any request naming another study is
+/// answered as if it did not exist; the rest of the API stays closed.
+async fn referring_sees_only_their_studies(backend: Backend) {
+    if common::python().is_none() {
+        return common::skip(
+            "referring_sees_only_their_studies",
+            "python with pydicom missing",
+        );
+    }
+    let archive = Archive::start(backend).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let studies = [
+        ("1.2.826.0.1.3680043.10.1.1", "Kowalski^Jan", "REF-A"),
+        ("1.2.826.0.1.3680043.10.1.2", "Other^Doc", "REF-B"),
+    ];
+    for (uid, referring, patient) in studies {
+        let out_dir = dir.path().join(patient);
+        let out = common::run_peer(
+            "gen.py",
+            &[
+                out_dir.to_str().expect("utf8"),
+                "--count",
+                "1",
+                "--study-uid",
+                uid,
+                "--patient-id",
+                patient,
+                "--referring",
+                referring,
+            ],
+        )
+        .await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bytes = std::fs::read(out_dir.join("img00000.dcm")).expect("generated file");
+        assert_eq!(common::stow(archive.http_port, &bytes, &[]).await, 200);
+    }
+    let accounts = accounts(archive.index().await);
+    let referring = Roles([Role::Referring].into_iter().collect());
+    accounts
+        .add_user("jan", &referring, PASSWORD, false, "KOWALSKI^Jan")
+        .await
+        .expect("user");
+    accounts
+        .add_user("nobody", &referring, PASSWORD, false, "")
+        .await
+        .expect("user");
+    let token = |user: &'static str| {
+        let accounts = accounts.clone();
+        async move {
+            let made = accounts
+                .create_token(user, "t", None, 1)
+                .await
+                .expect("token");
+            format!("Bearer {}", made.secret)
+        }
+    };
+    let jan = token("jan").await;
+    let nobody = token("nobody").await;
+    let get = |path: String, auth: String| {
+        let archive = &archive;
+        async move { call(archive, "GET", &path, None, &[("Authorization", &auth)]).await }
+    };
+    let uids = |rsp: &Exchange| -> Vec<String> {
+        rsp.json()
+            .as_array()
+            .map(|rows| {
+                rows.iter()
+                    .filter_map(|r| r["0020000D"]["Value"][0].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (mine, theirs) = (studies[0].0, studies[1].0);
+
+    let rsp = get("/dicom-web/studies".into(), jan.clone()).await;
+    assert_eq!(rsp.status, 200, "{}", rsp.body);
+    assert_eq!(uids(&rsp), vec![mine.to_owned()]);
+    let rsp = get(
+        "/dicom-web/studies?ReferringPhysicianName=Other^Doc".into(),
+        jan.clone(),
+    )
+    .await;
+    assert_eq!(uids(&rsp), vec![mine.to_owned()], "{}", rsp.body);
+    let rsp = get("/dicom-web/series".into(), jan.clone()).await;
+    assert_eq!(uids(&rsp), vec![mine.to_owned()], "{}", rsp.body);
+    let rsp = get(format!("/dicom-web/studies/{mine}/metadata"), jan.clone()).await;
+    assert_eq!(rsp.status, 200, "{}", rsp.body);
+    let rsp = get(format!("/dicom-web/studies/{theirs}/metadata"), jan.clone()).await;
+    assert_eq!(rsp.status, 404, "{}", rsp.body);
+    let rsp = get(format!("/dicom-web/studies/{theirs}/series"), jan.clone()).await;
+    assert_eq!(rsp.status, 404, "{}", rsp.body);
+    let rsp = get(
+        format!("/wado?requestType=WADO&studyUID={theirs}&seriesUID=1&objectUID=1"),
+        jan.clone(),
+    )
+    .await;
+    assert_eq!(rsp.status, 404, "{}", rsp.body);
+    let rsp = get("/api/v1/patients/REF-A".into(), jan.clone()).await;
+    assert_eq!(rsp.status, 403, "{}", rsp.body);
+    // Without a physician name nothing can be theirs.
+    let rsp = get("/dicom-web/studies".into(), nobody.clone()).await;
+    assert_eq!(rsp.status, 403, "{}", rsp.body);
+    let rsp = get(format!("/dicom-web/studies/{mine}/metadata"), nobody).await;
+    assert_eq!(rsp.status, 404, "{}", rsp.body);
+}
+
 on_both_backends!(
+    referring_sees_only_their_studies,
     route_table_for_every_role,
     accounts_sessions_and_tokens,
     loopback_only_until_the_first_user,

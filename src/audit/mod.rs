@@ -34,6 +34,8 @@ use crate::telemetry::Metrics;
 const QUEUE: usize = 65_536;
 /// Most events one transaction appends.
 const BATCH: usize = 2_000;
+/// How long a stopping writer keeps retrying an unreachable index.
+const SHUTDOWN_PATIENCE: Duration = Duration::from_secs(10);
 /// How long the writer waits for more events before it writes a batch.
 const GATHER: Duration = Duration::from_millis(50);
 
@@ -166,7 +168,17 @@ async fn write(
         let before = tail.clone();
         let mut rows = chain_rows(&settings, &mut tail, &batch);
         let mut delay = Duration::from_millis(200);
+        let mut given_up_at = None;
         while let Err(e) = index.append_audit(&rows).await {
+            // Shutting down with the index gone: say what is lost rather
+            // than hold the shutdown for ever.
+            if shutdown.is_cancelled() {
+                let at = *given_up_at.get_or_insert_with(std::time::Instant::now);
+                if at.elapsed() > SHUTDOWN_PATIENCE {
+                    tracing::error!(error = %e, rows = rows.len(), "audit records not written: the index is unreachable at shutdown");
+                    return;
+                }
+            }
             tracing::error!(error = %e, rows = rows.len(), "cannot append to the audit trail; retrying");
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(10));

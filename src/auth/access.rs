@@ -12,8 +12,12 @@ pub enum Access {
     Public,
     /// A user's own session, password and tokens.
     Account,
-    /// Search, view and download patient data.
+    /// Search, view and download patient data, and the rest of the
+    /// JSON API's reads.
     Read,
+    /// DICOMweb reads and the viewer: [`Access::Read`] plus referring
+    /// physicians, whom the HTTP edge limits to their own studies.
+    View,
     /// Reports on a study.
     Reports,
     /// Store objects (STOW-RS).
@@ -36,6 +40,7 @@ impl Access {
             Access::Public => &[],
             Access::Account => &[Admin, Technologist, Radiologist, Referring, Auditor],
             Access::Read | Access::Reports => &[Admin, Technologist, Radiologist],
+            Access::View => &[Admin, Technologist, Radiologist, Referring],
             Access::Store | Access::Operate => &[Admin, Technologist],
             Access::Admin | Access::Metrics => &[Admin],
             Access::Audit => &[Admin, Auditor],
@@ -108,10 +113,10 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/api/v1/studies/*/status", Access::Read),
     rule("POST", "/dicom-web/studies", Access::Store),
     rule("POST", "/dicom-web/studies/*", Access::Store),
-    rule("GET", "/dicom-web/**", Access::Read),
-    rule("GET", "/wado", Access::Read),
-    rule("GET", "/viewer", Access::Read),
-    rule("GET", "/viewer/**", Access::Read),
+    rule("GET", "/dicom-web/**", Access::View),
+    rule("GET", "/wado", Access::View),
+    rule("GET", "/viewer", Access::View),
+    rule("GET", "/viewer/**", Access::View),
 ];
 
 /// The access a request needs. HEAD is checked as GET.
@@ -152,21 +157,23 @@ mod tests {
         assert_eq!(required("GET", "/healthz"), Access::Public);
         assert_eq!(
             required("GET", "/dicom-web/studies/1.2/series"),
-            Access::Read
+            Access::View
         );
-        assert_eq!(required("HEAD", "/dicom-web/studies"), Access::Read);
+        assert_eq!(required("HEAD", "/dicom-web/studies"), Access::View);
         assert_eq!(required("POST", "/dicom-web/studies/1.2"), Access::Store);
         assert_eq!(
             required("POST", "/dicom-web/studies/1.2/series"),
             Access::Admin
         );
-        assert_eq!(required("GET", "/viewer"), Access::Read);
-        assert_eq!(required("GET", "/viewer/assets/app.js"), Access::Read);
+        assert_eq!(required("GET", "/viewer"), Access::View);
+        assert_eq!(required("GET", "/viewer/assets/app.js"), Access::View);
         assert_eq!(required("GET", "/viewerx"), Access::Admin);
         assert_eq!(required("GET", "/api/v1/peers//echo"), Access::Admin);
         assert_eq!(required("GET", "/unknown"), Access::Admin);
         assert_eq!(required("OPTIONS", "/dicom-web/studies"), Access::Public);
         assert!(allows(Access::Read, [Role::Radiologist]));
+        assert!(allows(Access::View, [Role::Referring]));
+        assert!(!allows(Access::Read, [Role::Referring]));
         assert!(!allows(Access::Read, [Role::Auditor]));
         assert!(allows(Access::Audit, [Role::Auditor]));
         assert!(!allows(Access::Store, Vec::<Role>::new()));

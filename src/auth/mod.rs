@@ -86,6 +86,17 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// The Referring Physician's Name this caller's studies must carry,
+    /// when the referring role is all it has; `None` when it sees
+    /// everything.
+    pub fn only_referred_by(&self) -> Option<&str> {
+        use crate::model::Role;
+        let sees_all = [Role::Admin, Role::Technologist, Role::Radiologist]
+            .into_iter()
+            .any(|r| self.roles.contains(r));
+        (!sees_all && self.roles.contains(Role::Referring)).then_some(self.physician_name.as_str())
+    }
+
     /// Everyone-may-do-everything callers: loopback before the first
     /// account, and the shared token.
     pub fn superuser(name: &str, via: Via) -> Self {

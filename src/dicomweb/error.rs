@@ -15,6 +15,8 @@ pub enum DicomWebError {
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     NotAcceptable(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -48,6 +50,7 @@ impl ResponseError for DicomWebError {
         match self {
             DicomWebError::BadRequest(_) => StatusCode::BAD_REQUEST,
             DicomWebError::NotFound(_) => StatusCode::NOT_FOUND,
+            DicomWebError::Forbidden(_) => StatusCode::FORBIDDEN,
             DicomWebError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             DicomWebError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             DicomWebError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

@@ -131,6 +131,31 @@ pub async fn instances_in_series(
     search(&req, &state, Level::Image, parents).await
 }
 
+/// A referring physician finds only studies that name them: a match on
+/// Referring Physician's Name replaces any the request gave.
+fn limit_to_referrer(req: &HttpRequest, query: &mut Query) -> Result<(), DicomWebError> {
+    use actix_web::HttpMessage;
+    let extensions = req.extensions();
+    let Some(name) = extensions
+        .get::<crate::auth::Principal>()
+        .and_then(|p| p.only_referred_by())
+    else {
+        return Ok(());
+    };
+    if name.trim().is_empty() {
+        return Err(DicomWebError::Forbidden(
+            "this account has no physician name to match studies by".into(),
+        ));
+    }
+    query.keys.retain(|k| k.attribute != ReferringPhysicianName);
+    query.keys.push(crate::query::Key {
+        attribute: ReferringPhysicianName,
+        matcher: crate::query::Matcher::Single(name.to_owned()),
+    });
+    query.fuzzy_names = true;
+    Ok(())
+}
+
 /// A parsed QIDO request.
 struct Search {
     query: Query,
@@ -315,12 +340,13 @@ async fn search(
             "search results are available as application/dicom+json".into(),
         ));
     }
-    let search = parse_search(
+    let mut search = parse_search(
         req.query_string(),
         level,
         &parents,
         state.dicomweb.fuzzy_person_names,
     )?;
+    limit_to_referrer(req, &mut search.query)?;
     let max = state.dicomweb.max_results;
     let wanted = search.limit.unwrap_or(max).min(max);
     // One extra row tells whether the cap cut the answer short.

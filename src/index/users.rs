@@ -60,6 +60,22 @@ pub struct NewUser<'a> {
 }
 
 impl Index {
+    /// A study's Referring Physician's Name, folded for matching; `None`
+    /// when the study is unknown.
+    pub async fn study_referring_physician(
+        &self,
+        study: &str,
+    ) -> Result<Option<String>, IndexError> {
+        let row = sqlx::query(
+            "SELECT referring_physician_name_folded FROM studies WHERE study_instance_uid = $1",
+        )
+        .bind(study)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| r.try_get(0).map_err(IndexError::from))
+            .transpose()
+    }
+
     /// Whether any account exists; with none, only loopback clients are
     /// served.
     pub async fn users_exist(&self) -> Result<bool, IndexError> {

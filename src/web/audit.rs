@@ -122,7 +122,7 @@ pub async fn dicomweb(
 }
 
 /// The study a request is about: from the path, or WADO-URI's studyUID.
-fn study_of(req: &HttpRequest) -> Option<String> {
+pub(super) fn study_of(req: &HttpRequest) -> Option<String> {
     if req.path().starts_with("/wado") {
         return web::Query::<HashMap<String, String>>::from_query(req.query_string())
             .ok()

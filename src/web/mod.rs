@@ -14,6 +14,7 @@ mod error;
 mod forwarding;
 mod hl7;
 mod peers;
+mod referring;
 mod reports;
 mod status;
 mod users;
@@ -109,6 +110,7 @@ pub fn start(
             )
             .service(
                 web::scope("/dicom-web")
+                    .wrap(from_fn(referring::own_studies_only))
                     .wrap(from_fn(audit::dicomweb))
                     .wrap(from_fn(identity_unless_json))
                     .wrap(Compress::default())
@@ -117,6 +119,7 @@ pub fn start(
             )
             .service(
                 web::scope("/wado")
+                    .wrap(from_fn(referring::own_studies_only))
                     .wrap(from_fn(audit::dicomweb))
                     .wrap(cors(&state.dicomweb.cors_allowed_origins))
                     .configure(crate::dicomweb::wado_uri_routes),

@@ -2,6 +2,7 @@
 
 usage: gen.py OUTDIR --count N [--studies S] [--rows R] [--cols C] [--ts UID]
               [--study-uid UID] [--accession A] [--patient-id ID]
+              [--referring PN]
               [--seed K] [--patient-name NAME] [--study-date DA] [--modality M]
 Writes one Part-10 file per instance and prints the number written.
 """
@@ -88,6 +89,7 @@ def main():
     p.add_argument("--study-uid", help="StudyInstanceUID of the first study")
     p.add_argument("--accession", help="AccessionNumber of every study")
     p.add_argument("--patient-id", help="PatientID of every instance")
+    p.add_argument("--referring", help="ReferringPhysicianName of every study")
     p.add_argument("--sps-id", default="SPS-1", help="ScheduledProcedureStepID in RequestAttributesSequence")
     args = p.parse_args()
     os.makedirs(args.outdir, exist_ok=True)
@@ -104,6 +106,8 @@ def main():
         patient = (args.patient_name, args.patient_id or f"PID{args.seed}-{i % args.studies}")
         ds = make(i, study_uid, series_uid, patient, args.rows, args.cols, rng, args.ts,
                   args.study_date, args.modality, args.sps_id, args.accession)
+        if args.referring:
+            ds.ReferringPhysicianName = args.referring
         little = ds.file_meta.TransferSyntaxUID != ExplicitVRBigEndian
         implicit = ds.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
         ds.save_as(
