@@ -337,6 +337,11 @@ pub struct RawDicom {
     /// Networks peers may be in (`10.0.0.0/8`, `fd00::/8`); empty for any.
     /// Checked when a peer is registered and on every connection to one.
     pub peer_networks: Option<Vec<String>>,
+    /// User identity negotiation (PS3.7 D.3.3.7): "optional" (default: a
+    /// user name and password, when sent, must be an account's and its
+    /// roles limit the services) or "required" (associations without one
+    /// are rejected).
+    pub user_identity: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -489,6 +494,8 @@ pub struct DicomConfig {
     pub duplicate_policy: DuplicatePolicy,
     pub refuse_unknown_peers: bool,
     pub peer_networks: Vec<ipnet::IpNet>,
+    /// Associations without a user identity are rejected.
+    pub require_user_identity: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -633,6 +640,16 @@ impl Config {
                     return Err(ConfigError::Invalid {
                         key: "dicom.unknown_peers",
                         reason: format!("{other:?} is not \"accept\" or \"refuse\""),
+                    })
+                }
+            },
+            require_user_identity: match d.user_identity.as_deref().map(str::trim) {
+                None | Some("optional") => false,
+                Some("required") => true,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        key: "dicom.user_identity",
+                        reason: format!("{other:?} is not \"optional\" or \"required\""),
                     })
                 }
             },

@@ -516,6 +516,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         commitments,
         forward_max_attempts: config.forward_max_attempts,
         auditor: auditor.clone(),
+        accounts: accounts.clone(),
     };
     let dicom_tls_task = match (dicom_tls_listener, &server_tls) {
         (Some(listener), Some(tls)) => Some(tokio::spawn(listener::run(

@@ -156,3 +156,46 @@ fn readme_role_table_matches_the_code() {
         wrong.join("\n")
     );
 }
+
+/// The README's DIMSE role table shows the code's DIMSE rows.
+#[test]
+fn readme_dimse_roles_match_the_code() {
+    use tessera::auth::access::DIMSE_RULES;
+    use tessera::model::PeerService;
+    let readme = read("README.md");
+    let security = section(&readme, "## Security");
+    let mut wrong = Vec::new();
+    for (service, access) in DIMSE_RULES {
+        let name = match service {
+            PeerService::Store => "C-STORE",
+            PeerService::Commit => "Storage Commitment",
+            PeerService::Find => "C-FIND",
+            PeerService::Move => "C-MOVE",
+            PeerService::Get => "C-GET",
+            PeerService::Mpps => "MPPS",
+        };
+        let line = security
+            .lines()
+            .find(|l| l.starts_with('|') && l.contains(name) && !l.contains('`'))
+            .unwrap_or_default();
+        let roles: Vec<&str> = line
+            .rsplit('|')
+            .nth(1)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .collect();
+        let mut want: Vec<&str> = access.roles().iter().map(|r| r.as_str()).collect();
+        let mut shown = roles.clone();
+        want.sort();
+        shown.sort();
+        if want != shown {
+            wrong.push(format!("{name}: README {shown:?}, code {want:?}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "README DIMSE table out of step:\n{}",
+        wrong.join("\n")
+    );
+}

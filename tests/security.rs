@@ -807,7 +807,137 @@ async fn referring_sees_only_their_studies(backend: Backend) {
     assert_eq!(rsp.status, 404, "{}", rsp.body);
 }
 
+/// What `identity.py` saw calling as `user` (no identity when `None`).
+async fn call_as(archive: &Archive, user: Option<(&str, &str)>) -> serde_json::Value {
+    let sample = common::ct_sample().expect("pydicom's CT_small.dcm");
+    let port = archive.dicom_port.to_string();
+    let mut args = vec![port.as_str(), sample.to_str().expect("utf8")];
+    if let Some((name, password)) = user {
+        args.extend(["--user", name, "--password", password]);
+    }
+    let out = common::run_peer("identity.py", &args).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&text).expect("json")
+}
+
+/// User identity negotiation on DIMSE: the account's roles limit the
+/// services through the table's DIMSE rows (a technologist stores and
+/// queries, a radiologist queries but may not store, an auditor only
+/// echoes); a wrong password is rejected (A-ASSOCIATE-RJ); with
+/// `dicom.user_identity = "required"` an association without one is
+/// rejected, and DCMTK's storescu --user gets in.
+async fn dimse_services_follow_the_user_roles(backend: Backend) {
+    if common::python().is_none() || common::dcmtk("storescu").is_none() {
+        return common::skip(
+            "dimse_services_follow_the_user_roles",
+            "pynetdicom or storescu missing",
+        );
+    }
+    let archive = Archive::start(backend).await;
+    let accounts = accounts(archive.index().await);
+    for (name, role) in [
+        ("tech", Role::Technologist),
+        ("rad", Role::Radiologist),
+        ("aud", Role::Auditor),
+    ] {
+        accounts
+            .add_user(name, &Roles([role].into()), PASSWORD, false, "")
+            .await
+            .expect("user");
+    }
+    const NOT_AUTHORIZED: i64 = 0x0124;
+    let seen = call_as(&archive, Some(("tech", PASSWORD))).await;
+    assert_eq!(seen["established"], true, "{seen}");
+    assert_eq!(
+        (
+            seen["echo"].as_i64(),
+            seen["store"].as_i64(),
+            seen["find"].as_i64()
+        ),
+        (Some(0), Some(0), Some(0)),
+        "technologist: {seen}"
+    );
+    let seen = call_as(&archive, Some(("rad", PASSWORD))).await;
+    assert_eq!(
+        (
+            seen["echo"].as_i64(),
+            seen["store"].as_i64(),
+            seen["find"].as_i64()
+        ),
+        (Some(0), Some(NOT_AUTHORIZED), Some(0)),
+        "radiologist: {seen}"
+    );
+    let seen = call_as(&archive, Some(("aud", PASSWORD))).await;
+    assert_eq!(
+        (
+            seen["echo"].as_i64(),
+            seen["store"].as_i64(),
+            seen["find"].as_i64()
+        ),
+        (Some(0), Some(NOT_AUTHORIZED), Some(NOT_AUTHORIZED)),
+        "auditor: {seen}"
+    );
+    let seen = call_as(&archive, Some(("rad", "Wrong-passw0rd"))).await;
+    assert_eq!(
+        seen["established"], false,
+        "a wrong password is rejected at association: {seen}"
+    );
+    // Without an identity the peer rules alone apply (the default).
+    let seen = call_as(&archive, None).await;
+    assert_eq!(seen["store"].as_i64(), Some(0), "{seen}");
+
+    let strict = Archive::start_with(backend, |raw| {
+        raw.dicom.user_identity = Some("required".into());
+    })
+    .await;
+    let accounts = accounts_of(&strict).await;
+    accounts
+        .add_user(
+            "tech",
+            &Roles([Role::Technologist].into()),
+            PASSWORD,
+            false,
+            "",
+        )
+        .await
+        .expect("user");
+    let seen = call_as(&strict, None).await;
+    assert_eq!(seen["established"], false, "no identity, required: {seen}");
+    let sample = common::ct_sample().expect("pydicom's CT_small.dcm");
+    let out = tokio::process::Command::new(common::dcmtk("storescu").expect("checked"))
+        .args([
+            "-aec",
+            "TESSERA",
+            "--user",
+            "tech",
+            "--password",
+            PASSWORD,
+            "127.0.0.1",
+        ])
+        .arg(strict.dicom_port.to_string())
+        .arg(&sample)
+        .env("TCP_NODELAY", "1")
+        .output()
+        .await
+        .expect("storescu runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn accounts_of(archive: &Archive) -> Accounts {
+    accounts(archive.index().await)
+}
+
 on_both_backends!(
+    dimse_services_follow_the_user_roles,
     referring_sees_only_their_studies,
     route_table_for_every_role,
     accounts_sessions_and_tokens,

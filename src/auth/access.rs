@@ -1,9 +1,10 @@
 //! The one table of who may call what: every HTTP route, matched by method
-//! and path, to the class of access it needs, and each class to the roles
-//! that hold it. A path the table does not name needs the admin role, so a
-//! new route is closed until someone places it here.
+//! and path, and every DIMSE service ([`DIMSE_RULES`]), to the class of
+//! access it needs, and each class to the roles that hold it. A path the
+//! table does not name needs the admin role, so a new route is closed
+//! until someone places it here.
 
-use crate::model::Role;
+use crate::model::{PeerService, Role};
 
 /// What a route does, in the terms of the security model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +119,27 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/viewer", Access::View),
     rule("GET", "/viewer/**", Access::View),
 ];
+
+/// DIMSE services, for associations whose requestor proved an account
+/// (user identity negotiation): the access each needs. C-ECHO needs none.
+/// Queries and retrieves are [`Access::Read`]: DIMSE has no referring
+/// physician filter.
+pub const DIMSE_RULES: &[(PeerService, Access)] = &[
+    (PeerService::Store, Access::Store),
+    (PeerService::Find, Access::Read),
+    (PeerService::Move, Access::Read),
+    (PeerService::Get, Access::Read),
+    (PeerService::Commit, Access::Store),
+    (PeerService::Mpps, Access::Operate),
+];
+
+/// The access a DIMSE service needs.
+pub fn dimse(service: PeerService) -> Access {
+    DIMSE_RULES
+        .iter()
+        .find(|(s, _)| *s == service)
+        .map_or(Access::Admin, |(_, access)| *access)
+}
 
 /// The access a request needs. HEAD is checked as GET.
 pub fn required(method: &str, path: &str) -> Access {

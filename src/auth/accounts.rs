@@ -223,10 +223,10 @@ impl Accounts {
             .ok_or_else(|| AuthError::NoSuchUser(name.to_owned()))
     }
 
-    /// Check a name and password and start a session. Every refusal but a
-    /// lockout reads the same, so the answer does not tell which names
-    /// exist.
-    pub async fn login(&self, name: &str, password: &str) -> Result<NewSession, AuthError> {
+    /// Check a name and password, counting failures towards a lockout.
+    /// Every refusal but a lockout reads the same, so the answer does not
+    /// tell which names exist.
+    pub async fn check_password(&self, name: &str, password: &str) -> Result<User, AuthError> {
         let now = now();
         let user = self.index.user(name).await?;
         if let Some(user) = &user {
@@ -241,8 +241,13 @@ impl Accounts {
             .map_or_else(|| decoy_hash().to_owned(), |u| u.password_hash.clone());
         let given = password.to_owned();
         let good = blocking(move || password::verify(&stored, &given)).await?;
-        let user = match user {
-            Some(user) if good && !user.disabled => user,
+        match user {
+            Some(user) if good && !user.disabled => {
+                if user.failed_logins > 0 {
+                    self.index.record_login_failure(&user.name, 0, 0).await?;
+                }
+                Ok(user)
+            }
             Some(user) if !good => {
                 let failures = user.failed_logins + 1;
                 let lock = lock_secs(failures);
@@ -254,10 +259,16 @@ impl Accounts {
                     tracing::warn!(user = %user.name, failures, lock, "account locked");
                     return Err(AuthError::LockedNow);
                 }
-                return Err(AuthError::BadCredentials);
+                Err(AuthError::BadCredentials)
             }
-            _ => return Err(AuthError::BadCredentials),
-        };
+            _ => Err(AuthError::BadCredentials),
+        }
+    }
+
+    /// Check a name and password and start a session.
+    pub async fn login(&self, name: &str, password: &str) -> Result<NewSession, AuthError> {
+        let user = self.check_password(name, password).await?;
+        let now = now();
         let cookie = secret::random_hex(32)?;
         let session = Session {
             id_hash: secret::digest(&cookie),

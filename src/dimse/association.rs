@@ -4,12 +4,13 @@
 //! data-set fragments. Nothing here knows what a command means.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dicom_ul::association::server::{AccessControl, Negotiation, ServerAssociationOptions};
 use dicom_ul::pdu::{
     AssociationRJServiceUserReason, PDataValue, PDataValueType, PresentationContextResultReason,
-    RequestorRoles, UserIdentity,
+    RequestorRoles, UserIdentity, UserIdentityType,
 };
 use dicom_ul::Pdu;
 
@@ -37,11 +38,41 @@ pub enum AssociationError {
     Command(#[from] CommandError),
 }
 
-/// Called/calling AE title policy, from config.
+/// The user an A-ASSOCIATE-RQ named in its User Identity item (PS3.7
+/// D.3.3.7): a user name and, for type 2, a passcode. Filled while the
+/// request is negotiated, checked against the accounts once the
+/// association is up, since that check is too slow for negotiation.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimedUser(Arc<Mutex<Option<Claim>>>);
+
+/// What the requestor claimed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    UserAndPassword(String, String),
+    /// A user name alone, or Kerberos, SAML or JWT, none of which Tessera
+    /// can check.
+    Unverifiable,
+}
+
+impl ClaimedUser {
+    pub fn take(&self) -> Option<Claim> {
+        self.0.lock().ok().and_then(|mut c| c.take())
+    }
+
+    fn set(&self, claim: Claim) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(claim);
+        }
+    }
+}
+
+/// Called/calling AE title and user identity policy, from config.
 #[derive(Debug, Clone)]
 pub struct AePolicy {
     allowed_calling: Vec<AeTitle>,
     require_called: bool,
+    require_user: bool,
+    claimed: ClaimedUser,
 }
 
 impl AccessControl for AePolicy {
@@ -50,8 +81,14 @@ impl AccessControl for AePolicy {
         this_ae_title: &str,
         calling_ae_title: &str,
         called_ae_title: &str,
-        _user_identity: Option<&UserIdentity>,
+        user_identity: Option<&UserIdentity>,
     ) -> Result<(), AssociationRJServiceUserReason> {
+        match user_identity {
+            Some(identity) => self.claimed.set(claim(identity)),
+            // PS3.7 D.3.3.7: without the identity the policy requires.
+            None if self.require_user => return Err(AssociationRJServiceUserReason::NoReasonGiven),
+            None => {}
+        }
         if self.require_called && called_ae_title.trim() != this_ae_title {
             return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
         }
@@ -64,6 +101,20 @@ impl AccessControl for AePolicy {
             return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
         }
         Ok(())
+    }
+}
+
+pub(super) fn claim(identity: &UserIdentity) -> Claim {
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).ok();
+    match identity.identity_type() {
+        UserIdentityType::UsernamePassword => match (
+            text(identity.primary_field()),
+            text(identity.secondary_field()),
+        ) {
+            (Some(user), Some(password)) => Claim::UserAndPassword(user, password),
+            _ => Claim::Unverifiable,
+        },
+        _ => Claim::Unverifiable,
     }
 }
 
@@ -115,18 +166,17 @@ impl Negotiation for RolePolicy {
 /// timeout is set here: dicom-ul would apply it to every later PDU too, so
 /// the listener bounds establishment (ARTIM) and [`Association`] the idle
 /// time separately.
-/// The acceptor for the plain port, and for the TLS port when it is on.
-pub struct AcceptorOptions {
-    pub plain: ServerAssociationOptions<'static, AePolicy, RolePolicy>,
-    pub tls: Option<ServerAssociationOptions<'static, AePolicy, RolePolicy>>,
-}
-
+/// The acceptor for one connection; `claimed` receives the user identity
+/// its request carries.
 pub fn acceptor_options(
     config: &DicomConfig,
+    claimed: ClaimedUser,
 ) -> ServerAssociationOptions<'static, AePolicy, RolePolicy> {
     let policy = AePolicy {
         allowed_calling: config.allowed_calling_ae_titles.clone(),
         require_called: config.require_called_ae_title,
+        require_user: config.require_user_identity,
+        claimed,
     };
     let mut options = ServerAssociationOptions::new()
         .ae_access_control(policy)
@@ -179,6 +229,9 @@ pub struct Association {
     released: bool,
     /// The services a registered calling AE may use; `None` for no limit.
     permitted: Option<BTreeSet<PeerService>>,
+    /// The account the requestor proved (user identity negotiation), and
+    /// its roles, which limit the services further.
+    user: Option<(String, crate::model::Roles)>,
     /// Specific Character Set of worklist answers; empty for UTF-8.
     worklist_charset: String,
     /// A request read early, served before anything else.
@@ -220,6 +273,7 @@ impl Association {
             partial_context: None,
             released: false,
             permitted: None,
+            user: None,
             worklist_charset: String::new(),
             deferred: None,
             peer: String::new(),
@@ -277,6 +331,24 @@ impl Association {
 
     pub fn worklist_charset(&self) -> &str {
         &self.worklist_charset
+    }
+
+    /// Act as `user` with `roles` from now on.
+    pub fn log_in(&mut self, user: String, roles: crate::model::Roles) {
+        self.user = Some((user, roles));
+    }
+
+    /// The account the requestor proved, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_ref().map(|(name, _)| name.as_str())
+    }
+
+    /// Whether the proved account's roles allow `service`; true without
+    /// one (the peer rules alone apply).
+    pub fn user_permits(&self, service: PeerService) -> bool {
+        self.user.as_ref().is_none_or(|(_, roles)| {
+            crate::auth::access::allows(crate::auth::access::dimse(service), roles.iter())
+        })
     }
 
     pub fn permits(&self, service: PeerService) -> bool {

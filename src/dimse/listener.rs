@@ -17,9 +17,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::association::{acceptor_options, AcceptorOptions, Association};
+use super::admission::{accept_plain, accept_tls};
+use super::association::{acceptor_options, Association, ClaimedUser};
 use super::service::{dispatch, ServiceContext};
-use super::wire::Wire;
 use crate::config::DicomConfig;
 
 /// Refusals answered with an A-ASSOCIATE-RJ at once; past this, a refused
@@ -45,13 +45,7 @@ pub async fn run(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let options = Arc::new(AcceptorOptions {
-        tls: tls
-            .as_ref()
-            .map(|t| acceptor_options(&config).tls_config(t.config())),
-        plain: acceptor_options(&config),
-    });
-    let tls = tls.is_some();
+    let tls = tls.map(|t| t.config());
     let limit = Arc::new(Semaphore::new(config.max_associations));
     let per_client = Arc::new(crate::limits::PerClient::new(
         config.max_associations_per_ip,
@@ -60,7 +54,7 @@ pub async fn run(
     tracing::info!(
         ae_title = %config.ae_title,
         addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-        tls,
+        tls = tls.is_some(),
         "DICOM listener ready"
     );
     loop {
@@ -92,7 +86,7 @@ pub async fn run(
                 "association limit reached"
             );
             // A TLS client would not understand a plain A-ASSOCIATE-RJ.
-            if tls {
+            if tls.is_some() {
                 continue;
             }
             if let Ok(refusal) = refusing.clone().try_acquire_owned() {
@@ -103,7 +97,7 @@ pub async fn run(
             }
             continue;
         };
-        let options = options.clone();
+        let tls = tls.clone();
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
         let idle = config.idle_timeout;
@@ -113,12 +107,17 @@ pub async fn run(
         tracker.spawn(
             async move {
                 let _permit = permit;
-                let wire = if tls {
-                    accept_tls(socket, &options, &ctx, &config).await
-                } else {
-                    accept_plain(socket, &options, &ctx, &config).await
+                // Built per connection: the policy keeps what this request
+                // claims as its user.
+                let claimed = ClaimedUser::default();
+                let options = acceptor_options(&config, claimed.clone());
+                let accepted = match tls {
+                    Some(tls) => {
+                        accept_tls(socket, options.tls_config(tls), &claimed, &ctx, &config).await
+                    }
+                    None => accept_plain(socket, &options, &claimed, &ctx, &config).await,
                 };
-                let Some(wire) = wire else {
+                let Some((wire, user)) = accepted else {
                     ctx.metrics.associations_rejected.inc();
                     return;
                 };
@@ -128,6 +127,9 @@ pub async fn run(
                 let mut assoc = Association::new(wire, idle);
                 assoc.set_peer(peer.ip().to_string());
                 tracing::Span::current().record("calling_ae", assoc.calling_ae().as_str());
+                if let Some(user) = user {
+                    assoc.log_in(user.name, user.roles);
+                }
                 tracing::debug!("association established");
                 // A registered peer may use only its services; other calling
                 // AEs are limited by `dicom.allowed_calling_ae_titles` alone.
@@ -151,120 +153,6 @@ pub async fn run(
         );
     }
     tracing::info!("DICOM listener stopped accepting");
-}
-
-/// A plain connection: screen its A-ASSOCIATE-RQ, then establish.
-async fn accept_plain(
-    socket: TcpStream,
-    options: &AcceptorOptions,
-    ctx: &ServiceContext,
-    config: &DicomConfig,
-) -> Option<Wire> {
-    let artim = config.artim_timeout;
-    match tokio::time::timeout(artim, super::screen::check(&socket)).await {
-        Ok(Ok(calling)) => {
-            let refusal = if calling
-                .as_deref()
-                .is_some_and(|ae| config.ae_certificates.contains_key(ae.trim()))
-            {
-                tracing::info!(
-                    ?calling,
-                    "A-ASSOCIATE-RQ refused: this AE title must call over TLS with its certificate"
-                );
-                true
-            } else if config.refuse_unknown_peers && !registered(ctx, calling.as_deref()).await {
-                tracing::info!(
-                    ?calling,
-                    "A-ASSOCIATE-RQ refused: calling AE title not registered"
-                );
-                true
-            } else {
-                false
-            };
-            if refusal {
-                super::screen::refuse(socket, super::screen::Refusal::CallingAeTitle).await;
-                return None;
-            }
-        }
-        Ok(Err(refusal)) => {
-            tracing::info!(?refusal, "A-ASSOCIATE-RQ refused");
-            super::screen::refuse(socket, refusal).await;
-            return None;
-        }
-        Err(_) => {
-            tracing::info!("no A-ASSOCIATE-RQ within the ARTIM timeout");
-            return None;
-        }
-    }
-    match tokio::time::timeout(artim, options.plain.establish_async(socket)).await {
-        Ok(Ok(inner)) => Some(Wire::Plain(Box::new(inner))),
-        Ok(Err(e)) => {
-            tracing::info!(error = %e, "association not established");
-            None
-        }
-        Err(_) => {
-            tracing::info!("no A-ASSOCIATE-RQ within the ARTIM timeout");
-            None
-        }
-    }
-}
-
-/// A TLS connection: the handshake, then the association inside it. The
-/// request cannot be screened before the handshake, so what the screen
-/// would refuse is aborted right after establishment instead.
-async fn accept_tls(
-    socket: TcpStream,
-    options: &AcceptorOptions,
-    ctx: &ServiceContext,
-    config: &DicomConfig,
-) -> Option<Wire> {
-    let Some(tls_options) = &options.tls else {
-        return None;
-    };
-    let mut wire = match tokio::time::timeout(
-        config.artim_timeout,
-        tls_options.establish_tls_async(socket),
-    )
-    .await
-    {
-        Ok(Ok(inner)) => Wire::Tls(Box::new(inner)),
-        Ok(Err(e)) => {
-            tracing::info!(error = %e, "TLS association not established");
-            return None;
-        }
-        Err(_) => {
-            tracing::info!("no TLS handshake and A-ASSOCIATE-RQ within the ARTIM timeout");
-            return None;
-        }
-    };
-    let calling = wire.peer_ae_title().trim().to_owned();
-    let refusal = match config.ae_certificates.get(&calling) {
-        Some(name) => {
-            let proven = wire
-                .peer_certificate()
-                .is_some_and(|cert| crate::tls::certificate_names(&cert, name));
-            (!proven).then_some("its certificate is missing or not valid for its AE title")
-        }
-        None if config.refuse_unknown_peers && !registered(ctx, Some(&calling)).await => {
-            Some("calling AE title not registered")
-        }
-        None => None,
-    };
-    if let Some(reason) = refusal {
-        tracing::warn!(%calling, reason, "TLS association aborted");
-        let _ = wire.abort().await;
-        return None;
-    }
-    Some(wire)
-}
-
-/// Whether `calling` is in the peer registry; a failed look-up counts as
-/// not registered.
-async fn registered(ctx: &ServiceContext, calling: Option<&str>) -> bool {
-    match calling {
-        Some(ae) => ctx.peers.get(ae).await.is_ok(),
-        None => false,
-    }
 }
 
 /// One record for everything an association stored: its studies and

@@ -1,6 +1,8 @@
 //! The DIMSE service layer on dicom-ul (async): what dicom-rs leaves out.
 //!
 //! - [`listener`]: accept loop, association caps, shutdown.
+//! - [`admission`]: from accept to an established association: the
+//!   screen's rules, TLS, certificate-bound AE titles, user identity.
 //! - [`screen`]: a first look at each A-ASSOCIATE-RQ, refusing what the
 //!   upper layer would accept and then fail on.
 //! - [`association`]: negotiation policy and P-DATA ↔ commands and data-set
@@ -17,6 +19,7 @@
 //! An instance arrives here, is streamed to [`crate::ingest`], and is
 //! answered only once ingest reports it durable.
 
+pub mod admission;
 pub mod association;
 pub mod command;
 pub mod forwarder;

@@ -25,14 +25,25 @@ const MIN_MAX_PDU: u32 = 13;
 pub enum Refusal {
     CallingAeTitle,
     CalledAeTitle,
+    /// A user identity that is not an account's (PS3.7 D.3.3.7: no
+    /// reason given).
+    User,
     /// Malformed in a way only the requestor can fix.
     Request,
 }
 
-/// Check the request waiting on `socket`; its calling AE title when it
-/// was read. `Ok(None)` when the bytes are not an A-ASSOCIATE-RQ or too
+/// What a screened request says about its sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Screened {
+    pub calling: String,
+    /// The User Identity sub-item (PS3.7 D.3.3.7), if any.
+    pub claim: Option<super::association::Claim>,
+}
+
+/// Check the request waiting on `socket`; what it says of its sender when
+/// it was read. `Ok(None)` when the bytes are not an A-ASSOCIATE-RQ or too
 /// long to screen: the upper layer decides.
-pub async fn check(socket: &TcpStream) -> Result<Option<String>, Refusal> {
+pub async fn check(socket: &TcpStream) -> Result<Option<Screened>, Refusal> {
     let mut buf = vec![0u8; MAX_SCREENED];
     let mut wanted = 6usize;
     loop {
@@ -51,7 +62,7 @@ pub async fn check(socket: &TcpStream) -> Result<Option<String>, Refusal> {
             }
         }
         if got >= wanted && wanted > 6 {
-            return judge(&buf[..wanted]).map(Some);
+            return screen(&buf[..wanted]).map(Some);
         }
         // peek returns at once while any byte is queued: wait a little for
         // the rest (the caller bounds the whole by the ARTIM timeout).
@@ -62,6 +73,10 @@ pub async fn check(socket: &TcpStream) -> Result<Option<String>, Refusal> {
 /// Whether an A-ASSOCIATE-RQ PDU would be let through to dicom-ul; its
 /// calling AE title if so.
 pub fn judge(pdu: &[u8]) -> Result<String, Refusal> {
+    screen(pdu).map(|s| s.calling)
+}
+
+fn screen(pdu: &[u8]) -> Result<Screened, Refusal> {
     // Called AE title at bytes 10–25, calling at 26–41 (PS3.8 9.3.2).
     let title_ok = |raw: &[u8]| {
         raw.iter().all(|b| (0x20..0x7f).contains(b) && *b != b'\\')
@@ -88,7 +103,14 @@ pub fn judge(pdu: &[u8]) -> Result<String, Refusal> {
     if !max_pdu_ok || !ids_ok {
         return Err(Refusal::Request);
     }
-    Ok(rq.calling_ae_title.trim().to_owned())
+    let claim = rq.user_variables.iter().find_map(|v| match v {
+        UserVariableItem::UserIdentityItem(identity) => Some(super::association::claim(identity)),
+        _ => None,
+    });
+    Ok(Screened {
+        calling: rq.calling_ae_title.trim().to_owned(),
+        claim,
+    })
 }
 
 /// Answer a refused request and close.
@@ -96,7 +118,7 @@ pub async fn refuse(mut socket: TcpStream, refusal: Refusal) {
     let reason = match refusal {
         Refusal::CallingAeTitle => AssociationRJServiceUserReason::CallingAETitleNotRecognized,
         Refusal::CalledAeTitle => AssociationRJServiceUserReason::CalledAETitleNotRecognized,
-        Refusal::Request => AssociationRJServiceUserReason::NoReasonGiven,
+        Refusal::Request | Refusal::User => AssociationRJServiceUserReason::NoReasonGiven,
     };
     let rj = Pdu::AssociationRJ(AssociationRJ {
         result: AssociationRJResult::Permanent,

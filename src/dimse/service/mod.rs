@@ -50,15 +50,19 @@ pub struct ServiceContext {
     /// that lists a forward as failed counts as one.
     pub forward_max_attempts: i64,
     pub auditor: crate::audit::Auditor,
+    /// Accounts, for associations that send a user identity.
+    pub accounts: crate::auth::Accounts,
 }
 
 /// An audit event by the association's calling AE.
+/// An audit event by the association's proved user, or else its calling
+/// AE.
 pub fn audit_event(assoc: &Association, event: crate::audit::Event) -> crate::audit::AuditEvent {
-    crate::audit::AuditEvent::new(
-        event,
-        crate::audit::Actor::AeTitle(assoc.calling_ae().as_str().to_owned()),
-        assoc.peer(),
-    )
+    let actor = match assoc.user() {
+        Some(user) => crate::audit::Actor::User(user.to_owned()),
+        None => crate::audit::Actor::AeTitle(assoc.calling_ae().as_str().to_owned()),
+    };
+    crate::audit::AuditEvent::new(event, actor, assoc.peer())
 }
 
 /// A query's level and keys, short enough for an audit record.
@@ -81,7 +85,7 @@ pub async fn dispatch(
     ctx: &ServiceContext,
 ) -> Result<(), AssociationError> {
     if let Some(service) = required_service(&request.command) {
-        if !assoc.permits(service) {
+        if !assoc.permits(service) || !assoc.user_permits(service) {
             return refuse_unauthorized(assoc, request, service).await;
         }
     }
@@ -162,15 +166,15 @@ async fn refuse_unauthorized(
     request: Request,
     service: PeerService,
 ) -> Result<(), AssociationError> {
-    tracing::warn!(calling_ae = %assoc.calling_ae(), service = service.as_str(), "request refused: not among the peer's services");
+    let who = match assoc.user() {
+        Some(user) if !assoc.user_permits(service) => format!("user {user} (roles)"),
+        _ => format!("{} (peer services)", assoc.calling_ae()),
+    };
+    tracing::warn!(%who, service = service.as_str(), "request refused");
     if request.command.has_dataset {
         assoc.drain_data_set(request.context_id).await?;
     }
     let rsp = Command::response_to(&request.command, Status::Other(NOT_AUTHORIZED))
-        .with_error_comment(format!(
-            "{} may not use {} (peer services)",
-            assoc.calling_ae(),
-            service.as_str()
-        ));
+        .with_error_comment(format!("{who} may not use {}", service.as_str()));
     assoc.send_command(request.context_id, &rsp).await
 }
