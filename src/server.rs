@@ -469,6 +469,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         max_parallel: config.forward_parallel_destinations,
         retention_secs: config.queue_retention_secs,
         busy: Default::default(),
+        auditor: auditor.clone(),
     };
     worker_tracker.spawn(forwarder.run(shutdown.clone()));
     worker_tracker.spawn(purge_sessions(accounts.clone(), shutdown.clone()));

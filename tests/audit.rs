@@ -505,4 +505,55 @@ async fn records_reach_syslog(backend: Backend) {
     );
 }
 
-on_both_backends!(every_access_is_recorded, records_reach_syslog);
+/// Store-and-forward leaves an Export record naming the destination and
+/// the patient.
+async fn exports_are_recorded(backend: Backend) {
+    let (Some(_), Some(_)) = (dcmtk("storescu"), dcmtk("storescp")) else {
+        return skip("exports_are_recorded", "DCMTK storescu/storescp missing");
+    };
+    let received = tempfile::tempdir().expect("tmp");
+    let dest = common::StoreScp::start("DEST", received.path(), &[]).await;
+    let archive = Archive::start_with(backend, |raw| {
+        raw.peers = vec![common::local_peer("DEST", dest.port)];
+        raw.routes = vec![tessera::routing::RawRoute {
+            name: "everything".into(),
+            destination: "DEST".into(),
+            calling_ae: vec![],
+            modality: vec![],
+            sop_class_uid: vec![],
+            study_description: vec![],
+            body_part_examined: vec![],
+            patient_id: vec![],
+            confirm_commitment: false,
+        }];
+    })
+    .await;
+    let accounts = Accounts::new(archive.index().await, Default::default());
+    let auditor = user_with_token(&accounts, "aud", Role::Auditor).await;
+    let sample = ct_sample().expect("pydicom's CT_small.dcm");
+    let port = archive.dicom_port.to_string();
+    dcmtk_ok(
+        "storescu",
+        &[
+            "-aet",
+            "CT01",
+            "-aec",
+            "TESSERA",
+            "127.0.0.1",
+            &port,
+            sample.to_str().expect("utf8"),
+        ],
+    )
+    .await;
+    let exported = records(&archive, &auditor, "event=exported", 1).await;
+    assert!(has_patient(&exported[0], PATIENT), "{exported:#?}");
+    let message = exported[0]["message"].as_str().expect("message");
+    assert!(message.contains("csd-code=\"110106\""), "{message}");
+    assert!(message.contains("DEST"), "{message}");
+}
+
+on_both_backends!(
+    every_access_is_recorded,
+    records_reach_syslog,
+    exports_are_recorded
+);

@@ -65,6 +65,7 @@ pub struct Forwarder {
     pub retention_secs: i64,
     /// Destinations with a worker running now.
     pub busy: Mutex<HashSet<String>>,
+    pub auditor: crate::audit::Auditor,
 }
 
 /// How long a destination that reported on a new association is not waited
@@ -188,11 +189,13 @@ impl Forwarder {
             Err(e) => return self.retry_all(&forwards, &e.to_string()).await,
         };
         let mut to_confirm = Vec::new();
+        let mut sent = Vec::new();
         for (n, f) in forwards.iter().enumerate() {
             let message_id = u16::try_from(n % 0xFFFF + 1).unwrap_or(1);
             match send_instance(&mut association, &self.storage, &f.item, message_id, None).await {
                 Ok((SubOpOutcome::Completed | SubOpOutcome::Warning, _)) => {
                     self.metrics.forwarded.inc();
+                    sent.push(f.item.sop_instance_uid.clone());
                     if f.confirm_commitment {
                         to_confirm.push(f);
                     } else if let Err(e) = self.index.forward_done(f.id).await {
@@ -207,6 +210,7 @@ impl Forwarder {
                     // The association broke: this and the rest go again
                     // later, as do those sent but not yet confirmed.
                     self.retry_all(&forwards[n..], &e.to_string()).await;
+                    self.audit_export(destination, sent);
                     for f in to_confirm {
                         self.retry(f, "association broke before storage commitment")
                             .await;
@@ -216,10 +220,28 @@ impl Forwarder {
                 }
             }
         }
+        self.audit_export(destination, sent);
         if !to_confirm.is_empty() {
             confirm::request_commitment(self, destination, &mut association, &to_confirm).await;
         }
         association.release().await;
+    }
+
+    /// One Export record per batch sent to a destination.
+    fn audit_export(&self, destination: &str, sent: Vec<String>) {
+        if sent.is_empty() {
+            return;
+        }
+        let detail = format!("forwarded {} instances to {destination}", sent.len());
+        self.auditor.record(
+            crate::audit::AuditEvent::new(
+                crate::audit::Event::Exported,
+                crate::audit::Actor::Local,
+                "",
+            )
+            .instances(sent)
+            .detail(detail),
+        );
     }
 
     /// Whether to keep the association open for the report: not for a
