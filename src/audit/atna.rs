@@ -115,28 +115,10 @@ pub fn message(event: &AuditEvent, micros: i64, source: &Source) -> String {
     ));
 
     for patient in &event.patients {
-        xml.push_str(&format!(
-            "<ParticipantObjectIdentification ParticipantObjectID=\"{}\" \
-             ParticipantObjectTypeCode=\"1\" ParticipantObjectTypeCodeRole=\"1\">{}\
-             </ParticipantObjectIdentification>",
-            escape(patient),
-            code(
-                "ParticipantObjectIDTypeCode",
-                ("2", "RFC-3881", "Patient Number")
-            )
-        ));
+        xml.push_str(&participant(patient, 1, 1, PATIENT_NUMBER, ""));
     }
     for study in &event.studies {
-        xml.push_str(&format!(
-            "<ParticipantObjectIdentification ParticipantObjectID=\"{}\" \
-             ParticipantObjectTypeCode=\"2\" ParticipantObjectTypeCodeRole=\"3\">{}\
-             </ParticipantObjectIdentification>",
-            escape(study),
-            code(
-                "ParticipantObjectIDTypeCode",
-                ("110180", "DCM", "Study Instance UID")
-            )
-        ));
+        xml.push_str(&participant(study, 2, 3, STUDY_UID, ""));
     }
     if !event.detail.is_empty() {
         xml.push_str(&detail_object(e, &event.detail));
@@ -148,38 +130,46 @@ pub fn message(event: &AuditEvent, micros: i64, source: &Source) -> String {
 const SOURCE_ROLE: Code = ("110153", "DCM", "Source Role ID");
 const DESTINATION_ROLE: Code = ("110152", "DCM", "Destination Role ID");
 
+const PATIENT_NUMBER: Code = ("2", "RFC-3881", "Patient Number");
+const STUDY_UID: Code = ("110180", "DCM", "Study Instance UID");
+const SOP_CLASS_UID: Code = ("110181", "DCM", "SOP Class UID");
+const USER_IDENTIFIER: Code = ("11", "RFC-3881", "User Identifier");
+const URI: Code = ("12", "RFC-3881", "URI");
+
+/// One ParticipantObjectIdentification: its ID, type and role codes, ID
+/// type, and any inner elements (`inner`, already XML).
+fn participant(id: &str, type_code: u8, role: u8, id_type: Code, inner: &str) -> String {
+    format!(
+        "<ParticipantObjectIdentification ParticipantObjectID=\"{}\" \
+         ParticipantObjectTypeCode=\"{type_code}\" ParticipantObjectTypeCodeRole=\"{role}\">{}{inner}\
+         </ParticipantObjectIdentification>",
+        escape(id),
+        code("ParticipantObjectIDTypeCode", id_type)
+    )
+}
+
 /// What the event was about beyond patients and studies: the query of a
-/// Query, the account or peer of a security alert, the HL7 message type.
+/// Query, the account of a login or account change, and otherwise a
+/// description (peer, HL7 message type, destination).
 fn detail_object(e: Event, detail: &str) -> String {
     let b64 = base64::engine::general_purpose::STANDARD.encode(detail.as_bytes());
     match e {
-        Event::Queried => format!(
-            "<ParticipantObjectIdentification ParticipantObjectID=\"query\" \
-             ParticipantObjectTypeCode=\"2\" ParticipantObjectTypeCodeRole=\"3\">{}\
-             <ParticipantObjectQuery>{b64}</ParticipantObjectQuery>\
-             </ParticipantObjectIdentification>",
-            code(
-                "ParticipantObjectIDTypeCode",
-                ("110181", "DCM", "SOP Class UID")
-            )
+        Event::Queried => participant(
+            "query",
+            2,
+            3,
+            SOP_CLASS_UID,
+            &format!("<ParticipantObjectQuery>{b64}</ParticipantObjectQuery>"),
         ),
-        Event::UserChanged | Event::Lockout | Event::Login | Event::Logout => format!(
-            "<ParticipantObjectIdentification ParticipantObjectID=\"{}\" \
-             ParticipantObjectTypeCode=\"2\" ParticipantObjectTypeCodeRole=\"13\">{}\
-             </ParticipantObjectIdentification>",
-            escape(detail),
-            code(
-                "ParticipantObjectIDTypeCode",
-                ("11", "RFC-3881", "User Identifier")
-            )
-        ),
-        _ => format!(
-            "<ParticipantObjectIdentification ParticipantObjectID=\"{}\" \
-             ParticipantObjectTypeCode=\"2\" ParticipantObjectTypeCodeRole=\"13\">{}\
-             <ParticipantObjectDetail type=\"Description\" value=\"{b64}\"/>\
-             </ParticipantObjectIdentification>",
-            escape(&detail.chars().take(64).collect::<String>()),
-            code("ParticipantObjectIDTypeCode", ("12", "RFC-3881", "URI"))
+        Event::UserChanged | Event::Lockout | Event::Login | Event::Logout => {
+            participant(detail, 2, 13, USER_IDENTIFIER, "")
+        }
+        _ => participant(
+            &detail.chars().take(64).collect::<String>(),
+            2,
+            13,
+            URI,
+            &format!("<ParticipantObjectDetail type=\"Description\" value=\"{b64}\"/>"),
         ),
     }
 }
