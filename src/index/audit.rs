@@ -160,24 +160,15 @@ impl Index {
         &self,
         studies: &[String],
     ) -> Result<std::collections::HashMap<String, String>, IndexError> {
-        let mut found = std::collections::HashMap::new();
-        for chunk in studies.chunks(500) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let sql = format!(
+        let pairs = self
+            .pairs_for(
                 "SELECT studies.study_instance_uid, patients.patient_id FROM studies \
                  JOIN patients ON patients.id = studies.patient_fk \
-                 WHERE studies.study_instance_uid IN ({})",
-                placeholders.join(", ")
-            );
-            let mut query = sqlx::query(&sql);
-            for uid in chunk {
-                query = query.bind(uid);
-            }
-            for row in query.fetch_all(&self.pool).await? {
-                found.insert(row.try_get(0)?, row.try_get(1)?);
-            }
-        }
-        Ok(found)
+                 WHERE studies.study_instance_uid",
+                studies,
+            )
+            .await?;
+        Ok(pairs.into_iter().collect())
     }
 
     /// The study and patient of each of `instances` the index knows.
@@ -185,17 +176,28 @@ impl Index {
         &self,
         instances: &[String],
     ) -> Result<Vec<(String, String)>, IndexError> {
+        self.pairs_for(
+            "SELECT DISTINCT studies.study_instance_uid, patients.patient_id FROM instances \
+             JOIN series ON series.id = instances.series_fk \
+             JOIN studies ON studies.id = series.study_fk \
+             JOIN patients ON patients.id = studies.patient_fk \
+             WHERE instances.sop_instance_uid",
+            instances,
+        )
+        .await
+    }
+
+    /// Two text columns of `select` (which ends with the column to match)
+    /// for every value of `uids`, 500 at a time.
+    async fn pairs_for(
+        &self,
+        select: &str,
+        uids: &[String],
+    ) -> Result<Vec<(String, String)>, IndexError> {
         let mut found = Vec::new();
-        for chunk in instances.chunks(500) {
+        for chunk in uids.chunks(500) {
             let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let sql = format!(
-                "SELECT DISTINCT studies.study_instance_uid, patients.patient_id FROM instances \
-                 JOIN series ON series.id = instances.series_fk \
-                 JOIN studies ON studies.id = series.study_fk \
-                 JOIN patients ON patients.id = studies.patient_fk \
-                 WHERE instances.sop_instance_uid IN ({})",
-                placeholders.join(", ")
-            );
+            let sql = format!("{select} IN ({})", placeholders.join(", "));
             let mut query = sqlx::query(&sql);
             for uid in chunk {
                 query = query.bind(uid);
