@@ -90,6 +90,8 @@ pub struct RawConfig {
     pub hl7: RawHl7,
     #[serde(default)]
     pub audit: RawAudit,
+    #[serde(default)]
+    pub oidc: crate::auth::oidc::RawOidc,
 }
 
 /// The HL7 v2 (MLLP) interface to the RIS/HIS.
@@ -542,6 +544,8 @@ pub struct Config {
     pub tls: Option<crate::tls::TlsFiles>,
     pub hl7: Hl7Config,
     pub audit: AuditConfig,
+    /// Single sign-on; `None` when `[oidc]` names no issuer.
+    pub oidc: Option<crate::auth::oidc::OidcSettings>,
 }
 
 pub const DEFAULT_AE_TITLE: &str = "TESSERA";
@@ -736,6 +740,7 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_VIEWER_DIR)),
         };
         let audit = AuditConfig::from_raw(std::mem::take(&mut raw.audit), &raw.tls)?;
+        let oidc = crate::auth::oidc::OidcSettings::from_raw(std::mem::take(&mut raw.oidc))?;
         let http_tls = raw.http.tls.unwrap_or(false);
         let require_client_cert = raw.tls.require_client_cert.unwrap_or(false);
         let server_tls = if http_tls || dicom.tls_bind.is_some() || raw.hl7.tls.unwrap_or(false) {
@@ -823,6 +828,7 @@ impl Config {
         Ok(Config {
             hl7,
             audit,
+            oidc,
             tls,
             dicomweb,
             forward_max_attempts: raw.forwarding.max_attempts.unwrap_or(20).max(1),

@@ -19,6 +19,9 @@ pub struct ImportSummary {
     pub replaced: usize,
     pub directory_records: usize,
     pub failed: Vec<(PathBuf, String)>,
+    /// The studies that got or already had an imported instance, for the
+    /// audit trail.
+    pub studies: std::collections::BTreeSet<String>,
 }
 
 /// Every regular file below the given paths, in a stable order.
@@ -92,6 +95,12 @@ pub async fn import_files(
             summary.directory_records += 1;
             continue;
         };
+        let result = result.map(|(outcome, ids)| {
+            summary
+                .studies
+                .insert(ids.study_instance_uid.as_str().to_owned());
+            outcome
+        });
         progress(&path, &result);
         match result {
             Ok(IngestOutcome::Stored) => summary.stored += 1,

@@ -271,31 +271,14 @@ async fn audit_verify(config: Config, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 async fn user(config: Config, command: UserCommand) -> anyhow::Result<ExitCode> {
-    use tessera::audit::{Actor, AuditEvent, Event};
+    use tessera::audit::{AuditEvent, Event};
     use tessera::model::Roles;
     let core = tessera::server::Core::open(&config).await?;
     let accounts = tessera::auth::Accounts::new(core.index.clone(), config.sessions);
-    let audit_tracker = TaskTracker::new();
-    let audit_stop = CancellationToken::new();
-    let auditor = tessera::server::start_auditor(
-        &config,
-        &core,
-        &audit_tracker,
-        audit_stop.clone(),
-        Some("cli"),
-    )?;
-    let who = std::env::var("SUDO_USER")
-        .or_else(|_| std::env::var("USER"))
-        .unwrap_or_else(|_| "cli".to_owned());
+    let audit = CliAudit::start(&config, &core)?;
+    let auditor = audit.auditor.clone();
     let changed = |detail: String| {
-        auditor.record(
-            AuditEvent::new(
-                Event::UserChanged,
-                Actor::User(format!("{who} (command line)")),
-                "",
-            )
-            .detail(detail),
-        )
+        auditor.record(AuditEvent::new(Event::UserChanged, audit.actor(), "").detail(detail))
     };
     let result = async {
         match command {
@@ -378,12 +361,48 @@ async fn user(config: Config, command: UserCommand) -> anyhow::Result<ExitCode> 
     }
     .await;
     drop(auditor);
-    audit_stop.cancel();
-    audit_tracker.close();
-    audit_tracker.wait().await;
+    audit.finish().await;
     core.index.close().await;
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The audit trail for a command-line run: records name the operating
+/// system user, and the run waits for them to be written.
+struct CliAudit {
+    auditor: tessera::audit::Auditor,
+    who: String,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl CliAudit {
+    fn start(config: &Config, core: &tessera::server::Core) -> anyhow::Result<Self> {
+        let tracker = TaskTracker::new();
+        let stop = CancellationToken::new();
+        let auditor =
+            tessera::server::start_auditor(config, core, &tracker, stop.clone(), Some("cli"))?;
+        let who = std::env::var("SUDO_USER")
+            .or_else(|_| std::env::var("USER"))
+            .unwrap_or_else(|_| "cli".to_owned());
+        Ok(CliAudit {
+            auditor,
+            who,
+            stop,
+            tracker,
+        })
+    }
+
+    fn actor(&self) -> tessera::audit::Actor {
+        tessera::audit::Actor::User(format!("{} (command line)", self.who))
+    }
+
+    async fn finish(self) {
+        drop(self.auditor);
+        self.stop.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
 }
 
 /// A new password: asked twice on a terminal, or one line of stdin.
@@ -487,6 +506,7 @@ impl Signals {
 
 async fn import(config: Config, paths: Vec<PathBuf>, parallel: usize) -> anyhow::Result<ExitCode> {
     let core = tessera::server::Core::open(&config).await?;
+    let audit = CliAudit::start(&config, &core)?;
     let tracker = TaskTracker::new();
     let ingest = core.ingest(&config, &tracker);
     let files = tessera::import::collect_files(&paths)
@@ -509,6 +529,24 @@ async fn import(config: Config, paths: Vec<PathBuf>, parallel: usize) -> anyhow:
     drop(ingest);
     tracker.close();
     tracker.wait().await;
+    let outcome = if summary.failed.is_empty() {
+        tessera::audit::Outcome::Success
+    } else {
+        tessera::audit::Outcome::MinorFailure
+    };
+    audit.auditor.record(
+        tessera::audit::AuditEvent::new(tessera::audit::Event::Stored, audit.actor(), "")
+            .outcome(outcome)
+            .studies(summary.studies.iter().cloned())
+            .detail(format!(
+                "tessera import of {} files: {} stored, {} already stored, {} failed",
+                summary.files,
+                summary.stored,
+                summary.already_stored,
+                summary.failed.len()
+            )),
+    );
+    audit.finish().await;
     core.index.close().await;
     println!(
         "{} files: {} stored, {} already stored, {} duplicates kept, {} replaced, {} DICOMDIR skipped, {} failed",

@@ -37,6 +37,8 @@ pub enum ServerError {
     Journal(String),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Oidc(#[from] crate::auth::oidc::OidcError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -398,6 +400,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             accounts: accounts.clone(),
             shared_token: config.http_api_token.clone(),
             public_metrics: config.public_metrics,
+            oidc: config
+                .oidc
+                .clone()
+                .map(crate::auth::oidc::Oidc::new)
+                .transpose()?
+                .map(Arc::new),
         },
         peers: peers.clone(),
         ingest: ingest.clone(),

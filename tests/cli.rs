@@ -131,6 +131,44 @@ async fn import_file_sets_verify_and_stats() {
 
     // While a server holds the storage, pruning refuses.
     let server = ServerProcess::spawn(&data, &[]).await;
+    // Each import left one record of what it stored, naming its studies
+    // and their patients.
+    let (status, body) = common::http_request(
+        server.http_port,
+        "GET",
+        "/api/v1/audit?event=stored",
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let trail: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let imports: Vec<&serde_json::Value> = trail["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter(|r| {
+            r["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("tessera import"))
+        })
+        .collect();
+    assert_eq!(imports.len(), 2, "{trail:#}");
+    for record in &imports {
+        assert!(record["user"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("(command line)")));
+        assert!(
+            record["studies"].as_array().is_some_and(|s| s.len() >= 2),
+            "{record:#}"
+        );
+        assert!(
+            record["patients"].as_array().is_some_and(|p| !p.is_empty()),
+            "{record:#}"
+        );
+    }
+    // Both runs met files that are not DICOM (the notes, the set's README).
+    assert!(imports.iter().all(|r| r["outcome"] == 4), "{imports:#?}");
     let out = tessera_cli(&data, &["verify", "--prune-unreferenced"]).await;
     assert!(!out.status.success(), "{}", text(&out));
     assert!(

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{http_exchange, Archive, Backend, Exchange};
-use tessera::auth::access::{Access, RULES};
+use tessera::auth::access::{Access, DIMSE_RULES, RULES};
 use tessera::auth::Accounts;
 use tessera::model::{Role, Roles};
 
@@ -709,10 +709,10 @@ async fn referring_sees_only_their_studies(backend: Backend) {
     let archive = Archive::start(backend).await;
     let dir = tempfile::tempdir().expect("tmp");
     let studies = [
-        ("1.2.826.0.1.3680043.10.1.1", "Kowalski^Jan", "REF-A"),
-        ("1.2.826.0.1.3680043.10.1.2", "Other^Doc", "REF-B"),
+        ("1.2.826.0.1.3680043.10.1.1", "Kowalski^Jan", "REF-A", "1"),
+        ("1.2.826.0.1.3680043.10.1.2", "Other^Doc", "REF-B", "2"),
     ];
-    for (uid, referring, patient) in studies {
+    for (uid, referring, patient, seed) in studies {
         let out_dir = dir.path().join(patient);
         let out = common::run_peer(
             "gen.py",
@@ -726,6 +726,8 @@ async fn referring_sees_only_their_studies(backend: Backend) {
                 patient,
                 "--referring",
                 referring,
+                "--seed",
+                seed,
             ],
         )
         .await;
@@ -783,7 +785,7 @@ async fn referring_sees_only_their_studies(backend: Backend) {
         jan.clone(),
     )
     .await;
-    assert_eq!(uids(&rsp), vec![mine.to_owned()], "{}", rsp.body);
+    assert_eq!(uids(&rsp), Vec::<String>::new(), "{}", rsp.body);
     let rsp = get("/dicom-web/series".into(), jan.clone()).await;
     assert_eq!(uids(&rsp), vec![mine.to_owned()], "{}", rsp.body);
     let rsp = get(format!("/dicom-web/studies/{mine}/metadata"), jan.clone()).await;
@@ -800,11 +802,113 @@ async fn referring_sees_only_their_studies(backend: Backend) {
     assert_eq!(rsp.status, 404, "{}", rsp.body);
     let rsp = get("/api/v1/patients/REF-A".into(), jan.clone()).await;
     assert_eq!(rsp.status, 403, "{}", rsp.body);
-    // Without a physician name nothing can be theirs.
+    // Without a physician name nothing names them.
     let rsp = get("/dicom-web/studies".into(), nobody.clone()).await;
-    assert_eq!(rsp.status, 403, "{}", rsp.body);
-    let rsp = get(format!("/dicom-web/studies/{mine}/metadata"), nobody).await;
+    assert_eq!(rsp.status, 200, "{}", rsp.body);
+    assert_eq!(uids(&rsp), Vec::<String>::new(), "{}", rsp.body);
+    let rsp = get(
+        format!("/dicom-web/studies/{mine}/metadata"),
+        nobody.clone(),
+    )
+    .await;
     assert_eq!(rsp.status, 404, "{}", rsp.body);
+
+    // Shares open a study to a referring user it does not name.
+    accounts
+        .add_user(
+            "rad",
+            &Roles([Role::Radiologist].into()),
+            PASSWORD,
+            false,
+            "",
+        )
+        .await
+        .expect("user");
+    let rad = token("rad").await;
+    let send = |method: &'static str, path: String, auth: String, body: Option<&'static str>| {
+        let archive = &archive;
+        async move { call(archive, method, &path, body, &[("Authorization", &auth)]).await }
+    };
+    let share = |who: &str| format!("/api/v1/studies/{theirs}/shares/{who}");
+    let rsp = send("PUT", share("jan"), jan.clone(), None).await;
+    assert_eq!(
+        rsp.status, 403,
+        "a referring user may not share: {}",
+        rsp.body
+    );
+    let rsp = send("PUT", share("jan"), rad.clone(), Some(r#"{"days":0}"#)).await;
+    assert_eq!(rsp.status, 400, "{}", rsp.body);
+    let rsp = send("PUT", share("jan"), rad.clone(), Some("{days")).await;
+    assert_eq!(rsp.status, 400, "{}", rsp.body);
+    let rsp = send("PUT", share("rad"), rad.clone(), None).await;
+    assert_eq!(
+        rsp.status, 400,
+        "a radiologist sees all anyway: {}",
+        rsp.body
+    );
+    let rsp = send("PUT", share("ghost"), rad.clone(), None).await;
+    assert_eq!(rsp.status, 404, "{}", rsp.body);
+    let rsp = send(
+        "PUT",
+        "/api/v1/studies/1.2.3.999/shares/jan".into(),
+        rad.clone(),
+        None,
+    )
+    .await;
+    assert_eq!(rsp.status, 404, "{}", rsp.body);
+    let rsp = send("PUT", share("jan"), rad.clone(), Some(r#"{"days":7}"#)).await;
+    assert_eq!(rsp.status, 200, "{}", rsp.body);
+    assert_eq!(rsp.json()["shared_by"], "rad", "{}", rsp.body);
+    let rsp = send("PUT", share("nobody"), rad.clone(), None).await;
+    assert_eq!(rsp.status, 200, "{}", rsp.body);
+    assert_eq!(rsp.json()["expires_at"], 0, "{}", rsp.body);
+
+    let rsp = get("/dicom-web/studies".into(), jan.clone()).await;
+    let mut seen = uids(&rsp);
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![mine.to_owned(), theirs.to_owned()],
+        "{}",
+        rsp.body
+    );
+    let rsp = get(
+        "/dicom-web/studies?ReferringPhysicianName=Other^Doc".into(),
+        jan.clone(),
+    )
+    .await;
+    assert_eq!(uids(&rsp), vec![theirs.to_owned()], "{}", rsp.body);
+    let rsp = get(format!("/dicom-web/studies/{theirs}/metadata"), jan.clone()).await;
+    assert_eq!(rsp.status, 200, "{}", rsp.body);
+    let rsp = get("/dicom-web/studies".into(), nobody.clone()).await;
+    assert_eq!(uids(&rsp), vec![theirs.to_owned()], "{}", rsp.body);
+    let rsp = get(format!("/api/v1/studies/{theirs}/shares"), rad.clone()).await;
+    assert_eq!(rsp.status, 200, "{}", rsp.body);
+    assert_eq!(rsp.json()["shares"].as_array().map(Vec::len), Some(2));
+
+    // Revoked or expired, the study is hidden again.
+    let rsp = send("DELETE", share("jan"), rad.clone(), None).await;
+    assert_eq!(rsp.status, 204, "{}", rsp.body);
+    let rsp = send("DELETE", share("jan"), rad.clone(), None).await;
+    assert_eq!(rsp.status, 404, "{}", rsp.body);
+    let rsp = get(format!("/dicom-web/studies/{theirs}/metadata"), jan.clone()).await;
+    assert_eq!(rsp.status, 404, "{}", rsp.body);
+    let rsp = get("/dicom-web/studies".into(), jan.clone()).await;
+    assert_eq!(uids(&rsp), vec![mine.to_owned()], "{}", rsp.body);
+    archive
+        .index()
+        .await
+        .share_study(theirs, "nobody", "rad", 1)
+        .await
+        .expect("expired share");
+    let rsp = get(
+        format!("/dicom-web/studies/{theirs}/metadata"),
+        nobody.clone(),
+    )
+    .await;
+    assert_eq!(rsp.status, 404, "an expired share: {}", rsp.body);
+    let rsp = get("/dicom-web/studies".into(), nobody).await;
+    assert_eq!(uids(&rsp), Vec::<String>::new(), "{}", rsp.body);
 }
 
 /// What `identity.py` saw calling as `user` (no identity when `None`).
@@ -825,11 +929,11 @@ async fn call_as(archive: &Archive, user: Option<(&str, &str)>) -> serde_json::V
     serde_json::from_str(&text).expect("json")
 }
 
-/// User identity negotiation on DIMSE: the account's roles limit the
-/// services through the table's DIMSE rows (a technologist stores and
-/// queries, a radiologist queries but may not store, an auditor only
-/// echoes); a wrong password is rejected (A-ASSOCIATE-RJ); with
-/// `dicom.user_identity = "required"` an association without one is
+/// User identity negotiation on DIMSE: every row of the table's DIMSE
+/// part for every role, each service tried once by an account holding
+/// only that role (allowed: the service answers for itself; refused:
+/// 0124 Not Authorized); a wrong password is rejected (A-ASSOCIATE-RJ);
+/// with `dicom.user_identity = "required"` an association without one is
 /// rejected, and DCMTK's storescu --user gets in.
 async fn dimse_services_follow_the_user_roles(backend: Backend) {
     if common::python().is_none() || common::dcmtk("storescu").is_none() {
@@ -840,48 +944,33 @@ async fn dimse_services_follow_the_user_roles(backend: Backend) {
     }
     let archive = Archive::start(backend).await;
     let accounts = accounts(archive.index().await);
-    for (name, role) in [
-        ("tech", Role::Technologist),
-        ("rad", Role::Radiologist),
-        ("aud", Role::Auditor),
-    ] {
+    for role in Role::ALL {
         accounts
-            .add_user(name, &Roles([role].into()), PASSWORD, false, "")
+            .add_user(role.as_str(), &Roles([role].into()), PASSWORD, false, "")
             .await
             .expect("user");
     }
     const NOT_AUTHORIZED: i64 = 0x0124;
-    let seen = call_as(&archive, Some(("tech", PASSWORD))).await;
-    assert_eq!(seen["established"], true, "{seen}");
-    assert_eq!(
-        (
-            seen["echo"].as_i64(),
-            seen["store"].as_i64(),
-            seen["find"].as_i64()
-        ),
-        (Some(0), Some(0), Some(0)),
-        "technologist: {seen}"
-    );
-    let seen = call_as(&archive, Some(("rad", PASSWORD))).await;
-    assert_eq!(
-        (
-            seen["echo"].as_i64(),
-            seen["store"].as_i64(),
-            seen["find"].as_i64()
-        ),
-        (Some(0), Some(NOT_AUTHORIZED), Some(0)),
-        "radiologist: {seen}"
-    );
-    let seen = call_as(&archive, Some(("aud", PASSWORD))).await;
-    assert_eq!(
-        (
-            seen["echo"].as_i64(),
-            seen["store"].as_i64(),
-            seen["find"].as_i64()
-        ),
-        (Some(0), Some(NOT_AUTHORIZED), Some(NOT_AUTHORIZED)),
-        "auditor: {seen}"
-    );
+    for role in Role::ALL {
+        let seen = call_as(&archive, Some((role.as_str(), PASSWORD))).await;
+        assert_eq!(seen["established"], true, "{role}: {seen}");
+        assert_eq!(seen["echo"].as_i64(), Some(0), "{role}: {seen}");
+        for (service, access) in DIMSE_RULES {
+            let status = seen[service.as_str()].as_i64();
+            let allowed = tessera::auth::access::allows(*access, [role]);
+            assert!(
+                status.is_some(),
+                "{role} {}: no answer: {seen}",
+                service.as_str()
+            );
+            assert_eq!(
+                status != Some(NOT_AUTHORIZED),
+                allowed,
+                "{role} {}: {seen}",
+                service.as_str()
+            );
+        }
+    }
     let seen = call_as(&archive, Some(("rad", "Wrong-passw0rd"))).await;
     assert_eq!(
         seen["established"], false,

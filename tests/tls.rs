@@ -99,8 +99,9 @@ fn call(calling: &str, port: u16) -> Vec<String> {
 
 /// The DICOM TLS port with client certificates required and CT01 bound to
 /// its certificate: DCMTK echo, store and find succeed with the right
-/// certificate; no certificate, a certificate from another CA, and CT01
-/// with someone else's certificate are refused; CT01 may not call on the
+/// certificate; no certificate and a certificate from another CA are
+/// refused in the handshake, CT01 with someone else's certificate with
+/// A-ASSOCIATE-RJ; CT01 may not call on the
 /// plain port at all, while other AE titles still may.
 async fn dicom_over_tls(backend: Backend) {
     if dcmtk("echoscu").is_none() || dcmtk("storescu").is_none() || dcmtk("findscu").is_none() {
@@ -167,6 +168,10 @@ async fn dicom_over_tls(backend: Backend) {
     assert!(
         !ok,
         "CT01 with other.example's certificate must be refused: {out}"
+    );
+    assert!(
+        out.contains("Association Rejected"),
+        "refused at association (A-ASSOCIATE-RJ), not aborted after: {out}"
     );
     // That certificate is good for a title not bound to a certificate.
     let (ok, out) = dcmtk_run("echoscu", &with(Some("other"), "WORKSTATION")).await;

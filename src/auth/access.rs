@@ -21,6 +21,8 @@ pub enum Access {
     View,
     /// Reports on a study.
     Reports,
+    /// Share a study with a referring user.
+    Share,
     /// Store objects (STOW-RS).
     Store,
     /// Worklist entries, HL7 message replay, study status.
@@ -40,7 +42,7 @@ impl Access {
         match self {
             Access::Public => &[],
             Access::Account => &[Admin, Technologist, Radiologist, Referring, Auditor],
-            Access::Read | Access::Reports => &[Admin, Technologist, Radiologist],
+            Access::Read | Access::Reports | Access::Share => &[Admin, Technologist, Radiologist],
             Access::View => &[Admin, Technologist, Radiologist, Referring],
             Access::Store | Access::Operate => &[Admin, Technologist],
             Access::Admin | Access::Metrics => &[Admin],
@@ -73,6 +75,8 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/readyz", Access::Public),
     rule("GET", "/login", Access::Public),
     rule("POST", "/login", Access::Public),
+    rule("GET", "/login/oidc", Access::Public),
+    rule("GET", "/login/oidc/callback", Access::Public),
     rule("GET", "/login.css", Access::Public),
     rule("GET", "/", Access::Account),
     rule("GET", "/metrics", Access::Metrics),
@@ -112,6 +116,9 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/api/v1/mpps", Access::Read),
     rule("GET", "/api/v1/studies/*/reports", Access::Reports),
     rule("GET", "/api/v1/studies/*/status", Access::Read),
+    rule("GET", "/api/v1/studies/*/shares", Access::Share),
+    rule("PUT", "/api/v1/studies/*/shares/*", Access::Share),
+    rule("DELETE", "/api/v1/studies/*/shares/*", Access::Share),
     rule("POST", "/dicom-web/studies", Access::Store),
     rule("POST", "/dicom-web/studies/*", Access::Store),
     rule("GET", "/dicom-web/**", Access::View),

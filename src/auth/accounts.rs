@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::{password, secret, AuthError, Principal, Via};
-use crate::index::users::NewUser;
+use crate::index::users::{ExternalUpsert, NewUser};
 use crate::index::Index;
 use crate::model::{ApiToken, Roles, Session, User};
 
@@ -158,6 +158,14 @@ impl Accounts {
         must_change: bool,
         keep_session: Option<&str>,
     ) -> Result<(), AuthError> {
+        if self
+            .index
+            .user(name)
+            .await?
+            .is_some_and(|u| u.is_external())
+        {
+            return Err(AuthError::External(name.to_owned()));
+        }
         password::check_rules(password)?;
         let owned = password.to_owned();
         let hash = blocking(move || password::hash(&owned)).await??;
@@ -228,7 +236,9 @@ impl Accounts {
     /// tell which names exist.
     pub async fn check_password(&self, name: &str, password: &str) -> Result<User, AuthError> {
         let now = now();
-        let user = self.index.user(name).await?;
+        // An identity provider's account has no password here; it reads
+        // like an unknown name and never locks.
+        let user = self.index.user(name).await?.filter(|u| !u.is_external());
         if let Some(user) = &user {
             if user.locked_until > now {
                 return Err(AuthError::Locked {
@@ -268,6 +278,38 @@ impl Accounts {
     /// Check a name and password and start a session.
     pub async fn login(&self, name: &str, password: &str) -> Result<NewSession, AuthError> {
         let user = self.check_password(name, password).await?;
+        self.start_session(user).await
+    }
+
+    /// Start a session for someone an identity provider vouched for,
+    /// creating or refreshing the account from its claims.
+    pub async fn login_external(
+        &self,
+        name: &str,
+        roles: &Roles,
+        physician_name: &str,
+    ) -> Result<NewSession, AuthError> {
+        check_name(name)?;
+        if roles.is_empty() {
+            return Err(AuthError::NoRoles);
+        }
+        match self
+            .index
+            .upsert_external_user(name, roles, physician_name)
+            .await?
+        {
+            ExternalUpsert::LocalExists => return Err(AuthError::LocalAccount(name.to_owned())),
+            ExternalUpsert::Disabled => return Err(AuthError::Disabled(name.to_owned())),
+            ExternalUpsert::Created => {
+                self.users_exist.store(true, Ordering::Release);
+            }
+            ExternalUpsert::Updated => {}
+        }
+        let user = self.user(name).await?;
+        self.start_session(user).await
+    }
+
+    async fn start_session(&self, user: User) -> Result<NewSession, AuthError> {
         let now = now();
         let cookie = secret::random_hex(32)?;
         let session = Session {

@@ -4,6 +4,7 @@
 //!   kept in the index.
 //! - [`access`]: the one table from route to the roles that may call it.
 //! - [`password`]: the password rules and argon2id.
+//! - [`oidc`]: single sign-on through an OpenID Connect provider.
 //!
 //! A request becomes a [`Principal`] (from a session cookie, an API
 //! token, the deprecated shared token, or a loopback client while no
@@ -12,6 +13,7 @@
 
 pub mod access;
 mod accounts;
+pub mod oidc;
 pub mod password;
 mod secret;
 
@@ -53,6 +55,12 @@ pub enum AuthError {
     TokenExists(String),
     #[error("no active token named {0:?}")]
     NoSuchToken(String),
+    #[error("{0:?} logs in through the identity provider; it has no password here")]
+    External(String),
+    #[error("a local account named {0:?} exists; single sign-on may not log in as it")]
+    LocalAccount(String),
+    #[error("the account {0:?} is disabled")]
+    Disabled(String),
     #[error("no randomness from the operating system: {0}")]
     Random(String),
     #[error(transparent)]
@@ -86,15 +94,12 @@ pub struct Principal {
 }
 
 impl Principal {
-    /// The Referring Physician's Name this caller's studies must carry,
-    /// when the referring role is all it has; `None` when it sees
-    /// everything.
+    /// The Referring Physician's Name this caller's studies must carry
+    /// (or be shared with it), when the referring role is all it has;
+    /// `None` when it sees everything.
     pub fn only_referred_by(&self) -> Option<&str> {
-        use crate::model::Role;
-        let sees_all = [Role::Admin, Role::Technologist, Role::Radiologist]
-            .into_iter()
-            .any(|r| self.roles.contains(r));
-        (!sees_all && self.roles.contains(Role::Referring)).then_some(self.physician_name.as_str())
+        let referring = self.roles.contains(crate::model::Role::Referring);
+        (referring && !self.roles.see_every_study()).then_some(self.physician_name.as_str())
     }
 
     /// Everyone-may-do-everything callers: loopback before the first

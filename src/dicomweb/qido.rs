@@ -131,29 +131,21 @@ pub async fn instances_in_series(
     search(&req, &state, Level::Image, parents).await
 }
 
-/// A referring physician finds only studies that name them: a match on
-/// Referring Physician's Name replaces any the request gave.
-fn limit_to_referrer(req: &HttpRequest, query: &mut Query) -> Result<(), DicomWebError> {
+/// A referring physician finds only studies that name them or were
+/// shared with them; any Referring Physician's Name key the request gave
+/// still narrows within those.
+fn limit_to_referrer(req: &HttpRequest, query: &mut Query) {
     use actix_web::HttpMessage;
     let extensions = req.extensions();
-    let Some(name) = extensions
-        .get::<crate::auth::Principal>()
-        .and_then(|p| p.only_referred_by())
-    else {
-        return Ok(());
+    let Some(principal) = extensions.get::<crate::auth::Principal>() else {
+        return;
     };
-    if name.trim().is_empty() {
-        return Err(DicomWebError::Forbidden(
-            "this account has no physician name to match studies by".into(),
-        ));
+    if let Some(name) = principal.only_referred_by() {
+        query.referrer = Some(crate::query::Referrer {
+            user: principal.user.clone(),
+            physician_folded: crate::model::fold_for_matching(name),
+        });
     }
-    query.keys.retain(|k| k.attribute != ReferringPhysicianName);
-    query.keys.push(crate::query::Key {
-        attribute: ReferringPhysicianName,
-        matcher: crate::query::Matcher::Single(name.to_owned()),
-    });
-    query.fuzzy_names = true;
-    Ok(())
 }
 
 /// A parsed QIDO request.
@@ -346,7 +338,7 @@ async fn search(
         &parents,
         state.dicomweb.fuzzy_person_names,
     )?;
-    limit_to_referrer(req, &mut search.query)?;
+    limit_to_referrer(req, &mut search.query);
     let max = state.dicomweb.max_results;
     let wanted = search.limit.unwrap_or(max).min(max);
     // One extra row tells whether the cap cut the answer short.

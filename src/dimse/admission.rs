@@ -1,8 +1,9 @@
 //! Admission to the DICOM port: what happens between a connection's
 //! accept and its first request. A plain connection's A-ASSOCIATE-RQ is
 //! screened (AE title rules, certificate-bound titles, the peer registry,
-//! the user identity) and refused with A-ASSOCIATE-RJ; a TLS connection is
-//! established first and aborted when it fails the same checks. A user
+//! the user identity) and refused with A-ASSOCIATE-RJ; on a TLS connection
+//! the certificate-bound titles are refused the same way, and the registry
+//! and user checks abort it right after establishment. A user
 //! identity (PS3.7 D.3.3.7) that proves an account comes back with the
 //! association.
 
@@ -144,9 +145,11 @@ pub(super) async fn accept_plain(
     }
 }
 
-/// A TLS connection: the handshake, then the association inside it. The
-/// request cannot be screened before the handshake, so what the screen
-/// would refuse is aborted right after establishment instead.
+/// A TLS connection: the handshake, then the association inside it. A
+/// certificate-bound AE title is checked against the handshake's client
+/// certificate before the association is accepted (A-ASSOCIATE-RJ); the
+/// request cannot be screened before the handshake, so the registry check
+/// aborts right after establishment instead.
 pub(super) async fn accept_tls(
     socket: TcpStream,
     options: Options,
@@ -158,34 +161,22 @@ pub(super) async fn accept_tls(
         .peer_addr()
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
-    let mut wire =
-        match tokio::time::timeout(config.artim_timeout, options.establish_tls_async(socket)).await
-        {
-            Ok(Ok(inner)) => Wire::Tls(Box::new(inner)),
-            Ok(Err(e)) => {
-                tracing::info!(error = %e, "TLS association not established");
-                return None;
-            }
-            Err(_) => {
-                tracing::info!("no TLS handshake and A-ASSOCIATE-RQ within the ARTIM timeout");
-                return None;
-            }
-        };
-    let calling = wire.peer_ae_title().trim().to_owned();
-    let refusal = match config.ae_certificates.get(&calling) {
-        Some(name) => {
-            let proven = wire
-                .peer_certificate()
-                .is_some_and(|cert| crate::tls::certificate_names(&cert, name));
-            (!proven).then_some("its certificate is missing or not valid for its AE title")
+    let wire = match tokio::time::timeout(config.artim_timeout, options.establish_tls_async(socket))
+        .await
+    {
+        Ok(Ok(inner)) => Wire::Tls(Box::new(inner)),
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, "TLS association not established");
+            return None;
         }
-        None if config.refuse_unknown_peers && !registered(ctx, Some(&calling)).await => {
-            Some("calling AE title not registered")
+        Err(_) => {
+            tracing::info!("no TLS handshake and A-ASSOCIATE-RQ within the ARTIM timeout");
+            return None;
         }
-        None => None,
     };
-    if let Some(reason) = refusal {
-        tracing::warn!(%calling, reason, "TLS association aborted");
+    let calling = wire.peer_ae_title().trim().to_owned();
+    if config.refuse_unknown_peers && !registered(ctx, Some(&calling)).await {
+        tracing::warn!(%calling, "TLS association aborted: calling AE title not registered");
         let _ = wire.abort().await;
         return None;
     }

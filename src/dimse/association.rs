@@ -73,6 +73,10 @@ pub struct AePolicy {
     require_called: bool,
     require_user: bool,
     claimed: ClaimedUser,
+    /// `tls.ae_certificates`: titles only their certificate may claim.
+    ae_certificates: std::collections::BTreeMap<String, String>,
+    /// The TLS handshake's client certificate; `None` on the plain port.
+    peer_certificate: Option<crate::tls::PeerCertificate>,
 }
 
 impl AccessControl for AePolicy {
@@ -88,6 +92,20 @@ impl AccessControl for AePolicy {
             // PS3.7 D.3.3.7: without the identity the policy requires.
             None if self.require_user => return Err(AssociationRJServiceUserReason::NoReasonGiven),
             None => {}
+        }
+        if let Some(name) = self.ae_certificates.get(calling_ae_title.trim()) {
+            let proven = self
+                .peer_certificate
+                .as_ref()
+                .and_then(crate::tls::PeerCertificate::get)
+                .is_some_and(|cert| crate::tls::certificate_names(&cert, name));
+            if !proven {
+                tracing::warn!(
+                    calling = calling_ae_title.trim(),
+                    "A-ASSOCIATE-RQ refused: no certificate valid for this AE title"
+                );
+                return Err(AssociationRJServiceUserReason::CallingAETitleNotRecognized);
+            }
         }
         if self.require_called && called_ae_title.trim() != this_ae_title {
             return Err(AssociationRJServiceUserReason::CalledAETitleNotRecognized);
@@ -171,12 +189,15 @@ impl Negotiation for RolePolicy {
 pub fn acceptor_options(
     config: &DicomConfig,
     claimed: ClaimedUser,
+    peer_certificate: Option<crate::tls::PeerCertificate>,
 ) -> ServerAssociationOptions<'static, AePolicy, RolePolicy> {
     let policy = AePolicy {
         allowed_calling: config.allowed_calling_ae_titles.clone(),
         require_called: config.require_called_ae_title,
         require_user: config.require_user_identity,
         claimed,
+        ae_certificates: config.ae_certificates.clone(),
+        peer_certificate,
     };
     let mut options = ServerAssociationOptions::new()
         .ae_access_control(policy)

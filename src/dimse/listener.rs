@@ -45,7 +45,6 @@ pub async fn run(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let tls = tls.map(|t| t.config());
     let limit = Arc::new(Semaphore::new(config.max_associations));
     let per_client = Arc::new(crate::limits::PerClient::new(
         config.max_associations_per_ip,
@@ -110,12 +109,26 @@ pub async fn run(
                 // Built per connection: the policy keeps what this request
                 // claims as its user.
                 let claimed = ClaimedUser::default();
-                let options = acceptor_options(&config, claimed.clone());
                 let accepted = match tls {
                     Some(tls) => {
-                        accept_tls(socket, options.tls_config(tls), &claimed, &ctx, &config).await
+                        let caught = crate::tls::PeerCertificate::default();
+                        let options =
+                            acceptor_options(&config, claimed.clone(), Some(caught.clone()));
+                        match tls.config_catching(&caught) {
+                            Ok(tls) => {
+                                accept_tls(socket, options.tls_config(tls), &claimed, &ctx, &config)
+                                    .await
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot set up TLS for a connection");
+                                None
+                            }
+                        }
                     }
-                    None => accept_plain(socket, &options, &claimed, &ctx, &config).await,
+                    None => {
+                        let options = acceptor_options(&config, claimed.clone(), None);
+                        accept_plain(socket, &options, &claimed, &ctx, &config).await
+                    }
                 };
                 let Some((wire, user)) = accepted else {
                     ctx.metrics.associations_rejected.inc();

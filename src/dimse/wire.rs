@@ -6,7 +6,6 @@ use dicom_ul::association::server::AsyncTlsStream;
 use dicom_ul::association::{Association as _, AsyncServerAssociation, Error};
 use dicom_ul::pdu::PresentationContextNegotiated;
 use dicom_ul::Pdu;
-use rustls::pki_types::CertificateDer;
 use tokio::net::TcpStream;
 
 /// Boxed: the associations are large and the two differ in size.
@@ -52,19 +51,5 @@ impl Wire {
 
     pub fn extended_negotiation_for(&self, sop_class_uid: &str) -> Option<&[u8]> {
         either!(self, a => a.extended_negotiation_for(sop_class_uid))
-    }
-
-    /// The client's certificate, when it came over TLS with one.
-    pub fn peer_certificate(&mut self) -> Option<CertificateDer<'static>> {
-        match self {
-            Wire::Plain(_) => None,
-            Wire::Tls(a) => a
-                .inner_stream()
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .map(|c| c.clone().into_owned()),
-        }
     }
 }

@@ -247,6 +247,15 @@ fn conditions(query: &Query) -> (Vec<String>, Vec<Bind>) {
             }
         }
     }
+    if let Some(referrer) = &query.referrer {
+        let physician = param(
+            &mut binds,
+            Bind::Text(referrer.physician_folded.trim().to_owned()),
+        );
+        let user = param(&mut binds, Bind::Text(referrer.user.clone()));
+        let now = param(&mut binds, Bind::Int(super::unix_now()));
+        conditions.push(super::shares::visible_condition(&physician, &user, &now));
+    }
     (conditions, binds)
 }
 

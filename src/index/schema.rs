@@ -117,6 +117,20 @@ macro_rules! migrations {
                 "audit",
                 include_str!(concat!("../../migrations/", $db, "/0018_audit.sql")),
             ),
+            (
+                19,
+                "study shares",
+                include_str!(concat!("../../migrations/", $db, "/0019_study_shares.sql")),
+            ),
+            (
+                20,
+                "external users",
+                include_str!(concat!(
+                    "../../migrations/",
+                    $db,
+                    "/0020_external_users.sql"
+                )),
+            ),
         ]
     };
 }

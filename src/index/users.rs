@@ -9,7 +9,7 @@ use crate::model::{ApiToken, Roles, Session, User};
 
 const USER_COLUMNS: &str = "users.name, users.roles, users.password_hash, users.must_change, \
      users.disabled, users.failed_logins, users.locked_until, users.physician_name, \
-     users.created_at";
+     users.created_at, users.source";
 
 fn roles(column: &'static str, text: String) -> Result<Roles, IndexError> {
     Roles::parse(&text).map_err(|_| IndexError::Corrupt {
@@ -30,6 +30,7 @@ fn decode_user(row: &AnyRow, at: usize) -> Result<User, IndexError> {
         locked_until: row.try_get(at + 6)?,
         physician_name: row.try_get(at + 7)?,
         created_at: row.try_get(at + 8)?,
+        source: row.try_get(at + 9)?,
     })
 }
 
@@ -59,21 +60,61 @@ pub struct NewUser<'a> {
     pub physician_name: &'a str,
 }
 
+/// What [`Index::upsert_external_user`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExternalUpsert {
+    Created,
+    Updated,
+    /// A local account holds the name; the provider may not take it over.
+    LocalExists,
+    Disabled,
+}
+
 impl Index {
-    /// A study's Referring Physician's Name, folded for matching; `None`
-    /// when the study is unknown.
-    pub async fn study_referring_physician(
+    /// Create or refresh an account an identity provider vouches for:
+    /// its roles and physician name follow the provider at each login.
+    pub async fn upsert_external_user(
         &self,
-        study: &str,
-    ) -> Result<Option<String>, IndexError> {
-        let row = sqlx::query(
-            "SELECT referring_physician_name_folded FROM studies WHERE study_instance_uid = $1",
-        )
-        .bind(study)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| r.try_get(0).map_err(IndexError::from))
-            .transpose()
+        name: &str,
+        roles: &Roles,
+        physician_name: &str,
+    ) -> Result<ExternalUpsert, IndexError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("SELECT source, disabled FROM users WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let outcome = match row {
+            Some(row) if row.try_get::<String, _>(0)? == "local" => ExternalUpsert::LocalExists,
+            Some(row) if row.try_get::<i64, _>(1)? != 0 => ExternalUpsert::Disabled,
+            Some(_) => {
+                sqlx::query("UPDATE users SET roles = $1, physician_name = $2 WHERE name = $3")
+                    .bind(roles.to_string())
+                    .bind(physician_name)
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+                ExternalUpsert::Updated
+            }
+            None => {
+                let now = super::unix_now();
+                // '!' is no PHC string, so no password ever matches it.
+                sqlx::query(
+                    "INSERT INTO users (name, roles, password_hash, must_change, physician_name, \
+                     created_at, password_changed_at, source) \
+                     VALUES ($1, $2, '!', 0, $3, $4, $4, 'oidc')",
+                )
+                .bind(name)
+                .bind(roles.to_string())
+                .bind(physician_name)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                ExternalUpsert::Created
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
     }
 
     /// Whether any account exists; with none, only loopback clients are

@@ -429,7 +429,7 @@ impl Ingest {
         &self,
         path: &Path,
         source: &str,
-    ) -> Result<IngestOutcome, IngestError> {
+    ) -> Result<(IngestOutcome, StoredIds), IngestError> {
         let mut file = tokio::fs::File::open(path)
             .await
             .map_err(|e| StorageError::io(path, e))?;
@@ -446,7 +446,7 @@ impl Ingest {
             }
             incoming.write(buf).await?;
         }
-        self.finish(incoming).await
+        self.finish_in_study(incoming, None).await
     }
 }
 

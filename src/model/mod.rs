@@ -20,4 +20,4 @@ pub use ids::{AeTitle, IdError, Uid};
 pub use instance::{InstanceMeta, PatientMeta, PixelLayout, SeriesMeta, StoredObject, StudyMeta};
 pub use peer::{Peer, PeerError, PeerService, RawPeer};
 pub use text::{character_set_of, needs_redecoding, redecode_top_level};
-pub use user::{ApiToken, Role, Roles, Session, UnknownRole, User};
+pub use user::{ApiToken, Role, Roles, Session, StudyShare, UnknownRole, User};

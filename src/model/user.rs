@@ -84,6 +84,14 @@ impl Roles {
         self.0.is_empty()
     }
 
+    /// Whether these roles see every study, not only a referring
+    /// physician's own.
+    pub fn see_every_study(&self) -> bool {
+        [Role::Admin, Role::Technologist, Role::Radiologist]
+            .into_iter()
+            .any(|r| self.contains(r))
+    }
+
     pub fn is_subset(&self, of: &Roles) -> bool {
         self.0.is_subset(&of.0)
     }
@@ -119,6 +127,15 @@ pub struct User {
     /// studies carry.
     pub physician_name: String,
     pub created_at: i64,
+    /// `local` (a password kept here) or `oidc` (an identity provider's).
+    pub source: String,
+}
+
+impl User {
+    /// Whether an identity provider, not a password here, proves it.
+    pub fn is_external(&self) -> bool {
+        self.source != "local"
+    }
 }
 
 /// An API token as the index keeps it; the secret itself is never stored.
@@ -143,5 +160,16 @@ pub struct Session {
     pub csrf: String,
     pub created_at: i64,
     pub last_seen: i64,
+    pub expires_at: i64,
+}
+
+/// A study shared with a user outside the referring-physician rule.
+#[derive(Debug, Clone, Serialize)]
+pub struct StudyShare {
+    pub study_uid: String,
+    pub user: String,
+    pub shared_by: String,
+    pub created_at: i64,
+    /// Unix seconds; 0 when it never expires.
     pub expires_at: i64,
 }

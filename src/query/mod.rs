@@ -106,6 +106,16 @@ pub struct Query {
     pub combined_date_time: bool,
     /// Person names match case- and diacritic-insensitively.
     pub fuzzy_names: bool,
+    /// Only studies this referring user may see.
+    pub referrer: Option<Referrer>,
+}
+
+/// A referring user: the studies that name them (Referring Physician's
+/// Name, folded for matching) and those shared with them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Referrer {
+    pub user: String,
+    pub physician_folded: String,
 }
 
 impl Query {
@@ -117,6 +127,7 @@ impl Query {
             unsupported: Vec::new(),
             combined_date_time: false,
             fuzzy_names: true,
+            referrer: None,
         }
     }
 
@@ -188,6 +199,7 @@ impl Query {
             unsupported,
             combined_date_time: false,
             fuzzy_names: true,
+            referrer: None,
         })
     }
 

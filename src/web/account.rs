@@ -44,10 +44,10 @@ struct LoginPageQuery {
     next: Option<String>,
 }
 
-async fn login_page(query: web::Query<LoginPageQuery>) -> HttpResponse {
+async fn login_page(state: web::Data<AppState>, query: web::Query<LoginPageQuery>) -> HttpResponse {
     html_page(
         actix_web::http::StatusCode::OK,
-        &login_html(query.next.as_deref(), None),
+        &login_html(&state, query.next.as_deref(), None),
     )
 }
 
@@ -99,7 +99,7 @@ async fn login(
             };
             return Ok(html_page(
                 status,
-                &login_html(form.next.as_deref(), Some(&e.to_string())),
+                &login_html(&state, form.next.as_deref(), Some(&e.to_string())),
             ));
         }
         Err(e) => return Err(e.into()),
@@ -158,7 +158,12 @@ async fn logout(
         .finish())
 }
 
-fn cookie(name: &'static str, value: String, http_only: bool, secure: bool) -> Cookie<'static> {
+pub(super) fn cookie(
+    name: &'static str,
+    value: String,
+    http_only: bool,
+    secure: bool,
+) -> Cookie<'static> {
     Cookie::build(name, value)
         .path("/")
         .http_only(http_only)
@@ -168,7 +173,7 @@ fn cookie(name: &'static str, value: String, http_only: bool, secure: bool) -> C
 }
 
 /// Only a path on this server: never `//host` or a full URL.
-fn safe_next(next: Option<&str>) -> String {
+pub(super) fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_owned(),
         _ => "/".to_owned(),
@@ -286,7 +291,7 @@ async fn revoke_token(
     Ok(HttpResponse::NoContent().finish())
 }
 
-fn html_page(status: actix_web::http::StatusCode, body: &str) -> HttpResponse {
+pub(super) fn html_page(status: actix_web::http::StatusCode, body: &str) -> HttpResponse {
     HttpResponse::build(status)
         .insert_header((CONTENT_TYPE, "text/html; charset=utf-8"))
         .insert_header(("Cache-Control", "no-store"))
@@ -294,7 +299,7 @@ fn html_page(status: actix_web::http::StatusCode, body: &str) -> HttpResponse {
         .body(body.to_owned())
 }
 
-fn escape(s: &str) -> String {
+pub(super) fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -306,17 +311,32 @@ const STYLE: &str = "body{font-family:system-ui,sans-serif;background:#0b1220;co
 display:flex;justify-content:center;padding-top:10vh}form{background:#111a2e;padding:2em;\
 border-radius:8px;width:20em}label{display:block;margin:.8em 0 .2em}input{width:100%;\
 padding:.5em;box-sizing:border-box}button{margin-top:1.2em;width:100%;padding:.6em}\
-.error{color:#fca5a5}";
+.error{color:#fca5a5}.sso{display:block;text-align:center;padding:.6em;background:#1d4ed8;\
+color:#fff;border-radius:4px;text-decoration:none}";
 
-fn login_html(next: Option<&str>, error: Option<&str>) -> String {
-    let next = escape(&safe_next(next));
+/// The login form, and a single sign-on button when `[oidc]` is set.
+pub(super) fn login_html(state: &AppState, next: Option<&str>, error: Option<&str>) -> String {
+    let raw_next = safe_next(next);
+    let next = escape(&raw_next);
     let error = error
         .map(|e| format!("<p class=error role=alert>{}</p>", escape(e)))
+        .unwrap_or_default();
+    let sso = state
+        .auth
+        .oidc
+        .as_ref()
+        .map(|oidc| {
+            format!(
+                "<p><a class=sso href=\"/login/oidc?next={}\">{}</a></p>",
+                escape(&super::auth::percent_encode(&raw_next)),
+                escape(oidc.label())
+            )
+        })
         .unwrap_or_default();
     format!(
         "<!doctype html><html lang=en><meta charset=utf-8><title>Tessera: log in</title>\
          <meta name=viewport content=\"width=device-width\"><link rel=stylesheet href=/login.css>\
-         <form method=post action=/login><h1>Tessera</h1>{error}\
+         <form method=post action=/login><h1>Tessera</h1>{error}{sso}\
          <label for=name>Name</label><input id=name name=name autocomplete=username required autofocus>\
          <label for=password>Password</label>\
          <input id=password name=password type=password autocomplete=current-password required>\

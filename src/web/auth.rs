@@ -32,6 +32,8 @@ pub struct AuthPolicy {
     pub shared_token: Option<String>,
     /// `http.public_metrics`.
     pub public_metrics: bool,
+    /// Single sign-on, when `[oidc]` is set.
+    pub oidc: Option<std::sync::Arc<crate::auth::oidc::Oidc>>,
 }
 
 pub async fn authenticate(
@@ -135,7 +137,8 @@ async fn anonymous(
         HttpResponse::ServiceUnavailable()
             .json(serde_json::json!({"error": "authentication is unavailable"}))
     })?;
-    if users_exist || policy.shared_token.is_some() {
+    // Single sign-on set up means logins are expected, from anywhere.
+    if users_exist || policy.shared_token.is_some() || policy.oidc.is_some() {
         return Ok(None);
     }
     let loopback = req.peer_addr().is_some_and(|a| a.ip().is_loopback());

@@ -13,6 +13,8 @@ pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
     Unavailable(String),
     #[error(transparent)]
     Auth(#[from] AuthError),
@@ -21,7 +23,9 @@ pub enum ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::Registry(RegistryError::NotFound(_)) => StatusCode::NOT_FOUND,
+            ApiError::Registry(RegistryError::NotFound(_)) | ApiError::NotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::Registry(RegistryError::Invalid(_))
             | ApiError::Registry(RegistryError::TitleMismatch { .. })
             | ApiError::Registry(RegistryError::OwnTitle(_))
@@ -52,7 +56,11 @@ fn auth_status(e: &AuthError) -> StatusCode {
             StatusCode::UNAUTHORIZED
         }
         AuthError::Locked { .. } => StatusCode::TOO_MANY_REQUESTS,
-        AuthError::UserExists(_) | AuthError::TokenExists(_) => StatusCode::CONFLICT,
+        AuthError::UserExists(_)
+        | AuthError::TokenExists(_)
+        | AuthError::External(_)
+        | AuthError::LocalAccount(_) => StatusCode::CONFLICT,
+        AuthError::Disabled(_) => StatusCode::FORBIDDEN,
         AuthError::NoSuchUser(_) | AuthError::NoSuchToken(_) => StatusCode::NOT_FOUND,
         AuthError::SamePassword
         | AuthError::Password(_)

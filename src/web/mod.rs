@@ -13,9 +13,11 @@ mod auth;
 mod error;
 mod forwarding;
 mod hl7;
+mod oidc;
 mod peers;
 mod referring;
 mod reports;
+mod shares;
 mod status;
 mod users;
 mod viewer;
@@ -106,7 +108,8 @@ pub fn start(
                     .configure(peers::routes)
                     .configure(hl7::routes)
                     .configure(worklist::routes)
-                    .configure(reports::routes),
+                    .configure(reports::routes)
+                    .configure(shares::routes),
             )
             .service(
                 web::scope("/dicom-web")
@@ -125,6 +128,7 @@ pub fn start(
                     .configure(crate::dicomweb::wado_uri_routes),
             )
             .configure(account::pages)
+            .configure(oidc::pages)
             .configure(|cfg| viewer::routes(cfg, &viewer_dir))
     })
     // Responses go out in several writes (headers, chunks); with Nagle's

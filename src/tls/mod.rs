@@ -10,6 +10,10 @@
 //!   `tls.ca_file`, and pick up new certificate files on
 //!   [`ServerTls::reload`] (SIGHUP) without dropping a connection.
 
+mod peer_certificate;
+
+pub use peer_certificate::PeerCertificate;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -113,6 +117,8 @@ pub struct ServerFiles {
 pub struct ServerTls {
     key: Arc<CurrentKey>,
     config: Arc<ServerConfig>,
+    /// The client certificate check, when a CA is set.
+    verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
 }
 
 /// The certificate the listeners present, swapped whole on reload, so a
@@ -143,10 +149,10 @@ impl ServerTls {
             files: files.clone(),
             key: RwLock::new(CurrentKey::load(files)?),
         });
-        let builder = ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()?;
-        let builder = match &files.client_ca {
-            None => builder.with_no_client_auth(),
+        let verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>> = match &files
+            .client_ca
+        {
+            None => None,
             Some(ca) => {
                 let verifier =
                     WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider());
@@ -155,17 +161,38 @@ impl ServerTls {
                 } else {
                     verifier.allow_unauthenticated()
                 };
-                let verifier = verifier
-                    .build()
-                    .map_err(|e| TlsError::Verifier(e.to_string()))?;
-                builder.with_client_cert_verifier(verifier)
+                Some(
+                    verifier
+                        .build()
+                        .map_err(|e| TlsError::Verifier(e.to_string()))?,
+                )
             }
         };
-        let config = builder.with_cert_resolver(key.clone());
+        let config = Arc::new(server_config(&key, verifier.clone())?);
         Ok(ServerTls {
             key,
-            config: Arc::new(config),
+            config,
+            verifier,
         })
+    }
+
+    /// A configuration for one connection that leaves the client
+    /// certificate it verifies in `slot`. Without a client CA there is
+    /// none to catch, and the shared configuration serves.
+    pub fn config_catching(&self, slot: &PeerCertificate) -> Result<Arc<ServerConfig>, TlsError> {
+        match &self.verifier {
+            None => Ok(self.config.clone()),
+            Some(inner) => {
+                let capturing = peer_certificate::Capturing {
+                    inner: inner.clone(),
+                    slot: slot.clone(),
+                };
+                Ok(Arc::new(server_config(
+                    &self.key,
+                    Some(Arc::new(capturing)),
+                )?))
+            }
+        }
     }
 
     /// The rustls configuration; its certificate follows [`Self::reload`].
@@ -182,6 +209,19 @@ impl ServerTls {
         }
         Ok(())
     }
+}
+
+fn server_config(
+    key: &Arc<CurrentKey>,
+    verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+) -> Result<ServerConfig, TlsError> {
+    let builder =
+        ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let builder = match verifier {
+        None => builder.with_no_client_auth(),
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+    };
+    Ok(builder.with_cert_resolver(key.clone()))
 }
 
 /// Whether a client's end-entity certificate is valid for `name` (a DNS
