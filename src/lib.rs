@@ -58,6 +58,7 @@ pub mod query;
 pub mod reclaim;
 pub mod ris;
 pub mod routing;
+pub mod search;
 pub mod server;
 pub mod storage;
 pub mod telemetry;

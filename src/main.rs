@@ -85,6 +85,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rebuild the full-text search index from the index database
+    /// (server stopped).
+    Reindex,
     /// Manage the accounts that log in to the web pages and API.
     #[command(subcommand)]
     User(UserCommand),
@@ -235,10 +238,38 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => verify(config, prune_unreferenced, json).await,
         Command::Stats { json } => stats(config, json).await,
+        Command::Reindex => reindex(config).await,
         Command::Echo { peer } => echo(config, &peer).await,
         Command::User(command) => user(config, command).await,
         Command::Audit(AuditCommand::Verify { json }) => audit_verify(config, json).await,
     }
+}
+
+async fn reindex(config: Config) -> anyhow::Result<ExitCode> {
+    let core = tessera::server::Core::open(&config).await?;
+    let search = tessera::search::SearchIndex::open(&config.data_dir.join("search"))
+        .context("cannot open the search index (is a server running on this data directory?)")?;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} studies, {per_sec}, eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let started = std::time::Instant::now();
+    let done = tessera::search::indexer::rebuild(&core.index, &search, |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })
+    .await?;
+    bar.finish_and_clear();
+    core.index.close().await;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{done} studies indexed in {seconds:.1} s ({:.0} studies/s)",
+        done as f64 / seconds.max(0.001)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn audit_verify(config: Config, json: bool) -> anyhow::Result<ExitCode> {

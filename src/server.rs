@@ -39,6 +39,8 @@ pub enum ServerError {
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
     Oidc(#[from] crate::auth::oidc::OidcError),
+    #[error(transparent)]
+    Search(#[from] crate::search::SearchError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -391,7 +393,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
              (tessera user add, tessera user token) and remove it"
         );
     }
+    let search = crate::search::SearchIndex::open(&config.data_dir.join("search"))?;
     let state = AppState {
+        search: search.clone(),
         index: core.index.clone(),
         storage: core.storage.clone(),
         metrics: core.metrics.clone(),
@@ -481,6 +485,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     };
     worker_tracker.spawn(forwarder.run(shutdown.clone()));
     worker_tracker.spawn(purge_sessions(accounts.clone(), shutdown.clone()));
+    worker_tracker.spawn(crate::search::indexer::run(
+        core.index.clone(),
+        search,
+        shutdown.clone(),
+    ));
     if let Some(retention) = config.audit.retention {
         worker_tracker.spawn(purge_audit(core.index.clone(), retention, shutdown.clone()));
     }

@@ -97,6 +97,7 @@ pub const RULES: &[Rule] = &[
     rule("DELETE", "/api/v1/users/*/tokens/*", Access::Admin),
     rule("GET", "/api/v1/audit", Access::Audit),
     rule("GET", "/api/v1/stats", Access::Read),
+    rule("GET", "/api/v1/search", Access::View),
     rule("GET", "/api/v1/forwarding", Access::Operate),
     rule("GET", "/api/v1/peers", Access::Admin),
     rule("GET", "/api/v1/peers/*", Access::Admin),

@@ -24,6 +24,7 @@ mod read;
 mod reclaim;
 pub mod reports;
 mod schema;
+pub mod search;
 pub mod shares;
 pub mod users;
 pub mod worklist;

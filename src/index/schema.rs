@@ -131,6 +131,11 @@ macro_rules! migrations {
                     "/0020_external_users.sql"
                 )),
             ),
+            (
+                21,
+                "search outbox",
+                include_str!(concat!("../../migrations/", $db, "/0021_search_outbox.sql")),
+            ),
         ]
     };
 }

@@ -17,6 +17,7 @@ mod oidc;
 mod peers;
 mod referring;
 mod reports;
+mod search;
 mod shares;
 mod status;
 mod users;
@@ -61,6 +62,7 @@ pub struct AppState {
     pub hsts: bool,
     pub auditor: crate::audit::Auditor,
     pub recent_retrieves: Arc<audit::RecentRetrieves>,
+    pub search: Arc<crate::search::SearchIndex>,
 }
 
 /// Build and start the HTTP server on an already-bound listener, speaking
@@ -109,7 +111,8 @@ pub fn start(
                     .configure(hl7::routes)
                     .configure(worklist::routes)
                     .configure(reports::routes)
-                    .configure(shares::routes),
+                    .configure(shares::routes)
+                    .configure(search::routes),
             )
             .service(
                 web::scope("/dicom-web")

@@ -2,7 +2,7 @@
 
 usage: gen.py OUTDIR --count N [--studies S] [--rows R] [--cols C] [--ts UID]
               [--study-uid UID] [--accession A] [--patient-id ID]
-              [--referring PN]
+              [--referring PN] [--description TEXT] [--body-part BP]
               [--seed K] [--patient-name NAME] [--study-date DA] [--modality M]
 Writes one Part-10 file per instance and prints the number written.
 """
@@ -90,6 +90,8 @@ def main():
     p.add_argument("--accession", help="AccessionNumber of every study")
     p.add_argument("--patient-id", help="PatientID of every instance")
     p.add_argument("--referring", help="ReferringPhysicianName of every study")
+    p.add_argument("--description", help="StudyDescription of every study")
+    p.add_argument("--body-part", help="BodyPartExamined of every series")
     p.add_argument("--sps-id", default="SPS-1", help="ScheduledProcedureStepID in RequestAttributesSequence")
     args = p.parse_args()
     os.makedirs(args.outdir, exist_ok=True)
@@ -108,6 +110,10 @@ def main():
                   args.study_date, args.modality, args.sps_id, args.accession)
         if args.referring:
             ds.ReferringPhysicianName = args.referring
+        if args.description:
+            ds.StudyDescription = args.description
+        if args.body_part:
+            ds.BodyPartExamined = args.body_part
         little = ds.file_meta.TransferSyntaxUID != ExplicitVRBigEndian
         implicit = ds.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
         ds.save_as(

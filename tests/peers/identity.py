@@ -58,6 +58,8 @@ def main():
     args = p.parse_args()
     ds = dcmread(args.file)
     ae = AE(ae_title=args.aet)
+    # A hang must fail the test, not stall it.
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 15
     for context in (
         Verification,
         StudyRootQueryRetrieveInformationModelFind,
@@ -75,10 +77,15 @@ def main():
         identity.primary_field = args.user.encode()
         identity.secondary_field = args.password.encode()
         ext.append(identity)
-    # C-GET sends what it finds back on this association; take it.
-    handlers = [(evt.EVT_C_STORE, lambda event: 0x0000)]
+    # C-GET sends what it finds back on this association, and a storage
+    # commitment report may come on it too; take both.
+    handlers = [
+        (evt.EVT_C_STORE, lambda event: 0x0000),
+        (evt.EVT_N_EVENT_REPORT, lambda event: (0x0000, None)),
+    ]
     assoc = ae.associate("127.0.0.1", args.port, ae_title="TESSERA", ext_neg=ext, evt_handlers=handlers)
-    services = ["echo", "store", "find", "move", "get", "commit", "mpps"]
+    # Commitment last: its report may follow on this association.
+    services = ["echo", "store", "find", "move", "get", "mpps", "commit"]
     out = {"established": assoc.is_established, **{s: None for s in services}}
     calls = {
         "echo": lambda: status_of(assoc.send_c_echo()),
