@@ -190,26 +190,35 @@ impl Index {
             push_distinct(&mut doc.series_descriptions, row.try_get(2)?);
             push_distinct(&mut doc.body_parts, row.try_get(3)?);
         }
+        // A report names its study by UID or by accession number; two
+        // look-ups, each on its own index, then once per report.
         let sql = format!(
-            "SELECT st.study_instance_uid, r.body, r.status FROM reports r \
-             JOIN studies st ON r.study_instance_uid = st.study_instance_uid \
-             OR (r.accession_number <> '' AND r.accession_number = st.accession_number) \
-             WHERE st.study_instance_uid IN ({list}) ORDER BY r.id"
+            "SELECT r.id, r.study_instance_uid, r.body, r.status FROM reports r \
+             WHERE r.study_instance_uid IN ({list}) \
+             UNION SELECT r.id, st.study_instance_uid, r.body, r.status FROM reports r \
+             JOIN studies st ON r.accession_number = st.accession_number \
+             WHERE r.accession_number <> '' AND st.study_instance_uid IN ({list}) \
+             ORDER BY 1"
         );
         let mut query = sqlx::query(&sql);
         for uid in uids {
             query = query.bind(uid);
         }
+        let mut seen = std::collections::BTreeSet::new();
         for row in query.fetch_all(&self.pool).await? {
-            let uid: String = row.try_get(0)?;
-            let status: String = row.try_get(2)?;
+            let id: i64 = row.try_get(0)?;
+            let uid: String = row.try_get(1)?;
+            if !seen.insert((id, uid.clone())) {
+                continue;
+            }
+            let status: String = row.try_get(3)?;
             let Some(doc) = docs.get_mut(&uid) else {
                 continue;
             };
             if status == "cancelled" {
                 continue;
             }
-            doc.reports.push(row.try_get(1)?);
+            doc.reports.push(row.try_get(2)?);
             if status == "final" || status == "corrected" {
                 doc.status = "final".into();
             } else if doc.status != "final" {
