@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{http_exchange, run_peer, skip, stow, Archive, Backend};
+use common::{http_exchange, run_peer, skip, Archive, Backend};
 use serde_json::Value;
 use tessera::model::{Role, Roles};
 
@@ -85,19 +85,12 @@ const PASSWORD: &str = "Corr3ct-horse";
 
 async fn store(archive: &Archive, seed: usize) {
     let (uid, name, id, date, modality, description, referring, accession) = STUDIES[seed];
-    let dir = tempfile::tempdir().expect("tmp");
-    let out = run_peer(
-        "gen.py",
+    let seed = (100 + seed).to_string();
+    common::stow_generated(
+        archive.http_port,
         &[
-            dir.path().to_str().expect("utf8"),
-            "--count",
-            "1",
-            "--rows",
-            "16",
-            "--cols",
-            "16",
             "--seed",
-            &(100 + seed).to_string(),
+            &seed,
             "--study-uid",
             uid,
             "--patient-name",
@@ -117,13 +110,6 @@ async fn store(archive: &Archive, seed: usize) {
         ],
     )
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let bytes = std::fs::read(dir.path().join("img00000.dcm")).expect("generated");
-    assert_eq!(stow(archive.http_port, &bytes, &[]).await, 200);
 }
 
 async fn search(archive: &Archive, query: &str, auth: Option<&str>) -> (u16, Value) {

@@ -79,6 +79,7 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/login/oidc/callback", Access::Public),
     rule("GET", "/login.css", Access::Public),
     rule("GET", "/", Access::Account),
+    rule("GET", "/ui/**", Access::Account),
     rule("GET", "/metrics", Access::Metrics),
     rule("POST", "/logout", Access::Account),
     rule("GET", "/account/password", Access::Account),

@@ -16,8 +16,7 @@ use crate::auth::{AuthError, Principal};
 use crate::model::Roles;
 
 pub fn pages(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(home))
-        .route("/login", web::get().to(login_page))
+    cfg.route("/login", web::get().to(login_page))
         .route("/login.css", web::get().to(style))
         .route("/login", web::post().to(login))
         .route("/logout", web::post().to(logout))
@@ -30,13 +29,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/account/tokens", web::get().to(tokens))
         .route("/account/tokens", web::post().to(create_token))
         .route("/account/tokens/{name}", web::delete().to(revoke_token));
-}
-
-/// The study browser will live here; until then the viewer's study list.
-async fn home() -> HttpResponse {
-    HttpResponse::SeeOther()
-        .insert_header(("Location", "/viewer/"))
-        .finish()
 }
 
 #[derive(Deserialize)]

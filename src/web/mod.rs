@@ -10,6 +10,7 @@
 mod account;
 mod audit;
 mod auth;
+mod browser;
 mod error;
 mod forwarding;
 mod hl7;
@@ -131,6 +132,7 @@ pub fn start(
                     .configure(crate::dicomweb::wado_uri_routes),
             )
             .configure(account::pages)
+            .configure(browser::pages)
             .configure(oidc::pages)
             .configure(|cfg| viewer::routes(cfg, &viewer_dir))
     })

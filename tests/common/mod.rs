@@ -435,6 +435,30 @@ pub fn ct_sample() -> Option<PathBuf> {
 
 /// STOW-RS one Part-10 object to `/dicom-web/studies` with extra headers;
 /// returns the HTTP status.
+/// Make one small instance with `gen.py` (`args` beside `--count 1`) and
+/// store it by STOW-RS; panics unless it is stored.
+pub async fn stow_generated(port: u16, args: &[&str]) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut all = vec![
+        dir.path().to_str().expect("utf8"),
+        "--count",
+        "1",
+        "--rows",
+        "16",
+        "--cols",
+        "16",
+    ];
+    all.extend_from_slice(args);
+    let out = run_peer("gen.py", &all).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(dir.path().join("img00000.dcm")).expect("generated");
+    assert_eq!(stow(port, &bytes, &[]).await, 200, "STOW-RS of {args:?}");
+}
+
 pub async fn stow(port: u16, part10: &[u8], headers: &[(&str, &str)]) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let boundary = "test-boundary";
