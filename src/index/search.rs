@@ -148,11 +148,7 @@ impl Index {
              FROM studies st JOIN patients p ON p.id = st.patient_fk \
              WHERE st.study_instance_uid IN ({list})"
         );
-        let mut query = sqlx::query(&sql);
-        for uid in uids {
-            query = query.bind(uid);
-        }
-        for row in query.fetch_all(&self.pool).await? {
+        for row in self.rows_for(&sql, uids).await? {
             let doc = StudyDocument {
                 study_uid: row.try_get(0)?,
                 patient_name: row.try_get(1)?,
@@ -177,11 +173,7 @@ impl Index {
              se.body_part_examined FROM series se JOIN studies st ON st.id = se.study_fk \
              WHERE st.study_instance_uid IN ({list}) ORDER BY se.id"
         );
-        let mut query = sqlx::query(&sql);
-        for uid in uids {
-            query = query.bind(uid);
-        }
-        for row in query.fetch_all(&self.pool).await? {
+        for row in self.rows_for(&sql, uids).await? {
             let uid: String = row.try_get(0)?;
             let Some(doc) = docs.get_mut(&uid) else {
                 continue;
@@ -200,12 +192,8 @@ impl Index {
              WHERE r.accession_number <> '' AND st.study_instance_uid IN ({list}) \
              ORDER BY 1"
         );
-        let mut query = sqlx::query(&sql);
-        for uid in uids {
-            query = query.bind(uid);
-        }
         let mut seen = std::collections::BTreeSet::new();
-        for row in query.fetch_all(&self.pool).await? {
+        for row in self.rows_for(&sql, uids).await? {
             let id: i64 = row.try_get(0)?;
             let uid: String = row.try_get(1)?;
             if !seen.insert((id, uid.clone())) {
@@ -229,11 +217,7 @@ impl Index {
             "SELECT study_instance_uid, requested_procedure_description, performing_physician \
              FROM worklist_items WHERE study_instance_uid IN ({list}) ORDER BY id"
         );
-        let mut query = sqlx::query(&sql);
-        for uid in uids {
-            query = query.bind(uid);
-        }
-        for row in query.fetch_all(&self.pool).await? {
+        for row in self.rows_for(&sql, uids).await? {
             let uid: String = row.try_get(0)?;
             if let Some(doc) = docs.get_mut(&uid) {
                 push_distinct(&mut doc.procedures, row.try_get(1)?);
@@ -244,11 +228,7 @@ impl Index {
             "SELECT DISTINCT study_instance_uid FROM performed_steps \
              WHERE status = 'COMPLETED' AND study_instance_uid IN ({list})"
         );
-        let mut query = sqlx::query(&sql);
-        for uid in uids {
-            query = query.bind(uid);
-        }
-        for row in query.fetch_all(&self.pool).await? {
+        for row in self.rows_for(&sql, uids).await? {
             let uid: String = row.try_get(0)?;
             if let Some(doc) = docs.get_mut(&uid) {
                 if doc.status == "arrived" {
@@ -257,6 +237,19 @@ impl Index {
             }
         }
         Ok(())
+    }
+
+    /// The rows of `sql` with `uids` bound to its placeholders in order.
+    async fn rows_for(
+        &self,
+        sql: &str,
+        uids: &[String],
+    ) -> Result<Vec<sqlx::any::AnyRow>, IndexError> {
+        let mut query = sqlx::query(sql);
+        for uid in uids {
+            query = query.bind(uid);
+        }
+        Ok(query.fetch_all(&self.pool).await?)
     }
 
     /// Studies shared with `user` and not expired.
