@@ -1,5 +1,5 @@
-//! Deliberate crashes at named points of the ingest path, for the recovery
-//! tests. `TESSERA_CRASH_AT=name:n` aborts the process the n-th time `name`
+//! Deliberate crashes at named points of the ingest path and the search
+//! indexer, for the recovery tests. `TESSERA_CRASH_AT=name:n` aborts the process the n-th time `name`
 //! is reached: nothing is flushed or cleaned up, as with kill -9.
 //! `name:n:ms` first holds the thread that reached it for `ms`
 //! milliseconds, while the rest of the server goes on. Unset, a point costs
@@ -22,6 +22,10 @@ pub const POINTS: &[&str] = &[
     "marked",
     "segment-advanced",
 ];
+
+/// Points of the search indexer: documents added but not committed, and
+/// committed with their outbox mark.
+pub const SEARCH_POINTS: &[&str] = &["search-added", "search-committed"];
 
 pub fn reach(name: &str) {
     let plan = PLAN.get_or_init(|| {

@@ -1,14 +1,18 @@
-//! The study browser at `/` in headless Chromium (playwright-core,
-//! `tests/viewer/browser.mjs`): sent to the login page without a session,
-//! then searching as you type, filtering by modality, sorting by date, the
-//! search kept in the URL and restored from it, and a study opened in the
-//! viewer. The screenshot is kept under `target/test-artifacts/`.
+//! The study browser at `/` and the study page in headless Chromium
+//! (playwright-core, `tests/viewer/browser.mjs`): sent to the login page
+//! without a session, then searching as you type, filtering by modality,
+//! sorting by date, the search kept in the URL and restored from it; a
+//! study found by its report opened on its page with thumbnails, the
+//! report's matched words marked, its order and the patient's other
+//! study; the study downloaded as ZIP; a clip and a time-lapse played; and
+//! the study opened in the viewer. Screenshots are kept under
+//! `target/test-artifacts/`.
 
 mod common;
 
 use std::path::Path;
 
-use common::{skip, stow_generated, Archive, Backend};
+use common::{run_peer, send_hl7, skip, stow_generated, Archive, Backend};
 use tessera::model::{Role, Roles};
 
 const PASSWORD: &str = "Rad-i0logist!";
@@ -53,27 +57,100 @@ async fn study_browser_searches_and_opens_studies(backend: Backend) {
             "CR",
             "3",
         ),
+        (
+            "1.2.826.0.1.3680043.10.8.4",
+            "Nguyen^Van Binh",
+            "VN-2",
+            "20220101",
+            "CT",
+            "4",
+        ),
     ];
     for (uid, name, id, date, modality, seed) in studies {
-        stow_generated(
-            archive.http_port,
-            &[
-                "--seed",
-                seed,
-                "--study-uid",
-                uid,
-                "--patient-name",
-                name,
-                "--patient-id",
-                id,
-                "--study-date",
-                date,
-                "--modality",
-                modality,
-            ],
-        )
-        .await;
+        let mut args = vec![
+            "--seed",
+            seed,
+            "--study-uid",
+            uid,
+            "--patient-name",
+            name,
+            "--patient-id",
+            id,
+            "--study-date",
+            date,
+            "--modality",
+            modality,
+        ];
+        if uid == studies[1].0 {
+            args.extend(["--accession", "ACC-VN2"]);
+        }
+        stow_generated(archive.http_port, &args).await;
     }
+    // The MR study also holds an ultrasound clip of 8 frames at 100 ms,
+    // and a time-lapse of 3 images 2 hours apart.
+    let (uid, name, id, date, ..) = studies[1];
+    let same_study = [
+        "--study-uid",
+        uid,
+        "--patient-name",
+        name,
+        "--patient-id",
+        id,
+        "--study-date",
+        date,
+        "--accession",
+        "ACC-VN2",
+    ];
+    let clip = [
+        "--seed",
+        "7",
+        "--modality",
+        "US",
+        "--frames",
+        "8",
+        "--frame-time",
+        "100",
+        "--rows",
+        "64",
+        "--cols",
+        "64",
+    ];
+    stow_generated(archive.http_port, &[&same_study[..], &clip[..]].concat()).await;
+    let time_lapse = [
+        "--seed",
+        "8",
+        "--modality",
+        "XC",
+        "--count",
+        "3",
+        "--hours-apart",
+        "2",
+        "--rows",
+        "32",
+        "--cols",
+        "32",
+    ];
+    stow_generated(
+        archive.http_port,
+        &[&same_study[..], &time_lapse[..]].concat(),
+    )
+    .await;
+    send_hl7(
+        archive.hl7_port,
+        "MSH|^~\\&|RIS|H|TESSERA|R|20261206090000||ORM^O01^ORM_O01|B-ORM-1|P|2.5.1||||||UNICODE UTF-8\r\
+         PID|1||VN-2||Nguyen^Van Binh||19700101|O\r\
+         ORC|NW|PL-VN2|FL-VN2||SC||^^^20230101080000^^R||20261206090000\r\
+         OBR|1|PL-VN2|FL-VN2|MRBRAIN^MR Brain^LOCAL||||||||||||||ACC-VN2|RP-VN2|SPS-VN2||||MR\r",
+    )
+    .await;
+    send_hl7(
+        archive.hl7_port,
+        "MSH|^~\\&|RIS|H|TESSERA|R|20261206100000||ORU^R01^ORU_R01|B-ORU-1|P|2.5||||||UNICODE UTF-8\r\
+         PID|1||VN-2||Nguyen^Van Binh\r\
+         OBR|1|PL-VN2|FL-VN2|MRBRAIN^MR Brain|||20261206100000|||||||||||ACC-VN2|||||||F\r\
+         OBX|1|TX|IMP^Impression||Kleine Läsion im Oberlappen links, kein Erguss.||||||F\r",
+    )
+    .await;
     let accounts = tessera::auth::Accounts::new(archive.index().await, Default::default());
     accounts
         .add_user(
@@ -88,12 +165,15 @@ async fn study_browser_searches_and_opens_studies(backend: Backend) {
     let artifacts = manifest().join("target/test-artifacts");
     std::fs::create_dir_all(&artifacts).expect("artifact dir");
     let shot = artifacts.join(format!("study-browser-{backend:?}.png"));
+    let zip = artifacts.join(format!("study-browser-{backend:?}.zip"));
     let out = tokio::process::Command::new("node")
         .arg(manifest().join("tests/viewer/browser.mjs"))
         .args(["--base", &format!("http://127.0.0.1:{}", archive.http_port)])
         .args(["--user", "reader", "--password", PASSWORD])
         .arg("--screenshot")
         .arg(&shot)
+        .arg("--download")
+        .arg(&zip)
         .kill_on_drop(true)
         .output()
         .await
@@ -106,7 +186,7 @@ async fn study_browser_searches_and_opens_studies(backend: Backend) {
         .unwrap_or_else(|| panic!("no JSON: {stdout}{}", String::from_utf8_lossy(&out.stderr)));
     assert!(out.status.success(), "{seen:#}");
     assert_eq!(seen["login_redirect"], "/login", "{seen:#}");
-    assert_eq!(seen["typed"]["rows"], 2, "{seen:#}");
+    assert_eq!(seen["typed"]["rows"], 3, "{seen:#}");
     assert!(
         seen["typed"]["url"]
             .as_str()
@@ -126,7 +206,7 @@ async fn study_browser_searches_and_opens_studies(backend: Backend) {
     );
     assert_eq!(
         seen["sorted_dates"],
-        serde_json::json!(["2024-06-10", "2024-03-15", "2023-01-01"]),
+        serde_json::json!(["2024-06-10", "2024-03-15", "2023-01-01", "2022-01-01"]),
         "{seen:#}"
     );
     assert_eq!(seen["reloaded"]["q"], "nguyen", "{seen:#}");
@@ -136,6 +216,94 @@ async fn study_browser_searches_and_opens_studies(backend: Backend) {
         serde_json::json!(["VN-2"]),
         "{seen:#}"
     );
+    let study = &seen["study"];
+    assert_eq!(
+        study["path"],
+        format!("/study/{}", studies[1].0),
+        "{seen:#}"
+    );
+    assert_eq!(study["patient"], "Nguyen Van Binh · VN-2", "{seen:#}");
+    assert_eq!(
+        study["series"], 3,
+        "MR, the clip and the time-lapse: {seen:#}"
+    );
+    assert_eq!(study["thumbnails_painted"], 3, "{seen:#}");
+    assert_eq!(
+        study["marks"],
+        serde_json::json!(["Oberlappen"]),
+        "{seen:#}"
+    );
+    assert!(
+        study["workflow"].as_array().is_some_and(|rows| rows
+            .iter()
+            .any(|r| r.as_str().is_some_and(|r| r.contains("SPS-VN2")))),
+        "the order's scheduled step: {seen:#}"
+    );
+    assert_eq!(
+        study["others"],
+        serde_json::json!(["2022-01-01"]),
+        "the patient's other study: {seen:#}"
+    );
+    assert!(
+        study["link"]
+            .as_str()
+            .is_some_and(|l| l.ends_with(&format!("/study/{}", studies[1].0))),
+        "{seen:#}"
+    );
+
+    // The clip plays at its FrameTime, advances by itself and steps.
+    let cine = &seen["cine"];
+    assert_eq!(cine["frames"], "Frame 1 / 8", "{seen:#}");
+    assert!(
+        cine["rate"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("10.0/s from FrameTime")),
+        "{seen:#}"
+    );
+    assert!(
+        cine["advanced_to"].as_u64().is_some_and(|i| i >= 4),
+        "{seen:#}"
+    );
+    assert_eq!(
+        cine["stepped"].as_u64(),
+        cine["paused_at"].as_u64().map(|i| i % 8 + 1),
+        "{seen:#}"
+    );
+    assert_eq!(
+        cine["painted"], true,
+        "the canvas holds the frame: {seen:#}"
+    );
+    // Time points in acquisition order, though numbered the other way.
+    assert_eq!(
+        seen["time_lapse"],
+        serde_json::json!(["+0.0 h", "+2.0 h", "+4.0 h"]),
+        "{seen:#}"
+    );
+
+    // The ZIP the browser saved holds every instance of the study.
+    assert_eq!(
+        seen["download"],
+        format!("{}.zip", studies[1].0),
+        "{seen:#}"
+    );
+    let unzipped = tempfile::tempdir().expect("tmp");
+    let out = run_peer(
+        "unzip.py",
+        &[
+            zip.to_str().expect("utf8"),
+            unzipped.path().to_str().expect("utf8"),
+        ],
+    )
+    .await;
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    assert!(out.status.success(), "{report}");
+    assert_eq!(
+        report["names"].as_array().map(Vec::len),
+        Some(5),
+        "MR, clip and 3 time points: {report}"
+    );
+
     let opened = seen["opened"].as_str().unwrap_or_default();
     assert!(
         opened.ends_with(&format!(

@@ -1,6 +1,7 @@
 //! C-MOVE and C-GET SCP against DCMTK movescu/getscu, with DCMTK storescp as
 //! the move destination: counts, received data sets, an unknown or
 //! unreachable destination, and sub-operations the destination refuses.
+//! A study downloaded as one ZIP file, as stored and uncompressed.
 
 mod common;
 
@@ -371,4 +372,140 @@ async fn troublesome_destinations(backend: Backend) {
     );
 }
 
-on_both_backends!(move_and_get, troublesome_destinations);
+/// Every file under a directory, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for path in files_in(dir) {
+        out.push(path);
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.path().is_dir() {
+                out.extend(files_under(&entry.path()));
+            }
+        }
+    }
+    out
+}
+
+/// `tests/peers/unzip.py`: the answer, and the files extracted.
+async fn download_zip(
+    archive: &Archive,
+    path: &str,
+    out_dir: &Path,
+) -> (serde_json::Value, Vec<PathBuf>) {
+    let url = format!("http://127.0.0.1:{}{path}", archive.http_port);
+    let out = run_peer("unzip.py", &[&url, out_dir.to_str().expect("utf8")]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|_| panic!("unzip.py: {stdout}{}", String::from_utf8_lossy(&out.stderr)));
+    assert!(out.status.success(), "damaged archive: {report}");
+    (report, files_under(out_dir))
+}
+
+async fn study_downloads_as_zip(backend: Backend) {
+    if python().is_none() {
+        return skip("study_downloads_as_zip", "python with pydicom missing");
+    }
+    let archive = Archive::start(backend).await;
+    let study = "1.2.826.0.1.3680043.10.8.77";
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut sent = Vec::new();
+    for (seed, ts, count) in [
+        ("1", "1.2.840.10008.1.2.5", "2"),
+        ("2", "1.2.840.10008.1.2.1", "1"),
+    ] {
+        let out_dir = dir.path().join(seed);
+        let out = run_peer(
+            "gen.py",
+            &[
+                out_dir.to_str().expect("utf8"),
+                "--count",
+                count,
+                "--seed",
+                seed,
+                "--ts",
+                ts,
+                "--study-uid",
+                study,
+                "--patient-id",
+                "ZIP-1",
+            ],
+        )
+        .await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for file in files_in(&out_dir) {
+            let bytes = std::fs::read(&file).expect("generated");
+            assert_eq!(common::stow(archive.http_port, &bytes, &[]).await, 200);
+            sent.push(file);
+        }
+    }
+
+    let (report, files) = download_zip(
+        &archive,
+        &format!("/api/v1/studies/{study}/archive"),
+        &dir.path().join("stored"),
+    )
+    .await;
+    assert_eq!(report["status"], 200, "{report}");
+    assert_eq!(report["content_type"], "application/zip", "{report}");
+    assert!(
+        report["disposition"]
+            .as_str()
+            .is_some_and(|d| d.contains(&format!("{study}.zip"))),
+        "{report}"
+    );
+    let names = report["names"].as_array().cloned().unwrap_or_default();
+    assert_eq!(names.len(), 3, "{report}");
+    for name in &names {
+        let parts: Vec<&str> = name.as_str().unwrap_or_default().split('/').collect();
+        assert_eq!(parts.len(), 3, "STUDY/SERIES/SOP.dcm: {name}");
+        assert_eq!(parts[0], study);
+        assert!(parts[2].ends_with(".dcm"), "{name}");
+    }
+    same_as_sent(&sent, &files).await;
+
+    let (report, files) = download_zip(
+        &archive,
+        &format!("/api/v1/studies/{study}/archive?transfer=uncompressed"),
+        &dir.path().join("uncompressed"),
+    )
+    .await;
+    assert_eq!(report["status"], 200, "{report}");
+    assert_eq!(files.len(), 3);
+    for file in &files {
+        let obj = dicom_object::open_file(file).expect("dicom");
+        assert_eq!(
+            obj.meta().transfer_syntax().trim_end_matches('\0'),
+            "1.2.840.10008.1.2.1",
+            "{file:?}"
+        );
+    }
+    same_pixels(&sent, &files).await;
+
+    let (status, body) = archive
+        .http_get(
+            &format!("/api/v1/studies/{study}/archive?transfer=jpeg"),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = archive
+        .http_get("/api/v1/studies/1.2.3.4.5.6/archive", &[])
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = archive
+        .http_get("/api/v1/studies/not-a-uid/archive", &[])
+        .await;
+    assert_eq!(status, 400);
+}
+
+on_both_backends!(
+    move_and_get,
+    troublesome_destinations,
+    study_downloads_as_zip
+);

@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{http_exchange, run_peer, skip, Archive, Backend};
+use common::{http_exchange, skip, Archive, Backend};
 use serde_json::Value;
 use tessera::model::{Role, Roles};
 
@@ -159,20 +159,6 @@ async fn eventually(archive: &Archive, query: &str, check: impl Fn(&Value) -> bo
     panic!("{query}: never as expected: {last:#}");
 }
 
-async fn send_hl7(archive: &Archive, message: &str) {
-    let dir = tempfile::tempdir().expect("tmp");
-    let path = dir.path().join("m.hl7");
-    std::fs::write(&path, message).expect("write");
-    let port = archive.hl7_port.to_string();
-    let out = run_peer("mllp_send.py", &[&port, path.to_str().expect("utf8")]).await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let acks: Value = serde_json::from_str(&stdout).unwrap_or(Value::Null);
-    assert!(
-        out.status.success() && acks["results"][0]["code"] == "AA",
-        "{stdout}"
-    );
-}
-
 async fn search_finds_studies(backend: Backend) {
     if common::python().is_none() {
         return skip("search_finds_studies", "python with pydicom missing");
@@ -286,7 +272,7 @@ async fn search_finds_studies(backend: Backend) {
          OBX|1|TX|IMP^Impression||Kleiner Rundherd im Oberlappen links, sonst unauffällig.||||||F\r",
         obr.join("|")
     );
-    send_hl7(&archive, &report).await;
+    common::send_hl7(archive.hl7_port, &report).await;
     let page = eventually(&archive, "q=report:rundherd", |p| p["total"] == 1).await;
     assert_eq!(ids(&page), ["DE-1"]);
     let snippet = page["results"][0]["report_snippet"]
@@ -319,7 +305,7 @@ async fn search_finds_studies(backend: Backend) {
         EVN|A08|20261205110000\r\
         PID|1||DE-1||Schmidt^Hans||19700101|M\r\
         PV1|1|O\r";
-    send_hl7(&archive, update).await;
+    common::send_hl7(archive.hl7_port, update).await;
     eventually(&archive, "q=schmidt", |p| ids(p) == ["DE-1"]).await;
     eventually(&archive, "q=muller", |p| p["total"] == 0).await;
 

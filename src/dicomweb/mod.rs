@@ -9,11 +9,13 @@
 //! - [`stow`]: STOW-RS through the same ingest path as C-STORE, so a
 //!   success status means the same durability.
 //! - [`wado_uri`]: the PS3.18 chapter 9 single-instance URI service.
+//! - [`archive`]: a study as one ZIP file, streamed, for download.
 //!
 //! [`accept`] negotiates media types and transfer syntaxes; [`error`] shapes
 //! every failure as a status code with a readable message.
 
 mod accept;
+mod archive;
 mod error;
 mod json;
 mod metadata;
@@ -35,6 +37,7 @@ use actix_web::{web, HttpRequest};
 
 use crate::index::Scope;
 
+pub use archive::archive_routes;
 pub use error::DicomWebError;
 
 /// Mount the DICOMweb routes.

@@ -184,21 +184,20 @@ fn parse_attribute(name: &str) -> Result<Option<Attribute>, DicomWebError> {
     }
 }
 
-fn defaults(level: Level, nested: bool) -> Vec<Attribute> {
+fn defaults(level: Level, parents: &Parents) -> Vec<Attribute> {
     let mut out: Vec<Attribute> = match level {
         Level::Patient | Level::Study => STUDY_DEFAULTS.to_vec(),
         Level::Series => SERIES_DEFAULTS.to_vec(),
         Level::Image => INSTANCE_DEFAULTS.to_vec(),
     };
-    // A search not scoped by a parent path also returns the parents'
-    // defaults (PS3.18 10.6.3.3.1), so results can be placed.
-    if !nested {
-        if level >= Level::Series {
-            out.extend_from_slice(STUDY_DEFAULTS);
-        }
-        if level == Level::Image {
-            out.extend_from_slice(SERIES_DEFAULTS);
-        }
+    // A level its path does not fix also returns its defaults (PS3.18
+    // 10.6.3.3.2-3), so results can be placed: instances of a study name
+    // their series.
+    if level >= Level::Series && parents.study.is_none() {
+        out.extend_from_slice(STUDY_DEFAULTS);
+    }
+    if level == Level::Image && parents.series.is_none() {
+        out.extend_from_slice(SERIES_DEFAULTS);
     }
     out
 }
@@ -211,7 +210,7 @@ fn parse_search(
 ) -> Result<Search, DicomWebError> {
     let mut query = Query::new(level);
     query.fuzzy_names = fuzzy_default;
-    let mut returned = defaults(level, parents.study.is_some());
+    let mut returned = defaults(level, parents);
     let mut limit = None;
     let mut offset = 0;
     let mut unsupported = Vec::new();

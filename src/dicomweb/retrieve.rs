@@ -127,31 +127,10 @@ async fn send_one(
 ) -> Result<(), SendError> {
     let target = syntax.for_stored(&item.transfer_syntax_uid);
     let content_type = format!("application/dicom; transfer-syntax={target}");
-    let as_stored = target == item.transfer_syntax_uid;
-    // Converted, or given the patient as it is now (crate::coerce); an
-    // object too large to hold goes as stored when that is what was asked.
-    // Inside a response already under way: wait for a core.
-    let prepared = if as_stored && item.coerce.is_none() {
-        None
-    } else {
-        match transcode::part10_in(
-            storage,
-            &item.key,
-            target,
-            item.coerce.as_ref(),
-            transcode::Admission::Wait,
-        )
+    match prepared(storage, item, target)
         .await
-        {
-            Ok(bytes) => Some(bytes),
-            Err(transcode::TranscodeError::TooLarge(size)) if as_stored => {
-                tracing::warn!(sop_instance = %item.sop_instance_uid, size, "too large to give its current patient; sent as stored");
-                None
-            }
-            Err(e) => return Err(SendError::Failed(e.to_string())),
-        }
-    };
-    match prepared {
+        .map_err(|e| SendError::Failed(e.to_string()))?
+    {
         Some(bytes) => {
             parts.begin_part(&content_type, None).await?;
             parts.send(Bytes::from(bytes)).await?;
@@ -173,6 +152,37 @@ async fn send_one(
         }
     }
     Ok(())
+}
+
+/// A stored object converted to `target`, or given the patient as it is
+/// now ([`crate::coerce`]); `None` when it goes out as stored. An object too
+/// large to hold goes as stored when that is what was asked. Inside a
+/// response already under way, so it waits for a core.
+pub(super) async fn prepared(
+    storage: &Storage,
+    item: &ScopedInstance,
+    target: &str,
+) -> Result<Option<Vec<u8>>, transcode::TranscodeError> {
+    let as_stored = target == item.transfer_syntax_uid;
+    if as_stored && item.coerce.is_none() {
+        return Ok(None);
+    }
+    match transcode::part10_in(
+        storage,
+        &item.key,
+        target,
+        item.coerce.as_ref(),
+        transcode::Admission::Wait,
+    )
+    .await
+    {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(transcode::TranscodeError::TooLarge(size)) if as_stored => {
+            tracing::warn!(sop_instance = %item.sop_instance_uid, size, "too large to give its current patient; sent as stored");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// How the client wants frames.

@@ -193,6 +193,7 @@ impl SearchIndex {
             || REBUILDING.to_owned(),
             |m| format!("{m} {}", crate::index::unix_now()),
         );
+        let changes = !docs.is_empty() || !gone.is_empty();
         self.commit_with(&payload, |writer| {
             for uid in docs.iter().map(|d| &d.study_uid).chain(gone) {
                 writer.delete_term(Term::from_field_text(self.fields.uid, uid));
@@ -200,8 +201,15 @@ impl SearchIndex {
             for doc in docs {
                 writer.add_document(document::to_document(&self.fields, doc))?;
             }
+            if changes {
+                crate::crash_points::reach("search-added");
+            }
             Ok(())
-        })
+        })?;
+        if changes {
+            crate::crash_points::reach("search-committed");
+        }
+        Ok(())
     }
 
     /// Drop every document, to rebuild.

@@ -1,6 +1,8 @@
-//! The study browser at `/`: a static page, its script and style, built
-//! into the binary so the run command needs no other files. It searches
-//! through `/api/v1/search` in the caller's session.
+//! The study browser at `/` and the study page at `/study/{uid}`: static
+//! pages, their scripts and style, built into the binary so the run
+//! command needs no other files. They search through `/api/v1/search` and
+//! read studies through DICOMweb and the JSON API in the caller's session,
+//! so each shows only what the caller's roles allow.
 
 use actix_web::http::header::CONTENT_TYPE;
 use actix_web::{web, HttpResponse};
@@ -8,11 +10,17 @@ use actix_web::{web, HttpResponse};
 const PAGE: &str = include_str!("../../web/browser/index.html");
 const SCRIPT: &str = include_str!("../../web/browser/app.js");
 const STYLE: &str = include_str!("../../web/browser/app.css");
+const STUDY_PAGE: &str = include_str!("../../web/browser/study.html");
+const STUDY_SCRIPT: &str = include_str!("../../web/browser/study.js");
+const CINE_SCRIPT: &str = include_str!("../../web/browser/cine.js");
 
 pub fn pages(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(page))
         .route("/ui/app.js", web::get().to(script))
-        .route("/ui/app.css", web::get().to(style));
+        .route("/ui/app.css", web::get().to(style))
+        .route("/study/{uid}", web::get().to(study_page))
+        .route("/ui/study.js", web::get().to(study_script))
+        .route("/ui/cine.js", web::get().to(cine_script));
 }
 
 fn file(content_type: &'static str, body: &'static str) -> HttpResponse {
@@ -33,4 +41,16 @@ async fn script() -> HttpResponse {
 
 async fn style() -> HttpResponse {
     file("text/css; charset=utf-8", STYLE)
+}
+
+async fn study_page() -> HttpResponse {
+    file("text/html; charset=utf-8", STUDY_PAGE)
+}
+
+async fn study_script() -> HttpResponse {
+    file("text/javascript; charset=utf-8", STUDY_SCRIPT)
+}
+
+async fn cine_script() -> HttpResponse {
+    file("text/javascript; charset=utf-8", CINE_SCRIPT)
 }

@@ -101,6 +101,13 @@ pub fn start(
                         error::ApiError::BadRequest(format!("invalid JSON body: {err}")).into()
                     }),
             )
+            // Before the /api/v1 scope, which would otherwise claim it.
+            .service(
+                web::scope("/api/v1/studies/{study}/archive")
+                    .wrap(from_fn(referring::own_studies_only))
+                    .wrap(from_fn(audit::dicomweb))
+                    .configure(crate::dicomweb::archive_routes),
+            )
             .service(
                 web::scope("/api/v1")
                     .configure(account::routes)

@@ -437,6 +437,24 @@ pub fn ct_sample() -> Option<PathBuf> {
 /// returns the HTTP status.
 /// Make one small instance with `gen.py` (`args` beside `--count 1`) and
 /// store it by STOW-RS; panics unless it is stored.
+/// Send one HL7 message over MLLP (`tests/peers/mllp_send.py`) and
+/// insist on an AA.
+pub async fn send_hl7(port: u16, message: &str) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("m.hl7");
+    std::fs::write(&path, message).expect("write");
+    let port = port.to_string();
+    let out = run_peer("mllp_send.py", &[&port, path.to_str().expect("utf8")]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let acks: serde_json::Value = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
+    assert!(
+        out.status.success() && acks["results"][0]["code"] == "AA",
+        "{stdout}"
+    );
+}
+
+/// Generate instances with `tests/peers/gen.py` (one 16×16 image unless
+/// `args` say otherwise) and STOW-RS each.
 pub async fn stow_generated(port: u16, args: &[&str]) {
     let dir = tempfile::tempdir().expect("tmp");
     let mut all = vec![
@@ -455,8 +473,16 @@ pub async fn stow_generated(port: u16, args: &[&str]) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let bytes = std::fs::read(dir.path().join("img00000.dcm")).expect("generated");
-    assert_eq!(stow(port, &bytes, &[]).await, 200, "STOW-RS of {args:?}");
+    let mut files: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("generated")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    for file in files {
+        let bytes = std::fs::read(&file).expect("generated");
+        assert_eq!(stow(port, &bytes, &[]).await, 200, "STOW-RS of {args:?}");
+    }
 }
 
 pub async fn stow(port: u16, part10: &[u8], headers: &[(&str, &str)]) -> u16 {

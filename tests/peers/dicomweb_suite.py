@@ -947,6 +947,12 @@ def c_search_instances(ctx: Ctx):
            f"/studies/B/series/MR/instances: expected the 2 MR instances, got {len(got)}")
     got = ctx.client.search_for_instances(study_instance_uid=B)
     expect(len(got) == 3, f"/studies/B/instances: expected 3 instances, got {len(got)}")
+    # The path fixes the study, not the series: each result names its
+    # series (PS3.18 10.6.3.3), and not the study's attributes.
+    expect({value(r, "SeriesInstanceUID") for r in got} == {str(b1.SeriesInstanceUID), str(b2.SeriesInstanceUID)},
+           "/studies/B/instances: results lack their SeriesInstanceUID")
+    expect(all(value(r, "PatientName") is None for r in got),
+           "/studies/B/instances: study attributes in the results")
     got = ctx.client.search_for_instances(study_instance_uid=B, search_filters={"Modality": "MR"})
     expect(len(got) == 2, f"/studies/B/instances?Modality=MR: expected 2, got {len(got)}")
     got = ctx.client.search_for_instances(search_filters={"SOPInstanceUID": str(b3.SOPInstanceUID)})

@@ -4,9 +4,11 @@ usage: gen.py OUTDIR --count N [--studies S] [--rows R] [--cols C] [--ts UID]
               [--study-uid UID] [--accession A] [--patient-id ID]
               [--referring PN] [--description TEXT] [--body-part BP]
               [--seed K] [--patient-name NAME] [--study-date DA] [--modality M]
+              [--frames F [--frame-time MS]] [--hours-apart H]
 Writes one Part-10 file per instance and prints the number written.
 """
 import argparse
+import datetime
 import os
 import zlib
 
@@ -22,6 +24,29 @@ from pydicom.uid import (
 )
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+US_MULTIFRAME_STORAGE = "1.2.840.10008.5.1.4.1.1.3.1"
+
+
+def frame(rows, cols, index, k, rng):
+    """One frame: a ramp with a bright square that moves from frame to frame."""
+    y, x = np.mgrid[0:rows, 0:cols]
+    img = ((x * 7 + y * 3 + index * 11) % 4096).astype(np.uint16)
+    img += rng.integers(0, 16, size=(rows, cols), dtype=np.uint16)
+    side = max(2, rows // 4)
+    top = (k * side // 2) % max(1, rows - side)
+    img[top:top + side, top:top + side] = 4000
+    return np.minimum(img, 4095)
+
+
+def make_multiframe(ds, frames, frame_time, rng):
+    """Turn a single-frame instance into a cine clip of `frames` frames."""
+    ds.SOPClassUID = US_MULTIFRAME_STORAGE
+    ds.file_meta.MediaStorageSOPClassUID = US_MULTIFRAME_STORAGE
+    ds.NumberOfFrames = frames
+    ds.FrameTime = str(frame_time)
+    ds.FrameIncrementPointer = 0x00181063
+    data = b"".join(frame(ds.Rows, ds.Columns, 0, k, rng).tobytes() for k in range(frames))
+    ds.PixelData = data
 
 
 def make(index, study_uid, series_uid, patient, rows, cols, rng, ts, study_date="20260101", modality="CT",
@@ -58,11 +83,7 @@ def make(index, study_uid, series_uid, patient, rows, cols, rng, ts, study_date=
     ds.PixelRepresentation = 0
     ds.RescaleIntercept = -1024
     ds.RescaleSlope = 1
-    y, x = np.mgrid[0:rows, 0:cols]
-    img = ((x * 7 + y * 3 + index * 11) % 4096).astype(np.uint16)
-    img += rng.integers(0, 16, size=(rows, cols), dtype=np.uint16)
-    img = np.minimum(img, 4095)
-    ds.PixelData = img.tobytes()
+    ds.PixelData = frame(rows, cols, index, index, rng).tobytes()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
@@ -92,6 +113,10 @@ def main():
     p.add_argument("--referring", help="ReferringPhysicianName of every study")
     p.add_argument("--description", help="StudyDescription of every study")
     p.add_argument("--body-part", help="BodyPartExamined of every series")
+    p.add_argument("--frames", type=int, default=1, help="a multi-frame ultrasound clip of this many frames")
+    p.add_argument("--frame-time", type=float, default=40.0, help="FrameTime in ms of a clip")
+    p.add_argument("--hours-apart", type=float,
+                   help="AcquisitionDateTime of instance i is i times this many hours after the first")
     p.add_argument("--sps-id", default="SPS-1", help="ScheduledProcedureStepID in RequestAttributesSequence")
     args = p.parse_args()
     os.makedirs(args.outdir, exist_ok=True)
@@ -114,6 +139,13 @@ def main():
             ds.StudyDescription = args.description
         if args.body_part:
             ds.BodyPartExamined = args.body_part
+        if args.frames > 1:
+            make_multiframe(ds, args.frames, args.frame_time, rng)
+        if args.hours_apart is not None:
+            # Written in reverse instance order, so only the time gives the order.
+            at = datetime.datetime(2026, 1, 1, 8, 0) + datetime.timedelta(hours=args.hours_apart * i)
+            ds.AcquisitionDateTime = at.strftime("%Y%m%d%H%M%S")
+            ds.InstanceNumber = args.count - i
         little = ds.file_meta.TransferSyntaxUID != ExplicitVRBigEndian
         implicit = ds.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
         ds.save_as(

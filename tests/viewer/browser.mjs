@@ -1,16 +1,18 @@
 #!/usr/bin/env node
-// The study browser at `/` in headless Chromium.
+// The study browser at `/` and the study page in headless Chromium.
 //
 //   node tests/viewer/browser.mjs --base http://127.0.0.1:8042 --user U \
-//        --password P [--screenshot out.png] [--chromium PATH]
+//        --password P --download study.zip [--screenshot out.png] [--chromium PATH]
 //
 // Opens `/` without a session (sent to the login page), logs in, types a
 // search, filters by modality, sorts by date, reopens the page from its
-// own URL, and opens a study. Prints JSON of what it saw at each step:
+// own URL; then searches a report word, opens the study page, downloads
+// the study as ZIP, plays its clip and its time-lapse, copies its link and
+// opens it in the viewer. Prints JSON of what it saw at each step:
 // {"login_redirect", "typed": {rows, count, url}, "filtered": …,
-// "sorted_dates", "reloaded": {q, rows}, "opened"}. Exit 0 when every
-// step ran (the caller checks what was seen), 1 on a failure, 2 on bad
-// usage.
+// "sorted_dates", "reloaded": {q, rows}, "study": {…}, "download",
+// "cine": {…}, "time_lapse", "opened"}. Exit 0 when every step ran (the
+// caller checks what was seen), 1 on a failure, 2 on bad usage.
 
 import path from 'node:path';
 import { createRequire } from 'node:module';
@@ -30,14 +32,18 @@ for (let i = 0; i < argv.length; i += 2) {
   }
   opts[key] = argv[i + 1];
 }
-if (!opts.base || !opts.user || !opts.password) {
-  console.error('browser.mjs: --base, --user and --password are required');
+if (!opts.base || !opts.user || !opts.password || !opts.download) {
+  console.error('browser.mjs: --base, --user, --password and --download are required');
   process.exit(2);
 }
 
 const seen = {};
 const browser = await chromium.launch({ executablePath: opts.chromium, headless: true, args: ['--no-sandbox'] });
-const page = await browser.newPage();
+const context = await browser.newContext({ acceptDownloads: true });
+const page = await context.newPage();
+const shot = async (suffix, fullPage = true) => {
+  if (opts.screenshot) await page.screenshot({ path: opts.screenshot.replace(/\.png$/, `${suffix}.png`), fullPage });
+};
 const rows = async () =>
   page.$$eval('#results tbody tr', (trs) => trs.map((tr) => [...tr.children].map((td) => td.textContent)));
 // The rows once the count shows `want` studies.
@@ -54,10 +60,10 @@ try {
   await page.fill('#name', opts.user);
   await page.fill('#password', opts.password);
   await Promise.all([page.waitForURL((u) => u.pathname === '/'), page.click('button[type=submit]')]);
-  await settle('3 studies');
+  await settle('4 studies');
 
   await page.fill('#q', 'nguyen');
-  const typed = await settle('2 studies');
+  const typed = await settle('3 studies');
   seen.typed = { rows: typed.length, names: typed.map((r) => r[0]), url: page.url() };
 
   await page.check('#modalities input[value=MR]');
@@ -66,7 +72,7 @@ try {
 
   await page.uncheck('#modalities input[value=MR]');
   await page.fill('#q', '');
-  await settle('3 studies');
+  await settle('4 studies');
   await page.click('button.sort');
   await page.waitForFunction(() => location.search.includes('sort=date'));
   await page.waitForTimeout(300);
@@ -81,10 +87,71 @@ try {
   };
   if (opts.screenshot) await page.screenshot({ path: opts.screenshot, fullPage: true });
 
-  await Promise.all([
-    page.waitForURL((u) => u.pathname.startsWith('/viewer')),
-    page.click('#results tbody tr'),
-  ]);
+  // A report word finds the study; its row opens the study page.
+  await page.goto(`${opts.base}/?q=oberlappen`);
+  await settle('1 study');
+  await Promise.all([page.waitForURL((u) => u.pathname.startsWith('/study/')), page.click('#results tbody tr')]);
+  await page.waitForSelector('body[data-ready=true]', { timeout: 15000 });
+  await page.waitForFunction(
+    () => [...document.querySelectorAll('#series img')].every((i) => i.complete),
+    null,
+    { timeout: 15000 },
+  );
+  const cells = (sel) => page.$$eval(sel, (rows) => rows.map((r) => r.textContent.trim()));
+  seen.study = {
+    path: new URL(page.url()).pathname,
+    patient: await page.textContent('#patient-line'),
+    series: await page.locator('#series li').count(),
+    thumbnails_painted: await page.$$eval('#series img', (imgs) => imgs.filter((i) => i.naturalWidth > 0).length),
+    marks: await cells('#reports mark'),
+    workflow: await cells('#workflow tbody tr'),
+    others: await page.$$eval('#others tbody tr', (rows) => rows.map((r) => r.children[0].textContent)),
+  };
+  await page.click('#copy-link');
+  await page.waitForFunction(() => document.getElementById('action-status').dataset.link);
+  seen.study.link = await page.getAttribute('#action-status', 'data-link');
+  await shot('-study');
+
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
+  await download.saveAs(opts.download);
+  seen.download = download.suggestedFilename();
+
+  // The clip: played, paused, stepped.
+  const frame = () => page.$eval('#cine-frame', (f) => Number(f.dataset.index));
+  await page.click('text=Play clip');
+  await page.waitForFunction(() => document.getElementById('cine-frame').dataset.index === '1');
+  seen.cine = { frames: await page.textContent('#cine-frame'), rate: await page.textContent('#cine-rate') };
+  await page.click('#cine-play');
+  await page.waitForFunction(() => Number(document.getElementById('cine-frame').dataset.index) >= 4, null, {
+    timeout: 10000,
+  });
+  seen.cine.advanced_to = await frame();
+  await page.click('#cine-play');
+  await page.waitForTimeout(300);
+  seen.cine.paused_at = await frame();
+  await page.click('#cine-next');
+  await page.waitForFunction((was) => Number(document.getElementById('cine-frame').dataset.index) !== was, seen.cine.paused_at);
+  seen.cine.stepped = await frame();
+  seen.cine.painted = await page.$eval('#cine-canvas', (c) => {
+    const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let lit = 0;
+    for (let i = 0; i < px.length; i += 4) if (px[i] > 200) lit += 1;
+    return c.width > 0 && lit > 0;
+  });
+  await shot('-cine', false);
+  await page.click('#cine-close');
+
+  // The time-lapse: each time point with its hours since the first.
+  await page.click('text=Play series');
+  seen.time_lapse = [];
+  for (let k = 1; k <= 3; k += 1) {
+    await page.waitForFunction((want) => document.getElementById('cine-frame').dataset.index === String(want), k);
+    seen.time_lapse.push(await page.textContent('#cine-time'));
+    if (k < 3) await page.click('#cine-next');
+  }
+  await page.click('#cine-close');
+
+  await Promise.all([page.waitForURL((u) => u.pathname.startsWith('/viewer')), page.click('#open-viewer')]);
   seen.opened = page.url();
 } catch (e) {
   failed = true;

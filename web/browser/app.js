@@ -1,7 +1,7 @@
 // The study browser: a search box with results as you type, filters,
 // sorting and paging over GET /api/v1/search. The URL holds the whole
 // search, so a link shows the same results to a colleague. A row opens
-// the study in the OHIF viewer.
+// the study page; its View link opens the study in the OHIF viewer.
 'use strict';
 
 const PAGE = 50;
@@ -97,8 +97,16 @@ function render(page) {
       report.textContent = s.has_report ? 'yes' : '';
     }
     row.append(report);
+    const open = document.createElement('td');
+    const viewer = text('a', 'View');
+    viewer.className = 'view';
+    viewer.href = `/viewer/viewer?StudyInstanceUIDs=${encodeURIComponent(s.study_instance_uid)}`;
+    viewer.addEventListener('click', (e) => e.stopPropagation());
+    open.append(viewer);
+    row.append(open);
     row.addEventListener('click', () => {
-      location.href = `/viewer/viewer?StudyInstanceUIDs=${encodeURIComponent(s.study_instance_uid)}`;
+      const q = state.q ? `?q=${encodeURIComponent(state.q)}` : '';
+      location.href = `/study/${encodeURIComponent(s.study_instance_uid)}${q}`;
     });
     body.append(row);
   }
