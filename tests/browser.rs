@@ -162,29 +162,26 @@ async fn study_browser_searches_and_opens_studies(backend: Backend) {
         )
         .await
         .expect("user");
-    let artifacts = manifest().join("target/test-artifacts");
-    std::fs::create_dir_all(&artifacts).expect("artifact dir");
-    let shot = artifacts.join(format!("study-browser-{backend:?}.png"));
-    let zip = artifacts.join(format!("study-browser-{backend:?}.zip"));
-    let out = tokio::process::Command::new("node")
-        .arg(manifest().join("tests/viewer/browser.mjs"))
-        .args(["--base", &format!("http://127.0.0.1:{}", archive.http_port)])
-        .args(["--user", "reader", "--password", PASSWORD])
-        .arg("--screenshot")
-        .arg(&shot)
-        .arg("--download")
-        .arg(&zip)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let seen: serde_json::Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no JSON: {stdout}{}", String::from_utf8_lossy(&out.stderr)));
-    assert!(out.status.success(), "{seen:#}");
+    let shot = common::artifacts().join(format!("study-browser-{backend:?}.png"));
+    let zip = common::artifacts().join(format!("study-browser-{backend:?}.zip"));
+    let base = format!("http://127.0.0.1:{}", archive.http_port);
+    let (ran, seen) = common::browser_driver(
+        "browser.mjs",
+        &[
+            "--base".as_ref(),
+            base.as_ref(),
+            "--user".as_ref(),
+            "reader".as_ref(),
+            "--password".as_ref(),
+            PASSWORD.as_ref(),
+            "--screenshot".as_ref(),
+            shot.as_os_str(),
+            "--download".as_ref(),
+            zip.as_os_str(),
+        ],
+    )
+    .await;
+    assert!(ran, "{seen:#}");
     assert_eq!(seen["login_redirect"], "/login", "{seen:#}");
     assert_eq!(seen["typed"]["rows"], 3, "{seen:#}");
     assert!(

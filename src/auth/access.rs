@@ -81,6 +81,7 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/", Access::Account),
     rule("GET", "/ui/**", Access::Account),
     rule("GET", "/study/*", Access::Account),
+    rule("GET", "/slide/*/*", Access::Account),
     rule("GET", "/metrics", Access::Metrics),
     rule("POST", "/logout", Access::Account),
     rule("GET", "/account/password", Access::Account),

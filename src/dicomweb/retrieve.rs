@@ -194,29 +194,37 @@ enum FrameSyntax {
     Uncompressed,
 }
 
-fn frame_syntax(req: &HttpRequest, stored_ts: &str) -> Result<FrameSyntax, DicomWebError> {
+/// How the client wants frames, and the media type of their parts: that of
+/// the first acceptable range in the client's order of preference.
+fn frame_syntax(
+    req: &HttpRequest,
+    stored_ts: &str,
+) -> Result<(FrameSyntax, &'static str), DicomWebError> {
+    const OCTETS: &str = "application/octet-stream";
     let native = !is_encapsulated(stored_ts);
     let stored_type = bitstream_media_type(stored_ts);
     for range in ranges(req) {
         let wildcard_ts = range.transfer_syntax.as_deref() == Some("*");
         let exact_ts = range.transfer_syntax.as_deref() == Some(stored_ts);
-        if range.payload_matches("application/octet-stream") && range.payload() != "*/*" {
+        if range.payload_matches(OCTETS) && range.payload() != "*/*" {
             if native || wildcard_ts || exact_ts {
-                return Ok(FrameSyntax::AsStored);
+                return Ok((FrameSyntax::AsStored, OCTETS));
             }
-            return Ok(FrameSyntax::Uncompressed);
+            return Ok((FrameSyntax::Uncompressed, OCTETS));
         }
         if !native && range.payload() != "*/*" && range.payload_matches(stored_type) {
             if range.transfer_syntax.is_none() || wildcard_ts || exact_ts {
-                return Ok(FrameSyntax::AsStored);
+                return Ok((FrameSyntax::AsStored, stored_type));
             }
             continue;
         }
         if range.payload() == "*/*" {
-            return Ok(if wildcard_ts || exact_ts || native {
-                FrameSyntax::AsStored
+            return Ok(if native {
+                (FrameSyntax::AsStored, OCTETS)
+            } else if wildcard_ts || exact_ts {
+                (FrameSyntax::AsStored, stored_type)
             } else {
-                FrameSyntax::Uncompressed
+                (FrameSyntax::Uncompressed, OCTETS)
             });
         }
     }
@@ -280,7 +288,7 @@ pub async fn frames(
     let numbers = frame_numbers(&list)?;
     let scope = instance_scope((study, series, instance))?;
     let item = instances_of(&state, &scope).await?.remove(0);
-    let wanted = frame_syntax(&req, &item.transfer_syntax_uid)?;
+    let (wanted, media) = frame_syntax(&req, &item.transfer_syntax_uid)?;
     let frame_count = item.number_of_frames.unwrap_or(1).max(1);
     if let Some(bad) = numbers.iter().find(|n| i64::from(**n) > frame_count) {
         return Err(DicomWebError::NotFound(format!(
@@ -289,18 +297,8 @@ pub async fn frames(
     }
     let stored_ts = item.transfer_syntax_uid.clone();
     let (part_type, ts_out) = match wanted {
-        FrameSyntax::Uncompressed => ("application/octet-stream", EXPLICIT_VR_LITTLE_ENDIAN),
-        FrameSyntax::AsStored if is_encapsulated(&stored_ts) => {
-            let accepts_octet = ranges(&req)
-                .iter()
-                .any(|r| r.payload() == "application/octet-stream");
-            if accepts_octet {
-                ("application/octet-stream", stored_ts.as_str())
-            } else {
-                (bitstream_media_type(&stored_ts), stored_ts.as_str())
-            }
-        }
-        FrameSyntax::AsStored => ("application/octet-stream", stored_ts.as_str()),
+        FrameSyntax::Uncompressed => (media, EXPLICIT_VR_LITTLE_ENDIAN),
+        FrameSyntax::AsStored => (media, stored_ts.as_str()),
     };
     let part_content_type = format!("{part_type}; transfer-syntax={ts_out}");
     Ok(send_frames(

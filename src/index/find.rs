@@ -87,6 +87,8 @@ fn column(attribute: Attribute) -> (&'static str, bool) {
         BitsAllocated => ("i.bits_allocated", true),
         ContentDate => ("i.content_date", false),
         ContentTime => ("i.content_time", false),
+        // The syntax it is stored in, the one every retrieve can give.
+        AvailableTransferSyntaxUid => ("i.transfer_syntax_uid", false),
     }
 }
 

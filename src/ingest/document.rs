@@ -2,8 +2,8 @@
 //! at ingest so that WADO-RS metadata of a whole series is a single index
 //! read instead of opening every object.
 //!
-//! Binary values larger than [`INLINE_LIMIT`] and the Pixel Data are replaced
-//! by BulkDataURIs. Those are written relative to [`BULK_BASE`], a marker the
+//! Binary values larger than [`INLINE_LIMIT`], ICC profiles and the Pixel
+//! Data are replaced by BulkDataURIs. Those are written relative to [`BULK_BASE`], a marker the
 //! DICOMweb edge replaces with the request's own base URL, because the
 //! address clients reach us at is not known at ingest.
 
@@ -23,6 +23,8 @@ pub const BULK_BASE: &str = "tessera-base:";
 /// Binary values up to this many bytes are inlined as base64.
 const INLINE_LIMIT: usize = 1024;
 const BINARY_VRS: &[&str] = &["OB", "OD", "OF", "OL", "OV", "OW", "UN"];
+/// ICCProfile (0028,2000), top level or in an OpticalPathSequence item.
+const ICC_PROFILE: &str = "00282000";
 
 /// Build the document of the Part-10 object that `open` reads from its
 /// first byte (a file, or bytes in memory). Blocking.
@@ -148,11 +150,12 @@ fn replace_large_values(map: &mut Map<String, Value>, base: &str) {
             }
             continue;
         }
+        // Slide viewers fetch an ICC profile as bulk data, however small.
         let large = BINARY_VRS.contains(&vr)
             && element
                 .get("InlineBinary")
                 .and_then(Value::as_str)
-                .is_some_and(|b| b.len() / 4 * 3 > INLINE_LIMIT);
+                .is_some_and(|b| b.len() / 4 * 3 > INLINE_LIMIT || tag.as_str() == ICC_PROFILE);
         if large {
             element.remove("InlineBinary");
             element.insert("BulkDataURI".into(), Value::from(format!("{base}/{tag}")));

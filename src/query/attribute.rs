@@ -109,6 +109,7 @@ attributes! {
     BitsAllocated => tags::BITS_ALLOCATED, US, Image, Number;
     ContentDate => tags::CONTENT_DATE, DA, Image, Date;
     ContentTime => tags::CONTENT_TIME, TM, Image, Time;
+    AvailableTransferSyntaxUid => tags::AVAILABLE_TRANSFER_SYNTAX_UID, UI, Image, Uid;
 }
 
 /// Sequences whose (first) item the index holds, with the attributes kept

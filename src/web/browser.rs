@@ -1,4 +1,5 @@
-//! The study browser at `/` and the study page at `/study/{uid}`: static
+//! The study browser at `/`, the study page at `/study/{uid}` and the slide
+//! page at `/slide/{study}/{series}`: static
 //! pages, their scripts and style, built into the binary so the run
 //! command needs no other files. They search through `/api/v1/search` and
 //! read studies through DICOMweb and the JSON API in the caller's session,
@@ -13,6 +14,8 @@ const STYLE: &str = include_str!("../../web/browser/app.css");
 const STUDY_PAGE: &str = include_str!("../../web/browser/study.html");
 const STUDY_SCRIPT: &str = include_str!("../../web/browser/study.js");
 const CINE_SCRIPT: &str = include_str!("../../web/browser/cine.js");
+const SLIDE_PAGE: &str = include_str!("../../web/browser/slide.html");
+const SLIDE_SCRIPT: &str = include_str!("../../web/browser/slide.js");
 
 pub fn pages(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(page))
@@ -20,7 +23,9 @@ pub fn pages(cfg: &mut web::ServiceConfig) {
         .route("/ui/app.css", web::get().to(style))
         .route("/study/{uid}", web::get().to(study_page))
         .route("/ui/study.js", web::get().to(study_script))
-        .route("/ui/cine.js", web::get().to(cine_script));
+        .route("/ui/cine.js", web::get().to(cine_script))
+        .route("/slide/{study}/{series}", web::get().to(slide_page))
+        .route("/ui/slide.js", web::get().to(slide_script));
 }
 
 fn file(content_type: &'static str, body: &'static str) -> HttpResponse {
@@ -53,4 +58,12 @@ async fn study_script() -> HttpResponse {
 
 async fn cine_script() -> HttpResponse {
     file("text/javascript; charset=utf-8", CINE_SCRIPT)
+}
+
+async fn slide_page() -> HttpResponse {
+    file("text/html; charset=utf-8", SLIDE_PAGE)
+}
+
+async fn slide_script() -> HttpResponse {
+    file("text/javascript; charset=utf-8", SLIDE_SCRIPT)
 }

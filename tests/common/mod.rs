@@ -437,6 +437,41 @@ pub fn ct_sample() -> Option<PathBuf> {
 /// returns the HTTP status.
 /// Make one small instance with `gen.py` (`args` beside `--count 1`) and
 /// store it by STOW-RS; panics unless it is stored.
+/// `target/test-artifacts/`, where browser tests leave screenshots.
+pub fn artifacts() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+    std::fs::create_dir_all(&dir).expect("artifact dir");
+    dir
+}
+
+/// Run a headless-browser driver `tests/viewer/{script}` with node: whether
+/// it ran every step, and the JSON it printed last of what it saw.
+pub async fn browser_driver(script: &str, args: &[&std::ffi::OsStr]) -> (bool, serde_json::Value) {
+    let out = tokio::process::Command::new("node")
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/viewer")
+                .join(script),
+        )
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let seen = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "{script}: no JSON: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    (out.status.success(), seen)
+}
+
 /// Send one HL7 message over MLLP (`tests/peers/mllp_send.py`) and
 /// insist on an AA.
 pub async fn send_hl7(port: u16, message: &str) {

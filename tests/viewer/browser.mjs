@@ -14,28 +14,9 @@
 // "cine": {…}, "time_lapse", "opened"}. Exit 0 when every step ran (the
 // caller checks what was seen), 1 on a failure, 2 on bad usage.
 
-import path from 'node:path';
-import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
+import { chromium, options } from './driver.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const require = createRequire(path.join(here, '..', '..', 'web', 'package.json'));
-const { chromium } = require('playwright-core');
-
-const opts = { chromium: process.env.CHROMIUM || '/usr/bin/chromium' };
-const argv = process.argv.slice(2);
-for (let i = 0; i < argv.length; i += 2) {
-  const key = argv[i].replace(/^--/, '');
-  if (argv[i + 1] === undefined) {
-    console.error(`browser.mjs: ${argv[i]} needs a value`);
-    process.exit(2);
-  }
-  opts[key] = argv[i + 1];
-}
-if (!opts.base || !opts.user || !opts.password || !opts.download) {
-  console.error('browser.mjs: --base, --user, --password and --download are required');
-  process.exit(2);
-}
+const opts = options('browser.mjs', ['base', 'user', 'password', 'download']);
 
 const seen = {};
 const browser = await chromium.launch({ executablePath: opts.chromium, headless: true, args: ['--no-sandbox'] });

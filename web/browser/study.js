@@ -1,7 +1,8 @@
 // The study page at /study/{uid}: patient and study data, the series with
 // server-rendered thumbnails, the report with the search terms marked,
 // worklist and MPPS steps, the patient's other studies, and the actions:
-// open in the viewer (the microscopy viewer for slides), download as ZIP,
+// open in the viewer (OHIF's microscopy mode for slides; each slide series
+// also opens on the slide page), download as ZIP,
 // upload DICOM files, copy a link, play a clip or a time-lapse.
 // Sections the caller's roles do not allow are left out.
 'use strict';
@@ -136,7 +137,7 @@ function seriesItem(s, instances) {
   const title = `${first(s, '0008103E') || modality} (series ${first(s, '00200011') ?? ''})`;
   if (instances.some((i) => first(i, '00080016') === SLIDE_CLASS)) {
     const a = text('a', 'Open slide', 'button');
-    a.href = `/viewer/microscopy?StudyInstanceUIDs=${encodeURIComponent(uid)}`;
+    a.href = `/slide/${encodeURIComponent(uid)}/${encodeURIComponent(series)}`;
     li.append(a);
   } else if (clip) {
     const b = text('button', '▶ Play clip', 'play');
