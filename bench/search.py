@@ -14,7 +14,9 @@ a time. Prints the reindex rate, and p50/p95/p99 per query kind, measured
 by the client from request to the last byte. Then --fresh times stores
 new studies by STOW-RS, one at a time, and polls the search every 20 ms
 until each is found: the time from the STOW-RS answer to the first
-search that finds it.
+search that finds it. --paint N loads the study browser N times per
+address in headless Chromium (bench/paint.mjs) and reports the time to
+the first results painted.
 """
 import argparse
 import http.client
@@ -176,6 +178,8 @@ def main():
     p.add_argument("--queries", type=int, default=100)
     p.add_argument("--keep")
     p.add_argument("--fresh", type=int, default=20)
+    p.add_argument("--paint", type=int, default=0,
+                   help="page loads per address for bench/paint.mjs (study browser, headless Chromium)")
     args = p.parse_args()
     work = args.keep or tempfile.mkdtemp(prefix="tessera-search-")
     data = os.path.join(work, "data")
@@ -212,6 +216,12 @@ def main():
                 times = [get(conn, path) * 1000 for _ in range(args.queries)]
                 print(f"{kind:<16} {pct(times, 50):8.1f} {pct(times, 95):8.1f} "
                       f"{pct(times, 99):8.1f}  {total}")
+            if args.paint:
+                paint = subprocess.run(
+                    ["node", os.path.join(os.path.dirname(os.path.abspath(__file__)), "paint.mjs"),
+                     "--base", f"http://127.0.0.1:{http_port}", "--runs", str(args.paint)],
+                    check=True, capture_output=True, text=True)
+                print(f"study browser, first results painted: {paint.stdout.strip()}")
             if args.fresh:
                 delays = freshness(conn, work, args.fresh)
                 print(f"searchable after STOW-RS: p50 {pct(delays, 50):.0f} ms, "

@@ -78,6 +78,7 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/login/oidc", Access::Public),
     rule("GET", "/login/oidc/callback", Access::Public),
     rule("GET", "/login.css", Access::Public),
+    rule("GET", "/favicon.ico", Access::Public),
     rule("GET", "/", Access::Account),
     rule("GET", "/ui/**", Access::Account),
     rule("GET", "/study/*", Access::Account),

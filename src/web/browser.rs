@@ -25,7 +25,8 @@ pub fn pages(cfg: &mut web::ServiceConfig) {
         .route("/ui/study.js", web::get().to(study_script))
         .route("/ui/cine.js", web::get().to(cine_script))
         .route("/slide/{study}/{series}", web::get().to(slide_page))
-        .route("/ui/slide.js", web::get().to(slide_script));
+        .route("/ui/slide.js", web::get().to(slide_script))
+        .route("/favicon.ico", web::get().to(no_icon));
 }
 
 fn file(content_type: &'static str, body: &'static str) -> HttpResponse {
@@ -66,4 +67,12 @@ async fn slide_page() -> HttpResponse {
 
 async fn slide_script() -> HttpResponse {
     file("text/javascript; charset=utf-8", SLIDE_SCRIPT)
+}
+
+/// Browsers ask every page for it; without an answer each page logs an
+/// error.
+async fn no_icon() -> HttpResponse {
+    HttpResponse::NoContent()
+        .insert_header(("Cache-Control", "max-age=86400"))
+        .finish()
 }

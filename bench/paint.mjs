@@ -1,0 +1,57 @@
+#!/usr/bin/env node
+// Time to first results in the study browser, in headless Chromium.
+//
+//   node bench/paint.mjs --base http://127.0.0.1:8042 [--runs 20] [--chromium PATH]
+//
+// For each address (the newest studies, a name, a name and a word, as a
+// shared link would open them), loads the page --runs times in a fresh tab
+// and takes the time from navigation start to the first frame painted
+// after the first result row appeared (a MutationObserver, then two
+// animation frames). Prints JSON: {address: {p50_ms, p95_ms, runs}}.
+// Loopback before the first account is served without a login.
+
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const require = createRequire(path.join(here, '..', 'web', 'package.json'));
+const { chromium } = require('playwright-core');
+
+const opts = { runs: '20', chromium: '/usr/bin/chromium' };
+const argv = process.argv.slice(2);
+for (let i = 0; i < argv.length; i += 2) opts[argv[i].replace(/^--/, '')] = argv[i + 1];
+if (!opts.base) {
+  console.error('paint.mjs: --base is required');
+  process.exit(2);
+}
+
+const pct = (xs, p) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
+};
+
+const browser = await chromium.launch({ executablePath: opts.chromium, headless: true, args: ['--no-sandbox'] });
+const context = await browser.newContext();
+await context.addInitScript(() => {
+  new MutationObserver((_, observer) => {
+    if (document.querySelector('#results tbody tr')) {
+      observer.disconnect();
+      requestAnimationFrame(() => requestAnimationFrame(() => (window.__painted = performance.now())));
+    }
+  }).observe(document, { childList: true, subtree: true });
+});
+const out = {};
+for (const address of ['/', '/?q=nguyen', '/?q=muller%20chest']) {
+  const times = [];
+  for (let i = 0; i < Number(opts.runs); i += 1) {
+    const page = await context.newPage();
+    await page.goto(`${opts.base}${address}`);
+    await page.waitForFunction(() => window.__painted !== undefined, null, { timeout: 30000 });
+    times.push(await page.evaluate(() => window.__painted));
+    await page.close();
+  }
+  out[address] = { p50_ms: Math.round(pct(times, 50)), p95_ms: Math.round(pct(times, 95)), runs: times.length };
+}
+await browser.close();
+console.log(JSON.stringify(out));
