@@ -643,6 +643,8 @@ async fn index_many(archive: &Archive, count: usize) -> (String, String) {
                     performed_procedure_step_start_time: String::new(),
                     scheduled_procedure_step_id: String::new(),
                     requested_procedure_id: String::new(),
+                    institution_name: String::new(),
+                    station_name: String::new(),
                 },
                 sop_instance_uid: uid(format!("2.25.4242.1.{n}")),
                 sop_class_uid: uid("1.2.840.10008.5.1.4.1.1.2".into()),

@@ -83,8 +83,18 @@ const STUDIES: [Study; 5] = [
 
 const PASSWORD: &str = "Corr3ct-horse";
 
+/// Where each of [`STUDIES`] was made.
+const SITES: [(&str, &str); 5] = [
+    ("Bệnh viện Bạch Mai", "CT-HN-2"),
+    ("Bệnh viện Chợ Rẫy", "MR-HCM-1"),
+    ("Charité Berlin", "MRT-3"),
+    ("Szpital Bródnowski", "MR-WAW"),
+    ("Hôpital Necker", "RADIO-1"),
+];
+
 async fn store(archive: &Archive, seed: usize) {
     let (uid, name, id, date, modality, description, referring, accession) = STUDIES[seed];
+    let (institution, station) = SITES[seed];
     let seed = (100 + seed).to_string();
     common::stow_generated(
         archive.http_port,
@@ -107,6 +117,10 @@ async fn store(archive: &Archive, seed: usize) {
             referring,
             "--accession",
             accession,
+            "--institution",
+            institution,
+            "--station",
+            station,
         ],
     )
     .await;
@@ -206,6 +220,11 @@ async fn search_finds_studies(backend: Backend) {
         ["DE-1"]
     );
     // Identifiers match whole.
+    // Institutions and stations, folded like names.
+    assert_eq!(found("q=bach%20mai").await, ["VN-1"]);
+    assert_eq!(found("q=charite").await, ["DE-1"]);
+    assert_eq!(found("q=brodnowski").await, ["PL-1"]);
+    assert_eq!(found("q=mr-hcm-1").await, ["VN-2"]);
     assert_eq!(found("q=id:DE-1").await, ["DE-1"]);
     assert_eq!(found("q=ACC-PL1").await, ["PL-1"]);
     assert_eq!(found("q=id:DE").await, Vec::<String>::new());

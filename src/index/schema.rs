@@ -136,6 +136,11 @@ macro_rules! migrations {
                 "search outbox",
                 include_str!(concat!("../../migrations/", $db, "/0021_search_outbox.sql")),
             ),
+            (
+                22,
+                "series sites",
+                include_str!(concat!("../../migrations/", $db, "/0022_series_sites.sql")),
+            ),
         ]
     };
 }

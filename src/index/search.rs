@@ -25,6 +25,8 @@ pub struct StudyDocument {
     pub modalities: Vec<String>,
     pub series_descriptions: Vec<String>,
     pub body_parts: Vec<String>,
+    /// Institution and station names of its series.
+    pub sites: Vec<String>,
     pub procedures: Vec<String>,
     pub performing_physicians: Vec<String>,
     pub reports: Vec<String>,
@@ -170,7 +172,8 @@ impl Index {
         }
         let sql = format!(
             "SELECT st.study_instance_uid, se.modality, se.series_description, \
-             se.body_part_examined FROM series se JOIN studies st ON st.id = se.study_fk \
+             se.body_part_examined, se.institution_name, se.station_name \
+             FROM series se JOIN studies st ON st.id = se.study_fk \
              WHERE st.study_instance_uid IN ({list}) ORDER BY se.id"
         );
         for row in self.rows_for(&sql, uids).await? {
@@ -181,6 +184,8 @@ impl Index {
             push_distinct(&mut doc.modalities, row.try_get(1)?);
             push_distinct(&mut doc.series_descriptions, row.try_get(2)?);
             push_distinct(&mut doc.body_parts, row.try_get(3)?);
+            push_distinct(&mut doc.sites, row.try_get(4)?);
+            push_distinct(&mut doc.sites, row.try_get(5)?);
         }
         // A report names its study by UID or by accession number; two
         // look-ups, each on its own index, then once per report.

@@ -678,8 +678,8 @@ async fn upsert_series(
             "INSERT INTO series (study_fk, series_instance_uid, modality, series_number, \
              series_description, body_part_examined, pps_start_date, pps_start_time, \
              scheduled_procedure_step_id, requested_procedure_id, created_at, updated_at, \
-             series_date, series_time) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13) \
+             series_date, series_time, institution_name, station_name) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15) \
              ON CONFLICT (series_instance_uid) DO NOTHING RETURNING id",
         )
         .bind(study_fk)
@@ -694,7 +694,9 @@ async fn upsert_series(
         .bind(s.requested_procedure_id.as_str())
         .bind(ts)
         .bind(s.series_date.as_str())
-        .bind(s.series_time.as_str()),
+        .bind(s.series_time.as_str())
+        .bind(s.institution_name.as_str())
+        .bind(s.station_name.as_str()),
         sqlx::query("SELECT id FROM series WHERE series_instance_uid = $1")
             .bind(s.series_instance_uid.as_str()),
     )

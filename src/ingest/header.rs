@@ -113,6 +113,8 @@ const WANTED: &[Tag] = &[
     tags::SAMPLES_PER_PIXEL,
     tags::SERIES_DATE,
     tags::SERIES_TIME,
+    tags::INSTITUTION_NAME,
+    tags::STATION_NAME,
 ];
 
 /// Read from the first item of the Request Attributes Sequence, which QIDO-RS
@@ -482,6 +484,8 @@ fn build_meta(
             ),
             scheduled_procedure_step_id: text(tags::SCHEDULED_PROCEDURE_STEP_ID),
             requested_procedure_id: text(tags::REQUESTED_PROCEDURE_ID),
+            institution_name: text(tags::INSTITUTION_NAME),
+            station_name: text(tags::STATION_NAME),
         },
         sop_instance_uid,
         sop_class_uid,

@@ -39,6 +39,8 @@ pub struct SeriesMeta {
     /// From the first item of the Request Attributes Sequence.
     pub scheduled_procedure_step_id: String,
     pub requested_procedure_id: String,
+    pub institution_name: String,
+    pub station_name: String,
 }
 
 /// Everything the index needs about one received instance.

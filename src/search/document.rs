@@ -55,6 +55,7 @@ pub fn to_document(f: &Fields, s: &StudyDocument) -> TantivyDocument {
     text.extend(s.series_descriptions.iter().cloned());
     text.extend(s.procedures.iter().cloned());
     text.extend(s.body_parts.iter().cloned());
+    text.extend(s.sites.iter().cloned());
     text.extend(s.modalities.iter().cloned());
     let date = date_number(&s.study_date);
     if date > 0 {

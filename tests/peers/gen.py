@@ -3,6 +3,7 @@
 usage: gen.py OUTDIR --count N [--studies S] [--rows R] [--cols C] [--ts UID]
               [--study-uid UID] [--accession A] [--patient-id ID]
               [--referring PN] [--description TEXT] [--body-part BP]
+              [--institution NAME] [--station NAME]
               [--seed K] [--patient-name NAME] [--study-date DA] [--modality M]
               [--frames F [--frame-time MS]] [--hours-apart H]
 Writes one Part-10 file per instance and prints the number written.
@@ -113,6 +114,8 @@ def main():
     p.add_argument("--referring", help="ReferringPhysicianName of every study")
     p.add_argument("--description", help="StudyDescription of every study")
     p.add_argument("--body-part", help="BodyPartExamined of every series")
+    p.add_argument("--institution", help="InstitutionName of every instance")
+    p.add_argument("--station", help="StationName of every instance")
     p.add_argument("--frames", type=int, default=1, help="a multi-frame ultrasound clip of this many frames")
     p.add_argument("--frame-time", type=float, default=40.0, help="FrameTime in ms of a clip")
     p.add_argument("--hours-apart", type=float,
@@ -139,6 +142,10 @@ def main():
             ds.StudyDescription = args.description
         if args.body_part:
             ds.BodyPartExamined = args.body_part
+        if args.institution:
+            ds.InstitutionName = args.institution
+        if args.station:
+            ds.StationName = args.station
         if args.frames > 1:
             make_multiframe(ds, args.frames, args.frame_time, rng)
         if args.hours_apart is not None:
