@@ -8,7 +8,8 @@
 //! and the label and overview rendered to a viewport. Then the slide page
 //! in headless Chromium (`tests/viewer/slide.mjs`): dicom-microscopy-viewer
 //! shows tissue, and zoomed in twice reads only `/frames/` tiles, of the
-//! full-resolution level only those in view. The screenshot is kept under
+//! full-resolution level only those in view; and OHIF's microscopy mode on
+//! the same study shows it from its tiles. Screenshots are kept under
 //! `target/test-artifacts/`.
 
 mod common;
@@ -210,6 +211,11 @@ async fn slide_page_reads_only_tiles_in_view(backend: Backend) {
     assert!(
         level0_frames > 0 && level0_frames < all,
         "zoomed in, the full-resolution tiles in view, not all {all}: {seen:#}"
+    );
+    assert!(
+        seen["ohif"]["frames"].as_u64().is_some_and(|n| n > 0)
+            && seen["ohif"]["tissue"].as_f64().is_some_and(|t| t > 0.02),
+        "OHIF's microscopy mode shows the slide from its tiles: {seen:#}"
     );
     assert_eq!(seen["label"], serde_json::json!([300, 200]), "{seen:#}");
     assert_eq!(seen["overview"], serde_json::json!([300, 113]), "{seen:#}");

@@ -10,7 +10,8 @@
 // "tissue": [before, after] (share of stained pixels in the slide's area),
 // "zooms", "pixel_requests" (every request for pixels that is not a
 // /frames/ tile by the viewer: whole instances or rendered images), "level0_frames" (the full-resolution frames fetched after the
-// zooms), "label", "overview" (natural sizes), "errors"}. Exit 0 when every
+// zooms), "label", "overview" (natural sizes), "ohif": {frames, tissue}
+// (OHIF's microscopy mode on the same study), "errors"}. Exit 0 when every
 // step ran (the caller checks what was seen), 1 on a failure, 2 on bad usage.
 
 import { chromium, options } from './driver.mjs';
@@ -37,7 +38,10 @@ page.on('response', (r) => {
 /// Share of the slide area's pixels that are stained (pink or purple),
 /// read from a screenshot, so WebGL and 2D canvases count alike.
 async function tissue() {
-  const png = await page.locator('#slide').screenshot();
+  return stained(await page.locator('#slide').screenshot());
+}
+
+async function stained(png) {
   return page.evaluate(async (b64) => {
     const img = new Image();
     img.src = `data:image/png;base64,${b64}`;
@@ -107,6 +111,19 @@ try {
   seen.overview = await page.$eval('#overview', (i) => [i.naturalWidth, i.naturalHeight]);
   seen.problem = await page.$eval('#problem', (p) => (p.hidden ? '' : p.textContent));
   if (opts.screenshot) await page.screenshot({ path: opts.screenshot });
+
+  // OHIF's own microscopy mode, in the same session.
+  const ohifFrom = Date.now();
+  await page.goto(`${opts.base}/viewer/microscopy?StudyInstanceUIDs=${opts.study}`);
+  await page.waitForFunction(() => document.querySelector('.ol-viewport canvas, canvas'), null, { timeout: 30000 });
+  await page.waitForTimeout(1000);
+  await tilesSettled();
+  const ohifShot = await page.screenshot();
+  seen.ohif = {
+    frames: requests.filter((r) => r.at >= ohifFrom && r.url.includes('/frames/')).length,
+    tissue: await stained(ohifShot),
+  };
+  if (opts.screenshot) await page.screenshot({ path: opts.screenshot.replace(/\.png$/, '-ohif.png') });
 } catch (e) {
   failed = true;
   seen.failure = String(e);
