@@ -13,7 +13,7 @@ mod common;
 use std::path::Path;
 
 use common::{run_peer, send_hl7, skip, stow_generated, Archive, Backend};
-use tessera::model::{Role, Roles};
+use tessera::model::Role;
 
 const PASSWORD: &str = "Rad-i0logist!";
 
@@ -151,17 +151,9 @@ async fn study_browser_searches_and_opens_studies(backend: Backend) {
          OBX|1|TX|IMP^Impression||Kleine Läsion im Oberlappen links, kein Erguss.||||||F\r",
     )
     .await;
-    let accounts = tessera::auth::Accounts::new(archive.index().await, Default::default());
-    accounts
-        .add_user(
-            "reader",
-            &Roles([Role::Radiologist].into()),
-            PASSWORD,
-            false,
-            "",
-        )
-        .await
-        .expect("user");
+    archive
+        .add_user("reader", Role::Radiologist, PASSWORD, "")
+        .await;
     let shot = common::artifacts().join(format!("study-browser-{backend:?}.png"));
     let zip = common::artifacts().join(format!("study-browser-{backend:?}.zip"));
     let base = format!("http://127.0.0.1:{}", archive.http_port);

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::{http_exchange, skip, Archive, Backend};
 use serde_json::Value;
-use tessera::model::{Role, Roles};
+use tessera::model::Role;
 
 /// Study UID, patient name, patient ID, date, modality, description,
 /// referring physician, accession.
@@ -329,17 +329,9 @@ async fn search_finds_studies(backend: Backend) {
     eventually(&archive, "q=muller", |p| p["total"] == 0).await;
 
     // A referring physician finds only their studies.
-    let accounts = tessera::auth::Accounts::new(archive.index().await, Default::default());
-    accounts
-        .add_user(
-            "jan",
-            &Roles([Role::Referring].into()),
-            PASSWORD,
-            false,
-            "Kowalski^Jan",
-        )
-        .await
-        .expect("user");
+    let accounts = archive
+        .add_user("jan", Role::Referring, PASSWORD, "Kowalski^Jan")
+        .await;
     let token = accounts
         .create_token("jan", "t", None, 1)
         .await

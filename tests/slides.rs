@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use common::{run_peer, skip, Archive, Backend};
 use serde_json::Value;
-use tessera::model::{Role, Roles};
+use tessera::model::Role;
 
 const PASSWORD: &str = "Patho-l0gist!";
 
@@ -135,17 +135,9 @@ async fn slide_page_reads_only_tiles_in_view(backend: Backend) {
     let archive = Archive::start_with(backend, |raw| raw.viewer.dir = Some(viewer_dir)).await;
     let dir = tempfile::tempdir().expect("tmp");
     let (slide, _) = store_slide(&archive, dir.path()).await;
-    let accounts = tessera::auth::Accounts::new(archive.index().await, Default::default());
-    accounts
-        .add_user(
-            "patho",
-            &Roles([Role::Radiologist].into()),
-            PASSWORD,
-            false,
-            "",
-        )
-        .await
-        .expect("user");
+    archive
+        .add_user("patho", Role::Radiologist, PASSWORD, "")
+        .await;
     let shot = common::artifacts().join(format!("slide-{backend:?}.png"));
     let level0 = slide["levels"][0]["sop_instance_uid"]
         .as_str()

@@ -263,6 +263,29 @@ impl Archive {
             .expect("index opens")
     }
 
+    /// Add an account with one role (`referring_name` for a referring
+    /// physician, else empty); the accounts, for tokens and more users.
+    pub async fn add_user(
+        &self,
+        name: &str,
+        role: tessera::model::Role,
+        password: &str,
+        referring_name: &str,
+    ) -> tessera::auth::Accounts {
+        let accounts = tessera::auth::Accounts::new(self.index().await, Default::default());
+        accounts
+            .add_user(
+                name,
+                &tessera::model::Roles([role].into()),
+                password,
+                false,
+                referring_name,
+            )
+            .await
+            .expect("user");
+        accounts
+    }
+
     pub async fn stop(&mut self) {
         if let Some(running) = self.running.take() {
             running.stop().await;

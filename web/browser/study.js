@@ -27,6 +27,15 @@ function text(tag, value, className) {
   return el;
 }
 
+/// A table row holding one message across `columns` cells.
+function note(message, columns) {
+  const row = document.createElement('tr');
+  const cell = text('td', message, 'muted');
+  cell.colSpan = columns;
+  row.append(cell);
+  return row;
+}
+
 function facts(dl, pairs) {
   dl.replaceChildren();
   for (const [label, value] of pairs) {
@@ -216,13 +225,7 @@ async function showWorkflow(accession) {
   }
   const body = $('workflow').querySelector('tbody');
   body.replaceChildren();
-  if (!steps.length) {
-    const row = document.createElement('tr');
-    const cell = text('td', 'No worklist entry or performed step for this study.', 'muted');
-    cell.colSpan = 5;
-    row.append(cell);
-    body.append(row);
-  }
+  if (!steps.length) body.append(note('No worklist entry or performed step for this study.', 5));
   for (const s of steps) {
     const row = document.createElement('tr');
     row.append(...s.map((v) => text('td', v)));
@@ -237,13 +240,7 @@ async function showOthers(patientId) {
   const studies = await dicom(`/dicom-web/studies?PatientID=${encodeURIComponent(patientId)}&includefield=StudyDescription&limit=100`);
   const others = studies.filter((s) => first(s, '0020000D') !== uid);
   others.sort((a, b) => String(first(b, '00080020') || '').localeCompare(String(first(a, '00080020') || '')));
-  if (!others.length) {
-    const row = document.createElement('tr');
-    const cell = text('td', 'None.', 'muted');
-    cell.colSpan = 4;
-    row.append(cell);
-    body.append(row);
-  }
+  if (!others.length) body.append(note('None.', 4));
   for (const s of others) {
     const row = document.createElement('tr');
     row.dataset.study = first(s, '0020000D');
