@@ -7,10 +7,12 @@ Prints JSON: {"established": bool, "echo", "store", "find", "move",
 "get", "commit", "mpps": status or null}, statuses as integers (0
 success, 292 = 0x0124 not authorized, anything else: the service ran and
 answered for itself); null when the association was gone before an
-answer.
+answer, and then "lost" says which service, after how long, and whether
+the association was aborted.
 """
 import argparse
 import json
+import time
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -112,7 +114,15 @@ def main():
     for service in services:
         if not assoc.is_established:
             break
+        started = time.monotonic()
         out[service] = calls[service]()
+        if out[service] is None:
+            # Why there was no answer, for the test's failure message.
+            out["lost"] = {
+                "service": service,
+                "after_secs": round(time.monotonic() - started, 3),
+                "aborted": assoc.is_aborted,
+            }
     if assoc.is_established:
         assoc.release()
     print(json.dumps(out))

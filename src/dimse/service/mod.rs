@@ -54,7 +54,6 @@ pub struct ServiceContext {
     pub accounts: crate::auth::Accounts,
 }
 
-/// An audit event by the association's calling AE.
 /// An audit event by the association's proved user, or else its calling
 /// AE.
 pub fn audit_event(assoc: &Association, event: crate::audit::Event) -> crate::audit::AuditEvent {
