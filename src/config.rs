@@ -514,8 +514,9 @@ pub struct Config {
     pub server_tls: Option<crate::tls::ServerFiles>,
     pub data_dir: PathBuf,
     pub storage: StorageLocation,
-    /// fsync files and directories before acknowledging. Only for benchmarks
-    /// that want to see the cost; never turn it off in production.
+    /// fsync files, directories and the HL7 journal before acknowledging.
+    /// Only for benchmarks that want to see the cost; never turn it off in
+    /// production.
     pub fsync: bool,
     /// Objects go to their place before the acknowledgement, not after it
     /// from the ingest journal (for sites that want the S3 copy first).

@@ -360,6 +360,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     if !config.hl7.coerce_on_retrieve {
         core.index.keep_stored_demographics();
     }
+    if !config.fsync {
+        core.index.skip_wal_sync();
+    }
     let audit_tracker = TaskTracker::new();
     let audit_stop = CancellationToken::new();
     let auditor = start_auditor(&config, &core, &audit_tracker, audit_stop.clone(), None)?;

@@ -15,7 +15,7 @@ pub enum Change {
     Worklist(WorklistChange),
     Report(super::reports::Report),
 }
-use super::{unix_now as now, Index, IndexError};
+use super::{unix_now as now, Index, IndexError, Unsynced};
 
 /// A received message, read and interpreted, waiting to be recorded.
 #[derive(Debug, Clone)]
@@ -100,15 +100,16 @@ pub struct MessageFilter {
 }
 
 impl Index {
-    /// Record a batch in arrival order, in one synced transaction: for each
+    /// Record a batch in arrival order, in one transaction: for each
     /// message, either the acknowledgement of an earlier identical control
     /// ID, or its changes (rolled back alone if they fail) and its row.
     /// `ack` writes the acknowledgement for message `i` and its outcome.
+    /// The commit is deferred: acknowledge after [`Index::make_durable`].
     pub async fn record_hl7(
         &self,
         batch: &[InboundMessage],
         mut ack: impl FnMut(usize, &Outcome) -> Ack,
-    ) -> Result<Vec<Recorded>, IndexError> {
+    ) -> Result<(Vec<Recorded>, Unsynced), IndexError> {
         // Changes almost never fail: first without a savepoint per
         // message, and only if one does, again with them.
         if let Some(recorded) = self.record_pass(batch, &mut ack, Guard::Optimistic).await? {
@@ -130,8 +131,8 @@ impl Index {
         batch: &[InboundMessage],
         ack: &mut impl FnMut(usize, &Outcome) -> Ack,
         guard: Guard,
-    ) -> Result<Option<Vec<Recorded>>, IndexError> {
-        let mut tx = self.begin_write().await?;
+    ) -> Result<Option<(Vec<Recorded>, Unsynced)>, IndexError> {
+        let mut tx = self.begin_deferred_write().await?;
         let mut earlier = earlier_messages(&mut tx, batch).await?;
         let mut recorded = Vec::with_capacity(batch.len());
         for (i, message) in batch.iter().enumerate() {
@@ -200,8 +201,11 @@ impl Index {
             });
         }
         tx.commit().await?;
-        self.outbox.ring();
-        Ok(Some(recorded))
+        let ticket = self.committed();
+        if ticket == Unsynced::SYNCED {
+            self.outbox.ring();
+        }
+        Ok(Some((recorded, ticket)))
     }
 
     /// Queue an application acknowledgement, when there is a RIS to send
@@ -390,28 +394,29 @@ fn logged(row: &sqlx::any::AnyRow, with_text: bool) -> Result<LoggedMessage, Ind
 
 /// Messages of the journal with a sender and control ID in `batch`, in one
 /// statement: (sender, control ID) → (row, outcome, acknowledgement).
+/// Both columns are constrained, so the lookup uses the (sender,
+/// control_id) key instead of scanning the whole journal; a pair the batch
+/// does not hold (one sender's control ID under another) is never asked
+/// for by the caller.
 async fn earlier_messages(
     tx: &mut Transaction<'static, Any>,
     batch: &[InboundMessage],
 ) -> Result<HashMap<(String, String), (i64, String, String)>, IndexError> {
-    let mut controls: Vec<&str> = batch
-        .iter()
-        .filter_map(|m| m.control_id.as_deref())
-        .collect();
-    controls.sort_unstable();
-    controls.dedup();
+    let keyed = || batch.iter().filter(|m| m.control_id.is_some());
+    let mut senders: Vec<&str> = keyed().map(|m| m.sender.as_str()).collect();
+    let mut controls: Vec<&str> = keyed().filter_map(|m| m.control_id.as_deref()).collect();
+    for values in [&mut senders, &mut controls] {
+        values.sort_unstable();
+        values.dedup();
+    }
     let mut found = HashMap::new();
     if controls.is_empty() {
         return Ok(found);
     }
-    let marks: Vec<String> = (1..=controls.len()).map(|n| format!("${n}")).collect();
-    let sql = format!(
-        "SELECT sender, control_id, id, outcome, ack FROM hl7_messages WHERE control_id IN ({})",
-        marks.join(", ")
-    );
+    let sql = earlier_sql(senders.len(), controls.len());
     let mut q = sqlx::query(&sql);
-    for c in &controls {
-        q = q.bind(*c);
+    for value in senders.iter().chain(&controls) {
+        q = q.bind(*value);
     }
     for row in q.fetch_all(&mut **tx).await? {
         found.insert(
@@ -420,6 +425,22 @@ async fn earlier_messages(
         );
     }
     Ok(found)
+}
+
+/// The look-up of [`earlier_messages`] for so many senders and control IDs.
+fn earlier_sql(senders: usize, controls: usize) -> String {
+    let marks = |from: usize, n: usize| {
+        (from..from + n)
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "SELECT sender, control_id, id, outcome, ack FROM hl7_messages \
+         WHERE sender IN ({}) AND control_id IN ({})",
+        marks(1, senders),
+        marks(1 + senders, controls)
+    )
 }
 
 /// How a message's changes are applied.
@@ -533,6 +554,32 @@ async fn insert(
 mod tests {
     use super::*;
 
+    /// The duplicate look-up runs for every group: a scan of the journal
+    /// would make each message slower than the one before.
+    #[tokio::test]
+    async fn the_duplicate_lookup_uses_the_sender_and_control_id_key() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let url = format!("sqlite://{}", dir.path().join("i.sqlite").display());
+        let index = Index::open(&url, 2).await.expect("index");
+        let sql = format!("EXPLAIN QUERY PLAN {}", earlier_sql(2, 3));
+        let mut q = sqlx::query(&sql);
+        for value in ["HIS", "LAB", "C1", "C2", "C3"] {
+            q = q.bind(value);
+        }
+        let plan: Vec<String> = q
+            .fetch_all(&index.pool)
+            .await
+            .expect("plan")
+            .iter()
+            .map(|row| row.try_get::<String, _>(3).expect("detail"))
+            .collect();
+        assert!(
+            plan.iter().all(|step| step.contains("USING INDEX")),
+            "{plan:?}"
+        );
+        index.close().await;
+    }
+
     #[tokio::test]
     async fn the_log_forgets_messages_past_their_retention() {
         let dir = tempfile::tempdir().expect("tmp");
@@ -553,7 +600,8 @@ mod tests {
             text: "MSA|AR|C1".into(),
             application: None,
         };
-        index.record_hl7(&[message], ack).await.expect("record");
+        let (_, ticket) = index.record_hl7(&[message], ack).await.expect("record");
+        index.make_durable(ticket).await.expect("durable");
         let since = now() - 60;
         assert_eq!(index.purge_hl7_messages(since).await.expect("purge"), 0);
         assert_eq!(index.purge_hl7_messages(now() + 1).await.expect("purge"), 1);
@@ -618,7 +666,8 @@ mod tests {
             message("C2", vec![orphan]),
             message("C1", vec![admit]),
         ];
-        let recorded = index.record_hl7(&batch, code_of).await.expect("record");
+        let (recorded, ticket) = index.record_hl7(&batch, code_of).await.expect("record");
+        index.make_durable(ticket).await.expect("durable");
         assert_eq!(recorded[0].ack, "MSA|AA");
         assert_eq!(recorded[1].ack, "MSA|AE");
         assert!(recorded[2].duplicate, "the repeat in the same batch");

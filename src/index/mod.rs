@@ -27,6 +27,7 @@ mod schema;
 pub mod search;
 pub mod shares;
 pub mod users;
+mod wal_sync;
 pub mod worklist;
 mod write;
 
@@ -44,6 +45,7 @@ pub use peers::PeerSource;
 pub use queue::Lease;
 pub use read::{IndexStats, IndexedObject, InstanceRecord, StudySummary};
 pub use reclaim::Reclaimed;
+pub use wal_sync::Unsynced;
 pub use write::{Durability, JournalMark, Recorded, StoreRequest};
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +58,8 @@ pub enum IndexError {
     Query(#[from] sqlx::Error),
     #[error("index holds an invalid value in {column}: {value:?}")]
     Corrupt { column: &'static str, value: String },
+    #[error("cannot sync the index's write-ahead log: {0}")]
+    Sync(std::io::Error),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +82,8 @@ pub struct Index {
     /// Whether retrieves carry the patient as it is now (the default) or
     /// as stored; shared by every clone.
     keep_stored_demographics: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// SQLite in a file: deferred commits and their group sync.
+    wal: Option<std::sync::Arc<wal_sync::WalSync>>,
 }
 
 impl Index {
@@ -142,13 +148,28 @@ impl Index {
             .connect_with(options)
             .await
             .map_err(connect_err)?;
+        let wal = match backend {
+            Backend::Sqlite => sqlite_file(&writer)
+                .await?
+                .map(|file| std::sync::Arc::new(wal_sync::WalSync::new(file))),
+            Backend::Postgres => None,
+        };
         Ok(Index {
             pool,
             writer,
             backend,
             outbox: Default::default(),
             keep_stored_demographics: Default::default(),
+            wal,
         })
+    }
+
+    /// Leave deferred commits unsynced (`storage.fsync = false`): only
+    /// for benchmarks that measure what fsync costs.
+    pub fn skip_wal_sync(&self) {
+        if let Some(wal) = &self.wal {
+            wal.disable();
+        }
     }
 
     /// Send objects with the patient as stored, even after the RIS changed
@@ -206,6 +227,44 @@ impl Index {
         })
     }
 
+    /// A write transaction whose commit returns before it is on disk;
+    /// take [`Index::committed`] after the commit and acknowledge only
+    /// after [`Index::make_durable`]. Many commits then share one sync,
+    /// which overlaps the next transaction. A synced write where there is
+    /// no WAL file to sync (PostgreSQL, in-memory SQLite).
+    pub(crate) async fn begin_deferred_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, IndexError> {
+        match self.wal {
+            Some(_) => Ok(self
+                .writer
+                .begin_with("PRAGMA synchronous=NORMAL; BEGIN IMMEDIATE")
+                .await?),
+            None => self.begin_write().await,
+        }
+    }
+
+    /// The ticket of a deferred commit that has just returned.
+    pub(crate) fn committed(&self) -> Unsynced {
+        match &self.wal {
+            Some(wal) => wal.committed(),
+            None => Unsynced::SYNCED,
+        }
+    }
+
+    /// Wait until the deferred commit `ticket` is on disk. Only then is
+    /// the outbox rung: what it feeds (the search index, the RIS) must
+    /// never run ahead of what a power cut would keep.
+    pub async fn make_durable(&self, ticket: Unsynced) -> Result<(), IndexError> {
+        if let Some(wal) = &self.wal {
+            wal.sync_through(ticket).await.map_err(IndexError::Sync)?;
+            if ticket != Unsynced::SYNCED {
+                self.outbox.ring();
+            }
+        }
+        Ok(())
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -241,6 +300,21 @@ fn redact(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// The main database file of a SQLite pool; `None` in memory.
+async fn sqlite_file(pool: &AnyPool) -> Result<Option<std::path::PathBuf>, IndexError> {
+    let rows = sqlx::query("SELECT name, file FROM pragma_database_list")
+        .fetch_all(pool)
+        .await?;
+    for row in rows {
+        let name: String = sqlx::Row::try_get(&row, 0)?;
+        let file: Option<String> = sqlx::Row::try_get(&row, 1)?;
+        if name == "main" {
+            return Ok(file.filter(|f| !f.is_empty()).map(Into::into));
+        }
+    }
+    Ok(None)
 }
 
 async fn create_sqlite_parent(url: &str) {

@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::hl7::{ack, AckCode, ErrorCondition, Hl7Error, Message};
 use crate::index::hl7::{Ack, Change, InboundMessage, Outcome, Refusal};
-use crate::index::{Index, IndexError};
+use crate::index::{Index, IndexError, Unsynced};
 use crate::telemetry::Metrics;
 
 /// Versions taken: 2.3 to 2.8 and their point releases.
@@ -38,6 +38,8 @@ pub enum RisError {
     ShuttingDown,
     #[error("no logged HL7 message {0}")]
     NotFound(i64),
+    #[error("the HL7 journal could not be synced: {0}")]
+    NotDurable(String),
 }
 
 /// How messages are read.
@@ -172,8 +174,17 @@ impl Ris {
     }
 }
 
-/// The applier: messages in arrival order, a group per commit.
+/// Groups committed and waiting for their sync, at most.
+const GROUPS_IN_FLIGHT: usize = 64;
+
+/// Answers of one committed group, sent once its commit is on disk.
+type Answers = Vec<(oneshot::Sender<Result<Reply, RisError>>, Reply)>;
+
+/// The applier: messages in arrival order, a group per commit. A group's
+/// commit is synced while the next group is applied ([`send_when_durable`]).
 async fn apply(index: Index, mut rx: mpsc::Receiver<Job>) {
+    let (durable_tx, durable_rx) = mpsc::channel(GROUPS_IN_FLIGHT);
+    let acknowledger = tokio::spawn(send_when_durable(index.clone(), durable_rx));
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let batch: Vec<Job> = std::mem::take(&mut jobs);
@@ -187,7 +198,8 @@ async fn apply(index: Index, mut rx: mpsc::Receiver<Job>) {
             })
             .await;
         match recorded {
-            Ok(recorded) => {
+            Ok((recorded, ticket)) => {
+                let mut answers = Answers::with_capacity(batch.len());
                 for ((job, recorded), code) in batch.into_iter().zip(recorded).zip(codes) {
                     let code = if recorded.duplicate {
                         msa_code(&recorded.ack)
@@ -196,14 +208,18 @@ async fn apply(index: Index, mut rx: mpsc::Receiver<Job>) {
                     };
                     let bytes = wanted(&job.header, 15, &code)
                         .then(|| ack::to_wire(&job.header, &recorded.ack));
-                    let _ = job.reply.send(Ok(Reply {
+                    let reply = Reply {
                         bytes,
                         code,
                         duplicate: recorded.duplicate,
-                        message_type: job.inbound.message_type.clone(),
-                        sender: job.inbound.sender.clone(),
-                        patient_id: job.inbound.patient_id.clone(),
-                    }));
+                        message_type: job.inbound.message_type,
+                        sender: job.inbound.sender,
+                        patient_id: job.inbound.patient_id,
+                    };
+                    answers.push((job.reply, reply));
+                }
+                if durable_tx.send((ticket, answers)).await.is_err() {
+                    break;
                 }
             }
             Err(e) => {
@@ -220,7 +236,31 @@ async fn apply(index: Index, mut rx: mpsc::Receiver<Job>) {
             }
         }
     }
+    drop(durable_tx);
+    let _ = acknowledger.await;
     tracing::debug!("HL7 applier stopped");
+}
+
+/// Send each group's answers once its commit is on disk, in commit order;
+/// one sync usually covers several groups.
+async fn send_when_durable(index: Index, mut rx: mpsc::Receiver<(Unsynced, Answers)>) {
+    while let Some((ticket, answers)) = rx.recv().await {
+        match index.make_durable(ticket).await {
+            Ok(()) => {
+                for (reply, answer) in answers {
+                    let _ = reply.send(Ok(answer));
+                }
+            }
+            Err(e) => {
+                // Committed but perhaps not on disk: no acknowledgement, so
+                // the senders send again and get the recorded answer.
+                tracing::error!(error = %e, messages = answers.len(), "HL7 commit not synced");
+                for (reply, _) in answers {
+                    let _ = reply.send(Err(RisError::NotDurable(e.to_string())));
+                }
+            }
+        }
+    }
 }
 
 /// MSA-1 of a stored acknowledgement.
