@@ -215,6 +215,7 @@ impl Metrics {
                 IngestError::Index(_) => "index",
                 IngestError::ShuttingDown => "shutting_down",
                 IngestError::WrongStudy { .. } => "wrong_study",
+                IngestError::SeriesInOtherStudy { .. } => "series_in_other_study",
             });
         }
     }

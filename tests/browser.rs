@@ -293,6 +293,30 @@ async fn study_browser_searches_and_opens_studies(backend: Backend) {
         "MR, clip and 3 time points: {report}"
     );
 
+    // A tablet, both ways round: touch-sized controls, nothing to scroll
+    // sideways, and a tap opens the study.
+    for orientation in ["portrait", "landscape"] {
+        let tablet = &seen["tablet"][orientation];
+        assert_eq!(
+            tablet["tapped"],
+            format!("/study/{}", studies[1].0),
+            "{orientation}: {seen:#}"
+        );
+        for page in ["search", "study"] {
+            let seen_on = &tablet[page];
+            assert_eq!(seen_on["coarse"], true, "{orientation} {page}: {seen_on}");
+            assert!(
+                seen_on["overflow"].as_i64().is_some_and(|o| o <= 0),
+                "{orientation} {page}: wider than the screen: {seen_on}"
+            );
+            assert_eq!(
+                seen_on["small"],
+                serde_json::json!([]),
+                "{orientation} {page}: controls under 44 px: {seen_on}"
+            );
+        }
+    }
+
     let opened = seen["opened"].as_str().unwrap_or_default();
     assert!(
         opened.ends_with(&format!(

@@ -705,7 +705,56 @@ async fn replace_races_reclamation(backend: Backend) {
     assert!(report.unreferenced.is_empty(), "{report:?}");
 }
 
+/// A modality that reuses a Series Instance UID under another study: the
+/// new instance is refused (A900, its comment naming the stored study) over
+/// C-STORE and STOW-RS alike, where filing it into the first study would
+/// hide it from its own. The first study is untouched.
+async fn a_series_under_another_study_is_refused(backend: Backend) {
+    let (Some(_), Some(_)) = (dcmtk("storescu"), python()) else {
+        return skip(
+            "a_series_under_another_study_is_refused",
+            "DCMTK or pydicom missing",
+        );
+    };
+    let archive = Archive::start(backend).await;
+    let dir = archive.dir.path().join("misfiled");
+    let out = run_peer("variant.py", &[dir.to_str().expect("utf8")]).await;
+    assert!(out.status.success());
+    let original = dir.join("original.dcm");
+    let out = storescu(&archive, &[], std::slice::from_ref(&original)).await;
+    assert!(out.status.success());
+    let misfiled = dir.join("misfiled.dcm");
+    let port = archive.dicom_port.to_string();
+    let out = run_peer(
+        "send.py",
+        &[
+            "127.0.0.1",
+            &port,
+            misfiled.to_str().expect("utf8"),
+            "--allow-failures",
+        ],
+    )
+    .await;
+    let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(summary.contains(r#""0xA900": 1"#), "{summary}");
+    let stow = std::fs::read(dir.join("misfiled-stow.dcm")).expect("file");
+    assert_eq!(common::stow(archive.http_port, &stow, &[]).await, 409);
+
+    let index = archive.index().await;
+    let stats = index.stats().await.expect("stats");
+    assert_eq!(stats.instances, 1, "only the original is stored");
+    assert_eq!(stats.studies, 1, "no study for the misfiled instances");
+    for refused in [misfiled, dir.join("misfiled-stow.dcm")] {
+        let uid = describe(std::slice::from_ref(&refused)).remove(0).0;
+        assert!(
+            index.instance(&uid).await.expect("query").is_none(),
+            "{uid} was filed"
+        );
+    }
+}
+
 on_both_backends!(
+    a_series_under_another_study_is_refused,
     replace_races_reclamation,
     echo,
     role_selection_is_answered,

@@ -321,6 +321,11 @@ fn failure(e: IngestError) -> PartResult {
             sop_class,
             sop_instance,
             ..
+        }
+        | IngestError::SeriesInOtherStudy {
+            sop_class,
+            sop_instance,
+            ..
         } => client(
             Some((sop_class.to_string(), sop_instance.to_string())),
             DATA_SET_MISMATCH,

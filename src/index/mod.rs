@@ -19,6 +19,8 @@ pub mod mpps;
 pub mod outbox;
 pub mod patients;
 mod peers;
+#[cfg(test)]
+mod query_plans;
 mod queue;
 mod read;
 mod reclaim;

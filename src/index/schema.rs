@@ -141,6 +141,15 @@ macro_rules! migrations {
                 "series sites",
                 include_str!(concat!("../../migrations/", $db, "/0022_series_sites.sql")),
             ),
+            (
+                23,
+                "lookup indexes",
+                include_str!(concat!(
+                    "../../migrations/",
+                    $db,
+                    "/0023_lookup_indexes.sql"
+                )),
+            ),
         ]
     };
 }

@@ -42,6 +42,10 @@ pub enum Recorded {
     Rejected,
     /// Different bytes under a known UID replaced the stored version.
     Replaced,
+    /// Refused: the instance's series is already filed under another
+    /// study (this one's UID), so one of the two Study Instance UIDs is
+    /// wrong. Filing it there would hide it from its own study.
+    SeriesInOtherStudy(String),
 }
 
 /// Where an instance row hangs in the hierarchy.
@@ -117,7 +121,16 @@ async fn record_one(
             .execute(&mut **tx)
             .await?;
     }
-    let parents = resolve_parents(tx, meta).await?;
+    let parents = match resolve_parents(tx, meta).await? {
+        Ok(parents) => parents,
+        Err(stored_study) => {
+            // The object just written for this store is not kept.
+            if !req.object_existed {
+                tombstone(tx, &obj.key).await?;
+            }
+            return Ok(Recorded::SeriesInOtherStudy(stored_study));
+        }
+    };
     let ts = now();
     let inserted = bind_instance(sqlx::query(&INSERT_INSTANCE), req, parents.series, ts)
         .bind(meta.sop_instance_uid.as_str())
@@ -209,39 +222,44 @@ fn bind_instance<'q>(
         .bind(ts)
 }
 
-/// The patient, study and series of `meta`, created when new.
+/// The patient, study and series of `meta`, created when new; `Err` with
+/// the stored study's UID when the series is filed under another study.
 async fn resolve_parents(
     tx: &mut Transaction<'static, Any>,
     meta: &InstanceMeta,
-) -> Result<Parents, IndexError> {
+) -> Result<Result<Parents, String>, IndexError> {
     // Fast path: the series is usually known already (every instance after
     // a series' first), which skips the patient and study upserts.
     let known = sqlx::query(
-        "SELECT se.id, se.study_fk, st.patient_fk FROM series se \
+        "SELECT se.id, se.study_fk, st.patient_fk, st.study_instance_uid FROM series se \
          JOIN studies st ON st.id = se.study_fk WHERE se.series_instance_uid = $1",
     )
     .bind(meta.series.series_instance_uid.as_str())
     .fetch_optional(&mut **tx)
     .await?;
     if let Some(row) = known {
-        return Ok(Parents {
+        let study: String = row.try_get(3)?;
+        if study != meta.study.study_instance_uid.as_str() {
+            return Ok(Err(study));
+        }
+        return Ok(Ok(Parents {
             patient: row.try_get(2)?,
             study: row.try_get(1)?,
             series: row.try_get(0)?,
             new_study: false,
             new_series: false,
-        });
+        }));
     }
     let (patient, _) = upsert_patient(tx, meta).await?;
     let (study, new_study) = upsert_study(tx, meta, patient).await?;
     let (series, new_series) = upsert_series(tx, meta, study).await?;
-    Ok(Parents {
+    Ok(Ok(Parents {
         patient,
         study,
         series,
         new_study,
         new_series,
-    })
+    }))
 }
 
 /// Add (`delta` 1) or remove (-1) one instance of `size` bytes from the

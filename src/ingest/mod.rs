@@ -64,6 +64,13 @@ pub enum IngestError {
     Duplicate(Uid),
     #[error("the archive is shutting down")]
     ShuttingDown,
+    #[error("series {series} of instance {sop_instance} is already filed under study {stored}, not under the instance's study")]
+    SeriesInOtherStudy {
+        series: String,
+        stored: String,
+        sop_class: Uid,
+        sop_instance: Uid,
+    },
     #[error("instance {sop_instance} belongs to study {found}, not to study {expected}")]
     WrongStudy {
         expected: String,
@@ -87,7 +94,9 @@ impl IngestError {
     pub fn is_bad_input(&self) -> bool {
         matches!(
             self,
-            IngestError::Invalid(_) | IngestError::WrongStudy { .. }
+            IngestError::Invalid(_)
+                | IngestError::WrongStudy { .. }
+                | IngestError::SeriesInOtherStudy { .. }
         )
     }
 }
@@ -415,6 +424,14 @@ impl Ingest {
             Recorded::Identical => IngestOutcome::AlreadyStored,
             Recorded::KeptExisting => IngestOutcome::KeptExisting,
             Recorded::Rejected => return Err(IngestError::Duplicate(sop_uid)),
+            Recorded::SeriesInOtherStudy(stored) => {
+                return Err(IngestError::SeriesInOtherStudy {
+                    series: ids.series_instance_uid.to_string(),
+                    stored,
+                    sop_class: ids.sop_class_uid.clone(),
+                    sop_instance: sop_uid,
+                })
+            }
             Recorded::Replaced => IngestOutcome::Replaced,
         };
         if outcome == IngestOutcome::Stored {

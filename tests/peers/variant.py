@@ -1,5 +1,6 @@
 """Write original.dcm and variant.dcm into OUTDIR: the same SOP Instance
-UID with different content (a changed Series Description and pixels)."""
+UID with different content (a changed Series Description and pixels); and
+the other variants described below (moved.dcm, misfiled.dcm)."""
 import os
 import subprocess
 import sys
@@ -24,3 +25,13 @@ moved.Modality = "MR"
 moved.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
 moved.file_meta.MediaStorageSOPClassUID = moved.SOPClassUID
 moved.save_as(os.path.join(out, "moved.dcm"), enforce_file_format=True)
+
+# misfiled.dcm: a new instance of the original's series that names another
+# study, as a modality with a broken UID generator sends; and
+# misfiled-stow.dcm, another such instance for STOW-RS.
+for name in ("misfiled", "misfiled-stow"):
+    misfiled = pydicom.dcmread(os.path.join(out, "original.dcm"))
+    misfiled.StudyInstanceUID = pydicom.uid.generate_uid(entropy_srcs=["misfiled-study"])
+    misfiled.SOPInstanceUID = pydicom.uid.generate_uid(entropy_srcs=[name])
+    misfiled.file_meta.MediaStorageSOPInstanceUID = misfiled.SOPInstanceUID
+    misfiled.save_as(os.path.join(out, f"{name}.dcm"), enforce_file_format=True)

@@ -8,10 +8,11 @@
 // search, filters by modality, sorts by date, reopens the page from its
 // own URL; then searches a report word, opens the study page, downloads
 // the study as ZIP, plays its clip and its time-lapse, copies its link and
-// opens it in the viewer. Prints JSON of what it saw at each step:
+// opens it in the viewer; last, the search and the study page on a
+// tablet, upright and on its side. Prints JSON of what it saw at each step:
 // {"login_redirect", "typed": {rows, count, url}, "filtered": …,
 // "sorted_dates", "reloaded": {q, rows}, "study": {…}, "download",
-// "cine": {…}, "time_lapse", "opened"}. Exit 0 when every step ran (the
+// "cine": {…}, "time_lapse", "opened", "tablet": {portrait, landscape}}. Exit 0 when every step ran (the
 // caller checks what was seen), 1 on a failure, 2 on bad usage.
 
 import { chromium, options } from './driver.mjs';
@@ -134,6 +135,37 @@ try {
 
   await Promise.all([page.waitForURL((u) => u.pathname.startsWith('/viewer')), page.click('#open-viewer')]);
   seen.opened = page.url();
+
+  // On a tablet, upright and on its side, with the same session: nothing
+  // wider than the screen, every visible control at least 44 px high, and
+  // a tap on a result opens the study.
+  const session = await context.storageState();
+  seen.tablet = {};
+  for (const [name, viewport] of [
+    ['portrait', { width: 768, height: 1024 }],
+    ['landscape', { width: 1024, height: 768 }],
+  ]) {
+    const tablet = await browser.newContext({ viewport, isMobile: true, hasTouch: true, deviceScaleFactor: 2, storageState: session });
+    const tab = await tablet.newPage();
+    const measure = () =>
+      tab.evaluate(() => ({
+        coarse: matchMedia('(pointer:coarse)').matches,
+        overflow: document.documentElement.scrollWidth - innerWidth,
+        small: [...document.querySelectorAll('button, .button, select, input:not([type=checkbox]), #filters label')]
+          .filter((e) => e.offsetParent !== null)
+          .map((e) => [e.id || e.textContent.trim().slice(0, 24), Math.round(e.getBoundingClientRect().height)])
+          .filter(([, h]) => h < 44),
+      }));
+    await tab.goto(`${opts.base}/?q=oberlappen`);
+    await tab.waitForFunction(() => document.getElementById('count').textContent.startsWith('1 study'), null, { timeout: 15000 });
+    const search = await measure();
+    await Promise.all([tab.waitForURL((u) => u.pathname.startsWith('/study/')), tab.tap('#results tbody tr')]);
+    await tab.waitForSelector('body[data-ready=true]', { timeout: 15000 });
+    const study = await measure();
+    if (opts.screenshot) await tab.screenshot({ path: opts.screenshot.replace(/\.png$/, `-tablet-${name}.png`), fullPage: true });
+    seen.tablet[name] = { search, study, tapped: new URL(tab.url()).pathname };
+    await tablet.close();
+  }
 } catch (e) {
   failed = true;
   seen.failure = String(e);

@@ -114,9 +114,9 @@ fn status_for(error: &IngestError) -> Status {
         // Reading back our own spool file failed: our problem, not theirs.
         IngestError::Invalid(HeaderError::Io(_)) => Status::OutOfResources,
         IngestError::Invalid(HeaderError::Mismatch(_)) => Status::DataSetDoesNotMatchSopClass,
-        IngestError::Invalid(HeaderError::Missing(_)) | IngestError::WrongStudy { .. } => {
-            Status::DataSetDoesNotMatchSopClass
-        }
+        IngestError::Invalid(HeaderError::Missing(_))
+        | IngestError::WrongStudy { .. }
+        | IngestError::SeriesInOtherStudy { .. } => Status::DataSetDoesNotMatchSopClass,
         IngestError::Invalid(_) => Status::CannotUnderstand,
         IngestError::Duplicate(_) => Status::DuplicateSopInstance,
         IngestError::Storage(_) | IngestError::Index(_) | IngestError::ShuttingDown => {
