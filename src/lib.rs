@@ -28,6 +28,8 @@
 //!   period and a re-check under the index's write lock.
 //! - [`transcode`]: decoding a stored object for a receiver that cannot take
 //!   its transfer syntax (C-MOVE, C-GET).
+//! - [`video`]: an H.264 stream from the pixel data rewrapped as MP4, for
+//!   the browser's `<video>` (`/rendered`).
 //! - [`coerce`]: the patient as the RIS last sent it, put into copies of
 //!   objects stored before the change (retrieve and metadata).
 //! - [`model`]: identifiers and metadata types shared by all of the above.
@@ -65,4 +67,5 @@ pub mod telemetry;
 pub mod tls;
 pub mod transcode;
 pub mod verify;
+pub mod video;
 pub mod web;

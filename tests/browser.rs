@@ -327,4 +327,80 @@ async fn study_browser_searches_and_opens_studies(backend: Backend) {
     );
 }
 
-on_both_backends!(study_browser_searches_and_opens_studies);
+/// An H.264 ultrasound clip: the study page offers it to the browser's own
+/// player, which gets it from `/rendered` as MP4 and plays it at its size
+/// and length (50 frames at 40 ms: 2 s).
+async fn study_page_plays_video(backend: Backend) {
+    if !manifest().join("web/node_modules/playwright-core").is_dir()
+        || !Path::new("/usr/bin/chromium").exists()
+        || common::python().is_none()
+        || !common::has_ffmpeg()
+    {
+        return skip(
+            "study_page_plays_video",
+            "playwright-core, /usr/bin/chromium, pydicom or ffmpeg missing (scripts/install-test-tools)",
+        );
+    }
+    let archive = Archive::start(backend).await;
+    let study = "1.2.826.0.1.3680043.10.8.50";
+    stow_generated(
+        archive.http_port,
+        &[
+            "--study-uid",
+            study,
+            "--modality",
+            "US",
+            "--frames",
+            "50",
+            "--frame-time",
+            "40",
+            "--h264",
+            "--rows",
+            "240",
+            "--cols",
+            "320",
+        ],
+    )
+    .await;
+    archive
+        .add_user("reader", Role::Radiologist, PASSWORD, "")
+        .await;
+    let shot = common::artifacts().join(format!("study-video-{backend:?}.png"));
+    let base = format!("http://127.0.0.1:{}", archive.http_port);
+    let (ran, seen) = common::browser_driver(
+        "video.mjs",
+        &[
+            "--base".as_ref(),
+            base.as_ref(),
+            "--user".as_ref(),
+            "reader".as_ref(),
+            "--password".as_ref(),
+            PASSWORD.as_ref(),
+            "--study".as_ref(),
+            study.as_ref(),
+            "--screenshot".as_ref(),
+            shot.as_os_str(),
+        ],
+    )
+    .await;
+    assert!(ran, "{seen:#}");
+    assert_eq!(seen["placeholder"], true, "{seen:#}");
+    assert_eq!(
+        (seen["width"].as_u64(), seen["height"].as_u64()),
+        (Some(320), Some(240)),
+        "{seen:#}"
+    );
+    assert!(
+        seen["duration"]
+            .as_f64()
+            .is_some_and(|d| (d - 2.0).abs() < 0.1),
+        "{seen:#}"
+    );
+    assert!(seen["played"].as_f64().is_some_and(|t| t > 0.5), "{seen:#}");
+    assert_eq!(seen["closed"], true, "{seen:#}");
+}
+
+on_both_backends!(
+    study_browser_searches_and_opens_studies,
+    study_page_plays_video
+);

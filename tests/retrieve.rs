@@ -504,8 +504,127 @@ async fn study_downloads_as_zip(backend: Backend) {
     assert_eq!(status, 400);
 }
 
+/// An H.264 clip (High profile, with B-frames, split over two fragments)
+/// rendered for `<video>`: an MP4 that ffprobe reads as 50 frames of
+/// 320×240 H.264 over 2 s, whose frames come out in display order with
+/// rising timestamps (the B-frames' composition offsets are right); a byte
+/// range is 206 with its Content-Range.
+async fn video_renders_as_mp4(backend: Backend) {
+    if python().is_none() || !common::has_ffmpeg() {
+        return skip("video_renders_as_mp4", "pydicom or ffmpeg missing");
+    }
+    let archive = Archive::start(backend).await;
+    let study = "1.2.826.0.1.3680043.10.9.1";
+    common::stow_generated(
+        archive.http_port,
+        &[
+            "--study-uid",
+            study,
+            "--modality",
+            "US",
+            "--frames",
+            "50",
+            "--frame-time",
+            "40",
+            "--h264",
+            "--rows",
+            "240",
+            "--cols",
+            "320",
+        ],
+    )
+    .await;
+    let (_, listing) = archive
+        .http_get(&format!("/dicom-web/studies/{study}/instances"), &[])
+        .await;
+    let listing: serde_json::Value = serde_json::from_str(&listing).expect("QIDO");
+    let uid = |tag: &str| {
+        listing[0][tag]["Value"][0]
+            .as_str()
+            .expect("uid")
+            .to_owned()
+    };
+    let (series, sop) = (uid("0020000E"), uid("00080018"));
+    let url = format!(
+        "http://127.0.0.1:{}/dicom-web/studies/{study}/series/{series}/instances/{sop}/rendered",
+        archive.http_port
+    );
+    let client = reqwest::Client::new();
+    let whole = client
+        .get(&url)
+        .header("Accept", "video/mp4")
+        .send()
+        .await
+        .expect("rendered");
+    assert_eq!(whole.status(), 200);
+    assert_eq!(whole.headers()["content-type"], "video/mp4");
+    assert_eq!(whole.headers()["accept-ranges"], "bytes");
+    let mp4 = whole.bytes().await.expect("body");
+    let file = archive.dir.path().join("clip.mp4");
+    std::fs::write(&file, &mp4).expect("write");
+
+    let probe = |args: &[&str]| {
+        let out = std::process::Command::new("ffprobe")
+            .args(["-v", "error", "-select_streams", "v:0"])
+            .args(args)
+            .arg(&file)
+            .output()
+            .expect("ffprobe");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let stream: serde_json::Value = serde_json::from_str(&probe(&[
+        "-count_frames",
+        "-show_entries",
+        "stream=codec_name,width,height,nb_read_frames:format=duration",
+        "-of",
+        "json",
+    ]))
+    .expect("json");
+    let s = &stream["streams"][0];
+    assert_eq!(s["codec_name"], "h264", "{stream}");
+    assert_eq!(
+        (s["width"].as_u64(), s["height"].as_u64()),
+        (Some(320), Some(240))
+    );
+    assert_eq!(s["nb_read_frames"], "50", "{stream}");
+    let duration: f64 = stream["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .expect("duration");
+    assert!((duration - 2.0).abs() < 0.05, "{stream}");
+    // A frame's line may carry side data after a comma.
+    let times: Vec<i64> = probe(&["-show_entries", "frame=pts", "-of", "csv=p=0"])
+        .lines()
+        .filter_map(|l| l.split(',').next()?.trim().parse().ok())
+        .collect();
+    assert_eq!(times.len(), 50, "{times:?}");
+    assert!(
+        times.windows(2).all(|w| w[1] > w[0]),
+        "frames in display order carry rising timestamps: {times:?}"
+    );
+
+    let part = client
+        .get(&url)
+        .header("Range", "bytes=0-99")
+        .send()
+        .await
+        .expect("range");
+    assert_eq!(part.status(), 206);
+    assert_eq!(
+        part.headers()["content-range"],
+        format!("bytes 0-99/{}", mp4.len()).as_str()
+    );
+    assert_eq!(part.bytes().await.expect("body"), mp4.slice(0..100));
+}
+
 on_both_backends!(
     move_and_get,
     troublesome_destinations,
-    study_downloads_as_zip
+    study_downloads_as_zip,
+    video_renders_as_mp4
 );

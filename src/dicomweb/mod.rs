@@ -5,7 +5,8 @@
 //! - [`retrieve`]: instances as `multipart/related` streamed from storage,
 //!   bulk data (with Range), and single frames read by byte range.
 //! - [`metadata`]: the DICOM JSON documents built at ingest, concatenated.
-//! - [`render`]: rendered images and thumbnails (JPEG/PNG) via dicom-pixeldata.
+//! - [`render`]: rendered images and thumbnails (JPEG/PNG) via dicom-pixeldata;
+//!   [`video`]: an H.264 instance rendered as MP4, with byte ranges.
 //! - [`stow`]: STOW-RS through the same ingest path as C-STORE, so a
 //!   success status means the same durability.
 //! - [`wado_uri`]: the PS3.18 chapter 9 single-instance URI service.
@@ -25,6 +26,7 @@ mod render;
 mod retrieve;
 mod stow;
 mod stow_limits;
+mod video;
 mod wado_uri;
 
 /// Parsers that request bytes reach, for fuzzing and corpus replay.

@@ -411,14 +411,14 @@ pub async fn instance_rendered(
     state: web::Data<AppState>,
     path: web::Path<(String, String, String)>,
 ) -> Resp {
-    respond(
-        &req,
-        &state,
-        instance_scope(path.into_inner())?,
-        None,
-        false,
-    )
-    .await
+    let scope = instance_scope(path.into_inner())?;
+    let items = instances_of(&state, &scope).await?;
+    if let [item] = items.as_slice() {
+        if super::video::wanted(&req, item) {
+            return super::video::respond(&req, &state, item).await;
+        }
+    }
+    respond(&req, &state, scope, None, false).await
 }
 
 pub async fn instance_thumbnail(

@@ -557,7 +557,10 @@ where
 /// that does not parse (`bytes=10-5`), or one under `If-Range` (bulk data
 /// carries no validator that could match). Only a range wholly past the
 /// end is 416.
-fn byte_range(req: &HttpRequest, length: u64) -> Result<Option<(u64, u64)>, DicomWebError> {
+pub(super) fn byte_range(
+    req: &HttpRequest,
+    length: u64,
+) -> Result<Option<(u64, u64)>, DicomWebError> {
     let Some(value) = req
         .headers()
         .get(header::RANGE)

@@ -70,6 +70,16 @@ pub fn init_logging() {
     tessera::telemetry::init_logging(&level, false);
 }
 
+/// Whether ffmpeg (and ffprobe) can run: the H.264 test clips need them.
+pub fn has_ffmpeg() -> bool {
+    ["ffmpeg", "ffprobe"].iter().all(|tool| {
+        std::process::Command::new(tool)
+            .arg("-version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
 /// A DCMTK tool, looked up in /usr/bin first: pynetdicom installs
 /// commands with the same names into Python's bin directory.
 pub fn dcmtk(tool: &str) -> Option<PathBuf> {

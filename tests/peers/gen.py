@@ -5,12 +5,16 @@ usage: gen.py OUTDIR --count N [--studies S] [--rows R] [--cols C] [--ts UID]
               [--referring PN] [--description TEXT] [--body-part BP]
               [--institution NAME] [--station NAME]
               [--seed K] [--patient-name NAME] [--study-date DA] [--modality M]
-              [--frames F [--frame-time MS]] [--hours-apart H]
+              [--frames F [--frame-time MS] [--h264]] [--hours-apart H]
 Writes one Part-10 file per instance and prints the number written.
+--h264 makes each clip an MPEG-4 AVC video (High profile, with B-frames,
+encoded by ffmpeg's libx264) split over two fragments.
 """
 import argparse
 import datetime
 import os
+import subprocess
+import tempfile
 import zlib
 
 import numpy as np
@@ -48,6 +52,48 @@ def make_multiframe(ds, frames, frame_time, rng):
     ds.FrameIncrementPointer = 0x00181063
     data = b"".join(frame(ds.Rows, ds.Columns, 0, k, rng).tobytes() for k in range(frames))
     ds.PixelData = data
+
+
+MPEG4_AVC_HIGH = "1.2.840.10008.1.2.4.102"
+
+
+def make_video(ds, frames, frame_time):
+    """Turn a single-frame instance into an H.264 clip of `frames` frames: a
+    test pattern with a frame counter, so each frame differs and its order
+    shows."""
+    rate = 1000.0 / frame_time
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "clip.h264")
+        subprocess.run(
+            ["ffmpeg", "-loglevel", "error", "-f", "lavfi",
+             "-i", f"testsrc=size={ds.Columns}x{ds.Rows}:rate={rate}",
+             "-frames:v", str(frames), "-c:v", "libx264", "-profile:v", "high", "-bf", "2",
+             "-g", "12", "-pix_fmt", "yuv420p", "-f", "h264", out],
+            check=True,
+        )
+        stream = open(out, "rb").read()
+    from pydicom.encaps import encapsulate
+
+    half = len(stream) // 2
+    ds.SOPClassUID = US_MULTIFRAME_STORAGE
+    ds.file_meta.MediaStorageSOPClassUID = US_MULTIFRAME_STORAGE
+    ds.file_meta.TransferSyntaxUID = MPEG4_AVC_HIGH
+    ds.NumberOfFrames = frames
+    ds.FrameTime = str(frame_time)
+    ds.FrameIncrementPointer = 0x00181063
+    ds.SamplesPerPixel = 3
+    ds.PhotometricInterpretation = "YBR_PARTIAL_420"
+    ds.PlanarConfiguration = 0
+    ds.BitsAllocated = 8
+    ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    for k in ("WindowCenter", "WindowWidth", "RescaleSlope", "RescaleIntercept"):
+        if k in ds:
+            delattr(ds, k)
+    ds.PixelData = encapsulate([stream[:half], stream[half:]], has_bot=False)
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
 
 
 def make(index, study_uid, series_uid, patient, rows, cols, rng, ts, study_date="20260101", modality="CT",
@@ -118,6 +164,7 @@ def main():
     p.add_argument("--station", help="StationName of every instance")
     p.add_argument("--frames", type=int, default=1, help="a multi-frame ultrasound clip of this many frames")
     p.add_argument("--frame-time", type=float, default=40.0, help="FrameTime in ms of a clip")
+    p.add_argument("--h264", action="store_true", help="clips as MPEG-4 AVC video (needs ffmpeg)")
     p.add_argument("--hours-apart", type=float,
                    help="AcquisitionDateTime of instance i is i times this many hours after the first")
     p.add_argument("--sps-id", default="SPS-1", help="ScheduledProcedureStepID in RequestAttributesSequence")
@@ -146,7 +193,9 @@ def main():
             ds.InstitutionName = args.institution
         if args.station:
             ds.StationName = args.station
-        if args.frames > 1:
+        if args.frames > 1 and args.h264:
+            make_video(ds, args.frames, args.frame_time)
+        elif args.frames > 1:
             make_multiframe(ds, args.frames, args.frame_time, rng)
         if args.hours_apart is not None:
             # Written in reverse instance order, so only the time gives the order.

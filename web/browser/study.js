@@ -11,6 +11,8 @@ const $ = (id) => document.getElementById(id);
 const uid = decodeURIComponent(location.pathname.split('/')[2] || '');
 const query = new URLSearchParams(location.search).get('q') || '';
 const SLIDE_CLASS = '1.2.840.10008.5.1.4.1.1.77.1.6';
+// MPEG-4 AVC (H.264): the server rewraps these as MP4 for <video>.
+const VIDEO_SYNTAXES = ['102', '103', '104', '105', '106'].map((n) => `1.2.840.10008.1.2.4.${n}`);
 
 const first = (meta, tag) => ((meta && meta[tag] && meta[tag].Value) || [])[0];
 const person = (v) => {
@@ -142,12 +144,20 @@ function seriesItem(s, instances) {
     text('div', `${count} ${count === 1 ? 'image' : 'images'}`, 'muted'),
   );
   li.append(caption);
+  const video = instances.find((i) => VIDEO_SYNTAXES.includes(first(i, '00083002')));
   const clip = instances.find((i) => Number(first(i, '00280008')) > 1);
   const title = `${first(s, '0008103E') || modality} (series ${first(s, '00200011') ?? ''})`;
   if (instances.some((i) => first(i, '00080016') === SLIDE_CLASS)) {
     const a = text('a', 'Open slide', 'button');
     a.href = `/slide/${encodeURIComponent(uid)}/${encodeURIComponent(series)}`;
     li.append(a);
+  } else if (video) {
+    // The server cannot draw an H.264 frame as a thumbnail.
+    img.addEventListener('error', () => img.replaceWith(text('div', '▶', 'thumb-video')));
+    const b = text('button', '▶ Play video', 'play');
+    b.type = 'button';
+    b.addEventListener('click', () => playVideo(series, first(video, '00080018'), title));
+    li.append(b);
   } else if (clip) {
     const b = text('button', '▶ Play clip', 'play');
     b.type = 'button';
@@ -164,10 +174,27 @@ function seriesItem(s, instances) {
   return li;
 }
 
+/// An H.264 instance in the browser's own player, as MP4 from `/rendered`.
+function playVideo(series, sop, title) {
+  const video = $('video');
+  video.src = `/dicom-web/studies/${uid}/series/${series}/instances/${sop}/rendered`;
+  $('video-title').textContent = title;
+  $('video-player').hidden = false;
+  video.play().catch(() => {}); // the controls remain if autoplay is refused
+}
+
+function closeVideo() {
+  const video = $('video');
+  video.pause();
+  video.removeAttribute('src');
+  video.load();
+  $('video-player').hidden = true;
+}
+
 async function showSeries() {
   const [series, instances] = await Promise.all([
     dicom(`/dicom-web/studies/${uid}/series?includefield=SeriesDescription`),
-    dicom(`/dicom-web/studies/${uid}/instances?includefield=NumberOfFrames`),
+    dicom(`/dicom-web/studies/${uid}/instances?includefield=NumberOfFrames&includefield=AvailableTransferSyntaxUID`),
   ]);
   series.sort((a, b) => (Number(first(a, '00200011')) || 0) - (Number(first(b, '00200011')) || 0));
   const list = $('series');
@@ -307,6 +334,7 @@ async function main() {
   if (back) $('back').href = document.referrer;
   $('download').href = `/api/v1/studies/${uid}/archive`;
   $('download-uncompressed').href = `/api/v1/studies/${uid}/archive?transfer=uncompressed`;
+  $('video-close').addEventListener('click', closeVideo);
   $('copy-link').addEventListener('click', async () => {
     const link = `${location.origin}/study/${encodeURIComponent(uid)}`;
     try {
