@@ -7,7 +7,10 @@
 // shared link would open them), loads the page --runs times in a fresh tab
 // and takes the time from navigation start to the first frame painted
 // after the first result row appeared (a MutationObserver, then two
-// animation frames). Prints JSON: {address: {p50_ms, p95_ms, runs}}.
+// animation frames). Prints JSON: {address: {p50_ms, p95_ms, runs,
+// median_ms, slowest_ms}}, the last two with the moments of a run: the
+// page's HTML received, app.js received, the search request's start and
+// end, and the first paint.
 // Loopback before the first account is served without a login.
 
 import { createRequire } from 'node:module';
@@ -44,14 +47,39 @@ await context.addInitScript(() => {
 const out = {};
 for (const address of ['/', '/?q=nguyen', '/?q=muller%20chest']) {
   const times = [];
+  const phases = [];
   for (let i = 0; i < Number(opts.runs); i += 1) {
     const page = await context.newPage();
     await page.goto(`${opts.base}${address}`);
     await page.waitForFunction(() => window.__painted !== undefined, null, { timeout: 30000 });
     times.push(await page.evaluate(() => window.__painted));
+    phases.push(
+      await page.evaluate(() => {
+        const nav = performance.getEntriesByType('navigation')[0];
+        const res = (part) => performance.getEntriesByType('resource').find((r) => r.name.includes(part));
+        const search = res('/api/v1/search');
+        const script = res('/ui/app.js');
+        return {
+          html: nav.responseEnd,
+          script: script ? script.responseEnd : undefined,
+          search_start: search ? search.startTime : undefined,
+          search_end: search ? search.responseEnd : undefined,
+          painted: window.__painted,
+        };
+      }),
+    );
     await page.close();
   }
-  out[address] = { p50_ms: Math.round(pct(times, 50)), p95_ms: Math.round(pct(times, 95)), runs: times.length };
+  const median = (key) => Math.round(pct(phases.map((p) => p[key]).filter((v) => v !== undefined), 50));
+  const slowest = phases.reduce((a, b) => (b.painted > a.painted ? b : a));
+  out[address] = {
+    p50_ms: Math.round(pct(times, 50)),
+    p95_ms: Math.round(pct(times, 95)),
+    runs: times.length,
+    // Where the time goes: medians of each moment, and the slowest run's.
+    median_ms: Object.fromEntries(['html', 'script', 'search_start', 'search_end', 'painted'].map((k) => [k, median(k)])),
+    slowest_ms: Object.fromEntries(Object.entries(slowest).map(([k, v]) => [k, v === undefined ? v : Math.round(v)])),
+  };
 }
 await browser.close();
 console.log(JSON.stringify(out));

@@ -5,6 +5,8 @@
 //! the JSON API in the caller's session, so each shows only what the
 //! caller's roles allow.
 
+use std::sync::LazyLock;
+
 use actix_web::http::header::CONTENT_TYPE;
 use actix_web::{web, HttpResponse};
 
@@ -12,15 +14,25 @@ const HTML: &str = "text/html; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 
+const APP_JS: &str = include_str!("../../web/browser/app.js");
+const APP_CSS: &str = include_str!("../../web/browser/app.css");
+const STYLE_LINK: &str = r#"<link rel="stylesheet" href="/ui/app.css">"#;
+const SCRIPT_TAG: &str = r#"<script src="/ui/app.js"></script>"#;
+
+/// The study browser, the first page a user opens, with its style and
+/// script inline: in a new tab, fetching them took Chromium a third of the
+/// time to the first results painted, though the server answers each in
+/// under a millisecond.
+static FRONT_PAGE: LazyLock<String> = LazyLock::new(|| {
+    include_str!("../../web/browser/index.html")
+        .replacen(STYLE_LINK, &format!("<style>{APP_CSS}</style>"), 1)
+        .replacen(SCRIPT_TAG, &format!("<script>{APP_JS}</script>"), 1)
+});
+
 /// Route, media type, content.
 const FILES: &[(&str, &str, &str)] = &[
-    ("/", HTML, include_str!("../../web/browser/index.html")),
-    ("/ui/app.js", JS, include_str!("../../web/browser/app.js")),
-    (
-        "/ui/app.css",
-        CSS,
-        include_str!("../../web/browser/app.css"),
-    ),
+    ("/ui/app.js", JS, APP_JS),
+    ("/ui/app.css", CSS, APP_CSS),
     (
         "/study/{uid}",
         HTML,
@@ -45,6 +57,8 @@ const FILES: &[(&str, &str, &str)] = &[
 ];
 
 pub fn pages(cfg: &mut web::ServiceConfig) {
+    let front: &'static str = FRONT_PAGE.as_str();
+    cfg.route("/", web::get().to(move || async move { file(HTML, front) }));
     for &(path, content_type, body) in FILES {
         cfg.route(
             path,
@@ -68,4 +82,17 @@ async fn no_icon() -> HttpResponse {
     HttpResponse::NoContent()
         .insert_header(("Cache-Control", "max-age=86400"))
         .finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_front_page_carries_its_style_and_script() {
+        let page = FRONT_PAGE.as_str();
+        assert!(!page.contains(STYLE_LINK) && !page.contains(SCRIPT_TAG));
+        assert!(page.contains(APP_CSS) && page.contains(APP_JS));
+        assert!(!APP_JS.contains("</script"), "would end the inline script");
+    }
 }
