@@ -343,25 +343,7 @@ async fn study_page_plays_video(backend: Backend) {
     }
     let archive = Archive::start(backend).await;
     let study = "1.2.826.0.1.3680043.10.8.50";
-    stow_generated(
-        archive.http_port,
-        &[
-            "--study-uid",
-            study,
-            "--modality",
-            "US",
-            "--frames",
-            "50",
-            "--frame-time",
-            "40",
-            "--h264",
-            "--rows",
-            "240",
-            "--cols",
-            "320",
-        ],
-    )
-    .await;
+    common::stow_h264_clip(archive.http_port, study).await;
     archive
         .add_user("reader", Role::Radiologist, PASSWORD, "")
         .await;

@@ -515,25 +515,7 @@ async fn video_renders_as_mp4(backend: Backend) {
     }
     let archive = Archive::start(backend).await;
     let study = "1.2.826.0.1.3680043.10.9.1";
-    common::stow_generated(
-        archive.http_port,
-        &[
-            "--study-uid",
-            study,
-            "--modality",
-            "US",
-            "--frames",
-            "50",
-            "--frame-time",
-            "40",
-            "--h264",
-            "--rows",
-            "240",
-            "--cols",
-            "320",
-        ],
-    )
-    .await;
+    common::stow_h264_clip(archive.http_port, study).await;
     let (_, listing) = archive
         .http_get(&format!("/dicom-web/studies/{study}/instances"), &[])
         .await;

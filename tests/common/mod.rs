@@ -70,6 +70,27 @@ pub fn init_logging() {
     tessera::telemetry::init_logging(&level, false);
 }
 
+/// STOW an H.264 ultrasound clip into `study`: 50 frames of 320×240 at
+/// 40 ms, High profile with B-frames ([`has_ffmpeg`] first).
+pub async fn stow_h264_clip(port: u16, study: &str) {
+    let args = [
+        "--study-uid",
+        study,
+        "--modality",
+        "US",
+        "--frames",
+        "50",
+        "--frame-time",
+        "40",
+        "--h264",
+        "--rows",
+        "240",
+        "--cols",
+        "320",
+    ];
+    stow_generated(port, &args).await;
+}
+
 /// Whether ffmpeg (and ffprobe) can run: the H.264 test clips need them.
 pub fn has_ffmpeg() -> bool {
     ["ffmpeg", "ffprobe"].iter().all(|tool| {
