@@ -263,25 +263,23 @@ pub(super) async fn bulk_value(
 }
 
 /// Which frames of which instances a rendered request covers.
-async fn targets(
-    state: &AppState,
-    scope: &Scope,
+fn targets(
+    mut items: Vec<ScopedInstance>,
     frames: Option<Vec<u32>>,
     representative: bool,
-) -> Result<Vec<(ScopedInstance, u32)>, DicomWebError> {
-    let mut items = instances_of(state, scope).await?;
+) -> Vec<(ScopedInstance, u32)> {
     if representative {
         // A study or series thumbnail shows its middle image.
         let middle = items.len() / 2;
         items = vec![items.swap_remove(middle)];
     }
-    Ok(match frames {
+    match frames {
         Some(numbers) => {
             let item = items.remove(0);
             numbers.into_iter().map(|n| (item.clone(), n)).collect()
         }
         None => items.into_iter().map(|i| (i, 1)).collect(),
-    })
+    }
 }
 
 async fn respond(
@@ -292,8 +290,22 @@ async fn respond(
     thumbnail: bool,
 ) -> Result<HttpResponse, DicomWebError> {
     let rendering = parse_rendering(req, thumbnail)?;
+    let items = instances_of(state, &scope).await?;
+    respond_with(state, &scope, items, frames, thumbnail, rendering).await
+}
+
+/// [`respond`] with the request's rendering read and the scope's instances
+/// looked up.
+async fn respond_with(
+    state: &AppState,
+    scope: &Scope,
+    items: Vec<ScopedInstance>,
+    frames: Option<Vec<u32>>,
+    thumbnail: bool,
+    rendering: Rendering,
+) -> Result<HttpResponse, DicomWebError> {
     let single_instance = scope.instance.is_some();
-    let targets = targets(state, &scope, frames, thumbnail && !single_instance).await?;
+    let targets = targets(items, frames, thumbnail && !single_instance);
     for (item, number) in &targets {
         if i64::from(*number) > item.number_of_frames.unwrap_or(1).max(1) {
             return Err(DicomWebError::NotFound(format!(
@@ -418,7 +430,8 @@ pub async fn instance_rendered(
             return super::video::respond(&req, &state, item).await;
         }
     }
-    respond(&req, &state, scope, None, false).await
+    let rendering = parse_rendering(&req, false)?;
+    respond_with(&state, &scope, items, None, false, rendering).await
 }
 
 pub async fn instance_thumbnail(
