@@ -199,6 +199,10 @@ async fn study_browser_searches_and_opens_studies(backend: Backend) {
         "{seen:#}"
     );
     assert_eq!(seen["reloaded"]["q"], "nguyen", "{seen:#}");
+    assert_eq!(
+        seen["reloaded"]["search_requests"], 0,
+        "a page opened anew paints the results it arrived with: {seen:#}"
+    );
     assert_eq!(seen["reloaded"]["mr_checked"], true, "{seen:#}");
     assert_eq!(
         seen["reloaded"]["rows"],

@@ -3,7 +3,8 @@
 //! diacritics and with one typo, the exact spelling ranked first, words
 //! from descriptions, dates and reports together, report snippets,
 //! filters and sorting, bad queries answered 400, a referring physician
-//! limited to their studies; and the index following SQL: an HL7 update
+//! limited to their studies, also in the results the study browser's page
+//! arrives with (and an auditor's page without any); and the index following SQL: an HL7 update
 //! and a report show at once, the index survives a restart and is rebuilt
 //! when lost.
 
@@ -126,23 +127,31 @@ async fn store(archive: &Archive, seed: usize) {
     .await;
 }
 
-async fn search(archive: &Archive, query: &str, auth: Option<&str>) -> (u16, Value) {
+/// GET `path`, with the API token `auth` if given.
+async fn get(archive: &Archive, path: &str, auth: Option<&str>) -> common::Exchange {
     let header = auth.map(|t| format!("Bearer {t}"));
     let headers: Vec<(&str, &str)> = header
         .as_deref()
         .map(|h| vec![("Authorization", h)])
         .unwrap_or_default();
-    let rsp = http_exchange(
-        "127.0.0.1",
-        archive.http_port,
-        "GET",
-        &format!("/api/v1/search?{query}"),
-        None,
-        &headers,
-    )
-    .await;
-    let body = rsp.json();
-    (rsp.status, body)
+    http_exchange("127.0.0.1", archive.http_port, "GET", path, None, &headers).await
+}
+
+async fn search(archive: &Archive, query: &str, auth: Option<&str>) -> (u16, Value) {
+    let rsp = get(archive, &format!("/api/v1/search?{query}"), auth).await;
+    (rsp.status, rsp.json())
+}
+
+/// The results the study browser's page at `/?{query}` arrives with, if
+/// any, and the page's status.
+async fn front_page(archive: &Archive, query: &str, auth: Option<&str>) -> (u16, Option<Value>) {
+    let rsp = get(archive, &format!("/?{query}"), auth).await;
+    let embedded = rsp
+        .body
+        .split_once(r#"<script type="application/json" id="first">"#)
+        .and_then(|(_, rest)| rest.split_once("</script>"))
+        .map(|(json, _)| serde_json::from_str::<Value>(json).expect("embedded results are JSON"));
+    (rsp.status, embedded)
 }
 
 /// The patient IDs of the results, in order.
@@ -344,6 +353,30 @@ async fn search_finds_studies(backend: Backend) {
     assert_eq!(own, ["DE-1", "VN-1"]);
     let (_, page) = search(&archive, "q=nguyen", Some(&token)).await;
     assert_eq!(ids(&page), ["VN-1"]);
+    // The page arrives with the same results, under the same rule.
+    let (status, first) = front_page(&archive, "q=", Some(&token)).await;
+    assert_eq!(status, 200);
+    let first = first.expect("the front page carries the first results");
+    assert_eq!(first["query"], "q=&sort=relevance&limit=50&offset=0");
+    let mut own = ids(&first["page"]);
+    own.sort();
+    assert_eq!(own, ["DE-1", "VN-1"], "{first}");
+    let (_, first) = front_page(&archive, "q=nguyen&modality=CT,MR", Some(&token)).await;
+    let first = first.expect("results");
+    assert_eq!(
+        first["query"],
+        "q=nguyen&sort=relevance&limit=50&offset=0&modality=CT%2CMR"
+    );
+    assert_eq!(ids(&first["page"]), ["VN-1"]);
+    let accounts = archive.add_user("eve", Role::Auditor, PASSWORD, "").await;
+    let auditor = accounts
+        .create_token("eve", "t", None, 1)
+        .await
+        .expect("token")
+        .secret;
+    let (status, first) = front_page(&archive, "q=", Some(&auditor)).await;
+    assert_eq!(status, 200, "an auditor may open the page");
+    assert!(first.is_none(), "but gets no results with it: {first:?}");
     archive
         .index()
         .await
@@ -354,6 +387,8 @@ async fn search_finds_studies(backend: Backend) {
     assert_eq!(ids(&page), ["FR-1"], "a shared study: {page}");
     let (status, _) = search(&archive, "q=", None).await;
     assert_eq!(status, 401, "with accounts, searching needs a login");
+    let (status, first) = front_page(&archive, "q=", None).await;
+    assert!(first.is_none() && status != 200, "{status} {first:?}");
 }
 
 /// The index outlives a restart, follows changes made while it was down,

@@ -56,9 +56,19 @@ const FILES: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// The front page split where the first results go: before its script.
+static FRONT_PAGE_PARTS: LazyLock<(String, String)> = LazyLock::new(|| {
+    let at = FRONT_PAGE.find("<script>").unwrap_or(FRONT_PAGE.len());
+    let (before, after) = FRONT_PAGE.split_at(at);
+    (before.to_owned(), after.to_owned())
+});
+
 pub fn pages(cfg: &mut web::ServiceConfig) {
-    let front: &'static str = FRONT_PAGE.as_str();
-    cfg.route("/", web::get().to(move || async move { file(HTML, front) }));
+    let front: &'static (String, String) = &FRONT_PAGE_PARTS;
+    cfg.route(
+        "/",
+        web::get().to(move |req, state| super::front_page::front_page(req, state, front)),
+    );
     for &(path, content_type, body) in FILES {
         cfg.route(
             path,
@@ -94,5 +104,7 @@ mod tests {
         assert!(!page.contains(STYLE_LINK) && !page.contains(SCRIPT_TAG));
         assert!(page.contains(APP_CSS) && page.contains(APP_JS));
         assert!(!APP_JS.contains("</script"), "would end the inline script");
+        let (before, after) = &*FRONT_PAGE_PARTS;
+        assert!(after.starts_with("<script>") && !before.contains("<script"));
     }
 }

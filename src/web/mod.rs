@@ -13,6 +13,7 @@ mod auth;
 mod browser;
 mod error;
 mod forwarding;
+mod front_page;
 mod hl7;
 mod oidc;
 mod peers;

@@ -11,7 +11,7 @@ use super::error::{parsed, ApiError};
 use super::AppState;
 use crate::audit::Event;
 use crate::auth::Principal;
-use crate::search::{SearchError, SearchRequest, Sort, Visibility, MAX_LIMIT};
+use crate::search::{SearchError, SearchPage, SearchRequest, Sort, Visibility, MAX_LIMIT};
 
 /// The longest query text taken.
 const MAX_QUERY: usize = 1000;
@@ -20,23 +20,23 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/search", web::get().to(search));
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub(super) struct Params {
     #[serde(default)]
-    q: String,
+    pub q: String,
     /// Comma-separated, any of.
-    modality: Option<String>,
+    pub modality: Option<String>,
     /// YYYYMMDD or YYYY-MM-DD, inclusive.
-    from: Option<String>,
-    to: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
     /// Comma-separated, any of: scheduled, arrived, performed, reported,
     /// final.
-    status: Option<String>,
+    pub status: Option<String>,
     /// relevance (default), date (newest first), date_asc.
-    sort: Option<String>,
-    limit: Option<usize>,
-    offset: Option<usize>,
+    pub sort: Option<String>,
+    pub limit: Option<usize>,
+    pub offset: Option<usize>,
 }
 
 fn list(value: Option<&str>) -> Vec<String> {
@@ -68,7 +68,16 @@ async fn search(
     state: web::Data<AppState>,
     query: Result<web::Query<Params>, actix_web::Error>,
 ) -> Result<HttpResponse, ApiError> {
-    let params = parsed(query)?;
+    let page = answer(&req, &state, parsed(query)?).await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+/// Run and audit one search for the caller of `req`, under their roles.
+pub(super) async fn answer(
+    req: &HttpRequest,
+    state: &AppState,
+    params: Params,
+) -> Result<SearchPage, ApiError> {
     if params.q.len() > MAX_QUERY {
         return Err(ApiError::BadRequest(format!(
             "the query is longer than {MAX_QUERY} bytes"
@@ -133,7 +142,7 @@ async fn search(
             other => ApiError::Unavailable(other.to_string()),
         })?;
     state.auditor.record(
-        by(&req, Event::Queried)
+        by(req, Event::Queried)
             .studies(
                 page.results
                     .iter()
@@ -141,5 +150,5 @@ async fn search(
             )
             .detail(format!("search {:?}", req.query_string())),
     );
-    Ok(HttpResponse::Ok().json(page))
+    Ok(page)
 }

@@ -11,7 +11,7 @@
 // opens it in the viewer; last, the search and the study page on a
 // tablet, upright and on its side. Prints JSON of what it saw at each step:
 // {"login_redirect", "typed": {rows, count, url}, "filtered": …,
-// "sorted_dates", "reloaded": {q, rows}, "study": {…}, "download",
+// "sorted_dates", "reloaded": {search_requests, q, rows}, "study": {…}, "download",
 // "cine": {…}, "time_lapse", "opened", "tablet": {portrait, landscape}}. Exit 0 when every step ran (the
 // caller checks what was seen), 1 on a failure, 2 on bad usage.
 
@@ -60,9 +60,17 @@ try {
   await page.waitForTimeout(300);
   seen.sorted_dates = (await rows()).map((r) => r[2]);
 
+  // An address opened anew: the page arrives with its results.
+  let searches = 0;
+  const countSearches = (r) => {
+    if (r.url().includes('/api/v1/search')) searches += 1;
+  };
+  page.on('request', countSearches);
   await page.goto(`${opts.base}/?q=nguyen&modality=MR`);
   const reloaded = await settle('1 study');
+  page.off('request', countSearches);
   seen.reloaded = {
+    search_requests: searches,
     q: await page.inputValue('#q'),
     mr_checked: await page.isChecked('#modalities input[value=MR]'),
     rows: reloaded.map((r) => r[1]),

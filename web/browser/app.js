@@ -10,6 +10,18 @@ const $ = (id) => document.getElementById(id);
 
 let state = fromUrl();
 let sequence = 0;
+// The page may arrive with the results of the search its address names,
+// so that a new tab paints them without asking (src/web/front_page.rs).
+let embedded = (() => {
+  const el = document.getElementById('first');
+  if (!el) return null;
+  el.remove();
+  try {
+    return JSON.parse(el.textContent);
+  } catch {
+    return null;
+  }
+})();
 
 function fromUrl() {
   const p = new URLSearchParams(location.search);
@@ -128,6 +140,13 @@ async function search() {
   if (state.modality.length) p.set('modality', state.modality.join(','));
   if (state.status) p.set('status', state.status);
   const mine = ++sequence;
+  const first = embedded;
+  embedded = null;
+  if (first && first.query === p.toString()) {
+    $('count').className = '';
+    render(first.page);
+    return;
+  }
   const rsp = await fetch(`/api/v1/search?${p}`, { headers: { Accept: 'application/json' } });
   if (mine !== sequence) return; // a newer search is on its way
   if (rsp.status === 401) {
