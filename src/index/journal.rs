@@ -28,11 +28,14 @@ pub(super) async fn set_mark(
 
 impl Index {
     /// Make every earlier journaled commit durable, and record `mark`.
+    /// The sync runs after the writer is free again: stores commit
+    /// meanwhile instead of waiting for the disk.
     pub async fn mark_journal(&self, node: &str, mark: JournalMark) -> Result<(), IndexError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_deferred_write().await?;
         set_mark(&mut tx, node, mark).await?;
         tx.commit().await?;
-        Ok(())
+        let ticket = self.committed();
+        self.make_durable(ticket).await
     }
 
     /// The journal position of `node` the index holds durably.
