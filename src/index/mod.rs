@@ -48,7 +48,7 @@ pub use queue::Lease;
 pub use read::{IndexStats, IndexedObject, InstanceRecord, StudySummary};
 pub use reclaim::Reclaimed;
 pub use wal_sync::Unsynced;
-pub use write::{Durability, JournalMark, Recorded, StoreRequest};
+pub use write::{Durability, JournalMark, PreparedBatch, Recorded, StoreRequest};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {

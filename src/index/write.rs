@@ -74,6 +74,14 @@ pub enum Durability<'a> {
 /// A position in a node's ingest journal: segment sequence, then offset.
 pub type JournalMark = (u64, u64);
 
+/// A journaled batch recorded in a transaction not yet committed: its rows
+/// are written while the ingest journal syncs the same objects, and the
+/// commit waits for that sync.
+pub struct PreparedBatch {
+    tx: Transaction<'static, Any>,
+    outcomes: Vec<Recorded>,
+}
+
 impl Index {
     /// Record a batch in one transaction (the group commit). Either every
     /// request is recorded or none is.
@@ -87,16 +95,49 @@ impl Index {
             Durability::Journaled => self.begin_journaled_write().await?,
             _ => self.begin_write().await?,
         };
-        let mut outcomes = Vec::with_capacity(batch.len());
-        let notify = self.outbox.enabled();
-        for req in batch {
-            outcomes.push(record_one(&mut tx, self.backend, req, policy, notify).await?);
-        }
+        let outcomes = self.record_all(&mut tx, batch, policy).await?;
         if let Durability::SyncedThrough { node, mark } = durability {
             super::journal::set_mark(&mut tx, node, mark).await?;
         }
         tx.commit().await?;
         self.outbox.ring();
+        Ok(outcomes)
+    }
+
+    /// Record a batch whose every object is being appended to the ingest
+    /// journal, without committing: [`Index::commit_prepared`] once the
+    /// journal is synced, or drop it to roll back.
+    pub async fn prepare_journaled(
+        &self,
+        batch: &[StoreRequest],
+        policy: DuplicatePolicy,
+    ) -> Result<PreparedBatch, IndexError> {
+        let mut tx = self.begin_journaled_write().await?;
+        let outcomes = self.record_all(&mut tx, batch, policy).await?;
+        Ok(PreparedBatch { tx, outcomes })
+    }
+
+    /// Commit a prepared batch, unsynced as [`Durability::Journaled`].
+    pub async fn commit_prepared(
+        &self,
+        prepared: PreparedBatch,
+    ) -> Result<Vec<Recorded>, IndexError> {
+        prepared.tx.commit().await?;
+        self.outbox.ring();
+        Ok(prepared.outcomes)
+    }
+
+    async fn record_all(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        batch: &[StoreRequest],
+        policy: DuplicatePolicy,
+    ) -> Result<Vec<Recorded>, IndexError> {
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let notify = self.outbox.enabled();
+        for req in batch {
+            outcomes.push(record_one(tx, self.backend, req, policy, notify).await?);
+        }
         Ok(outcomes)
     }
 }

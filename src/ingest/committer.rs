@@ -1,7 +1,8 @@
 //! Group commit: stores from every association meet here. All requests
 //! waiting at the same moment are appended to the ingest journal with one
-//! sync and recorded in one index transaction; while one group commits,
-//! the next gathers. The objects then go to their places in the background
+//! sync and recorded in one index transaction, whose rows are written while
+//! the journal syncs and which commits once it has; while one group
+//! commits, the next gathers. The objects then go to their places in the background
 //! ([`placer`](super::placer)), off the acknowledgement path.
 //!
 //! Without a journal (command-line tools, or `storage.place_before_ack`),
@@ -121,22 +122,17 @@ struct JournalWriter {
     last: Position,
 }
 
+/// What the journal keeps of one object: its source, hash and bytes.
+type JournalEntry = (String, [u8; 32], Bytes);
+
+/// A request and its object, when held in memory.
+type Pair<'a> = (&'a StoreRequest, Option<&'a Inline>);
+
 impl JournalWriter {
-    /// Append the inline objects of `batch` with one sync.
-    async fn append(&mut self, batch: &[Submission]) -> Result<Vec<Option<Position>>, IngestError> {
-        let owned: Vec<(String, [u8; 32], Bytes)> = batch
-            .iter()
-            .filter_map(|s| {
-                let inline = s.inline.as_ref()?;
-                Some((
-                    s.request.source_ae_title.clone(),
-                    inline.sha256,
-                    inline.bytes.clone(),
-                ))
-            })
-            .collect();
+    /// Append `entries` with one sync; their positions, in order.
+    async fn append(&mut self, owned: Vec<JournalEntry>) -> Result<Vec<Position>, IngestError> {
         if owned.is_empty() {
-            return Ok(batch.iter().map(|_| None).collect());
+            return Ok(Vec::new());
         }
         let mut journal = self.journal.take().ok_or(IngestError::ShuttingDown)?;
         let (journal, appended) = tokio::task::spawn_blocking(move || {
@@ -156,14 +152,32 @@ impl JournalWriter {
             crate::storage::StorageError::io(self.storage.spool_dir(), std::io::Error::other(e))
         })?;
         self.journal = Some(journal);
-        let appended =
-            appended.map_err(|e| crate::storage::StorageError::io(self.storage.spool_dir(), e))?;
-        let mut positions = appended.into_iter();
-        Ok(batch
-            .iter()
-            .map(|s| s.inline.as_ref().and_then(|_| positions.next()))
-            .collect())
+        appended.map_err(|e| crate::storage::StorageError::io(self.storage.spool_dir(), e).into())
     }
+}
+
+/// The journal entries of a batch's objects held in memory.
+fn entries_of(batch: &[Pair<'_>]) -> Vec<JournalEntry> {
+    batch
+        .iter()
+        .filter_map(|(request, inline)| {
+            let inline = (*inline)?;
+            Some((
+                request.source_ae_title.clone(),
+                inline.sha256,
+                inline.bytes.clone(),
+            ))
+        })
+        .collect()
+}
+
+/// Each request's journal position, from those of the inline objects.
+fn positions_of(batch: &[Pair<'_>], appended: Vec<Position>) -> Vec<Option<Position>> {
+    let mut positions = appended.into_iter();
+    batch
+        .iter()
+        .map(|(_, inline)| inline.and_then(|_| positions.next()))
+        .collect()
 }
 
 async fn run(
@@ -175,47 +189,21 @@ async fn run(
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let submissions: Vec<Submission> = std::mem::take(&mut batch);
-        let positions = match writer.as_mut() {
-            Some(w) => match w.append(&submissions).await {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot append to the ingest journal");
-                    let message = e.to_string();
-                    for s in submissions {
-                        let _ = s.reply.send(Err(journal_failed(&message)));
-                    }
-                    continue;
-                }
-            },
-            None => submissions.iter().map(|_| None).collect(),
-        };
-        if let Some(w) = writer.as_mut() {
-            crate::crash_points::reach("journal-synced");
-            if let Some(last) = positions.iter().flatten().max() {
-                w.last = *last;
-            }
-            // Readable as soon as it is acknowledged, before it is placed.
-            for s in &submissions {
-                if let Some(inline) = &s.inline {
-                    w.storage.stage(&s.request.object.key, inline.bytes.clone());
-                }
-            }
-        }
-        let all_journaled = positions.iter().all(Option::is_some);
-        let durability = match writer.as_ref() {
-            Some(_) if all_journaled => Durability::Journaled,
-            Some(w) => Durability::SyncedThrough {
-                node: &w.node,
-                mark: (w.last.sequence, w.last.end),
-            },
-            None => Durability::Synced,
-        };
         let (requests, rest): (Vec<StoreRequest>, Vec<(Option<Inline>, Reply)>) = submissions
             .into_iter()
             .map(|s| (s.request, (s.inline, s.reply)))
             .unzip();
         let started = std::time::Instant::now();
-        let outcomes = commit(&index, &requests, policy, durability).await;
+        let (positions, outcomes) =
+            match journal_and_commit(&index, policy, writer.as_mut(), &requests, &rest).await {
+                Ok(done) => done,
+                Err(message) => {
+                    for (_, reply) in rest {
+                        let _ = reply.send(Err(journal_failed(&message)));
+                    }
+                    continue;
+                }
+            };
         let held = started.elapsed();
         if held > SLOW_COMMIT {
             // Every other store waits this long: worth knowing.
@@ -247,6 +235,76 @@ async fn run(
         }
     }
     tracing::debug!("group committer stopped");
+}
+
+type Outcomes = Vec<Result<Recorded, IndexError>>;
+
+/// Append a batch's objects to the journal and record its rows. When every
+/// object is journaled, the rows are written while the journal syncs and
+/// committed after it; otherwise the commit follows the append and is
+/// synced. An error when the journal failed: nothing was committed.
+async fn journal_and_commit(
+    index: &Index,
+    policy: DuplicatePolicy,
+    writer: Option<&mut JournalWriter>,
+    requests: &[StoreRequest],
+    rest: &[(Option<Inline>, Reply)],
+) -> Result<(Vec<Option<Position>>, Outcomes), String> {
+    let Some(w) = writer else {
+        let outcomes = commit(index, requests, policy, Durability::Synced).await;
+        return Ok((requests.iter().map(|_| None).collect(), outcomes));
+    };
+    let batch: Vec<Pair<'_>> = requests
+        .iter()
+        .zip(rest.iter())
+        .map(|(r, (i, _))| (r, i.as_ref()))
+        .collect();
+    let entries = entries_of(&batch);
+    let all_journaled = entries.len() == requests.len();
+    let (appended, prepared) = if all_journaled {
+        let (appended, prepared) =
+            tokio::join!(w.append(entries), index.prepare_journaled(requests, policy));
+        (appended, Some(prepared))
+    } else {
+        (w.append(entries).await, None)
+    };
+    let positions = match appended {
+        Ok(appended) => positions_of(&batch, appended),
+        Err(e) => {
+            // A prepared transaction is dropped here: rolled back.
+            tracing::error!(error = %e, "cannot append to the ingest journal");
+            return Err(e.to_string());
+        }
+    };
+    crate::crash_points::reach("journal-synced");
+    if let Some(last) = positions.iter().flatten().max() {
+        w.last = *last;
+    }
+    // Readable as soon as it is acknowledged, before it is placed.
+    for (request, inline) in &batch {
+        if let Some(inline) = inline {
+            w.storage.stage(&request.object.key, inline.bytes.clone());
+        }
+    }
+    let outcomes = match prepared {
+        Some(Ok(prepared)) => match index.commit_prepared(prepared).await {
+            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "batch commit failed; retrying");
+                commit(index, requests, policy, Durability::Journaled).await
+            }
+        },
+        // The batch as a whole failed to record: again, then one by one.
+        Some(Err(_)) => commit(index, requests, policy, Durability::Journaled).await,
+        None => {
+            let durability = Durability::SyncedThrough {
+                node: &w.node,
+                mark: (w.last.sequence, w.last.end),
+            };
+            commit(index, requests, policy, durability).await
+        }
+    };
+    Ok((positions, outcomes))
 }
 
 fn journal_failed(message: &str) -> IngestError {
