@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use super::journal::{Position, Releaser};
 use crate::index::Index;
-use crate::storage::Storage;
+use crate::storage::{Found, Storage};
 
 /// Enough to share one file-system sync between many objects.
 const MAX_GROUP: usize = 128;
@@ -62,7 +62,7 @@ async fn run(
             .map(|p: &Placement| (p.key.clone(), p.bytes.clone()))
             .collect();
         crate::crash_points::reach("placing");
-        while let Err(e) = storage.place(objects.clone()).await {
+        while let Err(e) = storage.place(objects.clone(), Found::SameLength).await {
             tracing::error!(error = %e, objects = objects.len(), "cannot place objects; retrying");
             tokio::time::sleep(RETRY).await;
         }

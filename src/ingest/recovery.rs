@@ -11,7 +11,7 @@ use super::{examine, request_for, stored_object, IngestError, JournalSetup};
 use crate::config::DuplicatePolicy;
 use crate::index::{Durability, Index};
 use crate::routing::Router;
-use crate::storage::{Storage, StorageError};
+use crate::storage::{Found, Storage, StorageError};
 
 /// Open this node's journal, replay it, and hand it over ready to append.
 pub async fn open_journal(
@@ -96,6 +96,8 @@ async fn replay(
         }
     }
     let placed = referenced.len();
-    storage.place(referenced).await?;
+    // The objects of the last placement may have been renamed into place
+    // and lost their bytes with the power: only the same bytes will do.
+    storage.place(referenced, Found::SameBytes).await?;
     Ok((redone, placed))
 }

@@ -8,7 +8,7 @@ use std::pin::Pin;
 
 use futures::Stream;
 
-use super::{ObjectReader, Spooled, StorageError};
+use super::{Found, ObjectReader, Spooled, StorageError};
 
 #[derive(Debug, Clone)]
 pub(super) struct LocalStore {
@@ -73,13 +73,14 @@ impl LocalStore {
         .unwrap_or_else(|e| Err(StorageError::io(&self.root, std::io::Error::other(e))))
     }
 
-    /// Write each object not yet in place through a spool file and a
-    /// rename, then sync the whole file system once: one journal commit
-    /// covers every file, every new directory entry and every rename.
+    /// Write each object not yet whole in its place through a spool file
+    /// and a rename, then sync the whole file system once: one journal
+    /// commit covers every file, every new directory entry and every rename.
     pub(super) async fn place(
         &self,
         objects: Vec<(String, bytes::Bytes)>,
         spool_dir: PathBuf,
+        found: Found,
     ) -> Result<(), StorageError> {
         let root = self.root.clone();
         let fsync = self.fsync;
@@ -87,7 +88,7 @@ impl LocalStore {
             use std::io::Write;
             for (n, (key, bytes)) in objects.iter().enumerate() {
                 let target = root.join(key);
-                if target.exists() {
+                if already_placed(&target, bytes, found)? {
                     continue;
                 }
                 let tmp = spool_dir.join(format!("{}-place-{n}.part", std::process::id()));
@@ -321,6 +322,24 @@ fn ensure_dir(root: &Path, dir: &Path, fsync: bool) -> Result<(), StorageError> 
 /// Whether `target` exists; if so, fsync it and its directory, since the
 /// writer that created it may not have reached its own fsyncs yet and an
 /// acknowledgement must not rest on bytes still in the page cache.
+/// Whether `target` already holds `bytes`, as far as `found` checks.
+fn already_placed(target: &Path, bytes: &[u8], found: Found) -> Result<bool, StorageError> {
+    let len = match std::fs::metadata(target) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(StorageError::io(target, e)),
+    };
+    if len != bytes.len() as u64 {
+        return Ok(false);
+    }
+    Ok(match found {
+        Found::SameLength => true,
+        Found::SameBytes => {
+            std::fs::read(target).map_err(|e| StorageError::io(target, e))? == bytes
+        }
+    })
+}
+
 fn sync_existing(target: &Path, fsync: bool) -> Result<bool, StorageError> {
     let file = match std::fs::File::open(target) {
         Ok(f) => f,

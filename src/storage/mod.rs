@@ -157,13 +157,17 @@ impl Storage {
 
     /// Write objects held in memory to their places, durably: every file,
     /// then one sync of the file system (local), or one PUT each (S3).
-    /// Objects already in place are left as they are.
-    pub async fn place(&self, objects: Vec<(String, Bytes)>) -> Result<(), StorageError> {
+    /// A file already in place is kept when `found` says it is whole.
+    pub async fn place(
+        &self,
+        objects: Vec<(String, Bytes)>,
+        found: Found,
+    ) -> Result<(), StorageError> {
         for (key, _) in &objects {
             check_key(key)?;
         }
         match &self.backend {
-            Backend::Local(store) => store.place(objects, self.spool_dir.clone()).await,
+            Backend::Local(store) => store.place(objects, self.spool_dir.clone(), found).await,
             Backend::S3(store) => store.place(objects).await,
         }
     }
@@ -304,6 +308,20 @@ impl Storage {
             Backend::S3(store) => store.describe(),
         }
     }
+}
+
+/// What [`Storage::place`] takes as proof that a file found in an
+/// object's place is whole. A power cut after a placement's renames were
+/// committed but before its data reached the disk leaves files that exist
+/// with fewer bytes than they should (ext4), or with the right length and
+/// zeros (XFS), until the journal's copy is written again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// Its length. Enough while the server runs: everything placed before
+    /// was synced before its journal record was released.
+    SameLength,
+    /// Its bytes, compared with the object's: for recovery after a crash.
+    SameBytes,
 }
 
 /// `ab/cd/<sha256>.dcm`: two levels of fan-out keep directories small on
