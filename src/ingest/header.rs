@@ -28,6 +28,8 @@ use crate::model::{
 };
 
 const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+const BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
+const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
 /// No indexed attribute is anywhere near this long; a longer value is
 /// skipped rather than read.
 const MAX_INDEXED_VALUE: u32 = 64 * 1024;
@@ -173,6 +175,157 @@ pub(crate) fn parse_from<R: Read + Seek>(
     })
 }
 
+/// What a walk of an object's first bytes found: everything up to the
+/// top-level Pixel Data, whose header those bytes hold.
+pub(crate) struct Head {
+    raw: HashMap<Tag, RawValue>,
+    ts_uid: Uid,
+    dataset_start: u64,
+    /// Data-set offset of the Pixel Data element's first byte.
+    pixel_element: u64,
+    /// Native Pixel Data: value offset and length.
+    native: Option<(u64, u64)>,
+    pub meta: InstanceMeta,
+    /// The frames, as far as the head can tell: all of them for native
+    /// Pixel Data, which is what the metadata document needs to know.
+    pub provisional: Option<PixelLayout>,
+}
+
+/// Walk `prefix`, the first bytes of an object still arriving, up to its
+/// top-level Pixel Data, so that only the rest is left once it is whole.
+/// `None` when the prefix does not reach that far, for deflated objects
+/// (their offsets address the inflated stream, which ends with the
+/// object), and whenever anything is wrong: the whole walk then finds and
+/// reports it.
+pub(crate) fn parse_head(prefix: &[u8]) -> Option<Head> {
+    let mut file = std::io::Cursor::new(prefix);
+    let mut preamble = [0u8; 128];
+    file.read_exact(&mut preamble).ok()?;
+    let file_meta = super::part10::read_meta(&mut file).ok()?;
+    let ts_uid = Uid::new(&file_meta.transfer_syntax).ok()?;
+    if DEFLATED_SYNTAXES.contains(&ts_uid.as_str()) {
+        return None;
+    }
+    let ts = TransferSyntaxRegistry
+        .get(ts_uid.as_str())
+        .filter(|ts| !ts.is_unsupported())?;
+    let dataset_start = file.position();
+    let charset = dicom_encoding::text::SpecificCharacterSet::default();
+    let decoder = DynStatefulDecoder::new_with(file, ts, charset, 0).ok()?;
+    let big_endian = ts_uid.as_str() == BIG_ENDIAN;
+    let walked =
+        crate::model::without_panic(|| collect(LazyDataSetReader::new(decoder), big_endian, true));
+    let (raw, _, reached, stop) = walked.ok()?.ok()?;
+    // The element's header is 12 bytes where explicit VR gives it a
+    // 4-byte length (always so for undefined length), else 8.
+    let explicit = ts_uid.as_str() != IMPLICIT_VR_LE;
+    let long = |vr: VR| {
+        explicit
+            && matches!(
+                vr,
+                VR::OB
+                    | VR::OD
+                    | VR::OF
+                    | VR::OL
+                    | VR::OV
+                    | VR::OW
+                    | VR::SQ
+                    | VR::SV
+                    | VR::UC
+                    | VR::UN
+                    | VR::UR
+                    | VR::UT
+                    | VR::UV
+            )
+    };
+    let (header_len, native) = match stop? {
+        PixelStop::Native(vr, len) => (
+            if long(vr) { 12 } else { 8 },
+            Some((reached, u64::from(len))),
+        ),
+        PixelStop::Encapsulated => (if explicit { 12 } else { 8 }, None),
+    };
+    let pixel_element = reached.checked_sub(header_len)?;
+    // Private syntaxes may differ: the tag must be where the header starts.
+    let tag: [u8; 4] = if big_endian {
+        [0x7F, 0xE0, 0x00, 0x10]
+    } else {
+        [0xE0, 0x7F, 0x10, 0x00]
+    };
+    let at = usize::try_from(dataset_start + pixel_element).ok()?;
+    if prefix.get(at..at + 4)? != tag {
+        return None;
+    }
+    let meta = build_meta(&raw, &file_meta).ok()?;
+    let scan = PixelScan {
+        native,
+        ..PixelScan::default()
+    };
+    let provisional = pixel_layout(
+        &scan,
+        &meta,
+        integer(&raw, tags::SAMPLES_PER_PIXEL),
+        dataset_start,
+    )
+    .ok()?;
+    Some(Head {
+        raw,
+        ts_uid,
+        dataset_start,
+        pixel_element,
+        native: scan.native,
+        meta,
+        provisional,
+    })
+}
+
+/// Finish over the whole object `bytes` the walk that [`parse_head`]
+/// began: from the Pixel Data to the end. `None` when the rest does not
+/// walk cleanly, or holds anything the head would have kept: the whole
+/// walk then decides, and words the error.
+pub(crate) fn parse_rest(head: Head, bytes: &[u8]) -> Option<ParsedHeader> {
+    let dataset_len = (bytes.len() as u64).checked_sub(head.dataset_start)?;
+    // Native Pixel Data that ends the data set, as it mostly does, leaves
+    // nothing to walk: reading through it would only copy it.
+    if let Some((offset, len)) = head.native {
+        if offset.checked_add(len) == Some(dataset_len) {
+            return Some(ParsedHeader {
+                meta: head.meta,
+                transfer_syntax_uid: head.ts_uid,
+                pixels: head.provisional,
+                has_pixel_data: true,
+            });
+        }
+    }
+    let from = usize::try_from(head.dataset_start + head.pixel_element).ok()?;
+    let rest = bytes.get(from..)?;
+    let ts = TransferSyntaxRegistry.get(head.ts_uid.as_str())?;
+    let charset = dicom_encoding::text::SpecificCharacterSet::default();
+    let decoder =
+        DynStatefulDecoder::new_with(std::io::Cursor::new(rest), ts, charset, head.pixel_element)
+            .ok()?;
+    let big_endian = head.ts_uid.as_str() == BIG_ENDIAN;
+    let walked =
+        crate::model::without_panic(|| collect(LazyDataSetReader::new(decoder), big_endian, false));
+    let (values, scan, consumed, _) = walked.ok()?.ok()?;
+    if consumed != dataset_len || !values.is_empty() {
+        return None;
+    }
+    let pixels = pixel_layout(
+        &scan,
+        &head.meta,
+        integer(&head.raw, tags::SAMPLES_PER_PIXEL),
+        head.dataset_start,
+    )
+    .ok()?;
+    Some(ParsedHeader {
+        meta: head.meta,
+        transfer_syntax_uid: head.ts_uid,
+        pixels,
+        has_pixel_data: scan.native.is_some() || !scan.items.is_empty(),
+    })
+}
+
 fn walk_dataset<R: Read + Seek>(
     mut source: R,
     ts_uid: &str,
@@ -184,20 +337,20 @@ fn walk_dataset<R: Read + Seek>(
         .get(effective)
         .filter(|ts| !ts.is_unsupported())
         .ok_or_else(|| HeaderError::TransferSyntax(ts_uid.to_owned()))?;
-    let big_endian = ts_uid == "1.2.840.10008.1.2.2";
+    let big_endian = ts_uid == BIG_ENDIAN;
     let charset = dicom_encoding::text::SpecificCharacterSet::default();
     let start = source.stream_position()?;
     if deflated {
         let inflater = flate2::read::DeflateDecoder::new(source);
         let decoder = DynStatefulDecoder::new_with(BufReader::new(inflater), ts, charset, 0)
             .map_err(|e| HeaderError::TransferSyntax(format!("{ts_uid}: {e}")))?;
-        let (values, scan, _) = collect(LazyDataSetReader::new(decoder), big_endian)?;
+        let (values, scan, _, _) = collect(LazyDataSetReader::new(decoder), big_endian, false)?;
         return Ok((values, scan));
     }
     source.seek(SeekFrom::Start(start))?;
     let decoder = DynStatefulDecoder::new_with(source, ts, charset, 0)
         .map_err(|e| HeaderError::TransferSyntax(format!("{ts_uid}: {e}")))?;
-    let (values, scan, consumed) = collect(LazyDataSetReader::new(decoder), big_endian)?;
+    let (values, scan, consumed, _) = collect(LazyDataSetReader::new(decoder), big_endian, false)?;
     // The lazy reader skips values by length without noticing a short read,
     // so completeness is checked here.
     if consumed != dataset_len {
@@ -211,10 +364,22 @@ fn walk_dataset<R: Read + Seek>(
 
 type Decoder<R> = DynStatefulDecoder<R>;
 
+/// Where a walk asked to stop at the top-level Pixel Data did so.
+enum PixelStop {
+    /// Native, of this VR and value length.
+    Native(VR, u32),
+    Encapsulated,
+}
+
+/// Walk the data set, keeping the wanted values and the Pixel Data's
+/// layout. With `head_only`, stop once the header of the top-level Pixel
+/// Data has been read, and say so. Returns the position reached.
+#[allow(clippy::type_complexity)]
 fn collect<R: Read>(
     mut reader: LazyDataSetReader<Decoder<R>>,
     big_endian: bool,
-) -> Result<(HashMap<Tag, RawValue>, PixelScan, u64), HeaderError> {
+    head_only: bool,
+) -> Result<(HashMap<Tag, RawValue>, PixelScan, u64, Option<PixelStop>), HeaderError> {
     let mut values = HashMap::new();
     let mut scan = PixelScan::default();
     // Open sequences, each with the number of items seen so far.
@@ -238,6 +403,19 @@ fn collect<R: Read>(
                 offset: 0,
                 reason: format!("sequences nested deeper than {MAX_SEQUENCE_DEPTH} levels"),
             });
+        }
+        if head_only && open.is_empty() {
+            let stop = match &token {
+                LazyDataToken::LazyValue { header, .. } if header.tag == tags::PIXEL_DATA => {
+                    Some(PixelStop::Native(header.vr, header.len.0))
+                }
+                LazyDataToken::PixelSequenceStart => Some(PixelStop::Encapsulated),
+                _ => None,
+            };
+            if stop.is_some() {
+                let reached = reader.into_decoder().position();
+                return Ok((values, scan, reached, stop));
+            }
         }
         match token {
             LazyDataToken::SequenceStart { tag, .. } => open.push((tag, 0)),
@@ -334,7 +512,7 @@ fn collect<R: Read>(
             reason: "data set ends inside a sequence".into(),
         });
     }
-    Ok((values, scan, consumed))
+    Ok((values, scan, consumed, None))
 }
 
 /// Turn the scan into file ranges per frame, or `None` when frames cannot be
@@ -618,6 +796,118 @@ mod tests {
         match parse(huge.path()) {
             Err(HeaderError::Malformed { reason, .. }) => assert!(reason.contains("pixel")),
             other => panic!("expected a refusal, got {:?}", other.map(|p| p.pixels)),
+        }
+    }
+
+    /// A Part-10 object in `ts` with a 400-byte description before its
+    /// Pixel Data, native or as two fragments with an offset table, and
+    /// with or without padding after it.
+    fn object_bytes(ts: &str, encapsulated: bool, trailing: bool) -> Vec<u8> {
+        use dicom_core::value::{PixelFragmentSequence, Value};
+        let mut obj = InMemDicomObject::new_empty();
+        let text = |tag, vr, value: &str| DataElement::new(tag, vr, PrimitiveValue::from(value));
+        let short = |tag, value: u16| DataElement::new(tag, VR::US, PrimitiveValue::from(value));
+        for element in [
+            text(tags::SOP_CLASS_UID, VR::UI, "1.2.840.10008.5.1.4.1.1.2"),
+            text(tags::SOP_INSTANCE_UID, VR::UI, "1.2.3.4"),
+            text(tags::STUDY_INSTANCE_UID, VR::UI, "1.2.3"),
+            text(tags::SERIES_INSTANCE_UID, VR::UI, "1.2.3.5"),
+            text(tags::STUDY_DESCRIPTION, VR::LO, &"x".repeat(400)),
+            text(tags::PATIENT_NAME, VR::PN, "Doe^Jane"),
+            short(tags::SAMPLES_PER_PIXEL, 1),
+            text(tags::NUMBER_OF_FRAMES, VR::IS, "2"),
+            short(tags::ROWS, 2),
+            short(tags::COLUMNS, 2),
+            short(tags::BITS_ALLOCATED, 16),
+        ] {
+            obj.put(element);
+        }
+        if trailing {
+            obj.put(DataElement::new(
+                tags::DATA_SET_TRAILING_PADDING,
+                VR::OB,
+                PrimitiveValue::from(vec![0u8; 4]),
+            ));
+        }
+        if encapsulated {
+            let fragments =
+                PixelFragmentSequence::new(vec![0u32, 16], vec![vec![1; 8], vec![2; 8]]);
+            obj.put(DataElement::new(
+                tags::PIXEL_DATA,
+                VR::OB,
+                Value::PixelSequence(fragments),
+            ));
+        } else {
+            obj.put(DataElement::new(
+                tags::PIXEL_DATA,
+                VR::OW,
+                PrimitiveValue::from(vec![7u8; 16]),
+            ));
+        }
+        let file = obj
+            .with_meta(
+                FileMetaTableBuilder::new()
+                    .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.2")
+                    .media_storage_sop_instance_uid("1.2.3.4")
+                    .transfer_syntax(ts),
+            )
+            .expect("meta");
+        let mut out = Vec::new();
+        file.write_all(&mut out).expect("write");
+        out
+    }
+
+    /// The early walk of every prefix that reaches the Pixel Data, finished
+    /// over the whole object, finds what the whole walk finds, and its
+    /// metadata document is the same; a truncated rest is left to the
+    /// whole walk.
+    #[test]
+    fn a_walk_in_two_parts_finds_what_one_walk_finds() {
+        const RLE: &str = "1.2.840.10008.1.2.5";
+        for (ts, encapsulated, trailing) in [
+            (EXPLICIT_VR_LE, false, false),
+            (EXPLICIT_VR_LE, false, true),
+            (IMPLICIT_LE, false, false),
+            (IMPLICIT_LE, false, true),
+            (RLE, true, false),
+            (RLE, true, true),
+        ] {
+            let bytes = object_bytes(ts, encapsulated, trailing);
+            let whole =
+                parse_from(std::io::Cursor::new(&bytes[..]), bytes.len() as u64).expect("valid");
+            assert!(whole.has_pixel_data && whole.pixels.is_some(), "{ts}");
+            let document = |b: &[u8], pixels: Option<&PixelLayout>| {
+                super::super::document::build(
+                    || Ok(std::io::Cursor::new(b)),
+                    &whole.meta,
+                    pixels,
+                    true,
+                )
+                .expect("document")
+            };
+            let expected = document(&bytes, whole.pixels.as_ref());
+            let mut walked = 0;
+            for cut in 0..=bytes.len() {
+                let Some(head) = parse_head(&bytes[..cut]) else {
+                    assert!(walked == 0, "{ts}: a longer prefix than {cut} bytes walked");
+                    continue;
+                };
+                walked += 1;
+                assert_eq!(
+                    document(&bytes[..cut], head.provisional.as_ref()),
+                    expected,
+                    "{ts}"
+                );
+                let rest = parse_rest(head, &bytes).expect("the rest walks");
+                assert_eq!(format!("{rest:?}"), format!("{whole:?}"), "{ts} at {cut}");
+                let head = parse_head(&bytes[..cut]).expect("head");
+                assert!(
+                    parse_rest(head, &bytes[..bytes.len() - 2]).is_none(),
+                    "{ts}: truncated"
+                );
+            }
+            // From the Pixel Data's header on, every prefix walks.
+            assert!(walked > 16, "{ts}: only {walked} prefixes walked");
         }
     }
 

@@ -51,6 +51,17 @@ pub use header::HeaderError;
 /// Bytes of objects held in memory at once, while received or waiting to
 /// be placed, in KiB. Beyond it objects are spooled to disk as they arrive.
 const MEMORY_BUDGET_KIB: usize = 128 * 1024;
+/// Once this much of an object held in memory has arrived, its header is
+/// walked while the rest arrives: the Pixel Data of an image is most of
+/// its bytes, so little is left to walk after the last fragment.
+const HEAD_WALK_AT: usize = 64 * 1024;
+/// The most of an object's first bytes that the early walk looks at; the
+/// header of an image with a larger one is walked once it is whole.
+const HEAD_WALK_MAX: usize = 256 * 1024;
+
+/// The early walk of an object's header, with the metadata document built
+/// from the same bytes; `None` when the whole object must be walked.
+type HeadWalk = tokio::task::JoinHandle<Option<(header::Head, String)>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -146,6 +157,7 @@ pub struct Incoming {
     storage: Storage,
     budget: Option<Arc<Semaphore>>,
     size: u64,
+    head: Option<HeadWalk>,
 }
 
 impl Incoming {
@@ -177,6 +189,10 @@ impl Incoming {
                 } else {
                     buf.extend_from_slice(&chunk);
                 }
+                if self.head.is_none() && self.reheader.is_none() && buf.len() >= HEAD_WALK_AT {
+                    let prefix = buf[..buf.len().min(HEAD_WALK_MAX)].to_vec();
+                    self.head = Some(tokio::task::spawn_blocking(move || walk_head(&prefix)));
+                }
                 return Ok(());
             }
             // Too large for the journal, or memory is spoken for: spool.
@@ -191,11 +207,11 @@ impl Incoming {
         }
     }
 
-    async fn into_body(mut self) -> Result<(Body, String), IngestError> {
+    async fn into_body(mut self) -> Result<(Body, String, Option<HeadWalk>), IngestError> {
         if let Some(reheader) = self.reheader.take() {
             self.append(reheader.into_remainder()).await?;
         }
-        Ok((self.body, self.source))
+        Ok((self.body, self.source, self.head))
     }
 
     pub fn size(&self) -> u64 {
@@ -272,6 +288,7 @@ impl Ingest {
             storage: self.storage.clone(),
             budget: self.budget.clone(),
             size: 0,
+            head: None,
         }
     }
 
@@ -323,7 +340,7 @@ impl Ingest {
         incoming: Incoming,
         study: Option<&str>,
     ) -> Result<(IngestOutcome, StoredIds), IngestError> {
-        let (body, source) = incoming.into_body().await?;
+        let (body, source, head) = incoming.into_body().await?;
         let (parsed, document, object, inline, spooled) = match body {
             Body::Memory {
                 buf,
@@ -334,7 +351,11 @@ impl Ingest {
                 let sha256: [u8; 32] = hasher.finalize().into();
                 let key = crate::storage::key_for(&hex::encode(sha256));
                 let probe = self.storage.local_path(&key);
-                let (parsed, document, present) = examine(bytes.clone(), probe).await?;
+                let head = match head {
+                    Some(walk) => walk.await.ok().flatten(),
+                    None => None,
+                };
+                let (parsed, document, present) = examine(bytes.clone(), probe, head).await?;
                 let object = stored_object(&sha256, bytes.len() as u64, &parsed);
                 let inline = Inline {
                     bytes,
@@ -467,15 +488,37 @@ impl Ingest {
     }
 }
 
+/// Walk the header of an object's first bytes and build its metadata
+/// document from them. Blocking.
+fn walk_head(prefix: &[u8]) -> Option<(header::Head, String)> {
+    let head = header::parse_head(prefix)?;
+    // A document the prefix cannot complete is built from the whole object.
+    let document = document::build(
+        || Ok(std::io::Cursor::new(prefix)),
+        &head.meta,
+        head.provisional.as_ref(),
+        true,
+    )
+    .ok()?;
+    Some((head, document))
+}
+
 /// Walk and describe an object held in memory, and see whether its object
 /// file (`probe`; `None` where that cannot be known cheaply, S3) is there
-/// already, in one trip to the blocking pool.
+/// already, in one trip to the blocking pool. With the early walk of its
+/// head, only the rest is walked.
 async fn examine(
     bytes: Bytes,
     probe: Option<std::path::PathBuf>,
+    head: Option<(header::Head, String)>,
 ) -> Result<(header::ParsedHeader, Result<String, String>, bool), IngestError> {
     tokio::task::spawn_blocking(move || {
         let present = probe.is_none_or(|path| path.exists());
+        if let Some((head, document)) = head {
+            if let Some(parsed) = header::parse_rest(head, &bytes) {
+                return Ok((parsed, Ok(document), present));
+            }
+        }
         let parsed = header::parse_from(std::io::Cursor::new(&bytes[..]), bytes.len() as u64)?;
         let document = document::build(
             || Ok(std::io::Cursor::new(&bytes[..])),
