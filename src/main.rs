@@ -202,6 +202,14 @@ impl Settings {
 }
 
 fn main() -> ExitCode {
+    // dicom-rs meets the end of every data set and command set as an error
+    // that captures a backtrace when RUST_BACKTRACE=1: a stack walk per
+    // parse, several per stored instance. Panics keep their backtraces.
+    // Set before any thread exists, so nothing reads the environment
+    // meanwhile.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     let cli = Cli::parse();
     // The tools keep the terminal for their own output.
     let default_log = match cli.command {
