@@ -117,24 +117,21 @@ pub async fn front_page(
     page: &'static (String, String),
 ) -> HttpResponse {
     let (before, after) = page;
-    let first = match first_results(&req, &state).await {
-        Some(json) => json,
-        None => {
-            return HttpResponse::Ok()
-                .insert_header((CONTENT_TYPE, "text/html; charset=utf-8"))
-                .insert_header(("Cache-Control", "no-cache"))
-                .insert_header(("X-Frame-Options", "DENY"))
-                .body(format!("{before}{after}"))
-        }
+    let (cache, body) = match first_results(&req, &state).await {
+        // Patient data: kept by no cache.
+        Some(first) => (
+            "no-store",
+            format!(
+                r#"{before}<script type="application/json" id="first">{first}</script>{after}"#
+            ),
+        ),
+        None => ("no-cache", format!("{before}{after}")),
     };
     HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, "text/html; charset=utf-8"))
-        // Patient data: kept by no cache.
-        .insert_header(("Cache-Control", "no-store"))
+        .insert_header(("Cache-Control", cache))
         .insert_header(("X-Frame-Options", "DENY"))
-        .body(format!(
-            r#"{before}<script type="application/json" id="first">{first}</script>{after}"#
-        ))
+        .body(body)
 }
 
 /// The first results as JSON safe inside a script element, if the caller's
