@@ -178,7 +178,7 @@ pub(crate) fn parse_from<R: Read + Seek>(
 /// What a walk of an object's first bytes found: everything up to the
 /// top-level Pixel Data, whose header those bytes hold.
 pub(crate) struct Head {
-    raw: HashMap<Tag, RawValue>,
+    samples_per_pixel: Option<i64>,
     ts_uid: Uid,
     dataset_start: u64,
     /// Data-set offset of the Pixel Data element's first byte.
@@ -257,19 +257,14 @@ pub(crate) fn parse_head(prefix: &[u8]) -> Option<Head> {
         return None;
     }
     let meta = build_meta(&raw, &file_meta).ok()?;
+    let samples_per_pixel = integer(&raw, tags::SAMPLES_PER_PIXEL);
     let scan = PixelScan {
         native,
         ..PixelScan::default()
     };
-    let provisional = pixel_layout(
-        &scan,
-        &meta,
-        integer(&raw, tags::SAMPLES_PER_PIXEL),
-        dataset_start,
-    )
-    .ok()?;
+    let provisional = pixel_layout(&scan, &meta, samples_per_pixel, dataset_start).ok()?;
     Some(Head {
-        raw,
+        samples_per_pixel,
         ts_uid,
         dataset_start,
         pixel_element,
@@ -314,7 +309,7 @@ pub(crate) fn parse_rest(head: Head, bytes: &[u8]) -> Option<ParsedHeader> {
     let pixels = pixel_layout(
         &scan,
         &head.meta,
-        integer(&head.raw, tags::SAMPLES_PER_PIXEL),
+        head.samples_per_pixel,
         head.dataset_start,
     )
     .ok()?;
