@@ -5,6 +5,13 @@
 //! metadata, so that sync writes the data and nothing else: no inode, no
 //! directory entry, no ext4 journal commit.
 //!
+//! Segments are written around the page cache (`O_DIRECT`, see
+//! [`crate::storage::direct`]) from one reused buffer: no page-cache page
+//! is filled, and none is left for the kernel to write back. Every record
+//! starts on a 4 KiB block and is padded to the next, so every write covers
+//! whole blocks. The fdatasync is still what makes a group durable: it
+//! empties the disk's write cache.
+//!
 //! A segment starts with a 4 KiB header holding its sequence number; every
 //! record repeats it. Reusing a segment writes a new number into its header,
 //! so what an earlier use left behind never matches and reading stops there.
@@ -26,6 +33,8 @@ use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
+use crate::storage::direct::{self, AlignedBuf, BLOCK};
+
 /// Size of each segment file.
 pub const SEGMENT_BYTES: u64 = 64 << 20;
 /// Objects above this go to their place directly (fsync'd file) instead:
@@ -35,7 +44,13 @@ pub const MAX_RECORD: usize = 16 << 20;
 /// records not yet placed. Each is zero-filled once, when created.
 const INITIAL_SEGMENTS: usize = 1;
 const HEADER_BYTES: u64 = 4096;
-const SEGMENT_MAGIC: &[u8; 8] = b"TSRJSEG1";
+const SEGMENT_MAGIC: &[u8; 8] = b"TSRJSEG2";
+/// Segments written before records were aligned to blocks; still read at
+/// recovery after an upgrade.
+const SEGMENT_MAGIC_UNALIGNED: &[u8; 8] = b"TSRJSEG1";
+/// Records gathered in memory before they are written: a group's objects
+/// go to the disk in writes of about this size.
+const STAGING_BYTES: usize = 8 << 20;
 const RECORD_MAGIC: &[u8; 4] = b"TSR1";
 /// magic 4, sequence 8, object length 4, source length 2, reserved 2,
 /// SHA-256 32, CRC32 of the preceding 52 bytes 4.
@@ -79,6 +94,11 @@ type Outstanding = Arc<Mutex<HashMap<u64, usize>>>;
 /// The writer side of the journal.
 pub struct Journal {
     dir: PathBuf,
+    /// Records of the current group not yet written, from `staged_at` in
+    /// the current segment; block-aligned for direct I/O.
+    staging: AlignedBuf,
+    staged: usize,
+    staged_at: u64,
     segments: Vec<Segment>,
     current: usize,
     /// Write offset in the current segment.
@@ -121,20 +141,21 @@ impl Journal {
         let mut segments = Vec::new();
         let mut recovered = Vec::new();
         for path in &found {
-            let mut file = OpenOptions::new().read(true).write(true).open(path)?;
+            let mut file = File::open(path)?;
             if file.metadata()?.len() < SEGMENT_BYTES {
                 // Creation never finished, so nothing was ever written to it.
                 drop(file);
                 std::fs::remove_file(path)?;
                 continue;
             }
-            let sequence = read_segment_header(&mut file)?;
-            if let Some(sequence) = sequence {
-                recovered.extend(read_records(&mut file, sequence)?);
+            let header = read_segment_header(&mut file)?;
+            if let Some((sequence, align)) = header {
+                recovered.extend(read_records(&mut file, sequence, align)?);
             }
+            let (file, _) = direct::open(OpenOptions::new().read(true).write(true), path)?;
             segments.push(Segment {
                 file,
-                sequence: sequence.unwrap_or(0),
+                sequence: header.map_or(0, |(sequence, _)| sequence),
                 outstanding: 0,
             });
         }
@@ -142,6 +163,9 @@ impl Journal {
         let next_sequence = segments.iter().map(|s| s.sequence).max().unwrap_or(0) + 1;
         let mut journal = Journal {
             dir: dir.to_owned(),
+            staging: AlignedBuf::default(),
+            staged: 0,
+            staged_at: HEADER_BYTES,
             segments,
             current: 0,
             offset: HEADER_BYTES,
@@ -163,7 +187,9 @@ impl Journal {
         for segment in &mut self.segments {
             segment.outstanding = 0;
             // Replayed already: a later recovery must not see them again.
-            segment.file.write_all_at(&[0u8; 20], 0)?;
+            let block = self.staging.slice(BLOCK);
+            block.fill(0);
+            segment.file.write_all_at(block, 0)?;
             if self.fsync {
                 segment.file.sync_data()?;
             }
@@ -185,6 +211,12 @@ impl Journal {
         self.collect_releases();
         let mut positions = Vec::with_capacity(entries.len());
         let written = self.write_entries(entries, &mut positions);
+        if written.is_err() {
+            // The next group writes over what was staged and not written,
+            // so that no gap ends a later recovery early.
+            self.offset = self.staged_at;
+            self.staged = 0;
+        }
         crate::crash_points::reach("journal-written");
         let written = written.and_then(|()| self.sync_current());
         if written.is_err() {
@@ -207,32 +239,56 @@ impl Journal {
         entries: &[Entry<'_>],
         positions: &mut Vec<Position>,
     ) -> io::Result<()> {
+        self.staged = 0;
+        self.staged_at = self.offset;
         for entry in entries {
-            let size = (RECORD_HEADER + entry.source.len() + entry.bytes.len()) as u64;
             if entry.bytes.len() > MAX_RECORD || entry.source.len() > u16::MAX as usize {
                 return Err(io::Error::other("record too large for the journal"));
             }
-            if self.offset + size > SEGMENT_BYTES {
+            let size =
+                (RECORD_HEADER + entry.source.len() + entry.bytes.len()).next_multiple_of(BLOCK);
+            if self.offset + size as u64 > SEGMENT_BYTES {
                 // The records written so far must be durable before the
                 // next segment's header could make them look stale.
+                self.write_staged()?;
                 self.sync_current()?;
                 self.advance()?;
+                self.staged_at = self.offset;
+            } else if self.staged > 0 && self.staged + size > STAGING_BYTES {
+                self.write_staged()?;
             }
-            let segment = &mut self.segments[self.current];
-            let header = record_header(segment.sequence, entry);
-            let file = &segment.file;
-            file.write_all_at(&header, self.offset)?;
-            let mut at = self.offset + RECORD_HEADER as u64;
-            file.write_all_at(entry.source.as_bytes(), at)?;
-            at += entry.source.len() as u64;
-            file.write_all_at(entry.bytes, at)?;
-            self.offset += size;
-            segment.outstanding += 1;
+            let sequence = self.segments[self.current].sequence;
+            let header = record_header(sequence, entry);
+            let record = &mut self.staging.slice(self.staged + size)[self.staged..];
+            let (head, rest) = record.split_at_mut(RECORD_HEADER);
+            head.copy_from_slice(&header);
+            let (source, rest) = rest.split_at_mut(entry.source.len());
+            source.copy_from_slice(entry.source.as_bytes());
+            let (object, padding) = rest.split_at_mut(entry.bytes.len());
+            object.copy_from_slice(entry.bytes);
+            padding.fill(0);
+            self.staged += size;
+            self.offset += size as u64;
+            self.segments[self.current].outstanding += 1;
             positions.push(Position {
-                sequence: segment.sequence,
+                sequence,
                 end: self.offset,
             });
         }
+        self.write_staged()
+    }
+
+    /// Write the staged records to the current segment.
+    fn write_staged(&mut self) -> io::Result<()> {
+        if self.staged == 0 {
+            return Ok(());
+        }
+        let records = &self.staging.slice(self.staged)[..];
+        self.segments[self.current]
+            .file
+            .write_all_at(records, self.staged_at)?;
+        self.staged_at += self.staged as u64;
+        self.staged = 0;
         Ok(())
     }
 
@@ -285,7 +341,10 @@ impl Journal {
         let segment = &mut self.segments[i];
         segment.sequence = sequence;
         segment.outstanding = 0;
-        segment.file.write_all_at(&segment_header(sequence), 0)?;
+        let block = self.staging.slice(BLOCK);
+        block.fill(0);
+        block[..20].copy_from_slice(&segment_header(sequence));
+        segment.file.write_all_at(block, 0)?;
         // Durable with the first append's sync: until then no record in it
         // is acknowledged.
         self.offset = HEADER_BYTES;
@@ -299,15 +358,18 @@ impl Journal {
         let name = format!("segment-{:04}.log", index);
         let path = self.dir.join(&name);
         let tmp = self.dir.join(format!("{name}.new"));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        let zeros = vec![0u8; 1 << 20];
+        let (file, _) = direct::open(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true),
+            &tmp,
+        )?;
+        let zeros = self.staging.slice(1 << 20);
+        zeros.fill(0);
         for k in 0..SEGMENT_BYTES / zeros.len() as u64 {
-            file.write_all_at(&zeros, k * zeros.len() as u64)?;
+            file.write_all_at(zeros, k * zeros.len() as u64)?;
         }
         file.sync_all()?;
         std::fs::rename(&tmp, &path)?;
@@ -330,19 +392,21 @@ fn segment_header(sequence: u64) -> Vec<u8> {
     header
 }
 
-fn read_segment_header(file: &mut File) -> io::Result<Option<u64>> {
+/// The segment's sequence number and the alignment of its records.
+fn read_segment_header(file: &mut File) -> io::Result<Option<(u64, u64)>> {
     let mut header = [0u8; 20];
     file.read_exact_at(&mut header, 0)?;
-    if &header[..8] != SEGMENT_MAGIC {
-        return Ok(None);
-    }
+    let align = match &header[..8] {
+        magic if magic == SEGMENT_MAGIC => BLOCK as u64,
+        magic if magic == SEGMENT_MAGIC_UNALIGNED => 1,
+        _ => return Ok(None),
+    };
     let crc = u32::from_le_bytes(header[16..20].try_into().unwrap_or_default());
     if crc != crc32fast::hash(&header[..16]) {
         return Ok(None);
     }
-    Ok(Some(u64::from_le_bytes(
-        header[8..16].try_into().unwrap_or_default(),
-    )))
+    let sequence = u64::from_le_bytes(header[8..16].try_into().unwrap_or_default());
+    Ok(Some((sequence, align)))
 }
 
 fn record_header(sequence: u64, entry: &Entry<'_>) -> [u8; RECORD_HEADER] {
@@ -357,9 +421,9 @@ fn record_header(sequence: u64, entry: &Entry<'_>) -> [u8; RECORD_HEADER] {
     h
 }
 
-/// The records of segment `sequence`, up to the first that is stale, torn
-/// or corrupt.
-fn read_records(file: &mut File, sequence: u64) -> io::Result<Vec<Recovered>> {
+/// The records of segment `sequence`, each starting on a multiple of
+/// `align`, up to the first that is stale, torn or corrupt.
+fn read_records(file: &mut File, sequence: u64, align: u64) -> io::Result<Vec<Recovered>> {
     let mut records = Vec::new();
     let mut offset = HEADER_BYTES;
     file.seek(SeekFrom::Start(offset))?;
@@ -379,7 +443,8 @@ fn read_records(file: &mut File, sequence: u64) -> io::Result<Vec<Recovered>> {
         }
         let len = u32::from_le_bytes(h[12..16].try_into().unwrap_or_default()) as usize;
         let source_len = u16::from_le_bytes(h[16..18].try_into().unwrap_or_default()) as usize;
-        let end = offset + (RECORD_HEADER + source_len + len) as u64;
+        let unpadded = offset + (RECORD_HEADER + source_len + len) as u64;
+        let end = unpadded.next_multiple_of(align);
         if len > MAX_RECORD || end > SEGMENT_BYTES {
             break;
         }
@@ -390,7 +455,9 @@ fn read_records(file: &mut File, sequence: u64) -> io::Result<Vec<Recovered>> {
         }
         let mut sha256 = [0u8; 32];
         sha256.copy_from_slice(&h[20..52]);
-        if Sha256::digest(&bytes).as_slice() != sha256 {
+        if Sha256::digest(&bytes).as_slice() != sha256
+            || reader.seek_relative((end - unpadded) as i64).is_err()
+        {
             break;
         }
         records.push(Recovered {
@@ -422,9 +489,9 @@ pub fn held_hashes(dir: &Path) -> io::Result<Vec<[u8; 32]>> {
         if file.metadata()?.len() < SEGMENT_BYTES {
             continue;
         }
-        if let Some(sequence) = read_segment_header(&mut file)? {
+        if let Some((sequence, align)) = read_segment_header(&mut file)? {
             hashes.extend(
-                read_records(&mut file, sequence)?
+                read_records(&mut file, sequence, align)?
                     .into_iter()
                     .map(|r| r.sha256),
             );
@@ -460,9 +527,10 @@ mod tests {
         // A torn third record: its header is written, its object is not.
         let c = vec![3u8; 500];
         let header = record_header(positions[1].sequence, &entry("AE3", &c));
-        journal.segments[journal.current]
-            .file
-            .write_all_at(&header, positions[1].end)
+        OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("segment-0000.log"))
+            .and_then(|file| file.write_all_at(&header, positions[1].end))
             .expect("write");
         drop(journal);
 
@@ -482,6 +550,46 @@ mod tests {
         let (_, recovered) = Journal::open(dir.path(), false).expect("reopen");
         let got: Vec<_> = recovered.iter().map(|r| r.source.as_str()).collect();
         assert_eq!(got, vec!["AE4"]);
+    }
+
+    #[test]
+    fn records_of_a_segment_from_before_alignment_are_recovered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("segment-0000.log");
+        let file = File::create(&path).expect("create");
+        file.set_len(SEGMENT_BYTES).expect("size");
+        let mut header = SEGMENT_MAGIC_UNALIGNED.to_vec();
+        header.extend_from_slice(&7u64.to_le_bytes());
+        header.extend_from_slice(&crc32fast::hash(&header).to_le_bytes());
+        file.write_all_at(&header, 0).expect("header");
+        let mut offset = HEADER_BYTES;
+        for (source, bytes) in [("AE1", vec![1u8; 1000]), ("AE2", vec![2u8; 3000])] {
+            let record = entry(source, &bytes);
+            let mut written = record_header(7, &record).to_vec();
+            written.extend_from_slice(source.as_bytes());
+            written.extend_from_slice(&bytes);
+            file.write_all_at(&written, offset).expect("record");
+            offset += written.len() as u64;
+        }
+        drop(file);
+
+        let (mut journal, recovered) = Journal::open(dir.path(), false).expect("open");
+        let got: Vec<_> = recovered
+            .iter()
+            .map(|r| (r.source.as_str(), r.bytes.len(), r.position.end))
+            .collect();
+        let first_end = HEADER_BYTES + (RECORD_HEADER + 3 + 1000) as u64;
+        assert_eq!(got, vec![("AE1", 1000, first_end), ("AE2", 3000, offset)]);
+
+        // Written again, the segment holds aligned records.
+        journal.reset(7).expect("reset");
+        let c = vec![3u8; 500];
+        let positions = journal.append(&[entry("AE3", &c)]).expect("append");
+        assert_eq!(positions[0].end % BLOCK as u64, 0);
+        drop(journal);
+        let (_, recovered) = Journal::open(dir.path(), false).expect("reopen");
+        let got: Vec<_> = recovered.iter().map(|r| r.source.as_str()).collect();
+        assert_eq!(got, vec!["AE3"]);
     }
 
     #[test]

@@ -5,20 +5,28 @@
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 
 use futures::Stream;
 
+use super::direct::DirectWriter;
 use super::{Found, ObjectReader, Spooled, StorageError};
 
 #[derive(Debug, Clone)]
 pub(super) struct LocalStore {
     root: PathBuf,
     fsync: bool,
+    /// Shared by every placement; placements run one group at a time.
+    direct: Arc<Mutex<DirectWriter>>,
 }
 
 impl LocalStore {
     pub(super) fn new(root: PathBuf, fsync: bool) -> Self {
-        LocalStore { root, fsync }
+        LocalStore {
+            root,
+            fsync,
+            direct: Arc::default(),
+        }
     }
 
     pub(super) fn root(&self) -> &Path {
@@ -84,8 +92,11 @@ impl LocalStore {
     ) -> Result<(), StorageError> {
         let root = self.root.clone();
         let fsync = self.fsync;
+        let direct = self.direct.clone();
         tokio::task::spawn_blocking(move || {
-            use std::io::Write;
+            let mut direct = direct
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             for (n, (key, bytes)) in objects.iter().enumerate() {
                 let target = root.join(key);
                 if already_placed(&target, bytes, found)? {
@@ -93,9 +104,9 @@ impl LocalStore {
                 }
                 let tmp = spool_dir.join(format!("{}-place-{n}.part", std::process::id()));
                 let written = (|| {
-                    let mut file = std::fs::File::create(&tmp)?;
-                    file.write_all(bytes)?;
-                    drop(file);
+                    if !direct.write_new(&tmp, bytes)? {
+                        std::fs::write(&tmp, bytes)?;
+                    }
                     let parent = target.parent().unwrap_or(&root);
                     std::fs::create_dir_all(parent)?;
                     std::fs::rename(&tmp, &target)
@@ -105,6 +116,7 @@ impl LocalStore {
                     return Err(StorageError::io(&target, e));
                 }
             }
+            drop(direct);
             if fsync {
                 let dir = std::fs::File::open(&root).map_err(|e| StorageError::io(&root, e))?;
                 rustix::fs::syncfs(&dir).map_err(|e| StorageError::io(&root, e.into()))?;

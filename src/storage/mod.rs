@@ -12,6 +12,7 @@
 //! a partial object is never visible under its key. This module knows nothing
 //! of SQL or DICOM.
 
+pub(crate) mod direct;
 mod local;
 mod s3;
 mod spool;
