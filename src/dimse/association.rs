@@ -263,6 +263,8 @@ pub struct Association {
     /// audited once, when it ends.
     stored: Vec<String>,
     failed_stores: usize,
+    /// The size of the last data set stored: the next is likely alike.
+    last_store_bytes: u64,
 }
 
 impl Association {
@@ -300,6 +302,7 @@ impl Association {
             peer: String::new(),
             stored: Vec::new(),
             failed_stores: 0,
+            last_store_bytes: 0,
         }
     }
 
@@ -319,6 +322,15 @@ impl Association {
         } else {
             self.failed_stores += 1;
         }
+    }
+
+    /// The size the next data set is likely to have: that of the last one.
+    pub fn store_size_hint(&self) -> u64 {
+        self.last_store_bytes
+    }
+
+    pub fn note_store_size(&mut self, bytes: u64) {
+        self.last_store_bytes = bytes;
     }
 
     /// The instances stored and the count of failed stores, once.

@@ -211,11 +211,31 @@ impl Incoming {
         if let Some(reheader) = self.reheader.take() {
             self.append(reheader.into_remainder()).await?;
         }
+        if let Body::Memory { buf, .. } = &mut self.body {
+            // Room made for a larger object than this one would be held
+            // outside the memory budget until placement. Shrinking in place
+            // copies nothing.
+            if buf.capacity() - buf.len() > buf.len() / 4 {
+                buf.shrink_to_fit();
+            }
+        }
         Ok((self.body, self.source, self.head))
     }
 
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// Make room for an object of about `bytes` (the last one on the same
+    /// association, say): one allocation, where growing by doubling would
+    /// copy what has arrived once per power of two.
+    pub fn expect(&mut self, bytes: u64) {
+        if let Body::Memory { buf, .. } = &mut self.body {
+            let room = usize::try_from(bytes)
+                .unwrap_or(usize::MAX)
+                .min(journal_limit(&self.storage));
+            buf.reserve(room.saturating_sub(buf.len()));
+        }
     }
 }
 

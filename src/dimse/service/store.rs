@@ -67,7 +67,10 @@ pub async fn handle(
         )
         .await
     {
-        Ok(incoming) => Some(incoming),
+        Ok(mut incoming) => {
+            incoming.expect(assoc.store_size_hint());
+            Some(incoming)
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot start receiving");
             None
@@ -88,6 +91,9 @@ pub async fn handle(
         }
     }
 
+    if let Some(incoming) = &incoming {
+        assoc.note_store_size(incoming.size());
+    }
     let result = match (incoming, write_error) {
         (Some(incoming), None) => ctx.ingest.finish(incoming).await,
         (_, Some(e)) => Err(e),
