@@ -706,8 +706,10 @@ def run_once(args, corpus: Corpus, target: str, n: int, rep: int, base: str,
             # failed runs keep their logs (and data) for inspection
             args.kept_dirs.append(run_dir)
             log(f"kept {run_dir}" + ("" if ok else " (failed run: logs and data left for inspection)"))
-        else:
-            shutil.rmtree(run_dir, ignore_errors=True)
+        # Otherwise the run's data goes with the work folder at the end, not
+        # now: ext4 passes over inodes freed in the last seconds when it
+        # allocates new ones, which would charge the next run's server for
+        # this run's deletion.
     return res
 
 
