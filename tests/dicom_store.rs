@@ -7,6 +7,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::{dcmtk, python, run_peer, skip, Archive, Backend};
+use tessera::index::FrameLocation;
 
 /// SOP Instance UID and transfer syntax of a file, via pydicom.
 fn describe(files: &[PathBuf]) -> Vec<(String, String)> {
@@ -753,7 +754,81 @@ async fn a_series_under_another_study_is_refused(backend: Backend) {
     }
 }
 
+/// Every instance of a series, the first and the ones after it, keeps the
+/// location of each of its frames: single-frame and multi-frame RLE.
+async fn frames_located_in_every_instance_of_a_series(backend: Backend) {
+    let (Some(_), Some(_)) = (dcmtk("storescu"), python()) else {
+        return skip(
+            "frames_located_in_every_instance_of_a_series",
+            "DCMTK or pydicom missing",
+        );
+    };
+    let archive = Archive::start(backend).await;
+    for (name, frames) in [("single", "1"), ("multi", "3")] {
+        let dir = archive.dir.path().join(name);
+        let study = format!("1.2.826.0.1.3680043.8.498.7710.{frames}");
+        let seed = if frames == "1" { "11" } else { "12" };
+        let out = run_peer(
+            "gen.py",
+            &[
+                dir.to_str().expect("utf8"),
+                "--count",
+                "3",
+                "--rows",
+                "16",
+                "--cols",
+                "16",
+                "--frames",
+                frames,
+                "--study-uid",
+                &study,
+                "--seed",
+                seed,
+                "--ts",
+                "1.2.840.10008.1.2.5",
+            ],
+        )
+        .await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .expect("generated")
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        // One association: every instance after the first finds its series.
+        let out = storescu(&archive, &["-R", "-xr"], &files).await;
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let index = archive.index().await;
+        let count: u32 = frames.parse().expect("number");
+        for uid in common::sop_uids(&files) {
+            for frame in 1..=count {
+                let at = index.frame_location(&uid, frame).await.expect("query");
+                assert!(
+                    matches!(at, FrameLocation::Encapsulated { length, .. } if length > 0),
+                    "{name} {uid} frame {frame}: {at:?}"
+                );
+            }
+            let beyond = index.frame_location(&uid, count + 1).await.expect("query");
+            assert_eq!(beyond, FrameLocation::OutOfRange, "{name} {uid}");
+        }
+        let study = index.study_summary(&study).await.expect("query");
+        let study = study.expect("study indexed");
+        assert_eq!((study.num_series, study.num_instances), (1, 3), "{name}");
+    }
+}
+
 on_both_backends!(
+    frames_located_in_every_instance_of_a_series,
     a_series_under_another_study_is_refused,
     replace_races_reclamation,
     echo,

@@ -162,8 +162,8 @@ async fn record_one(
             .execute(&mut **tx)
             .await?;
     }
-    let parents = match resolve_parents(tx, meta).await? {
-        Ok(parents) => parents,
+    let resolved = match resolve_parents(tx, meta).await? {
+        Ok(resolved) => resolved,
         Err(stored_study) => {
             // The object just written for this store is not kept.
             if !req.object_existed {
@@ -172,7 +172,16 @@ async fn record_one(
             return Ok(Recorded::SeriesInOtherStudy(stored_study));
         }
     };
+    let parents = resolved.parents;
     let ts = now();
+    // The common case, the next instance of a known series, in one request
+    // on SQLite: each is a round trip to the connection's thread. The
+    // transaction holds SQLite's only write lock, so the UID is still new.
+    if backend == Backend::Sqlite && resolved.sop_instance_known == Some(false) {
+        insert_into_known_series(tx, req, parents, ts).await?;
+        queue_forwards(tx, req).await?;
+        return Ok(Recorded::Inserted);
+    }
     let inserted = bind_instance(sqlx::query(&INSERT_INSTANCE), req, parents.series, ts)
         .bind(meta.sop_instance_uid.as_str())
         .fetch_optional(&mut **tx)
@@ -228,6 +237,17 @@ static INSERT_INSTANCE: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// A new row whose UID is known to be new: a conflict is an error, never
+/// skipped. $17 is the SOP Instance UID.
+static INSERT_INSTANCE_OR_FAIL: LazyLock<String> = LazyLock::new(|| {
+    let values: Vec<String> = (1..=17).map(|n| format!("${n}")).collect();
+    format!(
+        "INSERT INTO instances ({}, sop_instance_uid) VALUES ({}) RETURNING id",
+        INSTANCE_COLUMNS.join(", "),
+        values.join(", ")
+    )
+});
+
 /// A replaced version; $17 is the row id.
 static UPDATE_INSTANCE: LazyLock<String> = LazyLock::new(|| {
     let set: Vec<String> = INSTANCE_COLUMNS
@@ -263,19 +283,29 @@ fn bind_instance<'q>(
         .bind(ts)
 }
 
+/// Where an instance goes, and whether its SOP Instance UID is new.
+struct Resolved {
+    parents: Parents,
+    /// Known only when the series was: the same look-up answers it.
+    sop_instance_known: Option<bool>,
+}
+
 /// The patient, study and series of `meta`, created when new; `Err` with
 /// the stored study's UID when the series is filed under another study.
 async fn resolve_parents(
     tx: &mut Transaction<'static, Any>,
     meta: &InstanceMeta,
-) -> Result<Result<Parents, String>, IndexError> {
+) -> Result<Result<Resolved, String>, IndexError> {
     // Fast path: the series is usually known already (every instance after
     // a series' first), which skips the patient and study upserts.
     let known = sqlx::query(
-        "SELECT se.id, se.study_fk, st.patient_fk, st.study_instance_uid FROM series se \
+        "SELECT se.id, se.study_fk, st.patient_fk, st.study_instance_uid, \
+         CASE WHEN EXISTS (SELECT 1 FROM instances WHERE sop_instance_uid = $2) THEN 1 ELSE 0 END \
+         FROM series se \
          JOIN studies st ON st.id = se.study_fk WHERE se.series_instance_uid = $1",
     )
     .bind(meta.series.series_instance_uid.as_str())
+    .bind(meta.sop_instance_uid.as_str())
     .fetch_optional(&mut **tx)
     .await?;
     if let Some(row) = known {
@@ -283,23 +313,29 @@ async fn resolve_parents(
         if study != meta.study.study_instance_uid.as_str() {
             return Ok(Err(study));
         }
-        return Ok(Ok(Parents {
-            patient: row.try_get(2)?,
-            study: row.try_get(1)?,
-            series: row.try_get(0)?,
-            new_study: false,
-            new_series: false,
+        return Ok(Ok(Resolved {
+            parents: Parents {
+                patient: row.try_get(2)?,
+                study: row.try_get(1)?,
+                series: row.try_get(0)?,
+                new_study: false,
+                new_series: false,
+            },
+            sop_instance_known: Some(row.try_get::<i64, _>(4)? != 0),
         }));
     }
     let (patient, _) = upsert_patient(tx, meta).await?;
     let (study, new_study) = upsert_study(tx, meta, patient).await?;
     let (series, new_series) = upsert_series(tx, meta, study).await?;
-    Ok(Ok(Parents {
-        patient,
-        study,
-        series,
-        new_study,
-        new_series,
+    Ok(Ok(Resolved {
+        parents: Parents {
+            patient,
+            study,
+            series,
+            new_study,
+            new_series,
+        },
+        sop_instance_known: None,
     }))
 }
 
@@ -318,8 +354,21 @@ async fn count_instance(
         Backend::Sqlite => COUNT_INSTANCE_SQLITE,
         Backend::Postgres => COUNT_INSTANCE_POSTGRES,
     };
-    sqlx::query(sql)
-        .bind(delta)
+    bind_counts(sqlx::query(sql), parents, delta, size, ts)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Bind the counter updates' parameters, in their order ($1–$8).
+fn bind_counts<'q>(
+    q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    parents: Parents,
+    delta: i64,
+    size: i64,
+    ts: i64,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    q.bind(delta)
         .bind(ts)
         .bind(parents.series)
         .bind(i64::from(parents.new_series))
@@ -327,9 +376,6 @@ async fn count_instance(
         .bind(parents.study)
         .bind(i64::from(parents.new_study))
         .bind(parents.patient)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
 }
 
 // The three counter updates go to the database as one request: on SQLite
@@ -542,6 +588,24 @@ async fn record_document(
     instance_id: i64,
     req: &StoreRequest,
 ) -> Result<(), IndexError> {
+    let query = sqlx::query(
+        "INSERT INTO instance_documents (instance_fk, metadata, pixel_offset, pixel_length, \
+         frame_length, encapsulated) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(instance_id);
+    bind_document(query, req).execute(&mut **tx).await?;
+    if let Some(PixelLayout::Encapsulated { frames }) = &req.pixels {
+        record_frames(tx, instance_id, frames).await?;
+    }
+    Ok(())
+}
+
+/// Bind an instance document's metadata, native pixel offset, length and
+/// frame length, and whether its pixel data is encapsulated.
+fn bind_document<'q>(
+    q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    req: &'q StoreRequest,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
     let (offset, length, frame_len) = match &req.pixels {
         Some(PixelLayout::Native {
             offset,
@@ -555,22 +619,83 @@ async fn record_document(
         _ => (None, None, None),
     };
     let encapsulated = matches!(req.pixels, Some(PixelLayout::Encapsulated { .. }));
-    sqlx::query(
-        "INSERT INTO instance_documents (instance_fk, metadata, pixel_offset, pixel_length, \
-         frame_length, encapsulated) VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(instance_id)
-    .bind(req.document.as_deref())
-    .bind(offset)
-    .bind(length)
-    .bind(frame_len)
-    .bind(i64::from(encapsulated))
-    .execute(&mut **tx)
-    .await?;
-    if let Some(PixelLayout::Encapsulated { frames }) = &req.pixels {
-        record_frames(tx, instance_id, frames).await?;
+    q.bind(req.document.as_deref())
+        .bind(offset)
+        .bind(length)
+        .bind(frame_len)
+        .bind(i64::from(encapsulated))
+}
+
+/// A new instance of a known series on SQLite: its row, document, counters
+/// and (for one frame) frame location as one multi-statement request.
+/// Parameters: $1–$17 the instance, $18–$22 the document, $23–$30 the
+/// counters, $31–$32 the one frame.
+static INSERT_INTO_KNOWN_SERIES: LazyLock<[String; 2]> = LazyLock::new(|| {
+    let base = format!(
+        "{}; INSERT INTO instance_documents (instance_fk, metadata, pixel_offset, pixel_length, \
+         frame_length, encapsulated) VALUES (({INSTANCE_ID}), $18, $19, $20, $21, $22); {}",
+        INSERT_INSTANCE_OR_FAIL.as_str(),
+        shift_parameters(COUNT_INSTANCE_SQLITE, 22)
+    );
+    let one_frame = format!(
+        "{base}; INSERT INTO instance_frames (instance_fk, frame_number, byte_offset, \
+         byte_length) VALUES (({INSTANCE_ID}), 1, $31, $32)"
+    );
+    [base, one_frame]
+});
+
+/// The new row's id, by the UID it was inserted with ($17).
+const INSTANCE_ID: &str = "SELECT id FROM instances WHERE sop_instance_uid = $17";
+
+async fn insert_into_known_series(
+    tx: &mut Transaction<'static, Any>,
+    req: &StoreRequest,
+    parents: Parents,
+    ts: i64,
+) -> Result<(), IndexError> {
+    let frames = match &req.pixels {
+        Some(PixelLayout::Encapsulated { frames }) => frames.as_slice(),
+        _ => &[],
+    };
+    let [base, one_frame] = &*INSERT_INTO_KNOWN_SERIES;
+    let sql = if frames.len() == 1 { one_frame } else { base };
+    let query = bind_instance(sqlx::query(sql), req, parents.series, ts)
+        .bind(req.meta.sop_instance_uid.as_str());
+    let mut query = bind_counts(
+        bind_document(query, req),
+        parents,
+        1,
+        req.object.size as i64,
+        ts,
+    );
+    if let [(offset, length)] = frames {
+        query = query.bind(*offset as i64).bind(*length as i64);
+    }
+    let rows = query.fetch_all(&mut **tx).await?;
+    if frames.len() > 1 {
+        let inserted = rows.first().ok_or(sqlx::Error::RowNotFound)?;
+        record_frames(tx, id_of(inserted)?, frames).await?;
     }
     Ok(())
+}
+
+/// `sql` with every `$n` renumbered `$(n + by)`, to follow other
+/// parameters in one request.
+fn shift_parameters(sql: &str, by: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..=at]);
+        rest = &rest[at + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        match rest[..digits].parse::<usize>() {
+            Ok(n) => out.push_str(&(n + by).to_string()),
+            Err(_) => out.push_str(&rest[..digits]),
+        }
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Frame rows per statement: a whole-slide image has tens of thousands of
@@ -785,4 +910,17 @@ async fn add_modality(
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shift_parameters;
+
+    #[test]
+    fn parameters_are_renumbered_past_others() {
+        assert_eq!(
+            shift_parameters("UPDATE t SET a = $1, b = $12 WHERE id = $3 AND c = '$'", 22),
+            "UPDATE t SET a = $23, b = $34 WHERE id = $25 AND c = '$'"
+        );
+    }
 }

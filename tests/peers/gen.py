@@ -52,6 +52,10 @@ def make_multiframe(ds, frames, frame_time, rng):
     ds.FrameIncrementPointer = 0x00181063
     data = b"".join(frame(ds.Rows, ds.Columns, 0, k, rng).tobytes() for k in range(frames))
     ds.PixelData = data
+    if ds.file_meta.TransferSyntaxUID == RLELossless:
+        # The single frame was compressed already: compress the clip instead.
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.compress(RLELossless)
 
 
 MPEG4_AVC_HIGH = "1.2.840.10008.1.2.4.102"
