@@ -174,23 +174,28 @@ async fn record_one(
     };
     let parents = resolved.parents;
     let ts = now();
-    // The common case, the next instance of a known series, in one request
-    // on SQLite: each is a round trip to the connection's thread. The
-    // transaction holds SQLite's only write lock, so the UID is still new.
-    if backend == Backend::Sqlite && resolved.sop_instance_known == Some(false) {
-        insert_into_known_series(tx, req, parents, ts).await?;
-        queue_forwards(tx, req).await?;
-        return Ok(Recorded::Inserted);
-    }
-    let inserted = bind_instance(sqlx::query(&INSERT_INSTANCE), req, parents.series, ts)
-        .bind(meta.sop_instance_uid.as_str())
-        .fetch_optional(&mut **tx)
-        .await?;
-    let Some(inserted) = inserted else {
-        return record_duplicate(tx, backend, req, policy, parents).await;
+    // Row, document and counters in one request where that is safe: on
+    // SQLite when the UID is known to be new (the transaction holds the
+    // only write lock, so it stays new), on PostgreSQL always (the request
+    // does nothing when another node holds the UID). Each request is a
+    // round trip: to SQLite's connection thread, or over the network.
+    let in_one = backend == Backend::Postgres || resolved.sop_instance_known == Some(false);
+    let inserted = if in_one {
+        insert_new(tx, backend, req, parents, ts).await?
+    } else {
+        let row = bind_instance(sqlx::query(&INSERT_INSTANCE), req, parents.series, ts)
+            .bind(meta.sop_instance_uid.as_str())
+            .fetch_optional(&mut **tx)
+            .await?;
+        if let Some(row) = &row {
+            record_document(tx, id_of(row)?, req).await?;
+            count_instance(tx, backend, parents, 1, obj.size as i64, ts).await?;
+        }
+        row.is_some()
     };
-    record_document(tx, id_of(&inserted)?, req).await?;
-    count_instance(tx, backend, parents, 1, obj.size as i64, ts).await?;
+    if !inserted {
+        return record_duplicate(tx, backend, req, policy, parents).await;
+    }
     if parents.new_series && !meta.series.modality.is_empty() {
         add_modality(tx, parents.study, &meta.series.modality).await?;
     }
@@ -228,25 +233,20 @@ const INSTANCE_COLUMNS: [&str; 16] = [
 
 /// A new row; $17 is the SOP Instance UID.
 static INSERT_INSTANCE: LazyLock<String> = LazyLock::new(|| {
-    let values: Vec<String> = (1..=17).map(|n| format!("${n}")).collect();
     format!(
-        "INSERT INTO instances ({}, sop_instance_uid) VALUES ({}) \
-         ON CONFLICT (sop_instance_uid) DO NOTHING RETURNING id",
-        INSTANCE_COLUMNS.join(", "),
-        values.join(", ")
+        "{} ON CONFLICT (sop_instance_uid) DO NOTHING RETURNING id",
+        insert_instance()
     )
 });
 
-/// A new row whose UID is known to be new: a conflict is an error, never
-/// skipped. $17 is the SOP Instance UID.
-static INSERT_INSTANCE_OR_FAIL: LazyLock<String> = LazyLock::new(|| {
+fn insert_instance() -> String {
     let values: Vec<String> = (1..=17).map(|n| format!("${n}")).collect();
     format!(
-        "INSERT INTO instances ({}, sop_instance_uid) VALUES ({}) RETURNING id",
+        "INSERT INTO instances ({}, sop_instance_uid) VALUES ({})",
         INSTANCE_COLUMNS.join(", "),
         values.join(", ")
     )
-});
+}
 
 /// A replaced version; $17 is the row id.
 static UPDATE_INSTANCE: LazyLock<String> = LazyLock::new(|| {
@@ -626,39 +626,75 @@ fn bind_document<'q>(
         .bind(i64::from(encapsulated))
 }
 
-/// A new instance of a known series on SQLite: its row, document, counters
-/// and (for one frame) frame location as one multi-statement request.
-/// Parameters: $1–$17 the instance, $18–$22 the document, $23–$30 the
-/// counters, $31–$32 the one frame.
-static INSERT_INTO_KNOWN_SERIES: LazyLock<[String; 2]> = LazyLock::new(|| {
-    let base = format!(
-        "{}; INSERT INTO instance_documents (instance_fk, metadata, pixel_offset, pixel_length, \
-         frame_length, encapsulated) VALUES (({INSTANCE_ID}), $18, $19, $20, $21, $22); {}",
-        INSERT_INSTANCE_OR_FAIL.as_str(),
+/// A new instance's row, document, counters and (for one frame) frame
+/// location as one request, for SQLite and for PostgreSQL, without and
+/// with the frame. Parameters: $1–$17 the instance, $18–$22 the
+/// document, $23–$30 the counters, $31–$32 the one frame. Answers the new
+/// row's id, or (PostgreSQL, the UID already there) nothing.
+static INSERT_NEW: LazyLock<[[String; 2]; 2]> = LazyLock::new(|| {
+    // SQLite runs the statements in turn. The UID is known to be new, and
+    // a conflict fails the request rather than being skipped.
+    let id = "(SELECT id FROM instances WHERE sop_instance_uid = $17)";
+    let sqlite = format!(
+        "{} RETURNING id; INSERT INTO instance_documents (instance_fk, metadata, pixel_offset, \
+         pixel_length, frame_length, encapsulated) VALUES ({id}, $18, $19, $20, $21, $22); {}",
+        insert_instance(),
         shift_parameters(COUNT_INSTANCE_SQLITE, 22)
     );
-    let one_frame = format!(
-        "{base}; INSERT INTO instance_frames (instance_fk, frame_number, byte_offset, \
-         byte_length) VALUES (({INSTANCE_ID}), 1, $31, $32)"
+    let sqlite_frame = format!(
+        "{sqlite}; INSERT INTO instance_frames (instance_fk, frame_number, byte_offset, \
+         byte_length) VALUES ({id}, 1, $31, $32)"
     );
-    [base, one_frame]
+    // PostgreSQL runs every data-modifying CTE; each acts only on the row
+    // `ins` inserted, so a UID another node holds changes nothing.
+    let counted = |sql: &str| {
+        format!(
+            "{} AND EXISTS (SELECT 1 FROM ins) RETURNING 1",
+            shift_parameters(sql, 22)
+        )
+    };
+    let postgres = format!(
+        "WITH ins AS ({} ON CONFLICT (sop_instance_uid) DO NOTHING RETURNING id), \
+         doc AS (INSERT INTO instance_documents (instance_fk, metadata, pixel_offset, \
+         pixel_length, frame_length, encapsulated) SELECT id, $18, $19, $20, $21, $22 FROM ins), \
+         se AS ({}), st AS ({}), pa AS ({})",
+        insert_instance(),
+        counted(count_series!()),
+        counted(count_study!()),
+        counted(count_patient!())
+    );
+    let postgres_frame = format!(
+        "{postgres}, fr AS (INSERT INTO instance_frames (instance_fk, frame_number, \
+         byte_offset, byte_length) SELECT id, 1, $31, $32 FROM ins) SELECT id FROM ins"
+    );
+    [
+        [sqlite, sqlite_frame],
+        [format!("{postgres} SELECT id FROM ins"), postgres_frame],
+    ]
 });
 
-/// The new row's id, by the UID it was inserted with ($17).
-const INSTANCE_ID: &str = "SELECT id FROM instances WHERE sop_instance_uid = $17";
-
-async fn insert_into_known_series(
+/// Record a new instance with [`INSERT_NEW`]; false when its UID was
+/// already there (PostgreSQL only).
+async fn insert_new(
     tx: &mut Transaction<'static, Any>,
+    backend: Backend,
     req: &StoreRequest,
     parents: Parents,
     ts: i64,
-) -> Result<(), IndexError> {
+) -> Result<bool, IndexError> {
     let frames = match &req.pixels {
         Some(PixelLayout::Encapsulated { frames }) => frames.as_slice(),
         _ => &[],
     };
-    let [base, one_frame] = &*INSERT_INTO_KNOWN_SERIES;
-    let sql = if frames.len() == 1 { one_frame } else { base };
+    let [without, with_frame] = match backend {
+        Backend::Sqlite => &INSERT_NEW[0],
+        Backend::Postgres => &INSERT_NEW[1],
+    };
+    let sql = if frames.len() == 1 {
+        with_frame
+    } else {
+        without
+    };
     let query = bind_instance(sqlx::query(sql), req, parents.series, ts)
         .bind(req.meta.sop_instance_uid.as_str());
     let mut query = bind_counts(
@@ -672,11 +708,13 @@ async fn insert_into_known_series(
         query = query.bind(*offset as i64).bind(*length as i64);
     }
     let rows = query.fetch_all(&mut **tx).await?;
+    let Some(inserted) = rows.first() else {
+        return Ok(false);
+    };
     if frames.len() > 1 {
-        let inserted = rows.first().ok_or(sqlx::Error::RowNotFound)?;
         record_frames(tx, id_of(inserted)?, frames).await?;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// `sql` with every `$n` renumbered `$(n + by)`, to follow other
