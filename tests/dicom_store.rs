@@ -794,12 +794,8 @@ async fn frames_located_in_every_instance_of_a_series(backend: Backend) {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .expect("generated")
-            .flatten()
-            .map(|e| e.path())
-            .collect();
-        files.sort();
+        let files = common::files_in(&dir);
+        assert_eq!(files.len(), 3, "generated");
         // One association: every instance after the first finds its series.
         let out = storescu(&archive, &["-R", "-xr"], &files).await;
         assert!(

@@ -7,20 +7,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{dcmtk, free_port, local_peer, python, run_peer, skip, Archive, Backend, StoreScp};
-
-fn files_in(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.is_file())
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files
-}
+use common::{
+    dcmtk, files_in, free_port, local_peer, python, run_peer, skip, Archive, Backend, StoreScp,
+};
 
 fn study_uid(file: &Path) -> String {
     let obj = dicom_object::open_file(file).expect("dicom");

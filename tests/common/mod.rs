@@ -879,6 +879,20 @@ impl Drop for StoreScp {
 }
 
 /// The SOP Instance UID of each Part-10 file, read with pydicom.
+/// The files directly in `dir`, sorted by name; none when it cannot be read.
+pub fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
 pub fn sop_uids(files: &[PathBuf]) -> Vec<String> {
     let script = "import sys, pydicom\nfor f in sys.argv[1:]:\n    print(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID)";
     let out = std::process::Command::new("python3")
