@@ -19,10 +19,40 @@ pub const TARGETS: &[Target] = &[
 ];
 
 /// A PDU as an association reads it: the A-ASSOCIATE-RQ screen, then
-/// dicom-ul's decoder with Tessera's settings.
+/// dicom-ul's decoder with Tessera's settings, then the P-DATA-TF framing
+/// the association reads data with, PDV by PDV.
 pub fn pdu(data: &[u8]) {
     let _ = crate::dimse::screen::judge(data);
     let _ = dicom_ul::pdu::read_pdu(data, 16_384, true);
+    pdata(data);
+}
+
+fn pdata(data: &[u8]) {
+    use crate::dimse::pdata::{Framing, Next};
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    else {
+        return;
+    };
+    runtime.block_on(async {
+        let mut framing = Framing::new(16_384, std::time::Duration::from_secs(1));
+        let mut stream = data;
+        let mut buf = bytes::BytesMut::new();
+        let mut value = Vec::new();
+        while let Ok(Next::Pdv(pdv)) = framing.next(&mut stream, &mut buf).await {
+            assert!(pdv.left < 16_384, "a PDV longer than its PDU");
+            value.clear();
+            if framing
+                .read_value(&mut stream, &mut buf, &mut value)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            assert_eq!(value.len(), pdv.left, "a PDV value read short");
+        }
+    });
 }
 
 /// A DIMSE command set; one that decodes must encode and decode again to

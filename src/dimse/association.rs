@@ -3,7 +3,7 @@
 //! [`Association`], which turns P-DATA PDUs into whole commands and streamed
 //! data-set fragments. Nothing here knows what a command means.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use dicom_ul::pdu::{
 use dicom_ul::Pdu;
 
 use super::command::{Command, CommandError};
+use super::pdata::{FrameError, Framing, Next, Pdv};
 use super::storage_classes::STORAGE_SOP_CLASSES;
 use super::wire::Wire;
 use crate::config::DicomConfig;
@@ -36,6 +37,8 @@ pub enum AssociationError {
     Protocol(String),
     #[error(transparent)]
     Command(#[from] CommandError),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
 }
 
 /// The user an A-ASSOCIATE-RQ named in its User Identity item (PS3.7
@@ -229,6 +232,13 @@ pub struct PresentationContext {
     pub transfer_syntax: Uid,
 }
 
+/// A data-set fragment about to be read.
+#[derive(Debug, Clone, Copy)]
+pub struct Fragment {
+    pub len: usize,
+    pub last: bool,
+}
+
 /// A command and the presentation context it arrived on.
 #[derive(Debug)]
 pub struct Request {
@@ -242,7 +252,7 @@ pub struct Association {
     contexts: HashMap<u8, PresentationContext>,
     calling_ae: AeTitle,
     idle_timeout: Duration,
-    pending: VecDeque<PDataValue>,
+    framing: Framing,
     /// A command set being reassembled. Kept here, not in a local, so
     /// [`Association::next_request`] can be cancelled and resumed.
     partial_command: Vec<u8>,
@@ -286,12 +296,13 @@ impl Association {
         // A title with odd characters is still served, under a placeholder.
         let calling_ae =
             AeTitle::new(inner.peer_ae_title()).unwrap_or_else(|_| AeTitle::placeholder());
+        let framing = Framing::new(inner.acceptor_max_pdu_length() as usize, idle_timeout);
         Association {
             inner,
             contexts,
             calling_ae,
             idle_timeout,
-            pending: VecDeque::new(),
+            framing,
             partial_command: Vec::new(),
             partial_context: None,
             released: false,
@@ -399,20 +410,23 @@ impl Association {
         self.released
     }
 
-    /// The next PDV; `None` once the peer has released the association.
-    async fn next_pdv(&mut self) -> Result<Option<PDataValue>, AssociationError> {
+    /// The header of the next PDV; `None` once the peer has released the
+    /// association. Its value is read next, with [`Association::read_value`]
+    /// or [`Association::skip_value`].
+    async fn next_pdv(&mut self) -> Result<Option<Pdv>, AssociationError> {
         loop {
-            if let Some(pdv) = self.pending.pop_front() {
-                return Ok(Some(pdv));
-            }
             if self.released {
                 return Ok(None);
+            }
+            let (stream, buf) = self.inner.parts();
+            match self.framing.next(stream, buf).await? {
+                Next::Pdv(pdv) => return Ok(Some(pdv)),
+                Next::OtherPdu => {}
             }
             let pdu = tokio::time::timeout(self.idle_timeout, self.inner.receive())
                 .await
                 .map_err(|_| AssociationError::IdleTimeout(self.idle_timeout))??;
             match pdu {
-                Pdu::PData { data } => self.pending.extend(data),
                 Pdu::ReleaseRQ => {
                     self.inner.send(&Pdu::ReleaseRP).await?;
                     self.released = true;
@@ -426,6 +440,17 @@ impl Association {
                 }
             }
         }
+    }
+
+    /// Append the rest of the current PDV's value to `dest`.
+    async fn read_value(&mut self, dest: &mut Vec<u8>) -> Result<(), AssociationError> {
+        let (stream, buf) = self.inner.parts();
+        Ok(self.framing.read_value(stream, buf, dest).await?)
+    }
+
+    async fn skip_value(&mut self) -> Result<(), AssociationError> {
+        let (stream, buf) = self.inner.parts();
+        Ok(self.framing.skip_value(stream, buf).await?)
     }
 
     /// Wait for the next command. `None` means the peer released.
@@ -443,25 +468,25 @@ impl Association {
                     "release inside a command".into(),
                 ));
             };
-            if pdv.value_type != PDataValueType::Command {
+            if !pdv.command {
                 return Err(AssociationError::Protocol(
                     "data set fragment where a command was expected".into(),
                 ));
             }
-            if *self
-                .partial_context
-                .get_or_insert(pdv.presentation_context_id)
-                != pdv.presentation_context_id
-            {
+            if *self.partial_context.get_or_insert(pdv.context_id) != pdv.context_id {
                 return Err(AssociationError::Protocol(
                     "command fragments on different presentation contexts".into(),
                 ));
             }
-            if self.partial_command.len() + pdv.data.len() > MAX_COMMAND_SET {
+            if self.partial_command.len() + pdv.left > MAX_COMMAND_SET {
                 return Err(AssociationError::Protocol("command set too large".into()));
             }
-            self.partial_command.extend_from_slice(&pdv.data);
-            if pdv.is_last {
+            // Taken out while it fills, so a cancelled read keeps what it has.
+            let mut partial = std::mem::take(&mut self.partial_command);
+            let read = self.read_value(&mut partial).await;
+            self.partial_command = partial;
+            read?;
+            if pdv.last {
                 break;
             }
         }
@@ -478,27 +503,55 @@ impl Association {
         }))
     }
 
+    /// The header of the next fragment of the data set that follows a
+    /// command: its length and whether it is the last. Its bytes are read
+    /// next, with [`Association::read_fragment_into`] or
+    /// [`Association::read_fragment`].
+    pub async fn next_data_fragment_header(
+        &mut self,
+        context_id: u8,
+    ) -> Result<Fragment, AssociationError> {
+        let pdv = self
+            .next_pdv()
+            .await?
+            .ok_or_else(|| AssociationError::Protocol("release inside a data set".into()))?;
+        if pdv.command {
+            return Err(AssociationError::Protocol(
+                "command fragment inside a data set".into(),
+            ));
+        }
+        if pdv.context_id != context_id {
+            return Err(AssociationError::Protocol(
+                "data set fragments on different presentation contexts".into(),
+            ));
+        }
+        Ok(Fragment {
+            len: pdv.left,
+            last: pdv.last,
+        })
+    }
+
+    /// Append the bytes of the fragment whose header was just read to `dest`,
+    /// straight from the socket.
+    pub async fn read_fragment_into(&mut self, dest: &mut Vec<u8>) -> Result<(), AssociationError> {
+        self.read_value(dest).await
+    }
+
+    /// The bytes of the fragment whose header was just read.
+    pub async fn read_fragment(&mut self, len: usize) -> Result<Vec<u8>, AssociationError> {
+        let mut bytes = Vec::with_capacity(len);
+        self.read_value(&mut bytes).await?;
+        Ok(bytes)
+    }
+
     /// The next fragment of the data set that follows a command. Returns the
     /// bytes and whether this was the last fragment.
     pub async fn next_data_fragment(
         &mut self,
         context_id: u8,
     ) -> Result<(Vec<u8>, bool), AssociationError> {
-        let pdv = self
-            .next_pdv()
-            .await?
-            .ok_or_else(|| AssociationError::Protocol("release inside a data set".into()))?;
-        if pdv.value_type != PDataValueType::Data {
-            return Err(AssociationError::Protocol(
-                "command fragment inside a data set".into(),
-            ));
-        }
-        if pdv.presentation_context_id != context_id {
-            return Err(AssociationError::Protocol(
-                "data set fragments on different presentation contexts".into(),
-            ));
-        }
-        Ok((pdv.data, pdv.is_last))
+        let fragment = self.next_data_fragment_header(context_id).await?;
+        Ok((self.read_fragment(fragment.len).await?, fragment.last))
     }
 
     /// Read a whole data set into memory: only for small ones such as query
@@ -510,14 +563,14 @@ impl Association {
     ) -> Result<Vec<u8>, AssociationError> {
         let mut out = Vec::new();
         loop {
-            let (bytes, last) = self.next_data_fragment(context_id).await?;
-            if out.len() + bytes.len() > max {
+            let fragment = self.next_data_fragment_header(context_id).await?;
+            if out.len() + fragment.len > max {
                 return Err(AssociationError::Protocol(format!(
                     "data set larger than {max} bytes where a small one was expected"
                 )));
             }
-            out.extend_from_slice(&bytes);
-            if last {
+            self.read_value(&mut out).await?;
+            if fragment.last {
                 return Ok(out);
             }
         }
@@ -534,8 +587,9 @@ impl Association {
     /// step after a request we refuse.
     pub async fn drain_data_set(&mut self, context_id: u8) -> Result<(), AssociationError> {
         loop {
-            let (_, last) = self.next_data_fragment(context_id).await?;
-            if last {
+            let fragment = self.next_data_fragment_header(context_id).await?;
+            self.skip_value().await?;
+            if fragment.last {
                 return Ok(());
             }
         }

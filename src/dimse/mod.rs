@@ -7,7 +7,8 @@
 //!   upper layer would accept and then fail on.
 //! - [`association`]: negotiation policy and P-DATA ↔ commands and data-set
 //!   fragments, over plain TCP or TLS ([`wire`]). Framing never decides
-//!   what a command means.
+//!   what a command means. [`pdata`] reads P-DATA-TF off the stream
+//!   itself, so data sets reach ingest without a copy.
 //! - [`command`]: typed command sets and status codes.
 //! - [`service`]: one module per DIMSE service (C-ECHO, C-STORE, C-FIND,
 //!   C-MOVE, C-GET, storage commitment).
@@ -25,6 +26,7 @@ pub mod command;
 pub mod forwarder;
 pub mod link;
 pub mod listener;
+pub mod pdata;
 pub mod screen;
 pub mod scu;
 pub mod service;

@@ -3,7 +3,9 @@
 //! the rest of the DIMSE layer stay ignorant of which.
 
 use dicom_ul::association::server::AsyncTlsStream;
-use dicom_ul::association::{Association as _, AsyncServerAssociation, Error};
+use dicom_ul::association::{
+    Association as _, AsyncAssociation as _, AsyncServerAssociation, Error,
+};
 use dicom_ul::pdu::PresentationContextNegotiated;
 use dicom_ul::Pdu;
 use tokio::net::TcpStream;
@@ -31,6 +33,26 @@ impl Wire {
 
     pub async fn receive(&mut self) -> Result<Pdu, Error> {
         either!(self, a => a.receive().await)
+    }
+
+    /// The stream and dicom-ul's read buffer, for reading P-DATA-TF
+    /// ([`super::pdata`]); bytes left in the buffer are dicom-ul's again at
+    /// the next PDU boundary.
+    pub fn parts(&mut self) -> (super::pdata::Stream<'_>, &mut bytes::BytesMut) {
+        match self {
+            Wire::Plain(a) => {
+                let (stream, buf) = a.get_mut();
+                (stream, buf)
+            }
+            Wire::Tls(a) => {
+                let (stream, buf) = a.get_mut();
+                (stream, buf)
+            }
+        }
+    }
+
+    pub fn acceptor_max_pdu_length(&self) -> u32 {
+        either!(self, a => a.acceptor_max_pdu_length())
     }
 
     pub async fn abort(self) -> Result<(), Error> {

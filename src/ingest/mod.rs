@@ -144,6 +144,8 @@ enum Body {
         /// Hashed as it arrives, a network fragment at a time, so that the
         /// hash is ready when the last fragment is.
         hasher: Sha256,
+        /// How much of `buf` is hashed and counted.
+        hashed: usize,
     },
     Spool(SpoolWriter),
 }
@@ -173,26 +175,60 @@ impl Incoming {
         Ok(())
     }
 
-    async fn append(&mut self, chunk: Vec<u8>) -> Result<(), IngestError> {
-        self.size += chunk.len() as u64;
-        if let Body::Memory {
+    /// Room for the next `len` bytes in the object's own buffer, for the
+    /// caller to append them in place (straight from the socket); `None`
+    /// when they must come through [`Incoming::write`] instead.
+    pub fn room(&mut self, len: usize) -> Option<&mut Vec<u8>> {
+        self.catch_up();
+        if self.reheader.is_some() {
+            return None;
+        }
+        let Body::Memory { buf, permit, .. } = &mut self.body else {
+            return None;
+        };
+        let needed = buf.len() + len;
+        if needed > journal_limit(&self.storage) || !grow(&self.budget, permit, needed) {
+            return None;
+        }
+        buf.reserve(len);
+        Some(buf)
+    }
+
+    /// Account for bytes appended to the buffer: hash and count them, and
+    /// start the early walk of the header once enough has arrived.
+    fn catch_up(&mut self) {
+        let Body::Memory {
             buf,
-            permit,
             hasher,
+            hashed,
+            ..
         } = &mut self.body
-        {
+        else {
+            return;
+        };
+        if *hashed == buf.len() {
+            return;
+        }
+        hasher.update(&buf[*hashed..]);
+        self.size += (buf.len() - *hashed) as u64;
+        *hashed = buf.len();
+        if self.head.is_none() && self.reheader.is_none() && buf.len() >= HEAD_WALK_AT {
+            let prefix = buf[..buf.len().min(HEAD_WALK_MAX)].to_vec();
+            self.head = Some(tokio::task::spawn_blocking(move || walk_head(&prefix)));
+        }
+    }
+
+    async fn append(&mut self, chunk: Vec<u8>) -> Result<(), IngestError> {
+        self.catch_up();
+        if let Body::Memory { buf, permit, .. } = &mut self.body {
             let needed = buf.len() + chunk.len();
             if needed <= journal_limit(&self.storage) && grow(&self.budget, permit, needed) {
-                hasher.update(&chunk);
                 if buf.is_empty() {
                     *buf = chunk;
                 } else {
                     buf.extend_from_slice(&chunk);
                 }
-                if self.head.is_none() && self.reheader.is_none() && buf.len() >= HEAD_WALK_AT {
-                    let prefix = buf[..buf.len().min(HEAD_WALK_MAX)].to_vec();
-                    self.head = Some(tokio::task::spawn_blocking(move || walk_head(&prefix)));
-                }
+                self.catch_up();
                 return Ok(());
             }
             // Too large for the journal, or memory is spoken for: spool.
@@ -201,6 +237,7 @@ impl Incoming {
             spool.write(held).await?;
             self.body = Body::Spool(spool);
         }
+        self.size += chunk.len() as u64;
         match &mut self.body {
             Body::Spool(spool) => Ok(spool.write(chunk).await?),
             Body::Memory { .. } => Ok(()),
@@ -211,6 +248,7 @@ impl Incoming {
         if let Some(reheader) = self.reheader.take() {
             self.append(reheader.into_remainder()).await?;
         }
+        self.catch_up();
         if let Body::Memory { buf, .. } = &mut self.body {
             // Room made for a larger object than this one would be held
             // outside the memory budget until placement. Shrinking in place
@@ -222,7 +260,8 @@ impl Incoming {
         Ok((self.body, self.source, self.head))
     }
 
-    pub fn size(&self) -> u64 {
+    pub fn size(&mut self) -> u64 {
+        self.catch_up();
         self.size
     }
 
@@ -302,6 +341,7 @@ impl Ingest {
                 buf: Vec::new(),
                 permit: None,
                 hasher: Sha256::new(),
+                hashed: 0,
             },
             source,
             reheader,
@@ -366,6 +406,7 @@ impl Ingest {
                 buf,
                 permit,
                 hasher,
+                ..
             } => {
                 let bytes = Bytes::from(buf);
                 let sha256: [u8; 32] = hasher.finalize().into();

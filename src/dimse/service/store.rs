@@ -78,20 +78,28 @@ pub async fn handle(
     };
     let mut write_error = None;
     loop {
-        let (bytes, last) = assoc.next_data_fragment(context_id).await?;
-        if let Some(inc) = incoming.as_mut() {
-            if let Err(e) = inc.write(bytes).await {
-                // Keep reading so the association stays usable.
-                write_error = Some(e);
-                incoming = None;
+        let fragment = assoc.next_data_fragment_header(context_id).await?;
+        // Into the object's buffer straight from the socket when it is held
+        // in memory; otherwise through a fragment of its own.
+        match incoming.as_mut().and_then(|inc| inc.room(fragment.len)) {
+            Some(room) => assoc.read_fragment_into(room).await?,
+            None => {
+                let bytes = assoc.read_fragment(fragment.len).await?;
+                if let Some(inc) = incoming.as_mut() {
+                    if let Err(e) = inc.write(bytes).await {
+                        // Keep reading so the association stays usable.
+                        write_error = Some(e);
+                        incoming = None;
+                    }
+                }
             }
         }
-        if last {
+        if fragment.last {
             break;
         }
     }
 
-    if let Some(incoming) = &incoming {
+    if let Some(incoming) = &mut incoming {
         assoc.note_store_size(incoming.size());
     }
     let result = match (incoming, write_error) {
