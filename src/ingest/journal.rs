@@ -26,7 +26,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, IoSlice, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -52,8 +52,15 @@ const SEGMENT_MAGIC_UNALIGNED: &[u8; 8] = b"TSRJSEG1";
 /// go to the disk in writes of about this size.
 const STAGING_BYTES: usize = 8 << 20;
 const RECORD_MAGIC: &[u8; 4] = b"TSR1";
-/// magic 4, sequence 8, object length 4, source length 2, reserved 2,
-/// SHA-256 32, CRC32 of the preceding 52 bytes 4.
+/// Set in a record header's flags when the object starts on the block
+/// after the header and source, so it can be written from an aligned
+/// buffer as it is; records without it hold the object right after the
+/// source.
+const OBJECT_ON_BLOCK: u8 = 0x01;
+/// Pieces of one vectored write, well under the kernel's IOV_MAX of 1024.
+const MAX_PARTS: usize = 768;
+/// magic 4, sequence 8, object length 4, source length 2, flags 1,
+/// reserved 1, SHA-256 32, CRC32 of the preceding 52 bytes 4.
 const RECORD_HEADER: usize = 56;
 
 /// Where a record was written: the segment's sequence number and the end
@@ -78,6 +85,13 @@ pub struct Recovered {
     pub source: String,
     pub sha256: [u8; 32],
     pub bytes: Vec<u8>,
+}
+
+/// A piece of the records being written: a range of the staging buffer,
+/// or whole blocks of an object, written from where the object is.
+enum Part<'a> {
+    Staged(std::ops::Range<usize>),
+    Object(&'a [u8]),
 }
 
 struct Segment {
@@ -241,33 +255,53 @@ impl Journal {
     ) -> io::Result<()> {
         self.staged = 0;
         self.staged_at = self.offset;
+        let mut parts = Vec::new();
         for entry in entries {
             if entry.bytes.len() > MAX_RECORD || entry.source.len() > u16::MAX as usize {
                 return Err(io::Error::other("record too large for the journal"));
             }
-            let size =
-                (RECORD_HEADER + entry.source.len() + entry.bytes.len()).next_multiple_of(BLOCK);
+            let head = (RECORD_HEADER + entry.source.len()).next_multiple_of(BLOCK);
+            let size = head + entry.bytes.len().next_multiple_of(BLOCK);
             if self.offset + size as u64 > SEGMENT_BYTES {
                 // The records written so far must be durable before the
                 // next segment's header could make them look stale.
-                self.write_staged()?;
+                self.write_parts(&mut parts)?;
                 self.sync_current()?;
                 self.advance()?;
                 self.staged_at = self.offset;
-            } else if self.staged > 0 && self.staged + size > STAGING_BYTES {
-                self.write_staged()?;
+            } else if !parts.is_empty()
+                && (self.staged + size > STAGING_BYTES || parts.len() + 3 > MAX_PARTS)
+            {
+                self.write_parts(&mut parts)?;
             }
             let sequence = self.segments[self.current].sequence;
             let header = record_header(sequence, entry);
-            let record = &mut self.staging.slice(self.staged + size)[self.staged..];
-            let (head, rest) = record.split_at_mut(RECORD_HEADER);
-            head.copy_from_slice(&header);
-            let (source, rest) = rest.split_at_mut(entry.source.len());
-            source.copy_from_slice(entry.source.as_bytes());
-            let (object, padding) = rest.split_at_mut(entry.bytes.len());
-            object.copy_from_slice(entry.bytes);
-            padding.fill(0);
-            self.staged += size;
+            let range = self.stage(head);
+            let block = &mut self.staging.slice(self.staged)[range.clone()];
+            block.fill(0);
+            block[..RECORD_HEADER].copy_from_slice(&header);
+            block[RECORD_HEADER..RECORD_HEADER + entry.source.len()]
+                .copy_from_slice(entry.source.as_bytes());
+            parts.push(Part::Staged(range));
+            // An object received into a block-aligned buffer is written from
+            // there; only its last partial block is copied, to be padded.
+            let whole = if entry.bytes.as_ptr().align_offset(BLOCK) == 0 {
+                entry.bytes.len() - entry.bytes.len() % BLOCK
+            } else {
+                0
+            };
+            if whole > 0 {
+                parts.push(Part::Object(&entry.bytes[..whole]));
+            }
+            let rest = &entry.bytes[whole..];
+            if !rest.is_empty() {
+                let range = self.stage(rest.len().next_multiple_of(BLOCK));
+                let block = &mut self.staging.slice(self.staged)[range.clone()];
+                let (object, padding) = block.split_at_mut(rest.len());
+                object.copy_from_slice(rest);
+                padding.fill(0);
+                parts.push(Part::Staged(range));
+            }
             self.offset += size as u64;
             self.segments[self.current].outstanding += 1;
             positions.push(Position {
@@ -275,20 +309,44 @@ impl Journal {
                 end: self.offset,
             });
         }
-        self.write_staged()
+        self.write_parts(&mut parts)
     }
 
-    /// Write the staged records to the current segment.
-    fn write_staged(&mut self) -> io::Result<()> {
-        if self.staged == 0 {
+    /// Room for `len` more bytes in the staging buffer.
+    fn stage(&mut self, len: usize) -> std::ops::Range<usize> {
+        let start = self.staged;
+        self.staged += len;
+        start..self.staged
+    }
+
+    /// Write `parts` to the current segment in one vectored write.
+    fn write_parts(&mut self, parts: &mut Vec<Part<'_>>) -> io::Result<()> {
+        if parts.is_empty() {
             return Ok(());
         }
-        let records = &self.staging.slice(self.staged)[..];
-        self.segments[self.current]
-            .file
-            .write_all_at(records, self.staged_at)?;
-        self.staged_at += self.staged as u64;
+        let staging: &[u8] = self.staging.slice(self.staged);
+        let mut slices: Vec<IoSlice<'_>> = parts
+            .iter()
+            .map(|part| match part {
+                Part::Staged(range) => IoSlice::new(&staging[range.clone()]),
+                Part::Object(bytes) => IoSlice::new(bytes),
+            })
+            .collect();
+        let mut remaining = &mut slices[..];
+        let file = &self.segments[self.current].file;
+        // On an error the next group writes again from `staged_at`.
+        let mut at = self.staged_at;
+        while !remaining.is_empty() {
+            let n = rustix::io::pwritev(file, remaining, at)?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            at += n as u64;
+            IoSlice::advance_slices(&mut remaining, n);
+        }
+        self.staged_at = at;
         self.staged = 0;
+        parts.clear();
         Ok(())
     }
 
@@ -415,6 +473,7 @@ fn record_header(sequence: u64, entry: &Entry<'_>) -> [u8; RECORD_HEADER] {
     h[4..12].copy_from_slice(&sequence.to_le_bytes());
     h[12..16].copy_from_slice(&(entry.bytes.len() as u32).to_le_bytes());
     h[16..18].copy_from_slice(&(entry.source.len() as u16).to_le_bytes());
+    h[18] = OBJECT_ON_BLOCK;
     h[20..52].copy_from_slice(&entry.sha256);
     let crc = crc32fast::hash(&h[..52]);
     h[52..56].copy_from_slice(&crc.to_le_bytes());
@@ -443,14 +502,23 @@ fn read_records(file: &mut File, sequence: u64, align: u64) -> io::Result<Vec<Re
         }
         let len = u32::from_le_bytes(h[12..16].try_into().unwrap_or_default()) as usize;
         let source_len = u16::from_le_bytes(h[16..18].try_into().unwrap_or_default()) as usize;
-        let unpadded = offset + (RECORD_HEADER + source_len + len) as u64;
+        let after_source = (RECORD_HEADER + source_len) as u64;
+        let gap = if h[18] & OBJECT_ON_BLOCK != 0 {
+            after_source.next_multiple_of(BLOCK as u64) - after_source
+        } else {
+            0
+        };
+        let unpadded = offset + after_source + gap + len as u64;
         let end = unpadded.next_multiple_of(align);
         if len > MAX_RECORD || end > SEGMENT_BYTES {
             break;
         }
         let mut source = vec![0u8; source_len];
         let mut bytes = vec![0u8; len];
-        if reader.read_exact(&mut source).is_err() || reader.read_exact(&mut bytes).is_err() {
+        if reader.read_exact(&mut source).is_err()
+            || reader.seek_relative(gap as i64).is_err()
+            || reader.read_exact(&mut bytes).is_err()
+        {
             break;
         }
         let mut sha256 = [0u8; 32];
@@ -552,6 +620,81 @@ mod tests {
         assert_eq!(got, vec!["AE4"]);
     }
 
+    /// A record header as written before objects started on a block.
+    fn object_after_source(mut h: [u8; RECORD_HEADER]) -> [u8; RECORD_HEADER] {
+        h[18] = 0;
+        let crc = crc32fast::hash(&h[..52]);
+        h[52..56].copy_from_slice(&crc.to_le_bytes());
+        h
+    }
+
+    #[test]
+    fn objects_in_aligned_buffers_come_back_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut journal, _) = Journal::open(dir.path(), false).expect("open");
+        journal.reset(0).expect("reset");
+        let objects: Vec<(Vec<u8>, usize)> = [4096, 5000, 3, 2 * 4096 + 1]
+            .into_iter()
+            .map(|len| {
+                let mut buf = Vec::new();
+                let start = direct::reserve_aligned(&mut buf, 0, len);
+                buf.extend((0..len).map(|i| (i % 253) as u8));
+                (buf, start)
+            })
+            .collect();
+        let unaligned = vec![7u8; 6000];
+        let mut entries: Vec<Entry<'_>> = objects
+            .iter()
+            .map(|(buf, start)| entry("ALIGNED", &buf[*start..]))
+            .collect();
+        entries.insert(2, entry("COPIED", &unaligned[1..]));
+        assert!(entries
+            .iter()
+            .all(|e| e.bytes.as_ptr().align_offset(BLOCK) == 0 || e.source == "COPIED"));
+        let positions = journal.append(&entries).expect("append");
+        drop(journal);
+
+        let (_, recovered) = Journal::open(dir.path(), false).expect("reopen");
+        assert_eq!(recovered.len(), entries.len());
+        for ((got, wrote), position) in recovered.iter().zip(&entries).zip(&positions) {
+            assert_eq!(got.source, wrote.source);
+            assert_eq!(got.bytes, wrote.bytes);
+            assert_eq!(got.position, *position);
+        }
+    }
+
+    #[test]
+    fn records_written_before_objects_started_on_a_block_are_recovered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("segment-0000.log");
+        let file = File::create(&path).expect("create");
+        file.set_len(SEGMENT_BYTES).expect("size");
+        file.write_all_at(&segment_header(9), 0).expect("header");
+        let mut offset = HEADER_BYTES;
+        for (source, bytes) in [("AE1", vec![1u8; 5000]), ("AE2", vec![2u8; 300])] {
+            let record = entry(source, &bytes);
+            let mut written = object_after_source(record_header(9, &record)).to_vec();
+            written.extend_from_slice(source.as_bytes());
+            written.extend_from_slice(&bytes);
+            written.resize(written.len().next_multiple_of(BLOCK), 0);
+            file.write_all_at(&written, offset).expect("record");
+            offset += written.len() as u64;
+        }
+        drop(file);
+        let (_, recovered) = Journal::open(dir.path(), false).expect("open");
+        let got: Vec<_> = recovered
+            .iter()
+            .map(|r| (r.source.as_str(), r.bytes.clone(), r.position.end))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("AE1", vec![1u8; 5000], HEADER_BYTES + 8192),
+                ("AE2", vec![2u8; 300], offset)
+            ]
+        );
+    }
+
     #[test]
     fn records_of_a_segment_from_before_alignment_are_recovered() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -565,7 +708,7 @@ mod tests {
         let mut offset = HEADER_BYTES;
         for (source, bytes) in [("AE1", vec![1u8; 1000]), ("AE2", vec![2u8; 3000])] {
             let record = entry(source, &bytes);
-            let mut written = record_header(7, &record).to_vec();
+            let mut written = object_after_source(record_header(7, &record)).to_vec();
             written.extend_from_slice(source.as_bytes());
             written.extend_from_slice(&bytes);
             file.write_all_at(&written, offset).expect("record");

@@ -42,7 +42,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::index::{IndexError, NewForward, Recorded, StoreRequest};
 use crate::model::{AeTitle, StoredObject, Uid};
 use crate::routing::Router;
-use crate::storage::{SpoolWriter, Storage, StorageError};
+use crate::storage::{direct, SpoolWriter, Storage, StorageError};
 use crate::telemetry::Metrics;
 use committer::Inline;
 pub use committer::{GroupCommitter, JournalSetup};
@@ -139,12 +139,15 @@ pub struct Ingest {
 enum Body {
     /// In memory, with its share of the budget.
     Memory {
+        /// The object is `buf[start..]`, block-aligned whenever the buffer
+        /// was allocated for it (see [`direct::reserve_aligned`]).
         buf: Vec<u8>,
+        start: usize,
         permit: Option<OwnedSemaphorePermit>,
         /// Hashed as it arrives, a network fragment at a time, so that the
         /// hash is ready when the last fragment is.
         hasher: Sha256,
-        /// How much of `buf` is hashed and counted.
+        /// How much of the object is hashed and counted.
         hashed: usize,
     },
     Spool(SpoolWriter),
@@ -183,14 +186,17 @@ impl Incoming {
         if self.reheader.is_some() {
             return None;
         }
-        let Body::Memory { buf, permit, .. } = &mut self.body else {
+        let Body::Memory {
+            buf, start, permit, ..
+        } = &mut self.body
+        else {
             return None;
         };
-        let needed = buf.len() + len;
+        let needed = buf.len() - *start + len;
         if needed > journal_limit(&self.storage) || !grow(&self.budget, permit, needed) {
             return None;
         }
-        buf.reserve(len);
+        *start = direct::reserve_aligned(buf, *start, len);
         Some(buf)
     }
 
@@ -199,6 +205,7 @@ impl Incoming {
     fn catch_up(&mut self) {
         let Body::Memory {
             buf,
+            start,
             hasher,
             hashed,
             ..
@@ -206,33 +213,35 @@ impl Incoming {
         else {
             return;
         };
-        if *hashed == buf.len() {
+        let object = &buf[*start..];
+        if *hashed == object.len() {
             return;
         }
-        hasher.update(&buf[*hashed..]);
-        self.size += (buf.len() - *hashed) as u64;
-        *hashed = buf.len();
-        if self.head.is_none() && self.reheader.is_none() && buf.len() >= HEAD_WALK_AT {
-            let prefix = buf[..buf.len().min(HEAD_WALK_MAX)].to_vec();
+        hasher.update(&object[*hashed..]);
+        self.size += (object.len() - *hashed) as u64;
+        *hashed = object.len();
+        if self.head.is_none() && self.reheader.is_none() && object.len() >= HEAD_WALK_AT {
+            let prefix = object[..object.len().min(HEAD_WALK_MAX)].to_vec();
             self.head = Some(tokio::task::spawn_blocking(move || walk_head(&prefix)));
         }
     }
 
     async fn append(&mut self, chunk: Vec<u8>) -> Result<(), IngestError> {
         self.catch_up();
-        if let Body::Memory { buf, permit, .. } = &mut self.body {
-            let needed = buf.len() + chunk.len();
+        if let Body::Memory {
+            buf, start, permit, ..
+        } = &mut self.body
+        {
+            let needed = buf.len() - *start + chunk.len();
             if needed <= journal_limit(&self.storage) && grow(&self.budget, permit, needed) {
-                if buf.is_empty() {
-                    *buf = chunk;
-                } else {
-                    buf.extend_from_slice(&chunk);
-                }
+                *start = direct::reserve_aligned(buf, *start, chunk.len());
+                buf.extend_from_slice(&chunk);
                 self.catch_up();
                 return Ok(());
             }
             // Too large for the journal, or memory is spoken for: spool.
-            let held = std::mem::take(buf);
+            let mut held = std::mem::take(buf);
+            held.drain(..*start);
             let mut spool = self.storage.spool().await?;
             spool.write(held).await?;
             self.body = Body::Spool(spool);
@@ -249,11 +258,11 @@ impl Incoming {
             self.append(reheader.into_remainder()).await?;
         }
         self.catch_up();
-        if let Body::Memory { buf, .. } = &mut self.body {
+        if let Body::Memory { buf, start, .. } = &mut self.body {
             // Room made for a larger object than this one would be held
             // outside the memory budget until placement. Shrinking in place
             // copies nothing.
-            if buf.capacity() - buf.len() > buf.len() / 4 {
+            if buf.capacity() - buf.len() > (buf.len() - *start) / 4 {
                 buf.shrink_to_fit();
             }
         }
@@ -269,11 +278,12 @@ impl Incoming {
     /// association, say): one allocation, where growing by doubling would
     /// copy what has arrived once per power of two.
     pub fn expect(&mut self, bytes: u64) {
-        if let Body::Memory { buf, .. } = &mut self.body {
+        if let Body::Memory { buf, start, .. } = &mut self.body {
             let room = usize::try_from(bytes)
                 .unwrap_or(usize::MAX)
                 .min(journal_limit(&self.storage));
-            buf.reserve(room.saturating_sub(buf.len()));
+            let held = buf.len() - *start;
+            *start = direct::reserve_aligned(buf, *start, room.saturating_sub(held));
         }
     }
 }
@@ -339,6 +349,7 @@ impl Ingest {
         Incoming {
             body: Body::Memory {
                 buf: Vec::new(),
+                start: 0,
                 permit: None,
                 hasher: Sha256::new(),
                 hashed: 0,
@@ -404,11 +415,12 @@ impl Ingest {
         let (parsed, document, object, inline, spooled) = match body {
             Body::Memory {
                 buf,
+                start,
                 permit,
                 hasher,
                 ..
             } => {
-                let bytes = Bytes::from(buf);
+                let bytes = Bytes::from(buf).slice(start..);
                 let sha256: [u8; 32] = hasher.finalize().into();
                 let key = crate::storage::key_for(&hex::encode(sha256));
                 let probe = self.storage.local_path(&key);

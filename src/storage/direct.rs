@@ -50,6 +50,24 @@ impl AlignedBuf {
     }
 }
 
+/// Make room for `additional` more bytes at the end of `buf`, whose bytes
+/// from `start` on are an object being received. When `buf` must grow, the
+/// object moves to a new allocation where it starts on a block boundary,
+/// so that the journal and placement can write it from there without a
+/// copy. Returns where the object now starts.
+pub(crate) fn reserve_aligned(buf: &mut Vec<u8>, start: usize, additional: usize) -> usize {
+    if buf.capacity() - buf.len() >= additional {
+        return start;
+    }
+    let held = buf.len() - start;
+    let mut grown: Vec<u8> = Vec::with_capacity((held + additional).max(2 * held) + BLOCK);
+    let pad = grown.as_ptr().align_offset(BLOCK);
+    grown.resize(pad, 0);
+    grown.extend_from_slice(&buf[start..]);
+    *buf = grown;
+    pad
+}
+
 /// Open `path` with `options` for direct I/O where the file system takes
 /// it, else as usual; the flag says which.
 pub(crate) fn open(options: &OpenOptions, path: &Path) -> io::Result<(File, bool)> {
@@ -85,8 +103,15 @@ impl DirectWriter {
         // Padding the last block and truncating the file would make ext4
         // read that block back from the disk.
         let whole = bytes.len() - bytes.len() % BLOCK;
-        let block = self.buf.slice(whole);
-        block.copy_from_slice(&bytes[..whole]);
+        // An object received into a block-aligned buffer is written from
+        // there; any other is copied into one first.
+        let block: &[u8] = if bytes.as_ptr().align_offset(BLOCK) == 0 {
+            &bytes[..whole]
+        } else {
+            let block = self.buf.slice(whole);
+            block.copy_from_slice(&bytes[..whole]);
+            block
+        };
 
         let mut options = OpenOptions::new();
         options.write(true).create(true).truncate(true);
@@ -143,6 +168,41 @@ mod tests {
                 assert!(writer.refused && !path.exists(), "length {len}");
             }
         }
+    }
+
+    #[test]
+    fn objects_in_aligned_buffers_are_written_from_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = DirectWriter::default();
+        for len in [1, 4096, 4097, 525_262] {
+            let mut buf = Vec::new();
+            let start = reserve_aligned(&mut buf, 0, len);
+            buf.extend((0..len).map(|i| (i * 3 + len) as u8));
+            let object = &buf[start..];
+            assert_eq!(object.as_ptr().align_offset(BLOCK), 0);
+            let path = dir.path().join(format!("{len}.dcm"));
+            if writer.write_new(&path, object).unwrap() {
+                assert_eq!(std::fs::read(&path).unwrap(), object, "length {len}");
+            }
+            // Nothing was copied into the writer's own buffer.
+            assert!(writer.buf.0.is_empty(), "length {len}");
+        }
+    }
+
+    #[test]
+    fn growing_keeps_the_object_and_its_alignment() {
+        let mut buf = b"abc".to_vec();
+        let mut start = reserve_aligned(&mut buf, 1, 10_000);
+        assert_eq!(&buf[start..], b"bc");
+        buf.extend_from_slice(&[9; 10_000]);
+        start = reserve_aligned(&mut buf, start, 100_000);
+        assert_eq!(buf[start..].as_ptr().align_offset(BLOCK), 0);
+        assert_eq!(buf.len() - start, 10_002);
+        assert_eq!(&buf[start..start + 3], b"bc\x09");
+        // Room that is there already moves nothing.
+        let before = buf.as_ptr();
+        assert_eq!(reserve_aligned(&mut buf, start, 10), start);
+        assert_eq!(buf.as_ptr(), before);
     }
 
     #[test]
