@@ -44,7 +44,7 @@ fn pdata(data: &[u8]) {
             assert!(pdv.left < 16_384, "a PDV longer than its PDU");
             value.clear();
             if framing
-                .read_value(&mut stream, &mut buf, &mut value)
+                .read_value(&mut stream, &mut buf, &mut value, usize::MAX)
                 .await
                 .is_err()
             {

@@ -445,7 +445,10 @@ impl Association {
     /// Append the rest of the current PDV's value to `dest`.
     async fn read_value(&mut self, dest: &mut Vec<u8>) -> Result<(), AssociationError> {
         let (stream, buf) = self.inner.parts();
-        Ok(self.framing.read_value(stream, buf, dest).await?)
+        self.framing
+            .read_value(stream, buf, dest, usize::MAX)
+            .await?;
+        Ok(())
     }
 
     async fn skip_value(&mut self) -> Result<(), AssociationError> {
@@ -505,7 +508,7 @@ impl Association {
 
     /// The header of the next fragment of the data set that follows a
     /// command: its length and whether it is the last. Its bytes are read
-    /// next, with [`Association::read_fragment_into`] or
+    /// next, with [`Association::read_fragment_part`] or
     /// [`Association::read_fragment`].
     pub async fn next_data_fragment_header(
         &mut self,
@@ -531,13 +534,18 @@ impl Association {
         })
     }
 
-    /// Append the bytes of the fragment whose header was just read to `dest`,
-    /// straight from the socket.
-    pub async fn read_fragment_into(&mut self, dest: &mut Vec<u8>) -> Result<(), AssociationError> {
-        self.read_value(dest).await
+    /// Append the next `limit` bytes of the fragment whose header was just
+    /// read to `dest`, straight from the socket. True once it is read whole.
+    pub async fn read_fragment_part(
+        &mut self,
+        dest: &mut Vec<u8>,
+        limit: usize,
+    ) -> Result<bool, AssociationError> {
+        let (stream, buf) = self.inner.parts();
+        Ok(self.framing.read_value(stream, buf, dest, limit).await?)
     }
 
-    /// The bytes of the fragment whose header was just read.
+    /// The rest of the fragment whose header was just read.
     pub async fn read_fragment(&mut self, len: usize) -> Result<Vec<u8>, AssociationError> {
         let mut bytes = Vec::with_capacity(len);
         self.read_value(&mut bytes).await?;

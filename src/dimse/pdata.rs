@@ -142,37 +142,43 @@ impl Framing {
         Ok(Next::Pdv(pdv))
     }
 
-    /// Append the rest of the current PDV's value to `dest`: what the read
-    /// buffer holds, then the rest straight from the socket.
+    /// Append the rest of the current PDV's value to `dest`, or its next
+    /// `limit` bytes: what the read buffer holds, then straight from the
+    /// socket. True once the value has been read whole.
     pub async fn read_value(
         &mut self,
         stream: Stream<'_>,
         buf: &mut BytesMut,
         dest: &mut Vec<u8>,
-    ) -> Result<(), FrameError> {
+        limit: usize,
+    ) -> Result<bool, FrameError> {
+        let mut taken = 0;
         while let Some(pdv) = self.current {
             if pdv.left == 0 {
                 self.current = None;
                 break;
             }
-            if !buf.is_empty() {
-                let n = pdv.left.min(buf.len());
+            if taken >= limit {
+                return Ok(false);
+            }
+            let want = pdv.left.min(limit - taken);
+            let n = if !buf.is_empty() {
+                let n = want.min(buf.len());
                 dest.extend_from_slice(&buf[..n]);
                 buf.advance(n);
-                self.took(n);
-                continue;
-            }
-            if pdv.left < DIRECT_READ {
+                n
+            } else if pdv.left < DIRECT_READ {
                 self.fill(stream, buf, 1).await?;
                 continue;
-            }
-            dest.reserve(pdv.left);
-            let n = self
-                .timed(stream.read_buf(&mut (&mut *dest).limit(pdv.left)))
-                .await?;
+            } else {
+                dest.reserve(want);
+                self.timed(stream.read_buf(&mut (&mut *dest).limit(want)))
+                    .await?
+            };
             self.took(n);
+            taken += n;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Read and drop the rest of the current PDV's value.
@@ -288,6 +294,33 @@ mod tests {
         let whole: Vec<u8> = [read[1].1.clone(), read[2].1.clone()].concat();
         assert_eq!(whole, big);
         assert!(read[2].0.last);
+    }
+
+    #[tokio::test]
+    async fn a_value_read_in_parts_stops_at_each_limit() {
+        let value: Vec<u8> = (0..50_000u32).map(|i| (i % 249) as u8).collect();
+        let wire = pdu(&[(3, 0x02, &value)]);
+        let mut framing = Framing::new(1 << 20, Duration::from_secs(5));
+        let mut stream: &[u8] = &wire;
+        let mut buf = BytesMut::new();
+        let next = framing.next(&mut stream, &mut buf).await.expect("header");
+        assert!(matches!(next, Next::Pdv(Pdv { left: 50_000, .. })));
+        let mut read = Vec::new();
+        let mut parts = 0;
+        loop {
+            let before = read.len();
+            let whole = framing
+                .read_value(&mut stream, &mut buf, &mut read, 16_384)
+                .await
+                .expect("part");
+            assert!(read.len() - before <= 16_384);
+            parts += 1;
+            if whole {
+                break;
+            }
+        }
+        assert_eq!(read, value);
+        assert!(parts >= 4, "{parts} parts");
     }
 
     #[tokio::test]

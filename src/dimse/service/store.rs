@@ -10,6 +10,11 @@ use crate::dimse::command::{Command, Status};
 use crate::ingest::{HeaderError, IngestError, IngestOutcome};
 use crate::model::Uid;
 
+/// How much of a data set is read before what arrived is hashed: the
+/// hash keeps up with the network, so little is left to hash once the
+/// last fragment is in.
+const RECEIVE_STEP: usize = 64 * 1024;
+
 #[tracing::instrument(skip_all, fields(
     calling_ae = %assoc.calling_ae(),
     sop_instance = request.command.affected_sop_instance_uid.as_deref().unwrap_or(""),
@@ -80,17 +85,25 @@ pub async fn handle(
     loop {
         let fragment = assoc.next_data_fragment_header(context_id).await?;
         // Into the object's buffer straight from the socket when it is held
-        // in memory; otherwise through a fragment of its own.
-        match incoming.as_mut().and_then(|inc| inc.room(fragment.len)) {
-            Some(room) => assoc.read_fragment_into(room).await?,
-            None => {
-                let bytes = assoc.read_fragment(fragment.len).await?;
-                if let Some(inc) = incoming.as_mut() {
-                    if let Err(e) = inc.write(bytes).await {
-                        // Keep reading so the association stays usable.
-                        write_error = Some(e);
-                        incoming = None;
-                    }
+        // in memory, a step at a time, each hashed while the next arrives;
+        // otherwise through a fragment of its own.
+        let mut left = fragment.len;
+        let mut whole = false;
+        while !whole {
+            let Some(room) = incoming.as_mut().and_then(|inc| inc.room(left)) else {
+                break;
+            };
+            let before = room.len();
+            whole = assoc.read_fragment_part(room, RECEIVE_STEP).await?;
+            left -= room.len() - before;
+        }
+        if !whole {
+            let bytes = assoc.read_fragment(left).await?;
+            if let Some(inc) = incoming.as_mut() {
+                if let Err(e) = inc.write(bytes).await {
+                    // Keep reading so the association stays usable.
+                    write_error = Some(e);
+                    incoming = None;
                 }
             }
         }
