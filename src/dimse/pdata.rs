@@ -268,9 +268,10 @@ mod tests {
             match framing.next(&mut stream, &mut buf).await {
                 Ok(Next::Pdv(pdv)) => {
                     let mut value = Vec::new();
-                    framing
-                        .read_value(&mut stream, &mut buf, &mut value)
+                    let whole = framing
+                        .read_value(&mut stream, &mut buf, &mut value, usize::MAX)
                         .await?;
+                    assert!(whole);
                     out.push((pdv, value));
                 }
                 Ok(Next::OtherPdu) => return Ok(out),
