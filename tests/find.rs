@@ -595,7 +595,95 @@ async fn sequence_matching(backend: Backend) {
     );
 }
 
+/// The status of each response to a C-FIND until the final one, read off
+/// the raw stream; `None` for the final one when the association ended
+/// (A-ABORT or a closed socket) instead.
+async fn responses(stream: &mut tokio::net::tcp::OwnedReadHalf) -> (usize, Option<u16>) {
+    use tessera::dimse::command::Command;
+    use tokio::io::AsyncReadExt;
+    let mut pending = 0;
+    loop {
+        let mut head = [0u8; 6];
+        if stream.read_exact(&mut head).await.is_err() || head[0] != 0x04 {
+            return (pending, None);
+        }
+        let len = u32::from_be_bytes([head[2], head[3], head[4], head[5]]) as usize;
+        let mut body = vec![0u8; len];
+        if stream.read_exact(&mut body).await.is_err() {
+            return (pending, None);
+        }
+        let mut at = 0;
+        while at + 6 <= body.len() {
+            let item = u32::from_be_bytes([body[at], body[at + 1], body[at + 2], body[at + 3]]);
+            let value = &body[at + 6..at + 4 + item as usize];
+            if body[at + 5] & 0x01 != 0 {
+                let status = Command::decode(value)
+                    .expect("response command")
+                    .status
+                    .expect("status")
+                    .code();
+                if status == 0xFF00 || status == 0xFF01 {
+                    pending += 1;
+                } else {
+                    return (pending, Some(status));
+                }
+            }
+            at += 4 + item as usize;
+        }
+    }
+}
+
+/// A C-CANCEL whose PDU arrives in two pieces, a pause apart, while the
+/// matches stream out is read whole: the query ends with Cancel (FE00)
+/// and the association is then released normally. Reading a command is
+/// polled between matches; a poll that gave up half way must keep the
+/// half it had read.
+async fn a_cancel_arriving_in_pieces_is_read_whole(backend: Backend) {
+    use tessera::dimse::command::{request, CommandField};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let archive = Archive::start_with(backend, |raw| {
+        raw.dicom.max_find_results = Some(100_000);
+    })
+    .await;
+    let (study, series) = index_many(&archive, 10_000).await;
+    let stream = finder(archive.dicom_port, &study, &series, None).await;
+    let (mut read, mut write) = stream.into_split();
+    let reader = tokio::spawn(async move {
+        let outcome = responses(&mut read).await;
+        (outcome, read)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+
+    let mut cancel = request(CommandField::CCancelRq, 2, "1.2.840.10008.5.1.4.1.2.2.1");
+    cancel.message_id_responded_to = Some(1);
+    let pdu = dicom_ul::Pdu::PData {
+        data: vec![dicom_ul::pdu::PDataValue {
+            presentation_context_id: 1,
+            value_type: dicom_ul::pdu::PDataValueType::Command,
+            is_last: true,
+            data: cancel.encode().expect("encode"),
+        }],
+    };
+    let mut bytes = Vec::new();
+    dicom_ul::write_pdu(&mut bytes, &pdu).expect("encode");
+    // The PDU and PDV headers and the start of the command set, then the rest.
+    write.write_all(&bytes[..30]).await.expect("first piece");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    write.write_all(&bytes[30..]).await.expect("second piece");
+
+    let ((pending, status), mut read) = reader.await.expect("reader");
+    assert_eq!(status, Some(0xFE00), "after {pending} matches");
+    assert!(pending < 10_000, "{pending} matches");
+    let mut release = Vec::new();
+    dicom_ul::write_pdu(&mut release, &dicom_ul::Pdu::ReleaseRQ).expect("encode");
+    write.write_all(&release).await.expect("A-RELEASE-RQ");
+    let mut head = [0u8; 6];
+    read.read_exact(&mut head).await.expect("A-RELEASE-RP");
+    assert_eq!(head[0], 0x06, "A-RELEASE-RP");
+}
+
 on_both_backends!(
+    a_cancel_arriving_in_pieces_is_read_whole,
     stalled_finders_do_not_block_stores,
     sequence_matching,
     study_root_matching,
@@ -686,6 +774,17 @@ async fn index_many(archive: &Archive, count: usize) -> (String, String) {
 /// Open an association with a tiny receive buffer, send an IMAGE-level
 /// C-FIND for every instance of the series, and never read the answers.
 async fn stalled_finder(port: u16, study: &str, series: &str) -> tokio::net::TcpStream {
+    finder(port, study, series, Some(4096)).await
+}
+
+/// Open an association (with `rcvbuf` as its receive buffer size) and send
+/// an IMAGE-level C-FIND, message ID 1, for every instance of the series.
+async fn finder(
+    port: u16,
+    study: &str,
+    series: &str,
+    rcvbuf: Option<u32>,
+) -> tokio::net::TcpStream {
     use dicom_core::{DataElement, PrimitiveValue, VR};
     use dicom_object::InMemDicomObject;
     use dicom_ul::pdu::{
@@ -697,14 +796,16 @@ async fn stalled_finder(port: u16, study: &str, series: &str) -> tokio::net::Tcp
     const FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
     const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    if let Some(size) = rcvbuf {
+        socket.set_recv_buffer_size(size).expect("rcvbuf");
+    }
     let mut stream = socket
         .connect(([127, 0, 0, 1], port).into())
         .await
         .expect("connect");
     let rq = Pdu::AssociationRQ(AssociationRQ {
         protocol_version: 1,
-        calling_ae_title: "STALLED".into(),
+        calling_ae_title: "FINDER".into(),
         called_ae_title: "TESSERA".into(),
         application_context_name: "1.2.840.10008.3.1.1.1".into(),
         presentation_contexts: vec![PresentationContextProposed {

@@ -484,11 +484,12 @@ impl Association {
             if self.partial_command.len() + pdv.left > MAX_COMMAND_SET {
                 return Err(AssociationError::Protocol("command set too large".into()));
             }
-            // Taken out while it fills, so a cancelled read keeps what it has.
-            let mut partial = std::mem::take(&mut self.partial_command);
-            let read = self.read_value(&mut partial).await;
-            self.partial_command = partial;
-            read?;
+            // Read into the association's own buffer, not a local one: a
+            // poll that gives up half way keeps what it has read.
+            let (stream, buf) = self.inner.parts();
+            self.framing
+                .read_value(stream, buf, &mut self.partial_command, usize::MAX)
+                .await?;
             if pdv.last {
                 break;
             }
