@@ -553,16 +553,6 @@ impl Association {
         Ok(bytes)
     }
 
-    /// The next fragment of the data set that follows a command. Returns the
-    /// bytes and whether this was the last fragment.
-    pub async fn next_data_fragment(
-        &mut self,
-        context_id: u8,
-    ) -> Result<(Vec<u8>, bool), AssociationError> {
-        let fragment = self.next_data_fragment_header(context_id).await?;
-        Ok((self.read_fragment(fragment.len).await?, fragment.last))
-    }
-
     /// Read a whole data set into memory: only for small ones such as query
     /// identifiers, never for instances. Fails past `max` bytes.
     pub async fn read_data_set(

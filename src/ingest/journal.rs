@@ -48,8 +48,9 @@ const SEGMENT_MAGIC: &[u8; 8] = b"TSRJSEG2";
 /// Segments written before records were aligned to blocks; still read at
 /// recovery after an upgrade.
 const SEGMENT_MAGIC_UNALIGNED: &[u8; 8] = b"TSRJSEG1";
-/// Records gathered in memory before they are written: a group's objects
-/// go to the disk in writes of about this size.
+/// Bytes copied into the staging buffer (record headers, last partial
+/// blocks, objects not received into an aligned buffer) before a group's
+/// records are written.
 const STAGING_BYTES: usize = 8 << 20;
 const RECORD_MAGIC: &[u8; 4] = b"TSR1";
 /// Set in a record header's flags when the object starts on the block
