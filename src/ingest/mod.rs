@@ -144,8 +144,9 @@ enum Body {
         buf: Vec<u8>,
         start: usize,
         permit: Option<OwnedSemaphorePermit>,
-        /// Hashed as it arrives, a network fragment at a time, so that the
-        /// hash is ready when the last fragment is.
+        /// Hashed as it arrives (C-STORE: 64 KiB at a time; otherwise a
+        /// chunk at a time), so that the hash is ready when the last
+        /// fragment is.
         hasher: Sha256,
         /// How much of the object is hashed and counted.
         hashed: usize,
