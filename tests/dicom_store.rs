@@ -823,7 +823,75 @@ async fn frames_located_in_every_instance_of_a_series(backend: Backend) {
     }
 }
 
+/// Deflated CT slices, large enough to be walked while they arrive: each
+/// is indexed from that walk, with its metadata, and kept byte for byte.
+async fn deflated_slices_walked_while_they_arrive(backend: Backend) {
+    let (Some(_), Some(_)) = (dcmtk("storescu"), python()) else {
+        return skip(
+            "deflated_slices_walked_while_they_arrive",
+            "DCMTK or pydicom missing",
+        );
+    };
+    const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
+    let archive = Archive::start(backend).await;
+    let dir = archive.dir.path().join("deflated");
+    let dir_arg = dir.to_str().expect("utf8");
+    let args = [
+        "--count", "3", "--rows", "512", "--cols", "512", "--ts", DEFLATED,
+    ];
+    let out = run_peer("gen.py", &[&[dir_arg][..], &args[..]].concat()).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    for file in &files {
+        // Past the point where the walk starts: more than 64 KiB deflated.
+        let size = std::fs::metadata(file).expect("file").len();
+        assert!(size > 128 * 1024, "{} is {size} bytes", file.display());
+    }
+    let out = storescu(&archive, &["-xd"], &files).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    archive.wait_placed().await;
+    let index = archive.index().await;
+    for (file, (sop_uid, ts)) in files.iter().zip(describe(&files)) {
+        assert_eq!(ts, DEFLATED);
+        let record = index
+            .instance(&sop_uid)
+            .await
+            .expect("query")
+            .expect("indexed");
+        assert_eq!(record.transfer_syntax_uid, DEFLATED);
+        assert_eq!(record.bits_allocated, Some(16));
+        assert!(!record.patient_name.is_empty());
+        let stored = std::fs::read(stored_path(&archive, &record.key)).expect("stored");
+        let sent = std::fs::read(file).expect("sent");
+        // The data set after the meta group, as sent.
+        let tail = 1024.min(sent.len());
+        assert_eq!(&stored[stored.len() - tail..], &sent[sent.len() - tail..]);
+        let path = format!(
+            "/dicom-web/studies/{}/series/{}/instances/{sop_uid}/metadata",
+            record.study_instance_uid, record.series_instance_uid
+        );
+        let (status, body) = archive.http_get(&path, &[]).await;
+        assert_eq!(status, 200, "{body}");
+        let metadata: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(metadata[0]["00280010"]["Value"][0], 512, "Rows: {body}");
+        assert_eq!(metadata[0]["00080018"]["Value"][0], sop_uid.as_str());
+    }
+}
+
 on_both_backends!(
+    deflated_slices_walked_while_they_arrive,
     frames_located_in_every_instance_of_a_series,
     a_series_under_another_study_is_refused,
     replace_races_reclamation,

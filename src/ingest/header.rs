@@ -321,6 +321,57 @@ pub(crate) fn parse_rest(head: Head, bytes: &[u8]) -> Option<ParsedHeader> {
     })
 }
 
+/// Walk a deflated data set whole: inflating all of it is what proves it
+/// complete.
+fn walk_deflated<R: Read>(
+    source: R,
+    ts_uid: &str,
+) -> Result<(HashMap<Tag, RawValue>, PixelScan), HeaderError> {
+    let ts = TransferSyntaxRegistry
+        .get(EXPLICIT_VR_LE)
+        .ok_or_else(|| HeaderError::TransferSyntax(ts_uid.to_owned()))?;
+    let charset = dicom_encoding::text::SpecificCharacterSet::default();
+    let inflater = flate2::read::DeflateDecoder::new(source);
+    let decoder = DynStatefulDecoder::new_with(BufReader::new(inflater), ts, charset, 0)
+        .map_err(|e| HeaderError::TransferSyntax(format!("{ts_uid}: {e}")))?;
+    let (values, scan, _, _) = collect(LazyDataSetReader::new(decoder), false, false)?;
+    Ok((values, scan))
+}
+
+/// Whether the object whose first bytes are `prefix` is deflated; `None`
+/// when they do not say.
+pub(crate) fn is_deflated(prefix: &[u8]) -> Option<bool> {
+    let meta = super::part10::read_meta(prefix.get(128..)?).ok()?;
+    let ts_uid = Uid::new(&meta.transfer_syntax).ok()?;
+    Some(DEFLATED_SYNTAXES.contains(&ts_uid.as_str()))
+}
+
+/// Parse a deflated object read once from its first byte, as it arrives:
+/// nothing is sought, so the reader may be fed while the walk runs.
+/// Anything but a deflated object is refused.
+pub(crate) fn parse_deflated<R: Read>(mut source: R) -> Result<ParsedHeader, HeaderError> {
+    let mut preamble = [0u8; 128];
+    source
+        .read_exact(&mut preamble)
+        .map_err(|_| HeaderError::Meta("shorter than the 128-byte preamble".into()))?;
+    let file_meta = super::part10::read_meta(&mut source).map_err(HeaderError::Meta)?;
+    let ts_uid = Uid::new(&file_meta.transfer_syntax)
+        .map_err(|_| HeaderError::TransferSyntax(file_meta.transfer_syntax.clone()))?;
+    if !DEFLATED_SYNTAXES.contains(&ts_uid.as_str()) {
+        return Err(HeaderError::TransferSyntax(ts_uid.to_string()));
+    }
+    let (raw, scan) = crate::model::without_panic(|| walk_deflated(source, ts_uid.as_str()))
+        .unwrap_or_else(|reason| Err(HeaderError::Malformed { offset: 0, reason }))?;
+    let meta = build_meta(&raw, &file_meta)?;
+    Ok(ParsedHeader {
+        meta,
+        transfer_syntax_uid: ts_uid,
+        // Offsets into a deflated stream do not address the stored file.
+        pixels: None,
+        has_pixel_data: scan.native.is_some() || !scan.items.is_empty(),
+    })
+}
+
 fn walk_dataset<R: Read + Seek>(
     mut source: R,
     ts_uid: &str,
@@ -336,11 +387,7 @@ fn walk_dataset<R: Read + Seek>(
     let charset = dicom_encoding::text::SpecificCharacterSet::default();
     let start = source.stream_position()?;
     if deflated {
-        let inflater = flate2::read::DeflateDecoder::new(source);
-        let decoder = DynStatefulDecoder::new_with(BufReader::new(inflater), ts, charset, 0)
-            .map_err(|e| HeaderError::TransferSyntax(format!("{ts_uid}: {e}")))?;
-        let (values, scan, _, _) = collect(LazyDataSetReader::new(decoder), big_endian, false)?;
-        return Ok((values, scan));
+        return walk_deflated(source, ts_uid);
     }
     source.seek(SeekFrom::Start(start))?;
     let decoder = DynStatefulDecoder::new_with(source, ts, charset, 0)
@@ -710,7 +757,7 @@ fn integer(raw: &HashMap<Tag, RawValue>, tag: Tag) -> Option<i64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use dicom_core::{DataElement, PrimitiveValue};
     use dicom_object::meta::FileMetaTableBuilder;
@@ -797,7 +844,7 @@ mod tests {
     /// A Part-10 object in `ts` with a 400-byte description before its
     /// Pixel Data, native or as two fragments with an offset table, and
     /// with or without padding after it.
-    fn object_bytes(ts: &str, encapsulated: bool, trailing: bool) -> Vec<u8> {
+    pub(in crate::ingest) fn object_bytes(ts: &str, encapsulated: bool, trailing: bool) -> Vec<u8> {
         use dicom_core::value::{PixelFragmentSequence, Value};
         let mut obj = InMemDicomObject::new_empty();
         let text = |tag, vr, value: &str| DataElement::new(tag, vr, PrimitiveValue::from(value));
@@ -904,6 +951,56 @@ mod tests {
             // From the Pixel Data's header on, every prefix walks.
             assert!(walked > 16, "{ts}: only {walked} prefixes walked");
         }
+    }
+
+    /// A reader that hands out at most `step` bytes at a time, as a
+    /// connection does.
+    struct Trickle<'a> {
+        bytes: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = out.len().min(self.step).min(self.bytes.len());
+            out[..n].copy_from_slice(&self.bytes[..n]);
+            self.bytes = &self.bytes[n..];
+            Ok(n)
+        }
+    }
+
+    /// A deflated object read once as it arrives, in pieces of any size,
+    /// parses as the whole walk parses it; cut short, neither accepts it.
+    #[test]
+    fn a_deflated_object_read_as_it_arrives_parses_as_a_whole() {
+        const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
+        for trailing in [false, true] {
+            let bytes = object_bytes(DEFLATED, false, trailing);
+            assert_eq!(is_deflated(&bytes), Some(true));
+            let whole =
+                parse_from(std::io::Cursor::new(&bytes[..]), bytes.len() as u64).expect("valid");
+            assert!(whole.has_pixel_data && whole.pixels.is_none());
+            for step in [1, 7, 100, 1 << 20] {
+                let read = parse_deflated(Trickle {
+                    bytes: &bytes,
+                    step,
+                })
+                .expect("parses");
+                assert_eq!(format!("{read:?}"), format!("{whole:?}"), "step {step}");
+            }
+            // Into the Pixel Data: 16 bytes inflated from far fewer.
+            let cut = &bytes[..bytes.len() - 12];
+            assert!(parse_from(std::io::Cursor::new(cut), cut.len() as u64).is_err());
+            assert!(parse_deflated(Trickle {
+                bytes: cut,
+                step: 100
+            })
+            .is_err());
+        }
+        let plain = object_bytes(EXPLICIT_VR_LE, false, false);
+        assert_eq!(is_deflated(&plain), Some(false));
+        assert_eq!(is_deflated(&plain[..100]), None);
+        assert!(parse_deflated(&plain[..]).is_err());
     }
 
     #[test]

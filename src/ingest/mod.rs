@@ -15,6 +15,7 @@
 
 mod committer;
 pub mod document;
+mod early_walk;
 mod header;
 pub mod journal;
 mod part10;
@@ -46,23 +47,12 @@ use crate::storage::{direct, SpoolWriter, Storage, StorageError};
 use crate::telemetry::Metrics;
 use committer::Inline;
 pub use committer::{GroupCommitter, JournalSetup};
+use early_walk::{HeadWalk, Walked, HEAD_WALK_AT};
 pub use header::HeaderError;
 
 /// Bytes of objects held in memory at once, while received or waiting to
 /// be placed, in KiB. Beyond it objects are spooled to disk as they arrive.
 const MEMORY_BUDGET_KIB: usize = 128 * 1024;
-/// Once this much of an object held in memory has arrived, its header is
-/// walked while the rest arrives: the Pixel Data of an image is most of
-/// its bytes, so little is left to walk after the last fragment.
-const HEAD_WALK_AT: usize = 64 * 1024;
-/// The most of an object's first bytes that the early walk looks at; the
-/// header of an image with a larger one is walked once it is whole.
-const HEAD_WALK_MAX: usize = 256 * 1024;
-
-/// The early walk of an object's header, with the metadata document built
-/// from the same bytes; `None` when the whole object must be walked.
-type HeadWalk = tokio::task::JoinHandle<Option<(header::Head, String)>>;
-
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error(transparent)]
@@ -220,11 +210,12 @@ impl Incoming {
         }
         hasher.update(&object[*hashed..]);
         self.size += (object.len() - *hashed) as u64;
-        *hashed = object.len();
-        if self.head.is_none() && self.reheader.is_none() && object.len() >= HEAD_WALK_AT {
-            let prefix = object[..object.len().min(HEAD_WALK_MAX)].to_vec();
-            self.head = Some(tokio::task::spawn_blocking(move || walk_head(&prefix)));
+        if let Some(walk) = &mut self.head {
+            walk.feed(&object[*hashed..]);
+        } else if self.reheader.is_none() && object.len() >= HEAD_WALK_AT {
+            self.head = Some(HeadWalk::start(object));
         }
+        *hashed = object.len();
     }
 
     async fn append(&mut self, chunk: Vec<u8>) -> Result<(), IngestError> {
@@ -246,6 +237,9 @@ impl Incoming {
             let mut spool = self.storage.spool().await?;
             spool.write(held).await?;
             self.body = Body::Spool(spool);
+            // A spooled object is walked from its file; a walk still
+            // reading ends here.
+            self.head = None;
         }
         self.size += chunk.len() as u64;
         match &mut self.body {
@@ -426,8 +420,8 @@ impl Ingest {
                 let key = crate::storage::key_for(&hex::encode(sha256));
                 let probe = self.storage.local_path(&key);
                 let head = match head {
-                    Some(walk) => walk.await.ok().flatten(),
-                    None => None,
+                    Some(walk) => walk.finish().await,
+                    None => Walked::Nothing,
                 };
                 let (parsed, document, present) = examine(bytes.clone(), probe, head).await?;
                 let object = stored_object(&sha256, bytes.len() as u64, &parsed);
@@ -562,38 +556,30 @@ impl Ingest {
     }
 }
 
-/// Walk the header of an object's first bytes and build its metadata
-/// document from them. Blocking.
-fn walk_head(prefix: &[u8]) -> Option<(header::Head, String)> {
-    let head = header::parse_head(prefix)?;
-    // A document the prefix cannot complete is built from the whole object.
-    let document = document::build(
-        || Ok(std::io::Cursor::new(prefix)),
-        &head.meta,
-        head.provisional.as_ref(),
-        true,
-    )
-    .ok()?;
-    Some((head, document))
-}
-
 /// Walk and describe an object held in memory, and see whether its object
 /// file (`probe`; `None` where that cannot be known cheaply, S3) is there
 /// already, in one trip to the blocking pool. With the early walk of its
-/// head, only the rest is walked.
+/// head, only the rest is walked; a deflated object walked whole while it
+/// arrived is only described.
 async fn examine(
     bytes: Bytes,
     probe: Option<std::path::PathBuf>,
-    head: Option<(header::Head, String)>,
+    walked: Walked,
 ) -> Result<(header::ParsedHeader, Result<String, String>, bool), IngestError> {
     tokio::task::spawn_blocking(move || {
         let present = probe.is_none_or(|path| path.exists());
-        if let Some((head, document)) = head {
-            if let Some(parsed) = header::parse_rest(head, &bytes) {
-                return Ok((parsed, Ok(document), present));
-            }
-        }
-        let parsed = header::parse_from(std::io::Cursor::new(&bytes[..]), bytes.len() as u64)?;
+        let parsed = match walked {
+            Walked::Head(head, document) => match header::parse_rest(head, &bytes) {
+                Some(parsed) => return Ok((parsed, Ok(document), present)),
+                None => None,
+            },
+            Walked::Whole(parsed) => Some(parsed),
+            Walked::Nothing => None,
+        };
+        let parsed = match parsed {
+            Some(parsed) => parsed,
+            None => header::parse_from(std::io::Cursor::new(&bytes[..]), bytes.len() as u64)?,
+        };
         let document = document::build(
             || Ok(std::io::Cursor::new(&bytes[..])),
             &parsed.meta,

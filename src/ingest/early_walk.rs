@@ -1,0 +1,216 @@
+//! The walk of an object's header that starts while the object is still
+//! arriving, so that little is left to walk after its last fragment: the
+//! header up to the Pixel Data from a copy of the first bytes, or, for a
+//! deflated object, the whole inflated stream as its bytes come in.
+
+use super::{document, header};
+
+/// Once this much of an object held in memory has arrived, its header is
+/// walked while the rest arrives: the Pixel Data of an image is most of
+/// its bytes, so little is left to walk after the last fragment.
+pub(super) const HEAD_WALK_AT: usize = 64 * 1024;
+/// The most of an object's first bytes that the early walk looks at; the
+/// header of an image with a larger one is walked once it is whole.
+const HEAD_WALK_MAX: usize = 256 * 1024;
+/// Pieces of a deflated object (up to 64 KiB each over DIMSE) waiting for
+/// its walk.
+const MAX_QUEUED: usize = 16;
+
+/// The walk of an object's header started while the object arrives.
+pub(super) enum HeadWalk {
+    /// A copy of the first bytes walked up to the Pixel Data, with the
+    /// metadata document built from them; `None` when the whole object
+    /// must be walked.
+    Head(tokio::task::JoinHandle<Option<(header::Head, String)>>),
+    /// A deflated object, walked whole (inflated) as its bytes arrive on
+    /// `feed`, so that only the last of them are left when it is complete.
+    /// `None` when that walk failed: the whole walk then reports why.
+    Deflated {
+        /// `None` once the walk fell too far behind and was given up.
+        feed: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+        walk: tokio::task::JoinHandle<Option<header::ParsedHeader>>,
+    },
+}
+
+/// What the early walk found, once the object is whole.
+pub(super) enum Walked {
+    Nothing,
+    Head(header::Head, String),
+    Whole(header::ParsedHeader),
+}
+
+impl HeadWalk {
+    /// Start on the first `object` bytes of an object.
+    pub(super) fn start(object: &[u8]) -> HeadWalk {
+        if header::is_deflated(object) != Some(true) {
+            let prefix = object[..object.len().min(HEAD_WALK_MAX)].to_vec();
+            return HeadWalk::Head(tokio::task::spawn_blocking(move || walk_head(&prefix)));
+        }
+        let (feed, chunks) = std::sync::mpsc::sync_channel(MAX_QUEUED);
+        let feed = feed.try_send(object.to_vec()).ok().map(|()| feed);
+        let walk = tokio::task::spawn_blocking(move || {
+            header::parse_deflated(ChunkReader::new(chunks)).ok()
+        });
+        HeadWalk::Deflated { feed, walk }
+    }
+
+    /// Bytes that arrived after those the walk has seen.
+    pub(super) fn feed(&mut self, more: &[u8]) {
+        if let HeadWalk::Deflated { feed, .. } = self {
+            // Copies queued for a walk that lags (inflating is slower than
+            // a fast sender) are memory outside the ingest budget: past a
+            // few, the object is walked whole once it is complete instead.
+            // A walk that stopped early has nothing more to read.
+            if feed
+                .as_ref()
+                .is_some_and(|f| f.try_send(more.to_vec()).is_err())
+            {
+                *feed = None;
+            }
+        }
+    }
+
+    /// The object is whole: what the walk made of it.
+    pub(super) async fn finish(self) -> Walked {
+        match self {
+            HeadWalk::Head(walk) => match walk.await.ok().flatten() {
+                Some((head, document)) => Walked::Head(head, document),
+                None => Walked::Nothing,
+            },
+            // Given up: what it read is not the whole object.
+            HeadWalk::Deflated { feed: None, .. } => Walked::Nothing,
+            HeadWalk::Deflated {
+                feed: Some(feed),
+                walk,
+            } => {
+                // The end of the stream, for the walk to check it ends there.
+                drop(feed);
+                match walk.await.ok().flatten() {
+                    Some(parsed) => Walked::Whole(parsed),
+                    None => Walked::Nothing,
+                }
+            }
+        }
+    }
+}
+
+/// A reader over chunks sent while it reads; the stream ends once the
+/// sender is dropped.
+struct ChunkReader {
+    chunks: std::sync::mpsc::Receiver<Vec<u8>>,
+    current: Vec<u8>,
+    at: usize,
+}
+
+impl ChunkReader {
+    fn new(chunks: std::sync::mpsc::Receiver<Vec<u8>>) -> Self {
+        ChunkReader {
+            chunks,
+            current: Vec::new(),
+            at: 0,
+        }
+    }
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.current.len() {
+            match self.chunks.recv() {
+                Ok(chunk) => {
+                    self.current = chunk;
+                    self.at = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.current.len() - self.at);
+        out[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Walk the header of an object's first bytes and build its metadata
+/// document from them. Blocking.
+fn walk_head(prefix: &[u8]) -> Option<(header::Head, String)> {
+    let head = header::parse_head(prefix)?;
+    // A document the prefix cannot complete is built from the whole object.
+    let document = document::build(
+        || Ok(std::io::Cursor::new(prefix)),
+        &head.meta,
+        head.provisional.as_ref(),
+        true,
+    )
+    .ok()?;
+    Some((head, document))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::header;
+
+    /// Feed `bytes` to a walk started on their first `at`, in pieces of
+    /// `piece` bytes.
+    async fn walk_arriving(bytes: &[u8], at: usize, piece: usize) -> Walked {
+        let mut walk = HeadWalk::start(&bytes[..at]);
+        for piece in bytes[at..].chunks(piece) {
+            walk.feed(piece);
+        }
+        walk.finish().await
+    }
+
+    /// A deflated object is walked whole while it arrives, which leaves
+    /// nothing to inflate once it is complete; one cut short is left to the
+    /// whole walk, to report. Other objects get the walk of their header.
+    #[tokio::test]
+    async fn a_deflated_object_is_walked_whole_while_it_arrives() {
+        let bytes = header::tests::object_bytes("1.2.840.10008.1.2.1.99", false, false);
+        // From the end of the meta group on, which says how to walk.
+        let at = (0..bytes.len())
+            .find(|&n| header::is_deflated(&bytes[..n]).is_some())
+            .expect("a meta group");
+        assert!(bytes.len() - at > 100, "most of the object arrives later");
+        // As many pieces as the walk may have waiting.
+        let piece = (bytes.len() - at).div_ceil(MAX_QUEUED - 1);
+        match walk_arriving(&bytes, at, piece).await {
+            Walked::Whole(parsed) => {
+                assert_eq!(parsed.meta.sop_instance_uid.as_str(), "1.2.3.4");
+                assert!(parsed.has_pixel_data);
+            }
+            _ => panic!("a deflated object walked whole"),
+        }
+        let cut = &bytes[..bytes.len() - 12];
+        assert!(matches!(
+            walk_arriving(cut, at, piece).await,
+            Walked::Nothing
+        ));
+        let plain = header::tests::object_bytes("1.2.840.10008.1.2.1", false, false);
+        assert!(matches!(
+            walk_arriving(&plain, plain.len(), 1).await,
+            Walked::Head(..)
+        ));
+    }
+
+    /// A walk with more pieces waiting than it may have is given up, and
+    /// what it read is never taken for the object, even where it parsed.
+    #[tokio::test]
+    async fn a_walk_that_falls_behind_is_given_up() {
+        let bytes = header::tests::object_bytes("1.2.840.10008.1.2.1.99", false, false);
+        let whole = header::parse_deflated(&bytes[..]).expect("valid");
+        // A walk that has stopped reading, and would report success.
+        let (feed, _stalled) = std::sync::mpsc::sync_channel(MAX_QUEUED);
+        let walk = tokio::task::spawn_blocking(move || Some(whole));
+        let mut walk = HeadWalk::Deflated {
+            feed: Some(feed),
+            walk,
+        };
+        for piece in bytes.chunks(1).take(MAX_QUEUED) {
+            walk.feed(piece);
+        }
+        assert!(matches!(walk, HeadWalk::Deflated { feed: Some(_), .. }));
+        walk.feed(&bytes[..1]);
+        assert!(matches!(walk, HeadWalk::Deflated { feed: None, .. }));
+        assert!(matches!(walk.finish().await, Walked::Nothing));
+    }
+}
