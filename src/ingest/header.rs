@@ -143,12 +143,7 @@ pub(crate) fn parse_from<R: Read + Seek>(
     mut file: R,
     total: u64,
 ) -> Result<ParsedHeader, HeaderError> {
-    let mut preamble = [0u8; 128];
-    file.read_exact(&mut preamble)
-        .map_err(|_| HeaderError::Meta("shorter than the 128-byte preamble".into()))?;
-    let file_meta = super::part10::read_meta(&mut file).map_err(HeaderError::Meta)?;
-    let ts_uid = Uid::new(&file_meta.transfer_syntax)
-        .map_err(|_| HeaderError::TransferSyntax(file_meta.transfer_syntax.clone()))?;
+    let (file_meta, ts_uid) = read_file_meta(&mut file)?;
     let dataset_start = file.stream_position()?;
     let deflated = DEFLATED_SYNTAXES.contains(&ts_uid.as_str());
     let dataset_len = total - dataset_start.min(total);
@@ -346,17 +341,26 @@ pub(crate) fn is_deflated(prefix: &[u8]) -> Option<bool> {
     Some(DEFLATED_SYNTAXES.contains(&ts_uid.as_str()))
 }
 
-/// Parse a deflated object read once from its first byte, as it arrives:
-/// nothing is sought, so the reader may be fed while the walk runs.
-/// Anything but a deflated object is refused.
-pub(crate) fn parse_deflated<R: Read>(mut source: R) -> Result<ParsedHeader, HeaderError> {
+/// The preamble and file meta group at the start of a Part-10 object, and
+/// its transfer syntax.
+fn read_file_meta<R: Read>(
+    source: &mut R,
+) -> Result<(super::part10::ReceivedMeta, Uid), HeaderError> {
     let mut preamble = [0u8; 128];
     source
         .read_exact(&mut preamble)
         .map_err(|_| HeaderError::Meta("shorter than the 128-byte preamble".into()))?;
-    let file_meta = super::part10::read_meta(&mut source).map_err(HeaderError::Meta)?;
+    let file_meta = super::part10::read_meta(&mut *source).map_err(HeaderError::Meta)?;
     let ts_uid = Uid::new(&file_meta.transfer_syntax)
         .map_err(|_| HeaderError::TransferSyntax(file_meta.transfer_syntax.clone()))?;
+    Ok((file_meta, ts_uid))
+}
+
+/// Parse a deflated object read once from its first byte, as it arrives:
+/// nothing is sought, so the reader may be fed while the walk runs.
+/// Anything but a deflated object is refused.
+pub(crate) fn parse_deflated<R: Read>(mut source: R) -> Result<ParsedHeader, HeaderError> {
+    let (file_meta, ts_uid) = read_file_meta(&mut source)?;
     if !DEFLATED_SYNTAXES.contains(&ts_uid.as_str()) {
         return Err(HeaderError::TransferSyntax(ts_uid.to_string()));
     }
@@ -377,18 +381,16 @@ fn walk_dataset<R: Read + Seek>(
     ts_uid: &str,
     dataset_len: u64,
 ) -> Result<(HashMap<Tag, RawValue>, PixelScan), HeaderError> {
-    let deflated = DEFLATED_SYNTAXES.contains(&ts_uid);
-    let effective = if deflated { EXPLICIT_VR_LE } else { ts_uid };
+    if DEFLATED_SYNTAXES.contains(&ts_uid) {
+        return walk_deflated(source, ts_uid);
+    }
     let ts = TransferSyntaxRegistry
-        .get(effective)
+        .get(ts_uid)
         .filter(|ts| !ts.is_unsupported())
         .ok_or_else(|| HeaderError::TransferSyntax(ts_uid.to_owned()))?;
     let big_endian = ts_uid == BIG_ENDIAN;
     let charset = dicom_encoding::text::SpecificCharacterSet::default();
     let start = source.stream_position()?;
-    if deflated {
-        return walk_deflated(source, ts_uid);
-    }
     source.seek(SeekFrom::Start(start))?;
     let decoder = DynStatefulDecoder::new_with(source, ts, charset, 0)
         .map_err(|e| HeaderError::TransferSyntax(format!("{ts_uid}: {e}")))?;
