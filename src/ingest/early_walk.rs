@@ -9,9 +9,6 @@ use super::{document, header};
 /// walked while the rest arrives: the Pixel Data of an image is most of
 /// its bytes, so little is left to walk after the last fragment.
 pub(super) const HEAD_WALK_AT: usize = 64 * 1024;
-/// The most of an object's first bytes that the early walk looks at; the
-/// header of an image with a larger one is walked once it is whole.
-const HEAD_WALK_MAX: usize = 256 * 1024;
 /// Pieces of a deflated object (up to 64 KiB each over DIMSE) waiting for
 /// its walk.
 const MAX_QUEUED: usize = 16;
@@ -43,7 +40,7 @@ impl HeadWalk {
     /// Start on the first `object` bytes of an object.
     pub(super) fn start(object: &[u8]) -> HeadWalk {
         if header::is_deflated(object) != Some(true) {
-            let prefix = object[..object.len().min(HEAD_WALK_MAX)].to_vec();
+            let prefix = object[..object.len().min(header::HEAD_MAX)].to_vec();
             return HeadWalk::Head(tokio::task::spawn_blocking(move || walk_head(&prefix)));
         }
         let (feed, chunks) = std::sync::mpsc::sync_channel(MAX_QUEUED);

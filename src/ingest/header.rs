@@ -131,10 +131,28 @@ struct RawValue {
     bytes: Vec<u8>,
 }
 
+/// The most of an object's first bytes a walk of its head looks at; the
+/// header of an image with a larger one is walked whole.
+pub(crate) const HEAD_MAX: usize = 256 * 1024;
+
 /// Parse and validate the object at `path`.
 pub fn parse(path: &Path) -> Result<ParsedHeader, HeaderError> {
     let file = File::open(path)?;
     let total = file.metadata()?.len();
+    parse_stored(file, total)
+}
+
+/// Parse an object of `total` bytes read from its first byte by `file`,
+/// reading as little of it as settles it.
+fn parse_stored<R: Read + Seek>(mut file: R, total: u64) -> Result<ParsedHeader, HeaderError> {
+    // Most images end with native Pixel Data, which their head settles:
+    // reading through it would only copy it (megabytes, for a CR).
+    let mut prefix = Vec::with_capacity(HEAD_MAX);
+    (&mut file).take(HEAD_MAX as u64).read_to_end(&mut prefix)?;
+    if let Some(head) = parse_head(&prefix).filter(|head| settled_by_head(head, total)) {
+        return Ok(head.settled());
+    }
+    file.rewind()?;
     parse_from(BufReader::with_capacity(128 * 1024, file), total)
 }
 
@@ -274,19 +292,10 @@ pub(crate) fn parse_head(prefix: &[u8]) -> Option<Head> {
 /// walk cleanly, or holds anything the head would have kept: the whole
 /// walk then decides, and words the error.
 pub(crate) fn parse_rest(head: Head, bytes: &[u8]) -> Option<ParsedHeader> {
-    let dataset_len = (bytes.len() as u64).checked_sub(head.dataset_start)?;
-    // Native Pixel Data that ends the data set, as it mostly does, leaves
-    // nothing to walk: reading through it would only copy it.
-    if let Some((offset, len)) = head.native {
-        if offset.checked_add(len) == Some(dataset_len) {
-            return Some(ParsedHeader {
-                meta: head.meta,
-                transfer_syntax_uid: head.ts_uid,
-                pixels: head.provisional,
-                has_pixel_data: true,
-            });
-        }
+    if settled_by_head(&head, bytes.len() as u64) {
+        return Some(head.settled());
     }
+    let dataset_len = (bytes.len() as u64).checked_sub(head.dataset_start)?;
     let from = usize::try_from(head.dataset_start + head.pixel_element).ok()?;
     let rest = bytes.get(from..)?;
     let ts = TransferSyntaxRegistry.get(head.ts_uid.as_str())?;
@@ -314,6 +323,27 @@ pub(crate) fn parse_rest(head: Head, bytes: &[u8]) -> Option<ParsedHeader> {
         pixels,
         has_pixel_data: scan.native.is_some() || !scan.items.is_empty(),
     })
+}
+
+/// Whether the native Pixel Data [`parse_head`] found ends the data set
+/// of an object of `total` bytes, as it mostly does: the head then settles
+/// the whole header (see [`Head::settled`]), with nothing left to walk.
+fn settled_by_head(head: &Head, total: u64) -> bool {
+    let dataset_len = total.checked_sub(head.dataset_start);
+    head.native.is_some_and(|(offset, len)| {
+        dataset_len.is_some() && offset.checked_add(len) == dataset_len
+    })
+}
+
+impl Head {
+    fn settled(self) -> ParsedHeader {
+        ParsedHeader {
+            meta: self.meta,
+            transfer_syntax_uid: self.ts_uid,
+            pixels: self.provisional,
+            has_pixel_data: true,
+        }
+    }
 }
 
 /// Walk a deflated data set whole: inflating all of it is what proves it
@@ -847,6 +877,11 @@ pub(super) mod tests {
     /// Pixel Data, native or as two fragments with an offset table, and
     /// with or without padding after it.
     pub(in crate::ingest) fn object_bytes(ts: &str, encapsulated: bool, trailing: bool) -> Vec<u8> {
+        object_of_side(ts, encapsulated, trailing, 2)
+    }
+
+    /// Two frames of `side` x `side` pixels, 16 bits each when native.
+    fn object_of_side(ts: &str, encapsulated: bool, trailing: bool, side: u16) -> Vec<u8> {
         use dicom_core::value::{PixelFragmentSequence, Value};
         let mut obj = InMemDicomObject::new_empty();
         let text = |tag, vr, value: &str| DataElement::new(tag, vr, PrimitiveValue::from(value));
@@ -860,8 +895,8 @@ pub(super) mod tests {
             text(tags::PATIENT_NAME, VR::PN, "Doe^Jane"),
             short(tags::SAMPLES_PER_PIXEL, 1),
             text(tags::NUMBER_OF_FRAMES, VR::IS, "2"),
-            short(tags::ROWS, 2),
-            short(tags::COLUMNS, 2),
+            short(tags::ROWS, side),
+            short(tags::COLUMNS, side),
             short(tags::BITS_ALLOCATED, 16),
         ] {
             obj.put(element);
@@ -885,7 +920,7 @@ pub(super) mod tests {
             obj.put(DataElement::new(
                 tags::PIXEL_DATA,
                 VR::OW,
-                PrimitiveValue::from(vec![7u8; 16]),
+                PrimitiveValue::from(vec![7u8; 4 * usize::from(side) * usize::from(side)]),
             ));
         }
         let file = obj
@@ -952,6 +987,64 @@ pub(super) mod tests {
             }
             // From the Pixel Data's header on, every prefix walks.
             assert!(walked > 16, "{ts}: only {walked} prefixes walked");
+        }
+    }
+
+    /// A file, counting the bytes read from it.
+    struct Counted<'a> {
+        file: std::io::Cursor<&'a [u8]>,
+        read: usize,
+    }
+
+    impl Read for Counted<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.file.read(out)?;
+            self.read += n;
+            Ok(n)
+        }
+    }
+
+    impl Seek for Counted<'_> {
+        fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+            self.file.seek(to)
+        }
+    }
+
+    /// A stored image whose native Pixel Data ends it is settled by its
+    /// head, as the whole walk would settle it, without reading its pixels;
+    /// anything else, or anything cut short, is walked whole.
+    #[test]
+    fn a_stored_image_is_read_no_further_than_its_head_settles_it() {
+        const RLE: &str = "1.2.840.10008.1.2.5";
+        for (ts, encapsulated, trailing) in [
+            (EXPLICIT_VR_LE, false, false),
+            (IMPLICIT_LE, false, false),
+            (EXPLICIT_VR_LE, false, true),
+            (RLE, true, false),
+        ] {
+            let bytes = object_of_side(ts, encapsulated, trailing, 1024);
+            let whole =
+                parse_from(std::io::Cursor::new(&bytes[..]), bytes.len() as u64).expect("valid");
+            let mut file = Counted {
+                file: std::io::Cursor::new(&bytes[..]),
+                read: 0,
+            };
+            let parsed = parse_stored(&mut file, bytes.len() as u64).expect("valid");
+            assert_eq!(format!("{parsed:?}"), format!("{whole:?}"), "{ts}");
+            if encapsulated || trailing {
+                assert!(file.read > bytes.len(), "{ts}: walked whole after the head");
+            } else {
+                assert!(
+                    bytes.len() > 4 << 20 && file.read <= HEAD_MAX,
+                    "{ts}: {}",
+                    file.read
+                );
+            }
+            let cut = &bytes[..bytes.len() - 2];
+            assert!(
+                parse_stored(std::io::Cursor::new(cut), cut.len() as u64).is_err(),
+                "{ts}"
+            );
         }
     }
 

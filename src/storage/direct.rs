@@ -80,7 +80,7 @@ pub(crate) fn open(options: &OpenOptions, path: &Path) -> io::Result<(File, bool
     }
 }
 
-fn refuses_direct(e: &io::Error) -> bool {
+pub(super) fn refuses_direct(e: &io::Error) -> bool {
     e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error())
 }
 

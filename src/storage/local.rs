@@ -33,6 +33,10 @@ impl LocalStore {
         &self.root
     }
 
+    pub(super) fn syncs(&self) -> bool {
+        self.fsync
+    }
+
     pub(super) async fn create_root(&self) -> Result<(), StorageError> {
         tokio::fs::create_dir_all(&self.root)
             .await

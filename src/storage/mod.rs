@@ -181,7 +181,14 @@ impl Storage {
 
     /// Start writing a new object.
     pub async fn spool(&self) -> Result<SpoolWriter, StorageError> {
-        SpoolWriter::create(&self.spool_dir).await
+        SpoolWriter::create(&self.spool_dir, self.spool_direct()).await
+    }
+
+    /// Whether spool files are written around the page cache: where they
+    /// are synced and renamed into place. An upload to S3 reads its spool
+    /// file straight back, and without fsync nothing waits for the disk.
+    fn spool_direct(&self) -> bool {
+        matches!(&self.backend, Backend::Local(store) if store.syncs())
     }
 
     /// Make a spooled object durable and return its key. Identical content
