@@ -764,10 +764,15 @@ async fn frames_located_in_every_instance_of_a_series(backend: Backend) {
         );
     };
     let archive = Archive::start(backend).await;
-    for (name, frames) in [("single", "1"), ("multi", "3")] {
+    // The large clips (over 4 MiB each) go to spool files: their frames are
+    // found from the item headers as the bytes pass on to the file.
+    for (name, frames, side, seed) in [
+        ("single", "1", "16", "11"),
+        ("multi", "3", "16", "12"),
+        ("large", "20", "512", "13"),
+    ] {
         let dir = archive.dir.path().join(name);
         let study = format!("1.2.826.0.1.3680043.8.498.7710.{frames}");
-        let seed = if frames == "1" { "11" } else { "12" };
         let out = run_peer(
             "gen.py",
             &[
@@ -775,9 +780,9 @@ async fn frames_located_in_every_instance_of_a_series(backend: Backend) {
                 "--count",
                 "3",
                 "--rows",
-                "16",
+                side,
                 "--cols",
-                "16",
+                side,
                 "--frames",
                 frames,
                 "--study-uid",
@@ -796,6 +801,12 @@ async fn frames_located_in_every_instance_of_a_series(backend: Backend) {
         );
         let files = common::files_in(&dir);
         assert_eq!(files.len(), 3, "generated");
+        if name == "large" {
+            for file in &files {
+                let len = std::fs::metadata(file).expect("generated").len();
+                assert!(len > 4 << 20, "{file:?} is {len} bytes, held in memory");
+            }
+        }
         // One association: every instance after the first finds its series.
         let out = storescu(&archive, &["-R", "-xr"], &files).await;
         assert!(

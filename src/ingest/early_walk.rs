@@ -27,6 +27,10 @@ pub(super) enum HeadWalk {
         feed: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
         walk: tokio::task::JoinHandle<Option<header::ParsedHeader>>,
     },
+    /// An object that went on to a spool file after its head was walked:
+    /// the items of its Pixel Data are read from its bytes as they pass,
+    /// with the metadata document built from its head.
+    Passing(Box<header::FragmentScan>, String),
 }
 
 /// What the early walk found, once the object is whole.
@@ -51,8 +55,34 @@ impl HeadWalk {
         HeadWalk::Deflated { feed, walk }
     }
 
+    /// The object goes on to a spool file, `held` being its bytes so far:
+    /// the walk of its head, once done, goes on over the bytes as they
+    /// pass. `None` where nothing was walked (a deflated object's walk
+    /// ends here: its file is walked whole).
+    pub(super) async fn spooling(self, held: &[u8]) -> Option<HeadWalk> {
+        let Walked::Head(head, document) = self.finish().await else {
+            return None;
+        };
+        let mut scan = Box::new(header::FragmentScan::new(head));
+        scan.feed(held);
+        Some(HeadWalk::Passing(scan, document))
+    }
+
+    /// What a spooled object of `total` bytes turned out to be, when the
+    /// bytes that passed settle it; `None` for the walk of its file.
+    pub(super) fn spooled(self, total: u64) -> Option<(header::ParsedHeader, String)> {
+        match self {
+            HeadWalk::Passing(scan, document) => Some((scan.finish(total)?, document)),
+            _ => None,
+        }
+    }
+
     /// Bytes that arrived after those the walk has seen.
     pub(super) fn feed(&mut self, more: &[u8]) {
+        if let HeadWalk::Passing(scan, _) = self {
+            scan.feed(more);
+            return;
+        }
         if let HeadWalk::Deflated { feed, .. } = self {
             // Copies queued for a walk that lags (inflating is slower than
             // a fast sender) are memory outside the ingest budget: past a
@@ -75,7 +105,7 @@ impl HeadWalk {
                 None => Walked::Nothing,
             },
             // Given up: what it read is not the whole object.
-            HeadWalk::Deflated { feed: None, .. } => Walked::Nothing,
+            HeadWalk::Deflated { feed: None, .. } | HeadWalk::Passing(..) => Walked::Nothing,
             HeadWalk::Deflated {
                 feed: Some(feed),
                 walk,

@@ -196,6 +196,8 @@ pub(crate) struct Head {
     dataset_start: u64,
     /// Data-set offset of the Pixel Data element's first byte.
     pixel_element: u64,
+    /// Data-set offset of its value: the first item, when encapsulated.
+    pixel_value: u64,
     /// Native Pixel Data: value offset and length.
     native: Option<(u64, u64)>,
     pub meta: InstanceMeta,
@@ -281,6 +283,7 @@ pub(crate) fn parse_head(prefix: &[u8]) -> Option<Head> {
         ts_uid,
         dataset_start,
         pixel_element,
+        pixel_value: reached,
         native: scan.native,
         meta,
         provisional,
@@ -343,6 +346,147 @@ impl Head {
             pixels: self.provisional,
             has_pixel_data: true,
         }
+    }
+}
+
+/// Where a [`FragmentScan`] is.
+enum Scanning {
+    /// Reading item headers; `header` holds the first `have` bytes of one.
+    Items { header: [u8; 8], have: usize },
+    /// Copying the Basic Offset Table, `left` bytes still to come.
+    Table { left: usize },
+    /// The sequence delimiter ended at this stream offset.
+    Done(u64),
+    /// Not what the whole walk would accept as it stands: it decides.
+    Off,
+}
+
+/// The items of an object's encapsulated Pixel Data, read from its bytes
+/// as they pass on their way to a spool file: only the 8-byte item headers
+/// (and the Basic Offset Table) are looked at, so a whole-slide image's
+/// gigabytes of fragments are never read back from the disk to find where
+/// its frames are. Begun from [`parse_head`]'s walk of the first bytes.
+pub(crate) struct FragmentScan {
+    head: Head,
+    /// Stream offset of the next byte fed.
+    fed: u64,
+    /// Stream offset of the next byte the scan needs.
+    next: u64,
+    state: Scanning,
+    scan: PixelScan,
+}
+
+impl FragmentScan {
+    /// Scan the object whose first bytes `head` walked; it is then fed the
+    /// object from its first byte.
+    pub(crate) fn new(head: Head) -> Self {
+        let state = if head.native.is_some() {
+            Scanning::Off
+        } else {
+            Scanning::Items {
+                header: [0; 8],
+                have: 0,
+            }
+        };
+        FragmentScan {
+            next: head.dataset_start + head.pixel_value,
+            head,
+            fed: 0,
+            state,
+            scan: PixelScan::default(),
+        }
+    }
+
+    /// The object's next bytes.
+    pub(crate) fn feed(&mut self, bytes: &[u8]) {
+        let base = self.fed;
+        let end = base + bytes.len() as u64;
+        self.fed = end;
+        while self.next < end {
+            let Some(i) = self.next.checked_sub(base).map(|i| i as usize) else {
+                self.state = Scanning::Off;
+                return;
+            };
+            match &mut self.state {
+                Scanning::Table { left } => {
+                    let n = (*left).min(bytes.len() - i);
+                    self.scan.offset_table.extend_from_slice(&bytes[i..i + n]);
+                    *left -= n;
+                    self.next += n as u64;
+                    if *left == 0 {
+                        self.state = Scanning::Items {
+                            header: [0; 8],
+                            have: 0,
+                        };
+                    }
+                }
+                Scanning::Items { header, have } => {
+                    let n = (8 - *have).min(bytes.len() - i);
+                    header[*have..*have + n].copy_from_slice(&bytes[i..i + n]);
+                    *have += n;
+                    self.next += n as u64;
+                    if *have == 8 {
+                        let header = *header;
+                        self.item(header);
+                    }
+                }
+                Scanning::Done(_) | Scanning::Off => return,
+            }
+        }
+    }
+
+    /// An item header has been read; `next` is just past it.
+    fn item(&mut self, header: [u8; 8]) {
+        let word = |i: usize| u16::from_le_bytes([header[i], header[i + 1]]);
+        let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        let value = self.next - self.head.dataset_start;
+        self.state = match (word(0), word(2)) {
+            (0xFFFE, 0xE000) if len != u32::MAX => {
+                let first = self.scan.items.is_empty();
+                self.scan.items.push((value, u64::from(len)));
+                if first && len <= MAX_OFFSET_TABLE && len > 0 {
+                    Scanning::Table { left: len as usize }
+                } else {
+                    self.next += u64::from(len);
+                    Scanning::Items {
+                        header: [0; 8],
+                        have: 0,
+                    }
+                }
+            }
+            (0xFFFE, 0xE0DD) if len == 0 => Scanning::Done(self.next),
+            _ => Scanning::Off,
+        };
+    }
+
+    /// The header of the whole object, `total` bytes, when what was seen
+    /// settles it as the whole walk would: native Pixel Data that ends the
+    /// data set, or encapsulated Pixel Data whose delimiter ends it. `None`
+    /// otherwise, for the whole walk to decide.
+    pub(crate) fn finish(self, total: u64) -> Option<ParsedHeader> {
+        if settled_by_head(&self.head, total) {
+            return Some(self.head.settled());
+        }
+        let Scanning::Done(end) = self.state else {
+            return None;
+        };
+        if end != total || self.fed != total {
+            return None;
+        }
+        let head = self.head;
+        let pixels = pixel_layout(
+            &self.scan,
+            &head.meta,
+            head.samples_per_pixel,
+            head.dataset_start,
+        )
+        .ok()?;
+        Some(ParsedHeader {
+            meta: head.meta,
+            transfer_syntax_uid: head.ts_uid,
+            pixels,
+            has_pixel_data: !self.scan.items.is_empty(),
+        })
     }
 }
 
@@ -1045,6 +1189,46 @@ pub(super) mod tests {
                 parse_stored(std::io::Cursor::new(cut), cut.len() as u64).is_err(),
                 "{ts}"
             );
+        }
+    }
+
+    /// The Pixel Data items read from an object's bytes as they pass, in
+    /// pieces of any size, give what the whole walk gives; an object that
+    /// goes on after its Pixel Data, or is cut short, is left to that walk.
+    #[test]
+    fn items_seen_passing_give_what_the_whole_walk_finds() {
+        const RLE: &str = "1.2.840.10008.1.2.5";
+        for (ts, encapsulated, trailing, side) in [
+            (RLE, true, false, 2),
+            (RLE, true, true, 2),
+            (EXPLICIT_VR_LE, false, false, 64),
+            (EXPLICIT_VR_LE, false, true, 64),
+        ] {
+            let bytes = object_of_side(ts, encapsulated, trailing, side);
+            let total = bytes.len() as u64;
+            let whole = parse_from(std::io::Cursor::new(&bytes[..]), total).expect("valid");
+            let scanned = |bytes: &[u8], piece: usize| {
+                let head = parse_head(&bytes[..bytes.len().min(HEAD_MAX)]).expect("head");
+                let mut scan = FragmentScan::new(head);
+                for piece in bytes.chunks(piece) {
+                    scan.feed(piece);
+                }
+                scan.finish(bytes.len() as u64)
+            };
+            for piece in [1, 3, 8, 100, 1 << 20] {
+                let what = format!("{ts}, trailing {trailing}, pieces of {piece}");
+                match scanned(&bytes, piece) {
+                    Some(found) => {
+                        assert!(!trailing, "{what}: settled without what follows");
+                        assert_eq!(format!("{found:?}"), format!("{whole:?}"), "{what}");
+                    }
+                    None => assert!(trailing, "{what}: not settled"),
+                }
+                for cut in [1, 2, 9] {
+                    let short = &bytes[..bytes.len() - cut];
+                    assert!(scanned(short, piece).is_none(), "{what}: cut by {cut}");
+                }
+            }
         }
     }
 

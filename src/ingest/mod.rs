@@ -235,13 +235,17 @@ impl Incoming {
             let mut held = std::mem::take(buf);
             held.drain(..*start);
             let mut spool = self.storage.spool().await?;
+            self.head = match self.head.take() {
+                Some(walk) => walk.spooling(&held).await,
+                None => None,
+            };
             spool.write(held).await?;
             self.body = Body::Spool(spool);
-            // A spooled object is walked from its file; a walk still
-            // reading ends here.
-            self.head = None;
         }
         self.size += chunk.len() as u64;
+        if let Some(walk) = &mut self.head {
+            walk.feed(&chunk);
+        }
         match &mut self.body {
             Body::Spool(spool) => Ok(spool.write(chunk).await?),
             Body::Memory { .. } => Ok(()),
@@ -435,18 +439,22 @@ impl Ingest {
             Body::Spool(spool) => {
                 let spooled = spool.finish().await?;
                 let path = spooled.path().to_owned();
-                let (parsed, document) = tokio::task::spawn_blocking(move || {
-                    let parsed = header::parse(&path)?;
-                    let document = document::build(
-                        || std::fs::File::open(&path).map(std::io::BufReader::new),
-                        &parsed.meta,
-                        parsed.pixels.as_ref(),
-                        parsed.has_pixel_data,
-                    );
-                    Ok::<_, HeaderError>((parsed, document))
-                })
-                .await
-                .map_err(|e| HeaderError::Meta(format!("header task failed: {e}")))??;
+                let passed = head.and_then(|walk| walk.spooled(spooled.size));
+                let (parsed, document) = match passed {
+                    Some((parsed, document)) => (parsed, Ok(document)),
+                    None => tokio::task::spawn_blocking(move || {
+                        let parsed = header::parse(&path)?;
+                        let document = document::build(
+                            || std::fs::File::open(&path).map(std::io::BufReader::new),
+                            &parsed.meta,
+                            parsed.pixels.as_ref(),
+                            parsed.has_pixel_data,
+                        );
+                        Ok::<_, HeaderError>((parsed, document))
+                    })
+                    .await
+                    .map_err(|e| HeaderError::Meta(format!("header task failed: {e}")))??,
+                };
                 let object = StoredObject {
                     key: crate::storage::key_for(&spooled.sha256),
                     size: spooled.size,
