@@ -313,19 +313,7 @@ pub(crate) fn parse_rest(head: Head, bytes: &[u8]) -> Option<ParsedHeader> {
     if consumed != dataset_len || !values.is_empty() {
         return None;
     }
-    let pixels = pixel_layout(
-        &scan,
-        &head.meta,
-        head.samples_per_pixel,
-        head.dataset_start,
-    )
-    .ok()?;
-    Some(ParsedHeader {
-        meta: head.meta,
-        transfer_syntax_uid: head.ts_uid,
-        pixels,
-        has_pixel_data: scan.native.is_some() || !scan.items.is_empty(),
-    })
+    head.finished_by(&scan)
 }
 
 /// Whether the native Pixel Data [`parse_head`] found ends the data set
@@ -339,6 +327,20 @@ fn settled_by_head(head: &Head, total: u64) -> bool {
 }
 
 impl Head {
+    /// The whole header, once the rest of the walk found the Pixel Data's
+    /// layout to be `scan`; `None` when the layout does not add up, for the
+    /// whole walk to word the error.
+    fn finished_by(self, scan: &PixelScan) -> Option<ParsedHeader> {
+        let pixels =
+            pixel_layout(scan, &self.meta, self.samples_per_pixel, self.dataset_start).ok()?;
+        Some(ParsedHeader {
+            meta: self.meta,
+            transfer_syntax_uid: self.ts_uid,
+            pixels,
+            has_pixel_data: scan.native.is_some() || !scan.items.is_empty(),
+        })
+    }
+
     fn settled(self) -> ParsedHeader {
         ParsedHeader {
             meta: self.meta,
@@ -473,20 +475,7 @@ impl FragmentScan {
         if end != total || self.fed != total {
             return None;
         }
-        let head = self.head;
-        let pixels = pixel_layout(
-            &self.scan,
-            &head.meta,
-            head.samples_per_pixel,
-            head.dataset_start,
-        )
-        .ok()?;
-        Some(ParsedHeader {
-            meta: head.meta,
-            transfer_syntax_uid: head.ts_uid,
-            pixels,
-            has_pixel_data: !self.scan.items.is_empty(),
-        })
+        self.head.finished_by(&self.scan)
     }
 }
 
