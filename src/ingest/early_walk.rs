@@ -31,6 +31,10 @@ pub(super) enum HeadWalk {
     /// the items of its Pixel Data are read from its bytes as they pass,
     /// with the metadata document built from its head.
     Passing(Box<header::FragmentScan>, String),
+    /// An object spooled before its head was walked (from its first
+    /// bytes, where memory is spoken for, and by `tessera import`): its
+    /// first bytes, kept until they are enough to walk.
+    Collecting(Vec<u8>),
 }
 
 /// What the early walk found, once the object is whole.
@@ -59,8 +63,11 @@ impl HeadWalk {
     /// the walk of its head, once done, goes on over the bytes as they
     /// pass. `None` where nothing was walked (a deflated object's walk
     /// ends here: its file is walked whole).
-    pub(super) async fn spooling(self, held: &[u8]) -> Option<HeadWalk> {
-        let Walked::Head(head, document) = self.finish().await else {
+    pub(super) async fn spooling(walk: Option<HeadWalk>, held: &[u8]) -> Option<HeadWalk> {
+        let Some(walk) = walk else {
+            return HeadWalk::Collecting(Vec::new()).pass(held).await;
+        };
+        let Walked::Head(head, document) = walk.finish().await else {
             return None;
         };
         let mut scan = Box::new(header::FragmentScan::new(head));
@@ -68,21 +75,56 @@ impl HeadWalk {
         Some(HeadWalk::Passing(scan, document))
     }
 
+    /// Bytes of a spooled object on their way to its file. `None` once
+    /// they cannot settle its header: its file is then walked.
+    pub(super) async fn pass(self, bytes: &[u8]) -> Option<HeadWalk> {
+        match self {
+            HeadWalk::Passing(mut scan, document) => {
+                scan.feed(bytes);
+                Some(HeadWalk::Passing(scan, document))
+            }
+            HeadWalk::Collecting(mut prefix) => {
+                let take = (header::HEAD_MAX - prefix.len()).min(bytes.len());
+                prefix.extend_from_slice(&bytes[..take]);
+                if prefix.len() < header::HEAD_MAX {
+                    return Some(HeadWalk::Collecting(prefix));
+                }
+                let (mut scan, document) = Self::walk_collected(prefix).await?;
+                scan.feed(&bytes[take..]);
+                Some(HeadWalk::Passing(scan, document))
+            }
+            HeadWalk::Head(_) | HeadWalk::Deflated { .. } => None,
+        }
+    }
+
+    /// Walk the head of collected first bytes, and scan them for items.
+    async fn walk_collected(prefix: Vec<u8>) -> Option<(Box<header::FragmentScan>, String)> {
+        let (prefix, walked) = tokio::task::spawn_blocking(move || {
+            let walked = walk_head(&prefix);
+            (prefix, walked)
+        })
+        .await
+        .ok()?;
+        let (head, document) = walked?;
+        let mut scan = Box::new(header::FragmentScan::new(head));
+        scan.feed(&prefix);
+        Some((scan, document))
+    }
+
     /// What a spooled object of `total` bytes turned out to be, when the
     /// bytes that passed settle it; `None` for the walk of its file.
-    pub(super) fn spooled(self, total: u64) -> Option<(header::ParsedHeader, String)> {
-        match self {
-            HeadWalk::Passing(scan, document) => Some((scan.finish(total)?, document)),
-            _ => None,
-        }
+    pub(super) async fn spooled(self, total: u64) -> Option<(header::ParsedHeader, String)> {
+        let (scan, document) = match self {
+            HeadWalk::Passing(scan, document) => (scan, document),
+            // All of a small object: its head is walked now.
+            HeadWalk::Collecting(prefix) => Self::walk_collected(prefix).await?,
+            HeadWalk::Head(_) | HeadWalk::Deflated { .. } => return None,
+        };
+        Some((scan.finish(total)?, document))
     }
 
     /// Bytes that arrived after those the walk has seen.
     pub(super) fn feed(&mut self, more: &[u8]) {
-        if let HeadWalk::Passing(scan, _) = self {
-            scan.feed(more);
-            return;
-        }
         if let HeadWalk::Deflated { feed, .. } = self {
             // Copies queued for a walk that lags (inflating is slower than
             // a fast sender) are memory outside the ingest budget: past a
@@ -105,7 +147,9 @@ impl HeadWalk {
                 None => Walked::Nothing,
             },
             // Given up: what it read is not the whole object.
-            HeadWalk::Deflated { feed: None, .. } | HeadWalk::Passing(..) => Walked::Nothing,
+            HeadWalk::Deflated { feed: None, .. }
+            | HeadWalk::Passing(..)
+            | HeadWalk::Collecting(_) => Walked::Nothing,
             HeadWalk::Deflated {
                 feed: Some(feed),
                 walk,
@@ -176,6 +220,61 @@ fn walk_head(prefix: &[u8]) -> Option<(header::Head, String)> {
 mod tests {
     use super::*;
     use crate::ingest::header;
+
+    /// An object moved to a spool file, whether its head was walked while
+    /// it was in memory or it was spooled from its first byte, is settled
+    /// by the bytes that pass on to the file as the whole walk settles it,
+    /// with the same metadata document; cut short, or deflated, it is left
+    /// to the walk of its file.
+    #[tokio::test]
+    async fn a_spooled_object_is_settled_by_the_bytes_that_pass() {
+        const RLE: &str = "1.2.840.10008.1.2.5";
+        const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
+        for (ts, encapsulated, side) in [
+            (RLE, true, 2),
+            (RLE, true, 400),
+            ("1.2.840.10008.1.2.1", false, 400),
+            (DEFLATED, false, 400),
+        ] {
+            let bytes = header::tests::object_of_side(ts, encapsulated, false, side);
+            let total = bytes.len() as u64;
+            let whole = header::parse_from(std::io::Cursor::new(&bytes[..]), total).expect("valid");
+            let expected = document::build(
+                || Ok(std::io::Cursor::new(&bytes[..])),
+                &whole.meta,
+                whole.pixels.as_ref(),
+                true,
+            )
+            .expect("document");
+            for walked_before in [false, true] {
+                for cut in [0, 1] {
+                    let object = &bytes[..bytes.len() - cut];
+                    let held = object.len().min(HEAD_WALK_AT);
+                    let before = walked_before.then(|| HeadWalk::start(&object[..held]));
+                    let mut walk = HeadWalk::spooling(before, &object[..held]).await;
+                    for piece in object[held..].chunks(7919) {
+                        walk = match walk {
+                            Some(walk) => walk.pass(piece).await,
+                            None => None,
+                        };
+                    }
+                    let settled = match walk {
+                        Some(walk) => walk.spooled(object.len() as u64).await,
+                        None => None,
+                    };
+                    let what = format!("{ts} of side {side}, walked before {walked_before}");
+                    match settled {
+                        Some((parsed, document)) => {
+                            assert!(cut == 0 && ts != DEFLATED, "{what}: settled, cut by {cut}");
+                            assert_eq!(format!("{parsed:?}"), format!("{whole:?}"), "{what}");
+                            assert_eq!(document, expected, "{what}");
+                        }
+                        None => assert!(cut > 0 || ts == DEFLATED, "{what}: not settled"),
+                    }
+                }
+            }
+        }
+    }
 
     /// Feed `bytes` to a walk started on their first `at`, in pieces of
     /// `piece` bytes.

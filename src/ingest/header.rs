@@ -1014,7 +1014,12 @@ pub(super) mod tests {
     }
 
     /// Two frames of `side` x `side` pixels, 16 bits each when native.
-    fn object_of_side(ts: &str, encapsulated: bool, trailing: bool, side: u16) -> Vec<u8> {
+    pub(in crate::ingest) fn object_of_side(
+        ts: &str,
+        encapsulated: bool,
+        trailing: bool,
+        side: u16,
+    ) -> Vec<u8> {
         use dicom_core::value::{PixelFragmentSequence, Value};
         let mut obj = InMemDicomObject::new_empty();
         let text = |tag, vr, value: &str| DataElement::new(tag, vr, PrimitiveValue::from(value));
@@ -1042,8 +1047,11 @@ pub(super) mod tests {
             ));
         }
         if encapsulated {
-            let fragments =
-                PixelFragmentSequence::new(vec![0u32, 16], vec![vec![1; 8], vec![2; 8]]);
+            let len = 2 * u32::from(side) * u32::from(side);
+            let fragments = PixelFragmentSequence::new(
+                vec![0u32, len + 8],
+                vec![vec![1; len as usize], vec![2; len as usize]],
+            );
             obj.put(DataElement::new(
                 tags::PIXEL_DATA,
                 VR::OB,

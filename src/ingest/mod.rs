@@ -235,16 +235,13 @@ impl Incoming {
             let mut held = std::mem::take(buf);
             held.drain(..*start);
             let mut spool = self.storage.spool().await?;
-            self.head = match self.head.take() {
-                Some(walk) => walk.spooling(&held).await,
-                None => None,
-            };
+            self.head = HeadWalk::spooling(self.head.take(), &held).await;
             spool.write(held).await?;
             self.body = Body::Spool(spool);
         }
         self.size += chunk.len() as u64;
-        if let Some(walk) = &mut self.head {
-            walk.feed(&chunk);
+        if let Some(walk) = self.head.take() {
+            self.head = walk.pass(&chunk).await;
         }
         match &mut self.body {
             Body::Spool(spool) => Ok(spool.write(chunk).await?),
@@ -439,7 +436,10 @@ impl Ingest {
             Body::Spool(spool) => {
                 let spooled = spool.finish().await?;
                 let path = spooled.path().to_owned();
-                let passed = head.and_then(|walk| walk.spooled(spooled.size));
+                let passed = match head {
+                    Some(walk) => walk.spooled(spooled.size).await,
+                    None => None,
+                };
                 let (parsed, document) = match passed {
                     Some((parsed, document)) => (parsed, Ok(document)),
                     None => tokio::task::spawn_blocking(move || {
