@@ -363,6 +363,14 @@ enum Scanning {
     Off,
 }
 
+impl Scanning {
+    /// At the start of an item header.
+    const ITEM: Scanning = Scanning::Items {
+        header: [0; 8],
+        have: 0,
+    };
+}
+
 /// The items of an object's encapsulated Pixel Data, read from its bytes
 /// as they pass on their way to a spool file: only the 8-byte item headers
 /// (and the Basic Offset Table) are looked at, so a whole-slide image's
@@ -385,10 +393,7 @@ impl FragmentScan {
         let state = if head.native.is_some() {
             Scanning::Off
         } else {
-            Scanning::Items {
-                header: [0; 8],
-                have: 0,
-            }
+            Scanning::ITEM
         };
         FragmentScan {
             next: head.dataset_start + head.pixel_value,
@@ -416,10 +421,7 @@ impl FragmentScan {
                     *left -= n;
                     self.next += n as u64;
                     if *left == 0 {
-                        self.state = Scanning::Items {
-                            header: [0; 8],
-                            have: 0,
-                        };
+                        self.state = Scanning::ITEM;
                     }
                 }
                 Scanning::Items { header, have } => {
@@ -450,10 +452,7 @@ impl FragmentScan {
                     Scanning::Table { left: len as usize }
                 } else {
                     self.next += u64::from(len);
-                    Scanning::Items {
-                        header: [0; 8],
-                        have: 0,
-                    }
+                    Scanning::ITEM
                 }
             }
             (0xFFFE, 0xE0DD) if len == 0 => Scanning::Done(self.next),
