@@ -54,11 +54,11 @@ impl Sink {
     /// Hash `batch` and write it; with direct I/O, all but the partial
     /// block at its end.
     fn write(&mut self, batch: &[Vec<u8>]) -> std::io::Result<()> {
-        for chunk in batch {
-            self.hasher.update(chunk);
-        }
+        // Each chunk is hashed just before it is written or copied, while
+        // it is still in the CPU's cache.
         let Some(buf) = self.direct.as_mut() else {
             for chunk in batch {
+                self.hasher.update(chunk);
                 self.file.write_all_at(chunk, self.offset)?;
                 self.offset += chunk.len() as u64;
             }
@@ -70,6 +70,7 @@ impl Sink {
         let mut at = self.carry.len();
         blocks[..at].copy_from_slice(&self.carry);
         for chunk in batch {
+            self.hasher.update(chunk);
             blocks[at..at + chunk.len()].copy_from_slice(chunk);
             at += chunk.len();
         }
