@@ -834,6 +834,131 @@ async fn frames_located_in_every_instance_of_a_series(backend: Backend) {
     }
 }
 
+/// An archive indexed before frame locations were kept in blocks (a row
+/// per frame in `instance_frames`, migrations up to 23) finds every frame
+/// where it was once migrated: a whole-slide-sized instance across block
+/// edges and a single-frame one.
+async fn frame_rows_of_an_older_index_become_blocks(backend: Backend) {
+    sqlx::any::install_default_drivers();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pg = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(common::PgDatabase::create().await),
+    };
+    let (url, folder) = match &pg {
+        None => (
+            format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display()),
+            "sqlite",
+        ),
+        Some(db) => (db.url.clone(), "postgres"),
+    };
+    let old = dir.path().join("migrations");
+    std::fs::create_dir(&old).expect("folder");
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(folder);
+    for entry in std::fs::read_dir(&source).expect("migrations") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        let version: u32 = name[..4].parse().expect("numbered");
+        if version <= 23 {
+            std::fs::copy(&path, old.join(&name)).expect("copy");
+        }
+    }
+    let pool = sqlx::AnyPool::connect(&url).await.expect("connect");
+    sqlx::migrate::Migrator::new(old.as_path())
+        .await
+        .expect("read migrations")
+        .run(&pool)
+        .await
+        .expect("migrate to 23");
+    const WSI: u64 = 2500;
+    let location = |n: u64| (5_000_000_000 + n * 1000, 900 + n);
+    let mut statements = vec![
+        "INSERT INTO patients (id, patient_id) VALUES (1, 'P')".to_owned(),
+        "INSERT INTO studies (id, patient_fk, study_instance_uid, created_at, updated_at) \
+         VALUES (1, 1, '1.2.3', 0, 0)"
+            .to_owned(),
+        "INSERT INTO series (id, study_fk, series_instance_uid, created_at, updated_at) \
+         VALUES (1, 1, '1.2.3.4', 0, 0)"
+            .to_owned(),
+    ];
+    for (id, frames) in [(1, WSI), (2, 1)] {
+        statements.push(format!(
+            "INSERT INTO instances (id, series_fk, sop_instance_uid, sop_class_uid, \
+             transfer_syntax_uid, object_key, size_bytes, sha256, received_at, \
+             number_of_frames) VALUES ({id}, 1, '1.2.3.4.{id}', '1.2.840.10008.5.1.4.1.1.77.1.6', \
+             '1.2.840.10008.1.2.4.50', 'k{id}', 1, 'x', 0, {frames})"
+        ));
+        statements.push(format!(
+            "INSERT INTO instance_documents (instance_fk, encapsulated) VALUES ({id}, 1)"
+        ));
+        let numbers: Vec<u64> = (1..=frames).collect();
+        for chunk in numbers.chunks(500) {
+            let rows: Vec<String> = chunk
+                .iter()
+                .map(|&n| {
+                    let (offset, length) = location(n + id - 1);
+                    format!("({id}, {n}, {offset}, {length})")
+                })
+                .collect();
+            statements.push(format!(
+                "INSERT INTO instance_frames (instance_fk, frame_number, byte_offset, \
+                 byte_length) VALUES {}",
+                rows.join(", ")
+            ));
+        }
+    }
+    for sql in &statements {
+        sqlx::query(sql).execute(&pool).await.expect(sql);
+    }
+    pool.close().await;
+
+    let index = tessera::index::Index::open(&url, 2).await.expect("upgrade");
+    // 2500 frames take three rows, one frame one; the old rows are gone.
+    let pool = sqlx::AnyPool::connect(&url).await.expect("connect");
+    let blocks: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT instance_fk, COUNT(*) FROM instance_frame_blocks GROUP BY instance_fk \
+         ORDER BY instance_fk",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("blocks");
+    assert_eq!(blocks, [(1, 3), (2, 1)]);
+    let old_rows = sqlx::query("SELECT 1 FROM instance_frames")
+        .fetch_all(&pool)
+        .await;
+    assert!(old_rows.is_err(), "instance_frames is still there");
+    pool.close().await;
+    for frame in [1, 2, 1023, 1024, 1025, 2048, 2049, 2499, 2500] {
+        let (offset, length) = location(frame);
+        assert_eq!(
+            index
+                .frame_location("1.2.3.4.1", frame as u32)
+                .await
+                .expect("query"),
+            FrameLocation::Encapsulated { offset, length },
+            "frame {frame}"
+        );
+    }
+    let beyond = index
+        .frame_location("1.2.3.4.1", 2501)
+        .await
+        .expect("query");
+    assert_eq!(beyond, FrameLocation::OutOfRange);
+    let (offset, length) = location(2);
+    assert_eq!(
+        index.frame_location("1.2.3.4.2", 1).await.expect("query"),
+        FrameLocation::Encapsulated { offset, length }
+    );
+    drop(index);
+    drop(pg);
+}
+
 /// Deflated CT slices, large enough to be walked while they arrive: each
 /// is indexed from that walk, with its metadata, and kept byte for byte.
 async fn deflated_slices_walked_while_they_arrive(backend: Backend) {
@@ -904,6 +1029,7 @@ async fn deflated_slices_walked_while_they_arrive(backend: Backend) {
 on_both_backends!(
     deflated_slices_walked_while_they_arrive,
     frames_located_in_every_instance_of_a_series,
+    frame_rows_of_an_older_index_become_blocks,
     a_series_under_another_study_is_refused,
     replace_races_reclamation,
     echo,

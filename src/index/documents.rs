@@ -9,7 +9,7 @@ use futures::{StreamExt, TryStreamExt};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{Index, IndexError};
+use super::{frame_blocks, Index, IndexError};
 
 /// A study, one of its series, or one instance of that series.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -247,25 +247,28 @@ impl Index {
         sop_instance_uid: &str,
         frame: u32,
     ) -> Result<FrameLocation, IndexError> {
+        // The frame's block comes in the same request: a viewer asks for
+        // tiles by the hundred.
         let row = sqlx::query(
-            "SELECT i.id, i.number_of_frames, d.pixel_offset, d.pixel_length, d.frame_length, \
-             d.encapsulated FROM instances i LEFT JOIN instance_documents d ON d.instance_fk = i.id \
+            "SELECT i.number_of_frames, d.pixel_offset, d.frame_length, d.encapsulated, \
+             b.locations FROM instances i LEFT JOIN instance_documents d ON d.instance_fk = i.id \
+             LEFT JOIN instance_frame_blocks b ON b.instance_fk = i.id AND b.block_number = $2 \
              WHERE i.sop_instance_uid = $1",
         )
         .bind(sop_instance_uid)
+        .bind(frame_blocks::block_of(frame))
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else {
             return Ok(FrameLocation::OutOfRange);
         };
-        let id: i64 = row.try_get(0)?;
-        let frames: Option<i64> = row.try_get(1)?;
+        let frames: Option<i64> = row.try_get(0)?;
         if frame == 0 || i64::from(frame) > frames.unwrap_or(1).max(1) {
             return Ok(FrameLocation::OutOfRange);
         }
-        let offset: Option<i64> = row.try_get(2)?;
-        let frame_len: Option<i64> = row.try_get(4)?;
-        let encapsulated: Option<i64> = row.try_get(5)?;
+        let offset: Option<i64> = row.try_get(1)?;
+        let frame_len: Option<i64> = row.try_get(2)?;
+        let encapsulated: Option<i64> = row.try_get(3)?;
         if let (Some(offset), Some(frame_len)) = (offset, frame_len) {
             return Ok(FrameLocation::Native {
                 offset: (offset + frame_len * (i64::from(frame) - 1)) as u64,
@@ -275,21 +278,11 @@ impl Index {
         if encapsulated != Some(1) {
             return Ok(FrameLocation::Unknown);
         }
-        let range = sqlx::query(
-            "SELECT byte_offset, byte_length FROM instance_frames \
-             WHERE instance_fk = $1 AND frame_number = $2",
-        )
-        .bind(id)
-        .bind(i64::from(frame))
-        .fetch_optional(&self.pool)
-        .await?;
-        match range {
-            Some(r) => Ok(FrameLocation::Encapsulated {
-                offset: r.try_get::<i64, _>(0)? as u64,
-                length: r.try_get::<i64, _>(1)? as u64,
-            }),
-            None => Ok(FrameLocation::Unknown),
-        }
+        let block: Option<Vec<u8>> = row.try_get(4)?;
+        Ok(match block.and_then(|b| frame_blocks::locate(&b, frame)) {
+            Some((offset, length)) => FrameLocation::Encapsulated { offset, length },
+            None => FrameLocation::Unknown,
+        })
     }
 
     /// Store a document built on request for an instance that had none.

@@ -13,6 +13,7 @@ mod commitments;
 mod documents;
 mod find;
 mod forwarding;
+mod frame_blocks;
 pub mod hl7;
 mod journal;
 pub mod mpps;

@@ -150,6 +150,11 @@ macro_rules! migrations {
                     "/0023_lookup_indexes.sql"
                 )),
             ),
+            (
+                24,
+                "frame blocks",
+                include_str!(concat!("../../migrations/", $db, "/0024_frame_blocks.sql")),
+            ),
         ]
     };
 }

@@ -8,6 +8,7 @@ use std::sync::LazyLock;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
+use super::frame_blocks::{self, FRAMES_PER_BLOCK};
 use super::{unix_now as now, Backend, Index, IndexError, NewForward};
 use crate::config::DuplicatePolicy;
 use crate::model::{fold_for_matching, InstanceMeta, PixelLayout, StoredObject};
@@ -491,7 +492,7 @@ async fn record_duplicate(
     if old.series != parents.series {
         drop_if_empty(tx, old).await?;
     }
-    sqlx::query("DELETE FROM instance_frames WHERE instance_fk = $1")
+    sqlx::query("DELETE FROM instance_frame_blocks WHERE instance_fk = $1")
         .bind(id)
         .execute(&mut **tx)
         .await?;
@@ -595,7 +596,7 @@ async fn record_document(
     .bind(instance_id);
     bind_document(query, req).execute(&mut **tx).await?;
     if let Some(PixelLayout::Encapsulated { frames }) = &req.pixels {
-        record_frames(tx, instance_id, frames).await?;
+        record_frame_blocks(tx, instance_id, frames).await?;
     }
     Ok(())
 }
@@ -626,11 +627,12 @@ fn bind_document<'q>(
         .bind(i64::from(encapsulated))
 }
 
-/// A new instance's row, document, counters and (for one frame) frame
-/// location as one request, for SQLite and for PostgreSQL, without and
-/// with the frame. Parameters: $1–$17 the instance, $18–$22 the
-/// document, $23–$30 the counters, $31–$32 the one frame. Answers the new
-/// row's id, or (PostgreSQL, the UID already there) nothing.
+/// A new instance's row, document, counters and (for up to
+/// [`FRAMES_PER_BLOCK`] frames) frame locations as one request, for SQLite
+/// and for PostgreSQL, without and with the frames. Parameters: $1–$17 the
+/// instance, $18–$22 the document, $23–$30 the counters, $31 the one block
+/// of frames. Answers the new row's id, or (PostgreSQL, the UID already
+/// there) nothing.
 static INSERT_NEW: LazyLock<[[String; 2]; 2]> = LazyLock::new(|| {
     // SQLite runs the statements in turn. The UID is known to be new, and
     // a conflict fails the request rather than being skipped.
@@ -642,8 +644,8 @@ static INSERT_NEW: LazyLock<[[String; 2]; 2]> = LazyLock::new(|| {
         shift_parameters(COUNT_INSTANCE_SQLITE, 22)
     );
     let sqlite_frame = format!(
-        "{sqlite}; INSERT INTO instance_frames (instance_fk, frame_number, byte_offset, \
-         byte_length) VALUES ({id}, 1, $31, $32)"
+        "{sqlite}; INSERT INTO instance_frame_blocks (instance_fk, block_number, locations) \
+         VALUES ({id}, 0, $31)"
     );
     // PostgreSQL runs every data-modifying CTE; each acts only on the row
     // `ins` inserted, so a UID another node holds changes nothing.
@@ -664,8 +666,8 @@ static INSERT_NEW: LazyLock<[[String; 2]; 2]> = LazyLock::new(|| {
         counted(count_patient!())
     );
     let postgres_frame = format!(
-        "{postgres}, fr AS (INSERT INTO instance_frames (instance_fk, frame_number, \
-         byte_offset, byte_length) SELECT id, 1, $31, $32 FROM ins) SELECT id FROM ins"
+        "{postgres}, fr AS (INSERT INTO instance_frame_blocks (instance_fk, block_number, \
+         locations) SELECT id, 0, $31 FROM ins) SELECT id FROM ins"
     );
     [
         [sqlite, sqlite_frame],
@@ -690,11 +692,8 @@ async fn insert_new(
         Backend::Sqlite => &INSERT_NEW[0],
         Backend::Postgres => &INSERT_NEW[1],
     };
-    let sql = if frames.len() == 1 {
-        with_frame
-    } else {
-        without
-    };
+    let one_block = (1..=FRAMES_PER_BLOCK).contains(&frames.len());
+    let sql = if one_block { with_frame } else { without };
     let query = bind_instance(sqlx::query(sql), req, parents.series, ts)
         .bind(req.meta.sop_instance_uid.as_str());
     let mut query = bind_counts(
@@ -704,15 +703,17 @@ async fn insert_new(
         req.object.size as i64,
         ts,
     );
-    if let [(offset, length)] = frames {
-        query = query.bind(*offset as i64).bind(*length as i64);
+    if one_block {
+        if let Some((_, block)) = frame_blocks::encode(frames).next() {
+            query = query.bind(block);
+        }
     }
     let rows = query.fetch_all(&mut **tx).await?;
     let Some(inserted) = rows.first() else {
         return Ok(false);
     };
-    if frames.len() > 1 {
-        record_frames(tx, id_of(inserted)?, frames).await?;
+    if frames.len() > FRAMES_PER_BLOCK {
+        record_frame_blocks(tx, id_of(inserted)?, frames).await?;
     }
     Ok(true)
 }
@@ -736,36 +737,27 @@ fn shift_parameters(sql: &str, by: usize) -> String {
     out
 }
 
-/// Frame rows per statement: a whole-slide image has tens of thousands of
-/// frames, and one statement each would hold the writer for seconds.
-/// 4 parameters a row stays far below both backends' limits.
-const FRAMES_PER_INSERT: usize = 500;
+/// Blocks per statement: a 20-gigapixel slide of 80,000 tiles takes 79,
+/// and 3 parameters a block stays far below both backends' limits.
+const BLOCKS_PER_INSERT: usize = 100;
 
-async fn record_frames(
+async fn record_frame_blocks(
     tx: &mut Transaction<'static, Any>,
     instance_id: i64,
     frames: &[(u64, u64)],
 ) -> Result<(), IndexError> {
-    for (chunk_no, chunk) in frames.chunks(FRAMES_PER_INSERT).enumerate() {
+    let blocks: Vec<(i64, Vec<u8>)> = frame_blocks::encode(frames).collect();
+    for chunk in blocks.chunks(BLOCKS_PER_INSERT) {
         let rows: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let p = i * 4;
-                format!("(${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4)
-            })
+            .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
             .collect();
         let sql = format!(
-            "INSERT INTO instance_frames (instance_fk, frame_number, byte_offset, byte_length) \
-             VALUES {}",
+            "INSERT INTO instance_frame_blocks (instance_fk, block_number, locations) VALUES {}",
             rows.join(", ")
         );
         let mut query = sqlx::query(&sql);
-        for (i, (offset, length)) in chunk.iter().enumerate() {
-            let number = (chunk_no * FRAMES_PER_INSERT + i + 1) as i64;
-            query = query
-                .bind(instance_id)
-                .bind(number)
-                .bind(*offset as i64)
-                .bind(*length as i64);
+        for (number, block) in chunk {
+            query = query.bind(instance_id).bind(*number).bind(block.as_slice());
         }
         query.execute(&mut **tx).await?;
     }
