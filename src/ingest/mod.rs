@@ -221,7 +221,11 @@ impl Incoming {
     async fn append(&mut self, chunk: Vec<u8>) -> Result<(), IngestError> {
         self.catch_up();
         if let Body::Memory {
-            buf, start, permit, ..
+            buf,
+            start,
+            permit,
+            hasher,
+            ..
         } = &mut self.body
         {
             let needed = buf.len() - *start + chunk.len();
@@ -232,11 +236,12 @@ impl Incoming {
                 return Ok(());
             }
             // Too large for the journal, or memory is spoken for: spool.
-            let mut held = std::mem::take(buf);
-            held.drain(..*start);
+            // What arrived so far is hashed already (`catch_up` above).
+            let held = Bytes::from(std::mem::take(buf)).slice(*start..);
+            let hasher = std::mem::take(hasher);
             let mut spool = self.storage.spool().await?;
             self.head = HeadWalk::spooling(self.head.take(), &held).await;
-            spool.write(held).await?;
+            spool.write_hashed(held, hasher).await?;
             self.body = Body::Spool(spool);
         }
         self.size += chunk.len() as u64;

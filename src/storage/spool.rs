@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use super::direct::{self, AlignedBuf, BLOCK};
@@ -52,7 +53,7 @@ struct Sink {
 
 impl Sink {
     /// Write `batch`; with direct I/O, all but the partial block at its end.
-    fn write(&mut self, batch: &[Vec<u8>]) -> std::io::Result<()> {
+    fn write(&mut self, batch: &[Bytes]) -> std::io::Result<()> {
         let Some(buf) = self.direct.as_mut() else {
             for chunk in batch {
                 self.file.write_all_at(chunk, self.offset)?;
@@ -60,7 +61,7 @@ impl Sink {
             }
             return Ok(());
         };
-        let total = self.carry.len() + batch.iter().map(Vec::len).sum::<usize>();
+        let total = self.carry.len() + batch.iter().map(Bytes::len).sum::<usize>();
         let whole = total - total % BLOCK;
         let blocks = buf.slice(total);
         let mut at = self.carry.len();
@@ -110,18 +111,19 @@ impl Sink {
     }
 }
 
-fn hash(mut hasher: Sha256, batch: &[Vec<u8>]) -> Sha256 {
+fn hash(mut hasher: Sha256, batch: &[Bytes]) -> Sha256 {
     for chunk in batch {
         hasher.update(chunk);
     }
     hasher
 }
 
-/// A batch being written and, beside it, hashed.
+/// A batch being written and, beside it, hashed; `hash` is `None` for
+/// bytes the caller hashed already.
 #[derive(Debug)]
 struct InFlight {
     write: tokio::task::JoinHandle<(Sink, std::io::Result<()>)>,
-    hash: tokio::task::JoinHandle<Sha256>,
+    hash: Option<tokio::task::JoinHandle<Sha256>>,
 }
 
 /// Streams bytes to a spool file while hashing them. One batch is written
@@ -136,7 +138,7 @@ pub struct SpoolWriter {
     sink: Option<Sink>,
     hasher: Option<Sha256>,
     in_flight: Option<InFlight>,
-    queued: Vec<Vec<u8>>,
+    queued: Vec<Bytes>,
     queued_bytes: usize,
     size: u64,
     guard: DeleteOnDrop,
@@ -182,10 +184,33 @@ impl SpoolWriter {
     pub async fn write(&mut self, chunk: Vec<u8>) -> Result<(), StorageError> {
         self.size += chunk.len() as u64;
         self.queued_bytes += chunk.len();
-        self.queued.push(chunk);
+        self.queued.push(Bytes::from(chunk));
         if self.queued_bytes >= BATCH_BYTES {
             self.start_batch().await?;
         }
+        Ok(())
+    }
+
+    /// Begin the file with bytes the caller has hashed already (an object
+    /// that outgrew memory): they are written, not hashed a second time,
+    /// and `hasher`, which has seen exactly them, goes on with the rest.
+    pub async fn write_hashed(&mut self, head: Bytes, hasher: Sha256) -> Result<(), StorageError> {
+        if self.size != 0 || self.in_flight.is_some() {
+            return Err(StorageError::io(
+                self.path(),
+                std::io::Error::other("hashed bytes must begin the spool file"),
+            ));
+        }
+        let (mut sink, _) = self.take_sides()?;
+        self.hasher = Some(hasher);
+        self.size = head.len() as u64;
+        self.in_flight = Some(InFlight {
+            hash: None,
+            write: tokio::task::spawn_blocking(move || {
+                let result = sink.write(&[head]);
+                (sink, result)
+            }),
+        });
         Ok(())
     }
 
@@ -194,9 +219,10 @@ impl SpoolWriter {
         if let Some(InFlight { write, hash }) = self.in_flight.take() {
             let path = self.path().to_owned();
             let failed = |e| StorageError::io(&path, std::io::Error::other(e));
-            let hashed = hash.await;
+            if let Some(hash) = hash {
+                self.hasher = Some(hash.await.map_err(failed)?);
+            }
             let (sink, result) = write.await.map_err(failed)?;
-            self.hasher = Some(hashed.map_err(failed)?);
             result.map_err(|e| StorageError::io(&path, e))?;
             self.sink = Some(sink);
         }
@@ -222,7 +248,7 @@ impl SpoolWriter {
         let (mut sink, hasher) = self.take_sides()?;
         let hashed = Arc::clone(&batch);
         self.in_flight = Some(InFlight {
-            hash: tokio::task::spawn_blocking(move || hash(hasher, &hashed)),
+            hash: Some(tokio::task::spawn_blocking(move || hash(hasher, &hashed))),
             write: tokio::task::spawn_blocking(move || {
                 let result = sink.write(&batch);
                 (sink, result)
@@ -371,6 +397,59 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[tokio::test]
+    async fn an_object_begun_in_memory_comes_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        for direct in [false, true] {
+            for (len, head) in [(5000, 4097), ((4 << 20) + 77, 4 << 20), (4097, 4097)] {
+                let bytes = object(len);
+                let mut writer = SpoolWriter::create(dir.path(), direct).await.unwrap();
+                let hasher = Sha256::new_with_prefix(&bytes[..head]);
+                writer
+                    .write_hashed(Bytes::copy_from_slice(&bytes[..head]), hasher)
+                    .await
+                    .unwrap();
+                for piece in bytes[head..].chunks(65536) {
+                    writer.write(piece.to_vec()).await.unwrap();
+                }
+                let spooled = writer.finish().await.unwrap();
+                let what = format!("direct {direct}, length {len}, head {head}");
+                assert_eq!(spooled.size, len as u64, "{what}");
+                assert_eq!(
+                    spooled.sha256,
+                    hex::encode(Sha256::digest(&bytes)),
+                    "{what}"
+                );
+                assert!(std::fs::read(spooled.path()).unwrap() == bytes, "{what}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn bytes_hashed_in_memory_are_not_hashed_again() {
+        // The hash is whatever the caller's hasher makes of the head: the
+        // writer only carries it on. A writer that hashed the head again
+        // would answer the hash of the head twice over.
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = object(100_000);
+        let mut writer = SpoolWriter::create(dir.path(), false).await.unwrap();
+        let hasher = Sha256::new_with_prefix(&bytes[..60_000]);
+        writer
+            .write_hashed(Bytes::copy_from_slice(&bytes[..60_000]), hasher)
+            .await
+            .unwrap();
+        writer.write(bytes[60_000..].to_vec()).await.unwrap();
+        let spooled = writer.finish().await.unwrap();
+        assert_eq!(spooled.sha256, hex::encode(Sha256::digest(&bytes)));
+        // Only at the start of the file.
+        let mut late = SpoolWriter::create(dir.path(), false).await.unwrap();
+        late.write(vec![1, 2, 3]).await.unwrap();
+        assert!(late
+            .write_hashed(Bytes::from_static(b"x"), Sha256::new())
+            .await
+            .is_err());
     }
 
     /// Pages of `file` held in the page cache.
