@@ -72,10 +72,13 @@ pub async fn handle(
         )
         .await
     {
-        Ok(mut incoming) => {
-            incoming.expect(assoc.store_size_hint());
-            Some(incoming)
-        }
+        Ok(mut incoming) => match incoming.expect(assoc.store_size_hint()).await {
+            Ok(()) => Some(incoming),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start receiving");
+                None
+            }
+        },
         Err(e) => {
             tracing::error!(error = %e, "cannot start receiving");
             None
