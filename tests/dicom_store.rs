@@ -7,6 +7,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::{dcmtk, python, run_peer, skip, Archive, Backend};
+use sha2::{Digest, Sha256};
 use tessera::index::FrameLocation;
 
 /// SOP Instance UID and transfer syntax of a file, via pydicom.
@@ -1026,7 +1027,76 @@ async fn deflated_slices_walked_while_they_arrive(backend: Backend) {
     }
 }
 
+/// Large objects in a row on one association, then a small one: the
+/// second large one streams to the disk from its first byte and the small
+/// one after it to the journal; each is indexed and kept byte for byte.
+async fn large_objects_in_a_row_kept_whole(backend: Backend) {
+    let (Some(_), Some(_)) = (dcmtk("storescu"), python()) else {
+        return skip(
+            "large_objects_in_a_row_kept_whole",
+            "DCMTK or pydicom missing",
+        );
+    };
+    let archive = Archive::start(backend).await;
+    let mut files = Vec::new();
+    for (name, rows, count) in [("large", "2048", "2"), ("small", "64", "1")] {
+        let dir = archive.dir.path().join(name);
+        let dir_arg = dir.to_str().expect("utf8");
+        let seed = if name == "large" { "5" } else { "6" };
+        let args = [
+            dir_arg, "--count", count, "--rows", rows, "--cols", rows, "--seed", seed,
+        ];
+        let out = run_peer("gen.py", &args).await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut made: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        made.sort();
+        files.extend(made);
+    }
+    let sizes: Vec<u64> = files
+        .iter()
+        .map(|f| std::fs::metadata(f).expect("file").len())
+        .collect();
+    // Over the 4 MiB an object may take through the journal.
+    assert!(sizes[0] > 5 << 20 && sizes[1] > 5 << 20, "{sizes:?}");
+    let out = storescu(&archive, &[], &files).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    archive.wait_placed().await;
+    let index = archive.index().await;
+    for (file, (sop_uid, _)) in files.iter().zip(describe(&files)) {
+        let record = index
+            .instance(&sop_uid)
+            .await
+            .expect("query")
+            .expect("indexed");
+        let stored = std::fs::read(stored_path(&archive, &record.key)).expect("stored");
+        let sent = std::fs::read(file).expect("sent");
+        assert_eq!(
+            record.key,
+            tessera::storage::key_for(&hex::encode(Sha256::digest(&stored)))
+        );
+        // The data set as sent, after meta groups of their own.
+        let tail = sent.len() - 1024;
+        assert!(
+            stored[stored.len() - tail..] == sent[sent.len() - tail..],
+            "{} changed",
+            file.display()
+        );
+    }
+}
+
 on_both_backends!(
+    large_objects_in_a_row_kept_whole,
     deflated_slices_walked_while_they_arrive,
     frames_located_in_every_instance_of_a_series,
     frame_rows_of_an_older_index_become_blocks,
