@@ -221,7 +221,11 @@ impl Incoming {
     async fn append(&mut self, chunk: Vec<u8>) -> Result<(), IngestError> {
         self.catch_up();
         if let Body::Memory {
-            buf, start, permit, ..
+            buf,
+            start,
+            permit,
+            hasher,
+            ..
         } = &mut self.body
         {
             let needed = buf.len() - *start + chunk.len();
@@ -232,7 +236,13 @@ impl Incoming {
                 return Ok(());
             }
             // Too large for the journal, or memory is spoken for: spool.
-            self.spill().await?;
+            // What arrived so far is hashed already (`catch_up` above).
+            let held = Bytes::from(std::mem::take(buf)).slice(*start..);
+            let hasher = std::mem::take(hasher);
+            let mut spool = self.storage.spool().await?;
+            self.head = HeadWalk::spooling(self.head.take(), &held).await;
+            spool.write_hashed(held, hasher).await?;
+            self.body = Body::Spool(spool);
         }
         self.size += chunk.len() as u64;
         if let Some(walk) = self.head.take() {
@@ -242,25 +252,6 @@ impl Incoming {
             Body::Spool(spool) => Ok(spool.write(chunk).await?),
             Body::Memory { .. } => Ok(()),
         }
-    }
-
-    /// Move what arrived so far to a spool file, where the rest will go.
-    /// It is hashed already, and is not hashed again.
-    async fn spill(&mut self) -> Result<(), IngestError> {
-        self.catch_up();
-        let Body::Memory {
-            buf, start, hasher, ..
-        } = &mut self.body
-        else {
-            return Ok(());
-        };
-        let held = Bytes::from(std::mem::take(buf)).slice(*start..);
-        let hasher = std::mem::take(hasher);
-        let mut spool = self.storage.spool().await?;
-        self.head = HeadWalk::spooling(self.head.take(), &held).await;
-        spool.write_hashed(held, hasher).await?;
-        self.body = Body::Spool(spool);
-        Ok(())
     }
 
     async fn into_body(mut self) -> Result<(Body, String, Option<HeadWalk>), IngestError> {
@@ -284,26 +275,17 @@ impl Incoming {
         self.size
     }
 
-    /// Prepare for an object of about `bytes` (the last one on the same
-    /// association, say). One that would outgrow memory goes to a spool
-    /// file from its first bytes: a modality sending large clips or slides
-    /// sends them in a row, and each then streams to the disk, hashed
-    /// beside its writes, instead of being held, hashed on the receiving
-    /// thread, and written in one burst once it outgrows memory. Otherwise
-    /// room is made in one allocation, where growing by doubling would copy
-    /// what has arrived once per power of two.
-    pub async fn expect(&mut self, bytes: u64) -> Result<(), IngestError> {
-        let Body::Memory { buf, start, .. } = &mut self.body else {
-            return Ok(());
-        };
-        let limit = journal_limit(&self.storage);
-        let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
-        if bytes > limit && self.reheader.is_none() {
-            return self.spill().await;
+    /// Make room for an object of about `bytes` (the last one on the same
+    /// association, say): one allocation, where growing by doubling would
+    /// copy what has arrived once per power of two.
+    pub fn expect(&mut self, bytes: u64) {
+        if let Body::Memory { buf, start, .. } = &mut self.body {
+            let room = usize::try_from(bytes)
+                .unwrap_or(usize::MAX)
+                .min(journal_limit(&self.storage));
+            let held = buf.len() - *start;
+            *start = direct::reserve_aligned(buf, *start, room.saturating_sub(held));
         }
-        let held = buf.len() - *start;
-        *start = direct::reserve_aligned(buf, *start, bytes.min(limit).saturating_sub(held));
-        Ok(())
     }
 }
 
@@ -664,74 +646,5 @@ fn request_for(
         document,
         pixels: parsed.pixels,
         object_existed,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn incoming(dir: &std::path::Path) -> Incoming {
-        let mut raw = crate::config::RawConfig::default();
-        raw.storage.data_dir = Some(dir.to_owned());
-        let config = crate::config::Config::from_raw(raw).expect("config");
-        let storage = Storage::open(&config).await.expect("storage");
-        let mut incoming = Incoming {
-            body: Body::Memory {
-                buf: Vec::new(),
-                start: 0,
-                permit: None,
-                hasher: Sha256::new(),
-                hashed: 0,
-            },
-            source: "MODALITY".into(),
-            reheader: None,
-            storage,
-            budget: Some(Arc::new(Semaphore::new(MEMORY_BUDGET_KIB))),
-            size: 0,
-            head: None,
-        };
-        incoming
-            .write(b"first bytes".to_vec())
-            .await
-            .expect("write");
-        incoming
-    }
-
-    async fn receive(mut incoming: Incoming, rest: &[u8]) -> (Body, u64) {
-        for piece in rest.chunks(64 * 1024) {
-            incoming.write(piece.to_vec()).await.expect("write");
-        }
-        let size = incoming.size();
-        (incoming.into_body().await.expect("body").0, size)
-    }
-
-    #[tokio::test]
-    async fn an_object_expected_to_outgrow_memory_is_spooled_from_its_first_byte() {
-        let dir = tempfile::tempdir().expect("dir");
-        let rest: Vec<u8> = (0..(1 << 20)).map(|i: u32| (i % 251) as u8).collect();
-        let mut whole = b"first bytes".to_vec();
-        whole.extend_from_slice(&rest);
-
-        let mut large = incoming(dir.path()).await;
-        large.expect(64 << 20).await.expect("expect");
-        assert!(matches!(large.body, Body::Spool(_)), "spooled at once");
-        let (body, size) = receive(large, &rest).await;
-        assert_eq!(size, whole.len() as u64);
-        let Body::Spool(spool) = body else {
-            panic!("a 1 MiB object after a large one stays on the spool path");
-        };
-        let spooled = spool.finish().await.expect("finish");
-        assert_eq!(spooled.sha256, hex::encode(Sha256::digest(&whole)));
-        assert!(std::fs::read(spooled.path()).expect("read") == whole);
-
-        // After a small object, the next is held in memory for the journal.
-        let mut small = incoming(dir.path()).await;
-        small.expect(600 * 1024).await.expect("expect");
-        let (body, _) = receive(small, &rest).await;
-        let Body::Memory { buf, start, .. } = body else {
-            panic!("a 1 MiB object after a small one is held in memory");
-        };
-        assert!(buf[start..] == whole[..]);
     }
 }

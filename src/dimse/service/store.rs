@@ -72,13 +72,10 @@ pub async fn handle(
         )
         .await
     {
-        Ok(mut incoming) => match incoming.expect(assoc.store_size_hint()).await {
-            Ok(()) => Some(incoming),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start receiving");
-                None
-            }
-        },
+        Ok(mut incoming) => {
+            incoming.expect(assoc.store_size_hint());
+            Some(incoming)
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot start receiving");
             None
