@@ -1027,9 +1027,10 @@ async fn deflated_slices_walked_while_they_arrive(backend: Backend) {
     }
 }
 
-/// Large objects in a row on one association, then a small one: the
-/// second large one streams to the disk from its first byte and the small
-/// one after it to the journal; each is indexed and kept byte for byte.
+/// Large objects in a row on one association, then a small one: each
+/// large one moves to a spool file once it outgrows memory, carrying the
+/// hash of what it held; each object is indexed under the hash of its
+/// bytes and kept byte for byte.
 async fn large_objects_in_a_row_kept_whole(backend: Backend) {
     let (Some(_), Some(_)) = (dcmtk("storescu"), python()) else {
         return skip(
