@@ -37,6 +37,23 @@ fn stored_path(archive: &Archive, key: &str) -> PathBuf {
     archive.config.data_dir.join("objects").join(key)
 }
 
+/// Instances made by `gen.py` with `args` in `dir`, in name order.
+async fn generated(dir: &std::path::Path, args: &[&str]) -> Vec<PathBuf> {
+    let dir_arg = dir.to_str().expect("utf8");
+    let out = run_peer("gen.py", &[&[dir_arg][..], args].concat()).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    files
+}
+
 async fn storescu(archive: &Archive, extra: &[&str], files: &[PathBuf]) -> std::process::Output {
     let tool = dcmtk("storescu").expect("checked by caller");
     tokio::process::Command::new(tool)
@@ -971,22 +988,10 @@ async fn deflated_slices_walked_while_they_arrive(backend: Backend) {
     };
     const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
     let archive = Archive::start(backend).await;
-    let dir = archive.dir.path().join("deflated");
-    let dir_arg = dir.to_str().expect("utf8");
     let args = [
         "--count", "3", "--rows", "512", "--cols", "512", "--ts", DEFLATED,
     ];
-    let out = run_peer("gen.py", &[&[dir_arg][..], &args[..]].concat()).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("dir")
-        .map(|e| e.expect("entry").path())
-        .collect();
-    files.sort();
+    let files = generated(&archive.dir.path().join("deflated"), &args).await;
     for file in &files {
         // Past the point where the walk starts: more than 64 KiB deflated.
         let size = std::fs::metadata(file).expect("file").len();
@@ -1040,25 +1045,11 @@ async fn large_objects_in_a_row_kept_whole(backend: Backend) {
     };
     let archive = Archive::start(backend).await;
     let mut files = Vec::new();
-    for (name, rows, count) in [("large", "2048", "2"), ("small", "64", "1")] {
-        let dir = archive.dir.path().join(name);
-        let dir_arg = dir.to_str().expect("utf8");
-        let seed = if name == "large" { "5" } else { "6" };
+    for (name, rows, count, seed) in [("large", "2048", "2", "5"), ("small", "64", "1", "6")] {
         let args = [
-            dir_arg, "--count", count, "--rows", rows, "--cols", rows, "--seed", seed,
+            "--count", count, "--rows", rows, "--cols", rows, "--seed", seed,
         ];
-        let out = run_peer("gen.py", &args).await;
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut made: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .expect("dir")
-            .map(|e| e.expect("entry").path())
-            .collect();
-        made.sort();
-        files.extend(made);
+        files.extend(generated(&archive.dir.path().join(name), &args).await);
     }
     let sizes: Vec<u64> = files
         .iter()

@@ -378,6 +378,13 @@ mod tests {
         writer.finish().await.unwrap()
     }
 
+    /// `spooled` holds `bytes`, with their length and hash.
+    fn assert_whole(spooled: &Spooled, bytes: &[u8], what: &str) {
+        assert_eq!(spooled.size, bytes.len() as u64, "{what}");
+        assert_eq!(spooled.sha256, hex::encode(Sha256::digest(bytes)), "{what}");
+        assert!(std::fs::read(spooled.path()).unwrap() == bytes, "{what}");
+    }
+
     #[tokio::test]
     async fn spooled_objects_come_back_whole_either_way() {
         let dir = tempfile::tempdir().unwrap();
@@ -387,13 +394,7 @@ mod tests {
                     let bytes = object(len);
                     let spooled = spool(dir.path(), direct, &bytes, chunk).await;
                     let what = format!("direct {direct}, length {len}, chunks of {chunk}");
-                    assert_eq!(spooled.size, len as u64, "{what}");
-                    assert_eq!(
-                        spooled.sha256,
-                        hex::encode(Sha256::digest(&bytes)),
-                        "{what}"
-                    );
-                    assert!(std::fs::read(spooled.path()).unwrap() == bytes, "{what}");
+                    assert_whole(&spooled, &bytes, &what);
                 }
             }
         }
@@ -416,13 +417,7 @@ mod tests {
                 }
                 let spooled = writer.finish().await.unwrap();
                 let what = format!("direct {direct}, length {len}, head {head}");
-                assert_eq!(spooled.size, len as u64, "{what}");
-                assert_eq!(
-                    spooled.sha256,
-                    hex::encode(Sha256::digest(&bytes)),
-                    "{what}"
-                );
-                assert!(std::fs::read(spooled.path()).unwrap() == bytes, "{what}");
+                assert_whole(&spooled, &bytes, &what);
             }
         }
     }
