@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write a deterministic multi-frame 16-bit CT object of about 10 MiB.
 
-Used by tests/s3.rs: anything above 8 MiB goes to S3 as a multipart upload.
+Used by tests/it/s3.rs: anything above 8 MiB goes to S3 as a multipart upload.
 Same arguments, same bytes: UIDs, dates and pixels are fixed.
 
     python3 make_large_ct.py OUT.dcm [--frames N]

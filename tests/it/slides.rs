@@ -12,7 +12,7 @@
 //! the same study shows it from its tiles. Screenshots are kept under
 //! `target/test-artifacts/`.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -2,7 +2,7 @@
 //! `tests/peers/dicomweb_suite.py` (driven by the `dicomweb-client` package
 //! and raw HTTP) runs as its own test, on SQLite and on PostgreSQL.
 
-mod common;
+use crate::common;
 
 use common::{python, run_peer, skip, Archive, Backend};
 
@@ -71,7 +71,7 @@ macro_rules! checks {
                 .map(str::to_owned)
                 .collect();
             let ours = [$(stringify!($name)),*];
-            assert_eq!(listed, ours, "tests/dicomweb.rs must list the suite's checks in order");
+            assert_eq!(listed, ours, "tests/it/dicomweb.rs must list the suite's checks in order");
         }
     };
 }

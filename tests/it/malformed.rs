@@ -2,7 +2,7 @@
 //! truncated and mis-encoded data sets, missing attributes and aborted
 //! transfers, all while a healthy association keeps storing.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

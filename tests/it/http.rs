@@ -1,7 +1,7 @@
 //! HTTP basics: probes, Prometheus metrics after real stores, JSON stats;
 //! DICOMweb's CORS, upload limit, authentication and the viewer fallback.
 
-mod common;
+use crate::common;
 
 use common::{dcmtk, skip, Archive, Backend};
 

@@ -5,7 +5,7 @@
 //! account's name cannot be taken over, the account has no password here,
 //! and every login, good or bad, is in the audit trail.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

@@ -5,7 +5,7 @@
 //! instances, and a node killed with -9 during ingest must lose nothing it
 //! acknowledged while the other keeps serving.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

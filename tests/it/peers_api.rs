@@ -3,7 +3,7 @@
 //! and from `tessera echo`, and each peer's services enforced on the DICOM
 //! port.
 
-mod common;
+use crate::common;
 
 use common::{
     dcmtk, free_port, http_request, python, run_peer, skip, tessera_cli, Archive, Backend, StoreScp,

@@ -4,7 +4,7 @@
 //! HTTPS with HSTS and Secure cookies, the `hl7` package's MLLP client over
 //! TLS, and a SIGHUP that swaps the certificate under an open association.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

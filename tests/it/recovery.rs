@@ -16,7 +16,7 @@
 //! not committed, or committed with its outbox mark, leaves a search index
 //! that converges after a restart, nothing missing and nothing twice.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

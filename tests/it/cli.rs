@@ -1,7 +1,7 @@
 //! The command line: import (with DICOMDIR file sets), verify, stats, and
 //! configuration precedence (file < environment < flags).
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

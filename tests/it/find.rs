@@ -3,7 +3,7 @@
 //! names, counters, C-CANCEL and the result limit. Responses are extracted
 //! with `-X` and checked attribute by attribute.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

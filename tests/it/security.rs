@@ -3,7 +3,7 @@
 //! CSRF, token scopes, expiry and revocation, the loopback-only default,
 //! and `tessera user`.
 
-mod common;
+use crate::common;
 
 use common::{http_exchange, Archive, Backend, Exchange};
 use tessera::auth::access::{Access, DIMSE_RULES, RULES};

@@ -4,7 +4,7 @@
 //! messages are refused with the reason, bad framing closes only its own
 //! connection, and an acknowledged message survives kill -9.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! SQLite and PostgreSQL: every transfer syntax, parallel associations,
 //! duplicates and character sets.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

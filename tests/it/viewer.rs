@@ -3,7 +3,7 @@
 //! logs in as a radiologist, finds a CT study stored through STOW-RS in the
 //! study list, opens it, and checks the image canvas shows pixels. The screenshot is kept under `target/test-artifacts/`.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -3,7 +3,7 @@
 //! sequence, a station AE title) and pynetdicom as a second client. Names
 //! come back in UTF-8 under ISO_IR 192.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

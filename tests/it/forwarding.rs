@@ -5,7 +5,7 @@
 //! the same or a new association, failing, refusing or never reporting; and
 //! a second Tessera).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -8,7 +8,7 @@
 //! and a report show at once, the index survives a restart and is rebuilt
 //! when lost.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

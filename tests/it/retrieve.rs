@@ -3,7 +3,7 @@
 //! unreachable destination, and sub-operations the destination refuses.
 //! A study downloaded as one ZIP file, as stored and uncompressed.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

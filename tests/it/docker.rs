@@ -2,7 +2,7 @@
 //! and the Dockerfile is a multi-stage build to a slim, non-root image.
 //! (No Docker engine runs on CI machines, so the image is not built here.)
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

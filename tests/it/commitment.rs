@@ -3,7 +3,7 @@
 //! object and an unknown one are reported failed), and a pending report
 //! delivered after a restart.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

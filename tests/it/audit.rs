@@ -5,7 +5,7 @@
 //! finds a changed and a removed record; a syslog collector over TLS gets
 //! the records.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

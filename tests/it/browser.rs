@@ -8,7 +8,7 @@
 //! the study opened in the viewer. Screenshots are kept under
 //! `target/test-artifacts/`.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -9,7 +9,7 @@
 //! commit), in that order. The same check must fail on a server run with
 //! `storage.fsync = false`, or it would prove nothing.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -5,7 +5,7 @@
 //! listing, `tessera verify` and a read-back through `Storage::open_read`
 //! must all agree with the index.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
