@@ -135,7 +135,13 @@ impl Core {
         tracker: &TaskTracker,
     ) -> Ingest {
         let policy = config.dicom.duplicate_policy;
-        let committer = GroupCommitter::start(self.index.clone(), policy, journal, tracker);
+        let committer = GroupCommitter::start(
+            self.index.clone(),
+            policy,
+            journal,
+            self.metrics.clone(),
+            tracker,
+        );
         Ingest::new(
             self.storage.clone(),
             committer,

@@ -56,6 +56,12 @@ pub struct Metrics {
     pub instances_received: Counter,
     pub bytes_received: Counter<u64, AtomicU64>,
     pub store_latency: Histogram,
+    /// Per group commit: the ingest journal's write and sync, which every
+    /// acknowledgement in the group waits for.
+    pub journal_append: Histogram,
+    /// Per group commit: the index transaction, from its first statement
+    /// to its commit.
+    pub index_commit: Histogram,
     pub errors: Family<ErrorLabels, Counter>,
     pub forward_pending: Gauge,
     pub forward_committing: Gauge,
@@ -93,6 +99,8 @@ impl Metrics {
             instances_received: Counter::default(),
             bytes_received: Counter::default(),
             store_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            journal_append: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            index_commit: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             errors: Family::default(),
             forward_pending: Gauge::default(),
             forward_committing: Gauge::default(),
@@ -137,6 +145,16 @@ impl Metrics {
             "store_latency_seconds",
             "Time from the end of a received data set to its durable commit",
             m.store_latency.clone(),
+        );
+        registry.register(
+            "journal_append_seconds",
+            "Time to write and sync one group of received objects to the ingest journal",
+            m.journal_append.clone(),
+        );
+        registry.register(
+            "index_commit_seconds",
+            "Time to record one group of stored instances in the index, up to its commit",
+            m.index_commit.clone(),
         );
         registry.register("errors", "Errors by kind", m.errors.clone());
         registry.register(

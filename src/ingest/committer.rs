@@ -9,6 +9,10 @@
 //! objects are already in place when they arrive here and the index commit
 //! is synced.
 
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio_util::task::TaskTracker;
@@ -19,6 +23,7 @@ use super::IngestError;
 use crate::config::DuplicatePolicy;
 use crate::index::{Durability, Index, IndexError, Recorded, StoreRequest};
 use crate::storage::Storage;
+use crate::telemetry::Metrics;
 
 /// Enough to amortise a commit; small enough to keep one transaction short.
 const MAX_BATCH: usize = 256;
@@ -61,6 +66,7 @@ impl GroupCommitter {
         index: Index,
         policy: DuplicatePolicy,
         journal: Option<JournalSetup>,
+        metrics: Arc<Metrics>,
         tracker: &TaskTracker,
     ) -> Self {
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
@@ -83,7 +89,7 @@ impl GroupCommitter {
                 last: Position::default(),
             }
         });
-        tracker.spawn(run(index, policy, writer, rx));
+        tracker.spawn(run(index, policy, writer, rx, metrics));
         GroupCommitter { tx, journaled }
     }
 
@@ -185,6 +191,7 @@ async fn run(
     policy: DuplicatePolicy,
     mut writer: Option<JournalWriter>,
     mut rx: mpsc::Receiver<Submission>,
+    metrics: Arc<Metrics>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -193,17 +200,26 @@ async fn run(
             .into_iter()
             .map(|s| (s.request, (s.inline, s.reply)))
             .unzip();
-        let started = std::time::Instant::now();
-        let (positions, outcomes) =
-            match journal_and_commit(&index, policy, writer.as_mut(), &requests, &rest).await {
-                Ok(done) => done,
-                Err(message) => {
-                    for (_, reply) in rest {
-                        let _ = reply.send(Err(journal_failed(&message)));
-                    }
-                    continue;
+        let started = Instant::now();
+        let mut times = Times::default();
+        let committed = journal_and_commit(
+            &index,
+            policy,
+            writer.as_mut(),
+            (&requests, &rest),
+            &mut times,
+        )
+        .await;
+        times.report(&metrics);
+        let (positions, outcomes) = match committed {
+            Ok(done) => done,
+            Err(message) => {
+                for (_, reply) in rest {
+                    let _ = reply.send(Err(journal_failed(&message)));
                 }
-            };
+                continue;
+            }
+        };
         let held = started.elapsed();
         if held > SLOW_COMMIT {
             // Every other store waits this long: worth knowing.
@@ -247,11 +263,13 @@ async fn journal_and_commit(
     index: &Index,
     policy: DuplicatePolicy,
     writer: Option<&mut JournalWriter>,
-    requests: &[StoreRequest],
-    rest: &[(Option<Inline>, Reply)],
+    (requests, rest): (&[StoreRequest], &[(Option<Inline>, Reply)]),
+    times: &mut Times,
 ) -> Result<(Vec<Option<Position>>, Outcomes), String> {
     let Some(w) = writer else {
-        let outcomes = commit(index, requests, policy, Durability::Synced).await;
+        let outcomes = times
+            .index(commit(index, requests, policy, Durability::Synced))
+            .await;
         return Ok((requests.iter().map(|_| None).collect(), outcomes));
     };
     let batch: Vec<Pair<'_>> = requests
@@ -261,12 +279,18 @@ async fn journal_and_commit(
         .collect();
     let entries = entries_of(&batch);
     let all_journaled = entries.len() == requests.len();
+    let journaled = !entries.is_empty();
+    let append = timed(w.append(entries));
     let (appended, prepared) = if all_journaled {
-        let (appended, prepared) =
-            tokio::join!(w.append(entries), index.prepare_journaled(requests, policy));
+        let ((appended, took), (prepared, preparing)) =
+            tokio::join!(append, timed(index.prepare_journaled(requests, policy)));
+        times.index += preparing;
+        times.journal = journaled.then_some(took);
         (appended, Some(prepared))
     } else {
-        (w.append(entries).await, None)
+        let (appended, took) = append.await;
+        times.journal = journaled.then_some(took);
+        (appended, None)
     };
     let positions = match appended {
         Ok(appended) => positions_of(&batch, appended),
@@ -287,24 +311,61 @@ async fn journal_and_commit(
         }
     }
     let outcomes = match prepared {
-        Some(Ok(prepared)) => match index.commit_prepared(prepared).await {
+        Some(Ok(prepared)) => match times.index(index.commit_prepared(prepared)).await {
             Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
             Err(e) => {
                 tracing::warn!(error = %e, "batch commit failed; retrying");
-                commit(index, requests, policy, Durability::Journaled).await
+                let again = commit(index, requests, policy, Durability::Journaled);
+                times.index(again).await
             }
         },
         // The batch as a whole failed to record: again, then one by one.
-        Some(Err(_)) => commit(index, requests, policy, Durability::Journaled).await,
+        Some(Err(_)) => {
+            let again = commit(index, requests, policy, Durability::Journaled);
+            times.index(again).await
+        }
         None => {
             let durability = Durability::SyncedThrough {
                 node: &w.node,
                 mark: (w.last.sequence, w.last.end),
             };
-            commit(index, requests, policy, durability).await
+            times
+                .index(commit(index, requests, policy, durability))
+                .await
         }
     };
     Ok((positions, outcomes))
+}
+
+/// Where one group's time went, for the metrics.
+#[derive(Default)]
+struct Times {
+    /// The journal's write and sync; `None` when nothing was journaled.
+    journal: Option<Duration>,
+    /// The index's statements and commit, without waiting for the journal.
+    index: Duration,
+}
+
+impl Times {
+    /// Await `work`, counting its time as the index's.
+    async fn index<T>(&mut self, work: impl Future<Output = T>) -> T {
+        let (out, took) = timed(work).await;
+        self.index += took;
+        out
+    }
+
+    fn report(&self, metrics: &Metrics) {
+        if let Some(journal) = self.journal {
+            metrics.journal_append.observe(journal.as_secs_f64());
+        }
+        metrics.index_commit.observe(self.index.as_secs_f64());
+    }
+}
+
+async fn timed<T>(work: impl Future<Output = T>) -> (T, Duration) {
+    let started = Instant::now();
+    let out = work.await;
+    (out, started.elapsed())
 }
 
 fn journal_failed(message: &str) -> IngestError {

@@ -46,6 +46,9 @@ async fn probes_metrics_and_stats(backend: Backend) {
         "tessera_dicom_associations_total 1",
         "tessera_dicom_associations_active 0",
         "tessera_store_latency_seconds_count 1",
+        // The store's group: its journal write and sync, its index commit.
+        "tessera_journal_append_seconds_count 1",
+        "tessera_index_commit_seconds_count 1",
     ] {
         assert!(metrics.contains(line), "missing {line:?} in:\n{metrics}");
     }
