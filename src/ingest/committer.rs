@@ -206,7 +206,8 @@ async fn run(
             &index,
             policy,
             writer.as_mut(),
-            (&requests, &rest),
+            &requests,
+            &rest,
             &mut times,
         )
         .await;
@@ -263,7 +264,8 @@ async fn journal_and_commit(
     index: &Index,
     policy: DuplicatePolicy,
     writer: Option<&mut JournalWriter>,
-    (requests, rest): (&[StoreRequest], &[(Option<Inline>, Reply)]),
+    requests: &[StoreRequest],
+    rest: &[(Option<Inline>, Reply)],
     times: &mut Times,
 ) -> Result<(Vec<Option<Position>>, Outcomes), String> {
     let Some(w) = writer else {
