@@ -49,6 +49,17 @@ pub enum Recorded {
     SeriesInOtherStudy(String),
 }
 
+impl Recorded {
+    /// Whether the stored instance's row now refers to the object just
+    /// received: otherwise that object need not be kept.
+    pub fn references_object(&self) -> bool {
+        matches!(
+            self,
+            Recorded::Inserted | Recorded::Identical | Recorded::Replaced
+        )
+    }
+}
+
 /// Where an instance row hangs in the hierarchy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Parents {
@@ -152,17 +163,6 @@ async fn record_one(
 ) -> Result<Recorded, IndexError> {
     let meta = &req.meta;
     let obj = &req.object;
-    // An object found in storage is referenced again: no longer a candidate
-    // for reclamation. On PostgreSQL this waits for a collector holding the
-    // row, so the store sees (and mends) a deletion that won the race; on
-    // SQLite the collector holds the write lock throughout. A newly written
-    // object is younger than the grace period, which the collector checks.
-    if req.object_existed {
-        sqlx::query("DELETE FROM object_tombstones WHERE object_key = $1")
-            .bind(obj.key.as_str())
-            .execute(&mut **tx)
-            .await?;
-    }
     let resolved = match resolve_parents(tx, meta).await? {
         Ok(resolved) => resolved,
         Err(stored_study) => {
@@ -191,6 +191,9 @@ async fn record_one(
         if let Some(row) = &row {
             record_document(tx, id_of(row)?, req).await?;
             count_instance(tx, backend, parents, 1, obj.size as i64, ts).await?;
+            if req.object_existed {
+                keep_object(tx, &obj.key).await?;
+            }
         }
         row.is_some()
     };
@@ -418,6 +421,22 @@ const COUNT_INSTANCE_POSTGRES: &str = concat!(
     count_patient!()
 );
 
+/// The object under `key`, which may have been in storage already, is
+/// referenced again: no longer a candidate for reclamation. On PostgreSQL
+/// this waits for a collector holding the row, so the store sees (and
+/// mends) a deletion that won the race; on SQLite the collector holds the
+/// write lock throughout. A newly written object is younger than the grace
+/// period, which the collector checks.
+async fn keep_object(tx: &mut Transaction<'static, Any>, key: &str) -> Result<(), IndexError> {
+    sqlx::query(KEEP_OBJECT)
+        .bind(key)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+const KEEP_OBJECT: &str = "DELETE FROM object_tombstones WHERE object_key = $1";
+
 /// Record that `key` may no longer be referenced; the collector re-checks.
 async fn tombstone(tx: &mut Transaction<'static, Any>, key: &str) -> Result<(), IndexError> {
     sqlx::query(
@@ -465,6 +484,9 @@ async fn record_duplicate(
         discard_unused(tx, parents).await?;
     }
     if sha == obj.sha256 {
+        if req.object_existed {
+            keep_object(tx, &obj.key).await?;
+        }
         return Ok(Recorded::Identical);
     }
     if policy != DuplicatePolicy::Replace {
@@ -502,6 +524,9 @@ async fn record_duplicate(
         .await?;
     record_document(tx, id, req).await?;
     queue_forwards(tx, req).await?;
+    if req.object_existed {
+        keep_object(tx, &obj.key).await?;
+    }
     if old_key != obj.key {
         tombstone(tx, &old_key).await?;
     }
@@ -627,21 +652,23 @@ fn bind_document<'q>(
         .bind(i64::from(encapsulated))
 }
 
-/// A new instance's row, document, counters and (for up to
+/// A new instance's row, document, counters, its object's release from
+/// reclamation ([`keep_object`]) and (for up to
 /// [`FRAMES_PER_BLOCK`] frames) frame locations as one request, for SQLite
 /// and for PostgreSQL, without and with the frames. Parameters: $1–$17 the
 /// instance, $18–$22 the document, $23–$30 the counters, $31 the one block
-/// of frames. Answers the new row's id, or (PostgreSQL, the UID already
-/// there) nothing.
+/// of frames; the release reads the object's key, $12. Answers the new
+/// row's id, or (PostgreSQL, the UID already there) nothing.
 static INSERT_NEW: LazyLock<[[String; 2]; 2]> = LazyLock::new(|| {
     // SQLite runs the statements in turn. The UID is known to be new, and
     // a conflict fails the request rather than being skipped.
     let id = "(SELECT id FROM instances WHERE sop_instance_uid = $17)";
     let sqlite = format!(
         "{} RETURNING id; INSERT INTO instance_documents (instance_fk, metadata, pixel_offset, \
-         pixel_length, frame_length, encapsulated) VALUES ({id}, $18, $19, $20, $21, $22); {}",
+         pixel_length, frame_length, encapsulated) VALUES ({id}, $18, $19, $20, $21, $22); {}; {}",
         insert_instance(),
-        shift_parameters(COUNT_INSTANCE_SQLITE, 22)
+        shift_parameters(COUNT_INSTANCE_SQLITE, 22),
+        shift_parameters(KEEP_OBJECT, 11)
     );
     let sqlite_frame = format!(
         "{sqlite}; INSERT INTO instance_frame_blocks (instance_fk, block_number, locations) \
@@ -659,11 +686,12 @@ static INSERT_NEW: LazyLock<[[String; 2]; 2]> = LazyLock::new(|| {
         "WITH ins AS ({} ON CONFLICT (sop_instance_uid) DO NOTHING RETURNING id), \
          doc AS (INSERT INTO instance_documents (instance_fk, metadata, pixel_offset, \
          pixel_length, frame_length, encapsulated) SELECT id, $18, $19, $20, $21, $22 FROM ins), \
-         se AS ({}), st AS ({}), pa AS ({})",
+         se AS ({}), st AS ({}), pa AS ({}), tomb AS ({} AND EXISTS (SELECT 1 FROM ins))",
         insert_instance(),
         counted(count_series!()),
         counted(count_study!()),
-        counted(count_patient!())
+        counted(count_patient!()),
+        shift_parameters(KEEP_OBJECT, 11)
     );
     let postgres_frame = format!(
         "{postgres}, fr AS (INSERT INTO instance_frame_blocks (instance_fk, block_number, \

@@ -235,7 +235,7 @@ async fn run(
             requests.into_iter().zip(rest).zip(positions).zip(outcomes)
         {
             if let (Some(w), Some(inline), Some(position)) = (writer.as_ref(), inline, position) {
-                if outcome.is_ok() {
+                if outcome.as_ref().is_ok_and(Recorded::references_object) {
                     let _ = w.placements.send(Placement {
                         key: request.object.key,
                         bytes: inline.bytes,
@@ -243,7 +243,7 @@ async fn run(
                         budget: inline.budget,
                     });
                 } else {
-                    // Never acknowledged: nothing to place.
+                    // Not acknowledged, or refused: nothing refers to it.
                     w.storage.unstage(&request.object.key);
                     w.releaser.release(position);
                 }

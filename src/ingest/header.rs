@@ -319,7 +319,7 @@ pub(crate) fn parse_rest(head: Head, bytes: &[u8]) -> Option<ParsedHeader> {
 /// Whether the native Pixel Data [`parse_head`] found ends the data set
 /// of an object of `total` bytes, as it mostly does: the head then settles
 /// the whole header (see [`Head::settled`]), with nothing left to walk.
-fn settled_by_head(head: &Head, total: u64) -> bool {
+pub(crate) fn settled_by_head(head: &Head, total: u64) -> bool {
     let dataset_len = total.checked_sub(head.dataset_start);
     head.native.is_some_and(|(offset, len)| {
         dataset_len.is_some() && offset.checked_add(len) == dataset_len
@@ -341,7 +341,7 @@ impl Head {
         })
     }
 
-    fn settled(self) -> ParsedHeader {
+    pub(crate) fn settled(self) -> ParsedHeader {
         ParsedHeader {
             meta: self.meta,
             transfer_syntax_uid: self.ts_uid,

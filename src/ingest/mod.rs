@@ -423,20 +423,18 @@ impl Ingest {
             } => {
                 let bytes = Bytes::from(buf).slice(start..);
                 let sha256: [u8; 32] = hasher.finalize().into();
-                let key = crate::storage::key_for(&hex::encode(sha256));
-                let probe = self.storage.local_path(&key);
                 let head = match head {
                     Some(walk) => walk.finish().await,
                     None => Walked::Nothing,
                 };
-                let (parsed, document, present) = examine(bytes.clone(), probe, head).await?;
+                let (parsed, document) = examine(bytes.clone(), head).await?;
                 let object = stored_object(&sha256, bytes.len() as u64, &parsed);
                 let inline = Inline {
                     bytes,
                     sha256,
                     budget: permit,
                 };
-                (parsed, document, object, Some((inline, present)), None)
+                (parsed, document, object, Some(inline), None)
             }
             Body::Spool(spool) => {
                 let spooled = spool.finish().await?;
@@ -498,13 +496,14 @@ impl Ingest {
                 let found = committed.existed.is_some();
                 (committed.existed, found)
             }
-            // Placed after the commit. An object already there may carry a
-            // tombstone the collector is acting on: the commit takes it
-            // over (waiting for the collector), and placement then writes
-            // the object again if the collector got there first.
-            None => (None, inline.as_ref().is_some_and(|(_, present)| *present)),
+            // Placed after the commit, so whether it is there already is not
+            // looked up on the way to the acknowledgement (a `stat` that
+            // could stall on a NAS): it may be, with a tombstone the
+            // collector is acting on. A commit that references it takes the
+            // tombstone over (waiting for the collector), and placement
+            // then writes the object again if the collector got there first.
+            None => (None, true),
         };
-        let inline = inline.map(|(inline, _)| inline);
         let key = object.key.clone();
         let request = request_for(
             &self.router,
@@ -569,21 +568,25 @@ impl Ingest {
     }
 }
 
-/// Walk and describe an object held in memory, and see whether its object
-/// file (`probe`; `None` where that cannot be known cheaply, S3) is there
-/// already, in one trip to the blocking pool. With the early walk of its
-/// head, only the rest is walked; a deflated object walked whole while it
-/// arrived is only described.
+/// Walk and describe an object held in memory. With the early walk of its
+/// head, only the rest is walked, and nothing at all when the head ends
+/// where the object does (a native image, mostly): then no trip to the
+/// blocking pool is taken. A deflated object walked whole while it arrived
+/// is only described.
 async fn examine(
     bytes: Bytes,
-    probe: Option<std::path::PathBuf>,
     walked: Walked,
-) -> Result<(header::ParsedHeader, Result<String, String>, bool), IngestError> {
+) -> Result<(header::ParsedHeader, Result<String, String>), IngestError> {
+    let walked = match walked {
+        Walked::Head(head, document) if header::settled_by_head(&head, bytes.len() as u64) => {
+            return Ok((head.settled(), Ok(document)));
+        }
+        other => other,
+    };
     tokio::task::spawn_blocking(move || {
-        let present = probe.is_none_or(|path| path.exists());
         let parsed = match walked {
             Walked::Head(head, document) => match header::parse_rest(head, &bytes) {
-                Some(parsed) => return Ok((parsed, Ok(document), present)),
+                Some(parsed) => return Ok((parsed, Ok(document))),
                 None => None,
             },
             Walked::Whole(parsed) => Some(parsed),
@@ -599,7 +602,7 @@ async fn examine(
             parsed.pixels.as_ref(),
             parsed.has_pixel_data,
         );
-        Ok::<_, HeaderError>((parsed, document, present))
+        Ok::<_, HeaderError>((parsed, document))
     })
     .await
     .map_err(|e| HeaderError::Meta(format!("header task failed: {e}")))?

@@ -74,8 +74,7 @@ async fn replay(
         let bytes = Bytes::from(record.bytes);
         let position = (record.position.sequence, record.position.end);
         let sha256 = record.sha256;
-        let (parsed, document, _) = match examine(bytes.clone(), None, super::Walked::Nothing).await
-        {
+        let (parsed, document) = match examine(bytes.clone(), super::Walked::Nothing).await {
             Ok(walked) => walked,
             Err(e) => {
                 // It was walked once before it was journaled.

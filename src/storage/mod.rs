@@ -127,15 +127,6 @@ impl Storage {
         &self.spool_dir
     }
 
-    /// Where the object under `key` lives on a local file system; `None`
-    /// on S3.
-    pub fn local_path(&self, key: &str) -> Option<PathBuf> {
-        match &self.backend {
-            Backend::Local(store) => Some(store.root().join(key)),
-            Backend::S3(_) => None,
-        }
-    }
-
     /// Whether objects live on a file system of this machine.
     pub fn is_local(&self) -> bool {
         matches!(self.backend, Backend::Local(_))

@@ -772,6 +772,80 @@ async fn a_series_under_another_study_is_refused(backend: Backend) {
     }
 }
 
+/// What a store refuses or does not keep (a different version under a
+/// known UID, by the keep-first and reject policies; an instance whose
+/// series is filed under another study) is never written to storage: the
+/// only object left once placement is done is the original's.
+async fn refused_versions_are_never_written(backend: Backend) {
+    let (Some(_), Some(_)) = (dcmtk("storescu"), python()) else {
+        return skip(
+            "refused_versions_are_never_written",
+            "DCMTK or pydicom missing",
+        );
+    };
+    for (policy, status) in [("keep-first", "0x0000"), ("reject", "0x0111")] {
+        let archive = Archive::start_with(backend, |raw| {
+            raw.dicom.duplicate_policy = Some(policy.parse().expect("policy"));
+        })
+        .await;
+        let dir = archive.dir.path().join("refused");
+        let out = run_peer("variant.py", &[dir.to_str().expect("utf8")]).await;
+        assert!(out.status.success());
+        let out = storescu(&archive, &[], &[dir.join("original.dcm")]).await;
+        assert!(out.status.success());
+        let port = archive.dicom_port.to_string();
+        for (file, expected) in [("variant.dcm", status), ("misfiled.dcm", "0xA900")] {
+            let path = dir.join(file);
+            let out = run_peer(
+                "send.py",
+                &[
+                    "127.0.0.1",
+                    &port,
+                    path.to_str().expect("utf8"),
+                    "--allow-failures",
+                ],
+            )
+            .await;
+            let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(
+                summary.contains(&format!(r#""{expected}": 1"#)),
+                "{policy} {file}: {summary}"
+            );
+        }
+        let stow = std::fs::read(dir.join("misfiled-stow.dcm")).expect("file");
+        assert_eq!(common::stow(archive.http_port, &stow, &[]).await, 409);
+        archive.wait_placed().await;
+        let objects = object_files(&archive.config.data_dir.join("objects"));
+        assert_eq!(objects.len(), 1, "{policy}: {objects:?}");
+        let index = archive.index().await;
+        assert_eq!(index.stats().await.expect("stats").instances, 1);
+    }
+}
+
+/// The object files in the objects folder `dir`: every file at any depth,
+/// but for the hidden spool folder (which holds the ingest journal).
+fn object_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("objects folder") {
+            let path = entry.expect("entry").path();
+            if path
+                .file_name()
+                .is_some_and(|n| n.as_encoded_bytes().starts_with(b"."))
+            {
+                continue;
+            }
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
 /// Every instance of a series, the first and the ones after it, keeps the
 /// location of each of its frames: single-frame and multi-frame RLE.
 async fn frames_located_in_every_instance_of_a_series(backend: Backend) {
@@ -1093,6 +1167,7 @@ on_both_backends!(
     frames_located_in_every_instance_of_a_series,
     frame_rows_of_an_older_index_become_blocks,
     a_series_under_another_study_is_refused,
+    refused_versions_are_never_written,
     replace_races_reclamation,
     echo,
     role_selection_is_answered,
