@@ -878,6 +878,32 @@ impl Drop for StoreScp {
     }
 }
 
+/// The object files under an objects folder `root`, at any depth and
+/// sorted, but for its hidden spool folder (which holds the ingest
+/// journal).
+pub fn object_files(root: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![root.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("objects folder") {
+            let path = entry.expect("entry").path();
+            if path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            {
+                continue;
+            }
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
 /// The SOP Instance UID of each Part-10 file, read with pydicom.
 /// The files directly in `dir`, sorted by name; none when it cannot be read.
 pub fn files_in(dir: &Path) -> Vec<PathBuf> {

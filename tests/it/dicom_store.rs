@@ -54,6 +54,23 @@ async fn generated(dir: &std::path::Path, args: &[&str]) -> Vec<PathBuf> {
     files
 }
 
+/// Send one file with pynetdicom's `send.py`, whose failures are expected:
+/// its summary of the statuses it got back.
+async fn send_expecting_failures(archive: &Archive, file: &std::path::Path) -> String {
+    let port = archive.dicom_port.to_string();
+    let out = run_peer(
+        "send.py",
+        &[
+            "127.0.0.1",
+            &port,
+            file.to_str().expect("utf8"),
+            "--allow-failures",
+        ],
+    )
+    .await;
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 async fn storescu(archive: &Archive, extra: &[&str], files: &[PathBuf]) -> std::process::Output {
     let tool = dcmtk("storescu").expect("checked by caller");
     tokio::process::Command::new(tool)
@@ -503,17 +520,7 @@ async fn duplicates_follow_policy(backend: Backend) {
         let again = index.instance(&uid).await.expect("query").expect("indexed");
         assert_eq!(again.sha256, first.sha256, "{policy}");
 
-        let out = run_peer(
-            "send.py",
-            &[
-                "127.0.0.1",
-                &port,
-                variant.to_str().expect("utf8"),
-                "--allow-failures",
-            ],
-        )
-        .await;
-        let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+        let summary = send_expecting_failures(&archive, &variant).await;
         let after = index.instance(&uid).await.expect("query").expect("indexed");
         match policy {
             "keep-first" => {
@@ -743,18 +750,7 @@ async fn a_series_under_another_study_is_refused(backend: Backend) {
     let out = storescu(&archive, &[], std::slice::from_ref(&original)).await;
     assert!(out.status.success());
     let misfiled = dir.join("misfiled.dcm");
-    let port = archive.dicom_port.to_string();
-    let out = run_peer(
-        "send.py",
-        &[
-            "127.0.0.1",
-            &port,
-            misfiled.to_str().expect("utf8"),
-            "--allow-failures",
-        ],
-    )
-    .await;
-    let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+    let summary = send_expecting_failures(&archive, &misfiled).await;
     assert!(summary.contains(r#""0xA900": 1"#), "{summary}");
     let stow = std::fs::read(dir.join("misfiled-stow.dcm")).expect("file");
     assert_eq!(common::stow(archive.http_port, &stow, &[]).await, 409);
@@ -793,20 +789,8 @@ async fn refused_versions_are_never_written(backend: Backend) {
         assert!(out.status.success());
         let out = storescu(&archive, &[], &[dir.join("original.dcm")]).await;
         assert!(out.status.success());
-        let port = archive.dicom_port.to_string();
         for (file, expected) in [("variant.dcm", status), ("misfiled.dcm", "0xA900")] {
-            let path = dir.join(file);
-            let out = run_peer(
-                "send.py",
-                &[
-                    "127.0.0.1",
-                    &port,
-                    path.to_str().expect("utf8"),
-                    "--allow-failures",
-                ],
-            )
-            .await;
-            let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+            let summary = send_expecting_failures(&archive, &dir.join(file)).await;
             assert!(
                 summary.contains(&format!(r#""{expected}": 1"#)),
                 "{policy} {file}: {summary}"
@@ -815,35 +799,11 @@ async fn refused_versions_are_never_written(backend: Backend) {
         let stow = std::fs::read(dir.join("misfiled-stow.dcm")).expect("file");
         assert_eq!(common::stow(archive.http_port, &stow, &[]).await, 409);
         archive.wait_placed().await;
-        let objects = object_files(&archive.config.data_dir.join("objects"));
+        let objects = common::object_files(&archive.config.data_dir.join("objects"));
         assert_eq!(objects.len(), 1, "{policy}: {objects:?}");
         let index = archive.index().await;
         assert_eq!(index.stats().await.expect("stats").instances, 1);
     }
-}
-
-/// The object files in the objects folder `dir`: every file at any depth,
-/// but for the hidden spool folder (which holds the ingest journal).
-fn object_files(dir: &std::path::Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).expect("objects folder") {
-            let path = entry.expect("entry").path();
-            if path
-                .file_name()
-                .is_some_and(|n| n.as_encoded_bytes().starts_with(b"."))
-            {
-                continue;
-            }
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                found.push(path);
-            }
-        }
-    }
-    found
 }
 
 /// Every instance of a series, the first and the ones after it, keeps the

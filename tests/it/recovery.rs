@@ -259,25 +259,7 @@ async fn a_power_cut_loses_no_acknowledged_instance() {
 /// was never written: empty, cut short, or its length of zeros. Returns
 /// how many were damaged.
 fn tear_objects(root: &Path) -> usize {
-    let mut files = Vec::new();
-    let mut dirs = vec![root.to_owned()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).expect("objects dir") {
-            let path = entry.expect("entry").path();
-            if path
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            {
-                continue;
-            }
-            if path.is_dir() {
-                dirs.push(path);
-            } else {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
+    let files = common::object_files(root);
     for (n, path) in files.iter().enumerate() {
         let file = std::fs::OpenOptions::new()
             .write(true)
