@@ -1,12 +1,13 @@
 //! How far each node's ingest journal is known to be in the index, durably:
 //! recovery redoes the index rows of later records only.
 
-use sqlx::{Any, Row, Transaction};
+use sqlx::AnyConnection;
+use sqlx::Row;
 
 use super::{Index, IndexError, JournalMark};
 
 pub(super) async fn set_mark(
-    tx: &mut Transaction<'static, Any>,
+    conn: &mut AnyConnection,
     node: &str,
     mark: JournalMark,
 ) -> Result<(), IndexError> {
@@ -21,7 +22,7 @@ pub(super) async fn set_mark(
     .bind(node)
     .bind(mark.0 as i64)
     .bind(mark.1 as i64)
-    .execute(&mut **tx)
+    .execute(conn)
     .await?;
     Ok(())
 }

@@ -33,6 +33,7 @@ pub mod users;
 mod wal_sync;
 pub mod worklist;
 mod write;
+mod write_tx;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -10,7 +10,8 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use sqlx::{Any, Row, Transaction};
+use sqlx::AnyConnection;
+use sqlx::Row;
 use tokio::sync::Notify;
 
 use super::{unix_now as now, Index, IndexError};
@@ -134,11 +135,8 @@ pub enum Delivery {
     Retry { error: String, retry_at: i64 },
 }
 
-/// Queue `message` in `tx`.
-pub(super) async fn queue(
-    tx: &mut Transaction<'static, Any>,
-    message: &Outbound,
-) -> Result<(), IndexError> {
+/// Queue `message` in the transaction open on `conn`.
+pub(super) async fn queue(conn: &mut AnyConnection, message: &Outbound) -> Result<(), IndexError> {
     let payload = serde_json::to_string(message).map_err(|e| IndexError::Corrupt {
         column: "hl7_outbox.payload",
         value: e.to_string(),
@@ -150,14 +148,14 @@ pub(super) async fn queue(
     .bind(message.kind())
     .bind(payload)
     .bind(ts)
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
 /// Queue `event` for worklist item `item`.
 pub(super) async fn queue_order(
-    tx: &mut Transaction<'static, Any>,
+    conn: &mut AnyConnection,
     item: i64,
     event: OrderEvent,
 ) -> Result<(), IndexError> {
@@ -169,7 +167,7 @@ pub(super) async fn queue_order(
          FROM worklist_items w JOIN patients p ON p.id = w.patient_fk WHERE w.id = $1",
     )
     .bind(item)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *conn)
     .await?;
     let Some(r) = row else {
         return Ok(());
@@ -192,7 +190,7 @@ pub(super) async fn queue_order(
         at: now(),
     };
     queue(
-        tx,
+        conn,
         &Outbound::Order {
             event,
             order: Box::new(order),
@@ -205,7 +203,7 @@ pub(super) async fn queue_order(
 /// time, matched by Study Instance UID or accession number, unless the
 /// order's steps are over (a completed order has told the RIS already).
 pub(super) async fn queue_study_received(
-    tx: &mut Transaction<'static, Any>,
+    conn: &mut AnyConnection,
     study_uid: &str,
     accession_number: &str,
 ) -> Result<(), IndexError> {
@@ -217,10 +215,10 @@ pub(super) async fn queue_study_received(
     )
     .bind(study_uid)
     .bind(accession_number)
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *conn)
     .await?;
     for row in items {
-        queue_order(tx, row.try_get(0)?, OrderEvent::Received).await?;
+        queue_order(conn, row.try_get(0)?, OrderEvent::Received).await?;
     }
     Ok(())
 }

@@ -3,12 +3,14 @@
 //! policy, and the tombstones of objects a write leaves unreferenced, all
 //! inside one transaction per batch.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, Row};
 
 use super::frame_blocks::{self, FRAMES_PER_BLOCK};
+use super::write_tx::{KnownSeries, WriteTx};
 use super::{unix_now as now, Backend, Index, IndexError, NewForward};
 use crate::config::DuplicatePolicy;
 use crate::model::{fold_for_matching, InstanceMeta, PixelLayout, StoredObject};
@@ -90,7 +92,7 @@ pub type JournalMark = (u64, u64);
 /// are written while the ingest journal syncs the same objects, and the
 /// commit waits for that sync.
 pub struct PreparedBatch {
-    tx: Transaction<'static, Any>,
+    tx: WriteTx,
     outcomes: Vec<Recorded>,
 }
 
@@ -103,11 +105,9 @@ impl Index {
         policy: DuplicatePolicy,
         durability: Durability<'_>,
     ) -> Result<Vec<Recorded>, IndexError> {
-        let mut tx = match durability {
-            Durability::Journaled => self.begin_journaled_write().await?,
-            _ => self.begin_write().await?,
-        };
-        let outcomes = self.record_all(&mut tx, batch, policy).await?;
+        let synced = durability != Durability::Journaled;
+        let (mut tx, known) = self.begin_batch(synced, batch).await?;
+        let outcomes = self.record_all(&mut tx, batch, policy, known).await?;
         if let Durability::SyncedThrough { node, mark } = durability {
             super::journal::set_mark(&mut tx, node, mark).await?;
         }
@@ -124,8 +124,8 @@ impl Index {
         batch: &[StoreRequest],
         policy: DuplicatePolicy,
     ) -> Result<PreparedBatch, IndexError> {
-        let mut tx = self.begin_journaled_write().await?;
-        let outcomes = self.record_all(&mut tx, batch, policy).await?;
+        let (mut tx, known) = self.begin_batch(false, batch).await?;
+        let outcomes = self.record_all(&mut tx, batch, policy, known).await?;
         Ok(PreparedBatch { tx, outcomes })
     }
 
@@ -139,31 +139,74 @@ impl Index {
         Ok(prepared.outcomes)
     }
 
+    /// A write transaction for `batch`, synced at commit or not, and what
+    /// it already knows of the batch's series (SQLite: looked up in the
+    /// same request as `BEGIN`).
+    async fn begin_batch(
+        &self,
+        synced: bool,
+        batch: &[StoreRequest],
+    ) -> Result<(WriteTx, HashMap<usize, KnownSeries>), IndexError> {
+        match self.backend {
+            Backend::Sqlite => {
+                let pragma = if synced {
+                    "PRAGMA synchronous=FULL"
+                } else {
+                    "PRAGMA synchronous=NORMAL"
+                };
+                let conn = self.writer.acquire().await?;
+                super::write_tx::begin_sqlite(conn, pragma, batch).await
+            }
+            Backend::Postgres => {
+                let tx = match synced {
+                    true => self.begin_write().await?,
+                    false => self.begin_journaled_write().await?,
+                };
+                Ok((WriteTx::Sqlx(tx), HashMap::new()))
+            }
+        }
+    }
+
     async fn record_all(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut WriteTx,
         batch: &[StoreRequest],
         policy: DuplicatePolicy,
+        mut known: HashMap<usize, KnownSeries>,
     ) -> Result<Vec<Recorded>, IndexError> {
         let mut outcomes = Vec::with_capacity(batch.len());
         let notify = self.outbox.enabled();
-        for req in batch {
-            outcomes.push(record_one(tx, self.backend, req, policy, notify).await?);
+        let mut uids = HashSet::with_capacity(batch.len());
+        // What was looked up before the batch holds while every earlier
+        // request only added rows; a replacement may have deleted a
+        // series, and a UID sent twice is no longer new the second time.
+        let mut only_added = true;
+        for (at, req) in batch.iter().enumerate() {
+            let first = uids.insert(req.meta.sop_instance_uid.as_str());
+            let prior = known.remove(&at).filter(|_| only_added && first);
+            let outcome = record_one(tx, self.backend, req, policy, notify, prior).await?;
+            only_added &= outcome == Recorded::Inserted;
+            outcomes.push(outcome);
         }
         Ok(outcomes)
     }
 }
 
 async fn record_one(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTx,
     backend: Backend,
     req: &StoreRequest,
     policy: DuplicatePolicy,
     notify_ris: bool,
+    known: Option<KnownSeries>,
 ) -> Result<Recorded, IndexError> {
     let meta = &req.meta;
     let obj = &req.object;
-    let resolved = match resolve_parents(tx, meta).await? {
+    let resolved = match known {
+        Some(known) => resolved_in(known, meta),
+        None => resolve_parents(tx, meta).await?,
+    };
+    let resolved = match resolved {
         Ok(resolved) => resolved,
         Err(stored_study) => {
             // The object just written for this store is not kept.
@@ -297,7 +340,7 @@ struct Resolved {
 /// The patient, study and series of `meta`, created when new; `Err` with
 /// the stored study's UID when the series is filed under another study.
 async fn resolve_parents(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTx,
     meta: &InstanceMeta,
 ) -> Result<Result<Resolved, String>, IndexError> {
     // Fast path: the series is usually known already (every instance after
@@ -313,20 +356,14 @@ async fn resolve_parents(
     .fetch_optional(&mut **tx)
     .await?;
     if let Some(row) = known {
-        let study: String = row.try_get(3)?;
-        if study != meta.study.study_instance_uid.as_str() {
-            return Ok(Err(study));
-        }
-        return Ok(Ok(Resolved {
-            parents: Parents {
-                patient: row.try_get(2)?,
-                study: row.try_get(1)?,
-                series: row.try_get(0)?,
-                new_study: false,
-                new_series: false,
-            },
-            sop_instance_known: Some(row.try_get::<i64, _>(4)? != 0),
-        }));
+        let known = KnownSeries {
+            series: row.try_get(0)?,
+            study: row.try_get(1)?,
+            patient: row.try_get(2)?,
+            study_instance_uid: row.try_get(3)?,
+            sop_instance_known: row.try_get::<i64, _>(4)? != 0,
+        };
+        return Ok(resolved_in(known, meta));
     }
     let (patient, _) = upsert_patient(tx, meta).await?;
     let (study, new_study) = upsert_study(tx, meta, patient).await?;
@@ -343,11 +380,29 @@ async fn resolve_parents(
     }))
 }
 
+/// Where `meta` goes in a series already stored; `Err` with the stored
+/// study's UID when that is another study.
+fn resolved_in(known: KnownSeries, meta: &InstanceMeta) -> Result<Resolved, String> {
+    if known.study_instance_uid != meta.study.study_instance_uid.as_str() {
+        return Err(known.study_instance_uid);
+    }
+    Ok(Resolved {
+        parents: Parents {
+            patient: known.patient,
+            study: known.study,
+            series: known.series,
+            new_study: false,
+            new_series: false,
+        },
+        sop_instance_known: Some(known.sop_instance_known),
+    })
+}
+
 /// Add (`delta` 1) or remove (-1) one instance of `size` bytes from the
 /// counters of its series, study and patient, with their versions bumped.
 /// A new series or study counts once, with its first instance.
 async fn count_instance(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTx,
     backend: Backend,
     parents: Parents,
     delta: i64,
@@ -427,7 +482,7 @@ const COUNT_INSTANCE_POSTGRES: &str = concat!(
 /// mends) a deletion that won the race; on SQLite the collector holds the
 /// write lock throughout. A newly written object is younger than the grace
 /// period, which the collector checks.
-async fn keep_object(tx: &mut Transaction<'static, Any>, key: &str) -> Result<(), IndexError> {
+async fn keep_object(tx: &mut WriteTx, key: &str) -> Result<(), IndexError> {
     sqlx::query(KEEP_OBJECT)
         .bind(key)
         .execute(&mut **tx)
@@ -438,7 +493,7 @@ async fn keep_object(tx: &mut Transaction<'static, Any>, key: &str) -> Result<()
 const KEEP_OBJECT: &str = "DELETE FROM object_tombstones WHERE object_key = $1";
 
 /// Record that `key` may no longer be referenced; the collector re-checks.
-async fn tombstone(tx: &mut Transaction<'static, Any>, key: &str) -> Result<(), IndexError> {
+async fn tombstone(tx: &mut WriteTx, key: &str) -> Result<(), IndexError> {
     sqlx::query(
         "INSERT INTO object_tombstones (object_key, unreferenced_at) VALUES ($1, $2) \
          ON CONFLICT (object_key) DO NOTHING",
@@ -454,7 +509,7 @@ async fn tombstone(tx: &mut Transaction<'static, Any>, key: &str) -> Result<(), 
 /// `parents` are where the new version belongs, resolved (and created when
 /// new) before the duplicate was found.
 async fn record_duplicate(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTx,
     backend: Backend,
     req: &StoreRequest,
     policy: DuplicatePolicy,
@@ -535,10 +590,7 @@ async fn record_duplicate(
 
 /// A series or study created for a version that was not kept holds
 /// nothing and was never counted: remove it again.
-async fn discard_unused(
-    tx: &mut Transaction<'static, Any>,
-    parents: Parents,
-) -> Result<(), IndexError> {
+async fn discard_unused(tx: &mut WriteTx, parents: Parents) -> Result<(), IndexError> {
     if parents.new_series {
         sqlx::query("DELETE FROM series WHERE id = $1")
             .bind(parents.series)
@@ -557,7 +609,7 @@ async fn discard_unused(
 /// A replaced instance moved to another series: remove the series it left
 /// (and the study, when that was its last series) once nothing is in it,
 /// and rebuild the study's ModalitiesInStudy.
-async fn drop_if_empty(tx: &mut Transaction<'static, Any>, old: Parents) -> Result<(), IndexError> {
+async fn drop_if_empty(tx: &mut WriteTx, old: Parents) -> Result<(), IndexError> {
     let empty = sqlx::query("DELETE FROM series WHERE id = $1 AND num_instances <= 0")
         .bind(old.series)
         .execute(&mut **tx)
@@ -610,7 +662,7 @@ async fn drop_if_empty(tx: &mut Transaction<'static, Any>, old: Parents) -> Resu
 /// Queue the instance for every matching route, atomically with recording it.
 /// The metadata document and frame locations of an instance row.
 async fn record_document(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTx,
     instance_id: i64,
     req: &StoreRequest,
 ) -> Result<(), IndexError> {
@@ -706,7 +758,7 @@ static INSERT_NEW: LazyLock<[[String; 2]; 2]> = LazyLock::new(|| {
 /// Record a new instance with [`INSERT_NEW`]; false when its UID was
 /// already there (PostgreSQL only).
 async fn insert_new(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTx,
     backend: Backend,
     req: &StoreRequest,
     parents: Parents,
@@ -770,7 +822,7 @@ fn shift_parameters(sql: &str, by: usize) -> String {
 const BLOCKS_PER_INSERT: usize = 100;
 
 async fn record_frame_blocks(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTx,
     instance_id: i64,
     frames: &[(u64, u64)],
 ) -> Result<(), IndexError> {
@@ -792,10 +844,7 @@ async fn record_frame_blocks(
     Ok(())
 }
 
-async fn queue_forwards(
-    tx: &mut Transaction<'static, Any>,
-    req: &StoreRequest,
-) -> Result<(), IndexError> {
+async fn queue_forwards(tx: &mut WriteTx, req: &StoreRequest) -> Result<(), IndexError> {
     let ts = now();
     for forward in &req.forward_to {
         sqlx::query(
@@ -817,7 +866,7 @@ async fn queue_forwards(
 /// existed; this tells "new" from "existing" on both backends and stays
 /// correct when several nodes share one PostgreSQL.
 async fn insert_or_get<'q>(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTx,
     insert: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
     select: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
 ) -> Result<(i64, bool), IndexError> {
@@ -832,10 +881,7 @@ fn id_of(row: &AnyRow) -> Result<i64, IndexError> {
     Ok(row.try_get::<i64, _>(0)?)
 }
 
-async fn upsert_patient(
-    tx: &mut Transaction<'static, Any>,
-    meta: &InstanceMeta,
-) -> Result<(i64, bool), IndexError> {
+async fn upsert_patient(tx: &mut WriteTx, meta: &InstanceMeta) -> Result<(i64, bool), IndexError> {
     let p = &meta.patient;
     let (id, created) = insert_or_get(
         tx,
@@ -875,7 +921,7 @@ async fn upsert_patient(
 }
 
 async fn upsert_study(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTx,
     meta: &InstanceMeta,
     patient_fk: i64,
 ) -> Result<(i64, bool), IndexError> {
@@ -908,7 +954,7 @@ async fn upsert_study(
 }
 
 async fn upsert_series(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTx,
     meta: &InstanceMeta,
     study_fk: i64,
 ) -> Result<(i64, bool), IndexError> {
@@ -946,11 +992,7 @@ async fn upsert_series(
 }
 
 /// ModalitiesInStudy is kept as a sorted, backslash-separated value.
-async fn add_modality(
-    tx: &mut Transaction<'static, Any>,
-    study_id: i64,
-    modality: &str,
-) -> Result<(), IndexError> {
+async fn add_modality(tx: &mut WriteTx, study_id: i64, modality: &str) -> Result<(), IndexError> {
     let row = sqlx::query("SELECT modalities_in_study FROM studies WHERE id = $1")
         .bind(study_id)
         .fetch_one(&mut **tx)

@@ -933,3 +933,72 @@ pub fn sop_uids(files: &[PathBuf]) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// A store of one synthetic CT instance, for tests that record straight
+/// through the index API: `n` numbers the instance and gives its object a
+/// distinct key and hash.
+pub fn ct_store_request(
+    patient_id: &str,
+    study: &str,
+    series: &str,
+    sop_instance_uid: &str,
+    n: u64,
+) -> tessera::index::StoreRequest {
+    use tessera::model::{InstanceMeta, PatientMeta, SeriesMeta, StoredObject, StudyMeta, Uid};
+    let uid = |s: &str| Uid::new(s).expect("uid");
+    tessera::index::StoreRequest {
+        meta: InstanceMeta {
+            patient: PatientMeta {
+                patient_id: patient_id.into(),
+                patient_name: "Batch^Test".into(),
+                ..Default::default()
+            },
+            study: StudyMeta {
+                study_instance_uid: uid(study),
+                study_date: "20240101".into(),
+                study_time: "120000".into(),
+                accession_number: format!("ACC{patient_id}"),
+                study_id: "1".into(),
+                study_description: "synthetic".into(),
+                referring_physician_name: String::new(),
+                timezone_offset_from_utc: String::new(),
+            },
+            series: SeriesMeta {
+                series_instance_uid: uid(series),
+                modality: "CT".into(),
+                series_number: Some(1),
+                series_description: String::new(),
+                series_date: String::new(),
+                series_time: String::new(),
+                body_part_examined: String::new(),
+                performed_procedure_step_start_date: String::new(),
+                performed_procedure_step_start_time: String::new(),
+                scheduled_procedure_step_id: String::new(),
+                requested_procedure_id: String::new(),
+                institution_name: String::new(),
+                station_name: String::new(),
+            },
+            sop_instance_uid: uid(sop_instance_uid),
+            sop_class_uid: uid("1.2.840.10008.5.1.4.1.1.2"),
+            instance_number: Some(n as i64),
+            number_of_frames: None,
+            rows: Some(512),
+            columns: Some(512),
+            bits_allocated: Some(16),
+            specific_character_set: String::new(),
+            content_date: "20240101".into(),
+            content_time: "120000".into(),
+        },
+        object: StoredObject {
+            key: format!("ab/cd/{n:064x}.dcm"),
+            size: 1,
+            sha256: format!("{n:064x}"),
+            transfer_syntax_uid: uid("1.2.840.10008.1.2.1"),
+        },
+        source_ae_title: "BATCH".into(),
+        forward_to: vec![],
+        document: None,
+        pixels: None,
+        object_existed: false,
+    }
+}

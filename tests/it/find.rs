@@ -695,67 +695,13 @@ on_both_backends!(
 /// Index `count` synthetic instances in one series straight through the
 /// index API (C-FIND needs rows, not objects); returns (study, series).
 async fn index_many(archive: &Archive, count: usize) -> (String, String) {
-    use tessera::index::StoreRequest;
-    use tessera::model::{InstanceMeta, PatientMeta, SeriesMeta, StoredObject, StudyMeta, Uid};
-    let uid = |s: String| Uid::new(&s).expect("uid");
     let study = "2.25.4242".to_owned();
     let series = "2.25.4242.1".to_owned();
     let index = archive.index().await;
-    let requests: Vec<StoreRequest> = (0..count)
-        .map(|n| StoreRequest {
-            meta: InstanceMeta {
-                patient: PatientMeta {
-                    patient_id: "FLOOD".into(),
-                    patient_name: "Flood^Test".into(),
-                    ..Default::default()
-                },
-                study: StudyMeta {
-                    study_instance_uid: uid(study.clone()),
-                    study_date: "20240101".into(),
-                    study_time: "120000".into(),
-                    accession_number: "FLOOD1".into(),
-                    study_id: "1".into(),
-                    study_description: "many instances".into(),
-                    referring_physician_name: String::new(),
-                    timezone_offset_from_utc: String::new(),
-                },
-                series: SeriesMeta {
-                    series_instance_uid: uid(series.clone()),
-                    modality: "CT".into(),
-                    series_number: Some(1),
-                    series_description: String::new(),
-                    series_date: String::new(),
-                    series_time: String::new(),
-                    body_part_examined: String::new(),
-                    performed_procedure_step_start_date: String::new(),
-                    performed_procedure_step_start_time: String::new(),
-                    scheduled_procedure_step_id: String::new(),
-                    requested_procedure_id: String::new(),
-                    institution_name: String::new(),
-                    station_name: String::new(),
-                },
-                sop_instance_uid: uid(format!("2.25.4242.1.{n}")),
-                sop_class_uid: uid("1.2.840.10008.5.1.4.1.1.2".into()),
-                instance_number: Some(n as i64),
-                number_of_frames: None,
-                rows: Some(512),
-                columns: Some(512),
-                bits_allocated: Some(16),
-                specific_character_set: String::new(),
-                content_date: "20240101".into(),
-                content_time: "120000".into(),
-            },
-            object: StoredObject {
-                key: format!("ab/cd/{:064x}.dcm", n),
-                size: 1,
-                sha256: format!("{:064x}", n),
-                transfer_syntax_uid: uid("1.2.840.10008.1.2.1".into()),
-            },
-            source_ae_title: "FLOOD".into(),
-            forward_to: vec![],
-            document: None,
-            pixels: None,
-            object_existed: false,
+    let requests: Vec<_> = (0..count)
+        .map(|n| {
+            let sop = format!("2.25.4242.1.{n}");
+            common::ct_store_request("FLOOD", &study, &series, &sop, n as u64)
         })
         .collect();
     for batch in requests.chunks(500) {

@@ -23,6 +23,7 @@ mod forwarding;
 mod fuzz_corpus;
 mod hl7;
 mod http;
+mod index_batches;
 mod malformed;
 mod nodes;
 mod peers_api;
