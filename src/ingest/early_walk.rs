@@ -9,9 +9,11 @@ use super::{document, header};
 /// walked while the rest arrives: the Pixel Data of an image is most of
 /// its bytes, so little is left to walk after the last fragment.
 pub(super) const HEAD_WALK_AT: usize = 64 * 1024;
-/// Pieces of a deflated object (up to 64 KiB each over DIMSE) waiting for
-/// its walk.
+/// Pieces of a deflated object waiting for its walk: copies, outside the
+/// ingest memory budget, so few.
 const MAX_QUEUED: usize = 16;
+/// The most of a deflated object one piece for its walk holds.
+const PIECE: usize = 64 * 1024;
 
 /// The walk of an object's header started while the object arrives.
 pub(super) enum HeadWalk {
@@ -21,10 +23,16 @@ pub(super) enum HeadWalk {
     Head(tokio::task::JoinHandle<Option<(header::Head, String)>>),
     /// A deflated object, walked whole (inflated) as its bytes arrive on
     /// `feed`, so that only the last of them are left when it is complete.
-    /// `None` when that walk failed: the whole walk then reports why.
+    /// A walk that lags (inflating is slower than a fast sender) is not
+    /// given up: the bytes it has not had wait in the object's own buffer,
+    /// and it gets them as it makes room, or when the object is complete.
+    /// Giving it up meant inflating the object a second time.
     Deflated {
-        /// `None` once the walk fell too far behind and was given up.
-        feed: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+        /// `None` once the walk stopped reading: it failed, and the whole
+        /// walk reports why.
+        feed: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
+        /// How many of the object's bytes the walk has been sent.
+        fed: usize,
         walk: tokio::task::JoinHandle<Option<header::ParsedHeader>>,
     },
     /// An object that went on to a spool file after its head was walked:
@@ -51,12 +59,17 @@ impl HeadWalk {
             let prefix = object[..object.len().min(header::HEAD_MAX)].to_vec();
             return HeadWalk::Head(tokio::task::spawn_blocking(move || walk_head(&prefix)));
         }
-        let (feed, chunks) = std::sync::mpsc::sync_channel(MAX_QUEUED);
-        let feed = feed.try_send(object.to_vec()).ok().map(|()| feed);
+        let (feed, chunks) = tokio::sync::mpsc::channel(MAX_QUEUED);
         let walk = tokio::task::spawn_blocking(move || {
             header::parse_deflated(ChunkReader::new(chunks)).ok()
         });
-        HeadWalk::Deflated { feed, walk }
+        let mut walk = HeadWalk::Deflated {
+            feed: Some(feed),
+            fed: 0,
+            walk,
+        };
+        walk.feed(object);
+        walk
     }
 
     /// The object goes on to a spool file, `held` being its bytes so far:
@@ -67,7 +80,11 @@ impl HeadWalk {
         let Some(walk) = walk else {
             return HeadWalk::Collecting(Vec::new()).pass(held).await;
         };
-        let Walked::Head(head, document) = walk.finish().await else {
+        if let HeadWalk::Deflated { .. } = walk {
+            // Its file is walked whole; dropping the feed ends this walk.
+            return None;
+        }
+        let Walked::Head(head, document) = walk.finish(held).await else {
             return None;
         };
         let mut scan = Box::new(header::FragmentScan::new(head));
@@ -123,37 +140,55 @@ impl HeadWalk {
         Some((scan.finish(total)?, document))
     }
 
-    /// Bytes that arrived after those the walk has seen.
-    pub(super) fn feed(&mut self, more: &[u8]) {
-        if let HeadWalk::Deflated { feed, .. } = self {
-            // Copies queued for a walk that lags (inflating is slower than
-            // a fast sender) are memory outside the ingest budget: past a
-            // few, the object is walked whole once it is complete instead.
-            // A walk that stopped early has nothing more to read.
-            if feed
-                .as_ref()
-                .is_some_and(|f| f.try_send(more.to_vec()).is_err())
-            {
+    /// The object has grown to `object`: send the walk what it has not
+    /// had, as far as it has room.
+    pub(super) fn feed(&mut self, object: &[u8]) {
+        let HeadWalk::Deflated { feed, fed, .. } = self else {
+            return;
+        };
+        while let (Some(sender), true) = (feed.as_ref(), *fed < object.len()) {
+            let stopped = match sender.try_reserve() {
+                Ok(permit) => {
+                    let end = object.len().min(*fed + PIECE);
+                    permit.send(object[*fed..end].to_vec());
+                    *fed = end;
+                    false
+                }
+                // Lagging: the rest waits in the object.
+                Err(tokio::sync::mpsc::error::TrySendError::Full(())) => return,
+                Err(tokio::sync::mpsc::error::TrySendError::Closed(())) => true,
+            };
+            if stopped {
                 *feed = None;
             }
         }
     }
 
-    /// The object is whole: what the walk made of it.
-    pub(super) async fn finish(self) -> Walked {
+    /// The object is whole, `object` its bytes: what the walk made of it.
+    pub(super) async fn finish(self, object: &[u8]) -> Walked {
         match self {
             HeadWalk::Head(walk) => match walk.await.ok().flatten() {
                 Some((head, document)) => Walked::Head(head, document),
                 None => Walked::Nothing,
             },
-            // Given up: what it read is not the whole object.
+            // Stopped early: what it read is not the whole object.
             HeadWalk::Deflated { feed: None, .. }
             | HeadWalk::Passing(..)
             | HeadWalk::Collecting(_) => Walked::Nothing,
             HeadWalk::Deflated {
                 feed: Some(feed),
+                mut fed,
                 walk,
             } => {
+                while fed < object.len() {
+                    let end = object.len().min(fed + PIECE);
+                    if feed.send(object[fed..end].to_vec()).await.is_err() {
+                        // The walk has stopped: it says why, or the whole
+                        // walk will.
+                        break;
+                    }
+                    fed = end;
+                }
                 // The end of the stream, for the walk to check it ends there.
                 drop(feed);
                 match walk.await.ok().flatten() {
@@ -168,13 +203,13 @@ impl HeadWalk {
 /// A reader over chunks sent while it reads; the stream ends once the
 /// sender is dropped.
 struct ChunkReader {
-    chunks: std::sync::mpsc::Receiver<Vec<u8>>,
+    chunks: tokio::sync::mpsc::Receiver<Vec<u8>>,
     current: Vec<u8>,
     at: usize,
 }
 
 impl ChunkReader {
-    fn new(chunks: std::sync::mpsc::Receiver<Vec<u8>>) -> Self {
+    fn new(chunks: tokio::sync::mpsc::Receiver<Vec<u8>>) -> Self {
         ChunkReader {
             chunks,
             current: Vec::new(),
@@ -186,12 +221,12 @@ impl ChunkReader {
 impl std::io::Read for ChunkReader {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         while self.at == self.current.len() {
-            match self.chunks.recv() {
-                Ok(chunk) => {
+            match self.chunks.blocking_recv() {
+                Some(chunk) => {
                     self.current = chunk;
                     self.at = 0;
                 }
-                Err(_) => return Ok(0),
+                None => return Ok(0),
             }
         }
         let n = out.len().min(self.current.len() - self.at);
@@ -276,14 +311,14 @@ mod tests {
         }
     }
 
-    /// Feed `bytes` to a walk started on their first `at`, in pieces of
-    /// `piece` bytes.
+    /// Feed `bytes` to a walk started on their first `at`, as they arrive
+    /// `piece` bytes at a time.
     async fn walk_arriving(bytes: &[u8], at: usize, piece: usize) -> Walked {
         let mut walk = HeadWalk::start(&bytes[..at]);
-        for piece in bytes[at..].chunks(piece) {
-            walk.feed(piece);
+        for end in (at..bytes.len()).step_by(piece).skip(1) {
+            walk.feed(&bytes[..end]);
         }
-        walk.finish().await
+        walk.finish(bytes).await
     }
 
     /// A deflated object is walked whole while it arrives, which leaves
@@ -318,25 +353,38 @@ mod tests {
         ));
     }
 
-    /// A walk with more pieces waiting than it may have is given up, and
-    /// what it read is never taken for the object, even where it parsed.
+    /// A walk that lags, with more pieces than it may have waiting, is not
+    /// given up (that meant inflating the object again once complete): it
+    /// gets the rest as it makes room, or when the object is complete.
     #[tokio::test]
-    async fn a_walk_that_falls_behind_is_given_up() {
-        let bytes = header::tests::object_bytes("1.2.840.10008.1.2.1.99", false, false);
-        let whole = header::parse_deflated(&bytes[..]).expect("valid");
-        // A walk that has stopped reading, and would report success.
-        let (feed, _stalled) = std::sync::mpsc::sync_channel(MAX_QUEUED);
-        let walk = tokio::task::spawn_blocking(move || Some(whole));
+    async fn a_walk_that_falls_behind_catches_up() {
+        let bytes = header::tests::object_of_side("1.2.840.10008.1.2.1.99", false, false, 400);
+        let (feed, chunks) = tokio::sync::mpsc::channel(MAX_QUEUED);
+        // A walk that reads nothing until the gate opens.
+        let (open, gate) = std::sync::mpsc::channel::<()>();
+        let walk = tokio::task::spawn_blocking(move || {
+            gate.recv().ok()?;
+            header::parse_deflated(ChunkReader::new(chunks)).ok()
+        });
         let mut walk = HeadWalk::Deflated {
             feed: Some(feed),
+            fed: 0,
             walk,
         };
-        for piece in bytes.chunks(1).take(MAX_QUEUED) {
-            walk.feed(piece);
+        let step = bytes.len() / (4 * MAX_QUEUED);
+        for end in (step..bytes.len()).step_by(step) {
+            walk.feed(&bytes[..end]);
         }
-        assert!(matches!(walk, HeadWalk::Deflated { feed: Some(_), .. }));
-        walk.feed(&bytes[..1]);
-        assert!(matches!(walk, HeadWalk::Deflated { feed: None, .. }));
-        assert!(matches!(walk.finish().await, Walked::Nothing));
+        match &walk {
+            HeadWalk::Deflated {
+                feed: Some(_), fed, ..
+            } => assert!(*fed < bytes.len() / 2, "{fed} of {} sent", bytes.len()),
+            _ => panic!("the walk was given up"),
+        }
+        open.send(()).expect("gate");
+        match walk.finish(&bytes).await {
+            Walked::Whole(parsed) => assert!(parsed.has_pixel_data),
+            _ => panic!("a lagging walk did not finish the object"),
+        }
     }
 }

@@ -211,7 +211,7 @@ impl Incoming {
         hasher.update(&object[*hashed..]);
         self.size += (object.len() - *hashed) as u64;
         if let Some(walk) = &mut self.head {
-            walk.feed(&object[*hashed..]);
+            walk.feed(object);
         } else if self.reheader.is_none() && object.len() >= HEAD_WALK_AT {
             self.head = Some(HeadWalk::start(object));
         }
@@ -424,7 +424,7 @@ impl Ingest {
                 let bytes = Bytes::from(buf).slice(start..);
                 let sha256: [u8; 32] = hasher.finalize().into();
                 let head = match head {
-                    Some(walk) => walk.finish().await,
+                    Some(walk) => walk.finish(&bytes).await,
                     None => Walked::Nothing,
                 };
                 let (parsed, document) = examine(bytes.clone(), head).await?;
