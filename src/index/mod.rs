@@ -213,28 +213,6 @@ impl Index {
         })
     }
 
-    /// A write transaction whose commit is not synced: only for rows the
-    /// ingest journal can redo. A later synced commit makes it durable too
-    /// (SQLite's WAL and PostgreSQL's WAL are both written in order).
-    pub(crate) async fn begin_journaled_write(
-        &self,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, IndexError> {
-        Ok(match self.backend {
-            Backend::Sqlite => {
-                self.writer
-                    .begin_with("PRAGMA synchronous=NORMAL; BEGIN IMMEDIATE")
-                    .await?
-            }
-            Backend::Postgres => {
-                let mut tx = self.writer.begin().await?;
-                sqlx::query("SET LOCAL synchronous_commit TO OFF")
-                    .execute(&mut *tx)
-                    .await?;
-                tx
-            }
-        })
-    }
-
     /// A write transaction whose commit returns before it is on disk;
     /// take [`Index::committed`] after the commit and acknowledge only
     /// after [`Index::make_durable`]. Many commits then share one sync,

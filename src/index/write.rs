@@ -158,10 +158,14 @@ impl Index {
                 super::write_tx::begin_sqlite(conn, pragma, batch).await
             }
             Backend::Postgres => {
-                let tx = match synced {
-                    true => self.begin_write().await?,
-                    false => self.begin_journaled_write().await?,
-                };
+                let mut tx = self.begin_write().await?;
+                if !synced {
+                    // Only rows the ingest journal can redo. A later synced
+                    // commit makes it durable too: the WAL is written in order.
+                    sqlx::query("SET LOCAL synchronous_commit TO OFF")
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 Ok((WriteTx::Sqlx(tx), HashMap::new()))
             }
         }
