@@ -360,14 +360,7 @@ async fn resolve_parents(
     .fetch_optional(&mut **tx)
     .await?;
     if let Some(row) = known {
-        let known = KnownSeries {
-            series: row.try_get(0)?,
-            study: row.try_get(1)?,
-            patient: row.try_get(2)?,
-            study_instance_uid: row.try_get(3)?,
-            sop_instance_known: row.try_get::<i64, _>(4)? != 0,
-        };
-        return Ok(resolved_in(known, meta));
+        return Ok(resolved_in(KnownSeries::from_row(&row, 0)?, meta));
     }
     let (patient, _) = upsert_patient(tx, meta).await?;
     let (study, new_study) = upsert_study(tx, meta, patient).await?;

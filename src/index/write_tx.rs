@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 
+use sqlx::any::AnyRow;
 use sqlx::pool::PoolConnection;
 use sqlx::AnyConnection;
 use sqlx::{Any, Row, Transaction};
@@ -79,6 +80,21 @@ pub(super) struct KnownSeries {
     pub sop_instance_known: bool,
 }
 
+impl KnownSeries {
+    /// Read from `row`, whose columns from `first` on are the series' id,
+    /// its study's id, the patient's id, the Study Instance UID and whether
+    /// the SOP Instance UID is stored (0 or 1).
+    pub(super) fn from_row(row: &AnyRow, first: usize) -> Result<Self, IndexError> {
+        Ok(KnownSeries {
+            series: row.try_get(first)?,
+            study: row.try_get(first + 1)?,
+            patient: row.try_get(first + 2)?,
+            study_instance_uid: row.try_get(first + 3)?,
+            sop_instance_known: row.try_get::<i64, _>(first + 4)? != 0,
+        })
+    }
+}
+
 /// Every request's series (when it is stored) and whether its SOP
 /// Instance UID is, in one statement whatever the batch's size: `$1` is a
 /// JSON array of `[series UID, SOP Instance UID]` pairs.
@@ -114,16 +130,7 @@ pub(super) async fn begin_sqlite(
     let mut known = HashMap::with_capacity(batch.len());
     for row in rows? {
         let at: i64 = row.try_get(0)?;
-        known.insert(
-            at as usize,
-            KnownSeries {
-                series: row.try_get(1)?,
-                study: row.try_get(2)?,
-                patient: row.try_get(3)?,
-                study_instance_uid: row.try_get(4)?,
-                sop_instance_known: row.try_get::<i64, _>(5)? != 0,
-            },
-        );
+        known.insert(at as usize, KnownSeries::from_row(&row, 1)?);
     }
     Ok((WriteTx::Sqlite(tx), known))
 }
