@@ -155,6 +155,15 @@ macro_rules! migrations {
                 "frame blocks",
                 include_str!(concat!("../../migrations/", $db, "/0024_frame_blocks.sql")),
             ),
+            (
+                25,
+                "redundant indexes",
+                include_str!(concat!(
+                    "../../migrations/",
+                    $db,
+                    "/0025_redundant_indexes.sql"
+                )),
+            ),
         ]
     };
 }
@@ -184,5 +193,56 @@ pub(super) fn migrator(backend: Backend) -> Migrator {
         ignore_missing: false,
         locking: true,
         no_tx: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Row;
+
+    use crate::index::Index;
+
+    /// An index whose columns lead another index on the same table serves
+    /// no look-up the longer one does not, and costs a b-tree insert for
+    /// every row written.
+    #[tokio::test]
+    async fn no_index_leads_another() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let url = format!("sqlite://{}", dir.path().join("i.sqlite").display());
+        let index = Index::open(&url, 2).await.expect("index");
+        let indexes = sqlx::query(
+            "SELECT m.name, il.name, il.\"unique\" FROM sqlite_master m, pragma_index_list(m.name) il \
+             WHERE m.type = 'table'",
+        )
+        .fetch_all(&index.pool)
+        .await
+        .expect("index list");
+        let mut columns = Vec::new();
+        for row in &indexes {
+            let (table, name, unique): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
+            let cols: Vec<String> =
+                sqlx::query_scalar("SELECT name FROM pragma_index_info($1) ORDER BY seqno")
+                    .bind(&name)
+                    .fetch_all(&index.pool)
+                    .await
+                    .expect("index columns");
+            // A unique index is a constraint, not only a look-up.
+            columns.push((table, name, cols, unique != 0));
+        }
+        for (table, name, cols, unique) in &columns {
+            if *unique {
+                continue;
+            }
+            for (other_table, other, other_cols, _) in &columns {
+                assert!(
+                    !(table == other_table
+                        && name != other
+                        && other_cols.len() > cols.len()
+                        && other_cols.starts_with(cols)),
+                    "{table}: {name} {cols:?} leads {other} {other_cols:?}"
+                );
+            }
+        }
+        index.close().await;
     }
 }
