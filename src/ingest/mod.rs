@@ -444,9 +444,14 @@ impl Ingest {
                     None => None,
                 };
                 let (parsed, document) = match passed {
-                    Some((parsed, document)) => (parsed, Ok(document)),
-                    None => tokio::task::spawn_blocking(move || {
-                        let parsed = header::parse(&path)?;
+                    Some((parsed, Some(document))) => (parsed, Ok(document)),
+                    passed => tokio::task::spawn_blocking(move || {
+                        let parsed = match passed {
+                            // Walked whole as it passed: only the document
+                            // is left, from the file's head.
+                            Some((parsed, None)) => parsed,
+                            _ => header::parse(&path)?,
+                        };
                         let document = document::build(
                             || std::fs::File::open(&path).map(std::io::BufReader::new),
                             &parsed.meta,

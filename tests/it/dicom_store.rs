@@ -1011,8 +1011,10 @@ async fn frame_rows_of_an_older_index_become_blocks(backend: Backend) {
     drop(pg);
 }
 
-/// Deflated CT slices, large enough to be walked while they arrive: each
-/// is indexed from that walk, with its metadata, and kept byte for byte.
+/// Deflated CT slices, large enough to be walked while they arrive, and a
+/// deflated image too large to be held in memory, walked as it passes on
+/// to its spool file: each is indexed from that walk, with its metadata,
+/// and kept byte for byte.
 async fn deflated_slices_walked_while_they_arrive(backend: Backend) {
     let (Some(_), Some(_)) = (dcmtk("storescu"), python()) else {
         return skip(
@@ -1022,15 +1024,21 @@ async fn deflated_slices_walked_while_they_arrive(backend: Backend) {
     };
     const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
     let archive = Archive::start(backend).await;
-    let args = [
-        "--count", "3", "--rows", "512", "--cols", "512", "--ts", DEFLATED,
-    ];
-    let files = generated(&archive.dir.path().join("deflated"), &args).await;
+    let mut files = Vec::new();
+    for (name, rows, count, seed) in [("slices", "512", "3", "1"), ("large", "2048", "1", "2")] {
+        let args = [
+            "--count", count, "--rows", rows, "--cols", rows, "--ts", DEFLATED, "--seed", seed,
+        ];
+        files.extend(generated(&archive.dir.path().join(name), &args).await);
+    }
     for file in &files {
         // Past the point where the walk starts: more than 64 KiB deflated.
         let size = std::fs::metadata(file).expect("file").len();
         assert!(size > 128 * 1024, "{} is {size} bytes", file.display());
     }
+    // Beyond what an object held in memory for the journal may be.
+    let largest = std::fs::metadata(&files[3]).expect("file").len();
+    assert!(largest > 4 << 20, "the large one is {largest} bytes");
     let out = storescu(&archive, &["-xd"], &files).await;
     assert!(
         out.status.success(),
@@ -1039,7 +1047,7 @@ async fn deflated_slices_walked_while_they_arrive(backend: Backend) {
     );
     archive.wait_placed().await;
     let index = archive.index().await;
-    for (file, (sop_uid, ts)) in files.iter().zip(describe(&files)) {
+    for (n, (file, (sop_uid, ts))) in files.iter().zip(describe(&files)).enumerate() {
         assert_eq!(ts, DEFLATED);
         let record = index
             .instance(&sop_uid)
@@ -1061,7 +1069,8 @@ async fn deflated_slices_walked_while_they_arrive(backend: Backend) {
         let (status, body) = archive.http_get(&path, &[]).await;
         assert_eq!(status, 200, "{body}");
         let metadata: serde_json::Value = serde_json::from_str(&body).expect("json");
-        assert_eq!(metadata[0]["00280010"]["Value"][0], 512, "Rows: {body}");
+        let rows = if n == 3 { 2048 } else { 512 };
+        assert_eq!(metadata[0]["00280010"]["Value"][0], rows, "Rows: {body}");
         assert_eq!(metadata[0]["00080018"]["Value"][0], sop_uid.as_str());
     }
 }
