@@ -2,6 +2,8 @@
 //! the migrated schema, and none may scan a whole table unless it is named
 //! below with the reason a scan is fine. A look-up that scans runs slower
 //! with every row the archive gains; this keeps a new one from slipping in.
+//! Nor may an index only repeat the leading columns of another: it would
+//! cost every write and serve no look-up.
 
 use sqlx::Row;
 
@@ -82,11 +84,17 @@ fn parameters(sql: &str) -> usize {
         .unwrap_or(0)
 }
 
-#[tokio::test]
-async fn no_statement_scans_a_growing_table() {
+/// A migrated SQLite index in a folder of its own.
+async fn migrated() -> (tempfile::TempDir, Index) {
     let dir = tempfile::tempdir().expect("tmp");
     let url = format!("sqlite://{}", dir.path().join("i.sqlite").display());
     let index = Index::open(&url, 2).await.expect("index");
+    (dir, index)
+}
+
+#[tokio::test]
+async fn no_statement_scans_a_growing_table() {
+    let (_dir, index) = migrated().await;
     let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/index");
     let mut planned = 0;
     let mut scans = Vec::new();
@@ -130,5 +138,43 @@ async fn no_statement_scans_a_growing_table() {
     }
     assert!(planned > 100, "only {planned} statements planned");
     assert!(scans.is_empty(), "{}", scans.join("\n"));
+    index.close().await;
+}
+
+/// An index whose columns lead another index on the same table serves no
+/// look-up the longer one does not, and costs a b-tree insert for every
+/// row written. A unique index is a constraint as well, and may.
+#[tokio::test]
+async fn no_index_leads_another() {
+    let (_dir, index) = migrated().await;
+    let listed = sqlx::query(
+        "SELECT m.name, il.name, il.\"unique\" FROM sqlite_master m, pragma_index_list(m.name) il \
+         WHERE m.type = 'table'",
+    )
+    .fetch_all(&index.pool)
+    .await
+    .expect("index list");
+    let mut indexes = Vec::new();
+    for row in &listed {
+        let (table, name, unique): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
+        let columns: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM pragma_index_info($1) ORDER BY seqno")
+                .bind(&name)
+                .fetch_all(&index.pool)
+                .await
+                .expect("index columns");
+        indexes.push((table, name, columns, unique != 0));
+    }
+    for (table, name, columns, unique) in &indexes {
+        for (other_table, other, other_columns, _) in &indexes {
+            assert!(
+                *unique
+                    || table != other_table
+                    || other_columns.len() <= columns.len()
+                    || !other_columns.starts_with(columns),
+                "{table}: {name} {columns:?} leads {other} {other_columns:?}"
+            );
+        }
+    }
     index.close().await;
 }
