@@ -68,6 +68,16 @@ async fn send_pieces(feed: &Feed, bytes: &[u8]) -> Option<usize> {
     Some(bytes.len())
 }
 
+/// Send a deflated object's walk its last `rest`, end its stream, and take
+/// what it found.
+async fn end_deflated(feed: Feed, rest: &[u8], walk: DeflatedWalk) -> Option<header::ParsedHeader> {
+    // A walk that has stopped says why, or the whole walk will.
+    let _ = send_pieces(&feed, rest).await;
+    // The end of the stream, for the walk to check it ends there.
+    drop(feed);
+    walk.await.ok().flatten()
+}
+
 /// What the early walk found, once the object is whole.
 pub(super) enum Walked {
     Nothing,
@@ -188,9 +198,9 @@ impl HeadWalk {
                 fed,
                 walk,
             } if fed as u64 == total => {
-                // The end of the stream, for the walk to check it ends there.
-                drop(feed);
-                return walk.await.ok().flatten().map(|parsed| (parsed, None));
+                return end_deflated(feed, &[], walk)
+                    .await
+                    .map(|parsed| (parsed, None));
             }
             HeadWalk::Head(_) | HeadWalk::Deflated { .. } => return None,
         };
@@ -234,25 +244,12 @@ impl HeadWalk {
             | HeadWalk::Collecting(_) => Walked::Nothing,
             HeadWalk::Deflated {
                 feed: Some(feed),
-                mut fed,
+                fed,
                 walk,
-            } => {
-                while fed < object.len() {
-                    let end = object.len().min(fed + PIECE);
-                    if feed.send(object[fed..end].to_vec()).await.is_err() {
-                        // The walk has stopped: it says why, or the whole
-                        // walk will.
-                        break;
-                    }
-                    fed = end;
-                }
-                // The end of the stream, for the walk to check it ends there.
-                drop(feed);
-                match walk.await.ok().flatten() {
-                    Some(parsed) => Walked::Whole(parsed),
-                    None => Walked::Nothing,
-                }
-            }
+            } => match end_deflated(feed, object.get(fed..).unwrap_or_default(), walk).await {
+                Some(parsed) => Walked::Whole(parsed),
+                None => Walked::Nothing,
+            },
         }
     }
 }
