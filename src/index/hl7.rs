@@ -558,9 +558,7 @@ mod tests {
     /// would make each message slower than the one before.
     #[tokio::test]
     async fn the_duplicate_lookup_uses_the_sender_and_control_id_key() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let url = format!("sqlite://{}", dir.path().join("i.sqlite").display());
-        let index = Index::open(&url, 2).await.expect("index");
+        let (_dir, index) = Index::temporary().await;
         let sql = format!("EXPLAIN QUERY PLAN {}", earlier_sql(2, 3));
         let mut q = sqlx::query(&sql);
         for value in ["HIS", "LAB", "C1", "C2", "C3"] {
@@ -582,9 +580,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_log_forgets_messages_past_their_retention() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let url = format!("sqlite://{}", dir.path().join("i.sqlite").display());
-        let index = Index::open(&url, 2).await.expect("index");
+        let (_dir, index) = Index::temporary().await;
         let message = InboundMessage {
             interface: "mllp".into(),
             sender: "HIS|GENERAL".into(),
@@ -638,9 +634,7 @@ mod tests {
     async fn a_failing_change_is_undone_alone_and_a_repeat_in_the_batch_is_a_duplicate() {
         use super::super::patients::{Demographics, PatientKey};
         use super::super::worklist::StepStatus;
-        let dir = tempfile::tempdir().expect("tmp");
-        let url = format!("sqlite://{}", dir.path().join("i.sqlite").display());
-        let index = Index::open(&url, 2).await.expect("index");
+        let (_dir, index) = Index::temporary().await;
         let known = PatientKey {
             id: "P1".into(),
             issuer: String::new(),

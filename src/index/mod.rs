@@ -91,6 +91,16 @@ pub struct Index {
 }
 
 impl Index {
+    /// A migrated SQLite index in a temporary folder of its own, which
+    /// lives as long as the returned guard.
+    #[cfg(test)]
+    pub(crate) async fn temporary() -> (tempfile::TempDir, Index) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let url = format!("sqlite://{}", dir.path().join("i.sqlite").display());
+        let index = Index::open(&url, 2).await.expect("index");
+        (dir, index)
+    }
+
     /// Connect, creating the SQLite file if needed, and apply migrations.
     pub async fn open(url: &str, max_connections: u32) -> Result<Self, IndexError> {
         sqlx::any::install_default_drivers();

@@ -404,9 +404,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_node_holds_the_sending_lease_until_it_expires() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let url = format!("sqlite://{}", dir.path().join("i.sqlite").display());
-        let index = Index::open(&url, 2).await.expect("index");
+        let (_dir, index) = Index::temporary().await;
         assert!(index.hold_outbound_lease("a", 60).await.expect("lease"));
         assert!(index.hold_outbound_lease("a", 60).await.expect("renew"));
         assert!(!index.hold_outbound_lease("b", 60).await.expect("lease"));

@@ -84,17 +84,9 @@ fn parameters(sql: &str) -> usize {
         .unwrap_or(0)
 }
 
-/// A migrated SQLite index in a folder of its own.
-async fn migrated() -> (tempfile::TempDir, Index) {
-    let dir = tempfile::tempdir().expect("tmp");
-    let url = format!("sqlite://{}", dir.path().join("i.sqlite").display());
-    let index = Index::open(&url, 2).await.expect("index");
-    (dir, index)
-}
-
 #[tokio::test]
 async fn no_statement_scans_a_growing_table() {
-    let (_dir, index) = migrated().await;
+    let (_dir, index) = Index::temporary().await;
     let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/index");
     let mut planned = 0;
     let mut scans = Vec::new();
@@ -146,7 +138,7 @@ async fn no_statement_scans_a_growing_table() {
 /// row written. A unique index is a constraint as well, and may.
 #[tokio::test]
 async fn no_index_leads_another() {
-    let (_dir, index) = migrated().await;
+    let (_dir, index) = Index::temporary().await;
     let listed = sqlx::query(
         "SELECT m.name, il.name, il.\"unique\" FROM sqlite_master m, pragma_index_list(m.name) il \
          WHERE m.type = 'table'",

@@ -144,9 +144,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_claimed_row_is_nobody_elses_until_its_lease_expires() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let url = format!("sqlite://{}", dir.path().join("i.sqlite").display());
-        let index = Index::open(&url, 2).await.expect("index");
+        let (_dir, index) = Index::temporary().await;
         let refs = vec![("1.2".to_owned(), "1.2.3".to_owned())];
         for uid in ["1.9.1", "1.9.2"] {
             index

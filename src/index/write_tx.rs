@@ -145,9 +145,7 @@ mod tests {
     /// walking the table.
     #[tokio::test]
     async fn known_series_are_found_by_index() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let url = format!("sqlite://{}", dir.path().join("i.sqlite").display());
-        let index = Index::open(&url, 2).await.expect("index");
+        let (_dir, index) = Index::temporary().await;
         let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {}", super::KNOWN_SERIES))
             .bind("[]")
             .fetch_all(&index.pool)
