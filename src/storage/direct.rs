@@ -75,7 +75,16 @@ pub(crate) fn open(options: &OpenOptions, path: &Path) -> io::Result<(File, bool
     direct.custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32);
     match direct.open(path) {
         Ok(file) => Ok((file, true)),
-        Err(e) if refuses_direct(&e) => Ok((options.open(path)?, false)),
+        Err(e) if refuses_direct(&e) => match options.open(path) {
+            // The refused open made the file before it refused the flag
+            // (ramfs, FUSE): a `create_new` then finds it. It is ours,
+            // since a file that was there already fails that open first.
+            Err(again) if again.kind() == io::ErrorKind::AlreadyExists => {
+                std::fs::remove_file(path)?;
+                Ok((options.open(path)?, false))
+            }
+            opened => Ok((opened?, false)),
+        },
         Err(e) => Err(e),
     }
 }

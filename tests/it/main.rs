@@ -11,6 +11,7 @@ mod common;
 
 mod audit;
 mod browser;
+mod buffered_io;
 mod cli;
 mod commitment;
 mod dicom_store;
