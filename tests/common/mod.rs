@@ -904,6 +904,21 @@ pub fn object_files(root: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// Instances made by `gen.py` with `args` in `dir`, in name order.
+pub async fn generated(dir: &Path, args: &[&str]) -> Vec<PathBuf> {
+    let out = run_peer(
+        "gen.py",
+        &[&[dir.to_str().expect("utf8")][..], args].concat(),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    files_in(dir)
+}
+
 /// The SOP Instance UID of each Part-10 file, read with pydicom.
 /// The files directly in `dir`, sorted by name; none when it cannot be read.
 pub fn files_in(dir: &Path) -> Vec<PathBuf> {

@@ -7,10 +7,10 @@
 use crate::common;
 
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use common::{dcmtk, python, run_peer, skip, Archive, Backend};
+use common::{dcmtk, generated, python, skip, Archive, Backend};
 use sha2::{Digest, Sha256};
 
 /// A ramfs mounted on a temporary folder, unmounted when dropped.
@@ -43,21 +43,6 @@ impl Drop for Ramfs {
             .arg(self.dir.path())
             .status();
     }
-}
-
-/// Instances made by `gen.py` with `args` in `dir`, in name order.
-async fn generated(dir: &Path, args: &[&str]) -> Vec<PathBuf> {
-    let out = run_peer(
-        "gen.py",
-        &[&[dir.to_str().expect("utf8")][..], args].concat(),
-    )
-    .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    common::files_in(dir)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

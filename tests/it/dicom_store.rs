@@ -6,7 +6,7 @@ use crate::common;
 
 use std::path::PathBuf;
 
-use common::{dcmtk, python, run_peer, skip, Archive, Backend};
+use common::{dcmtk, generated, python, run_peer, skip, Archive, Backend};
 use sha2::{Digest, Sha256};
 use tessera::index::FrameLocation;
 
@@ -35,23 +35,6 @@ fn describe(files: &[PathBuf]) -> Vec<(String, String)> {
 
 fn stored_path(archive: &Archive, key: &str) -> PathBuf {
     archive.config.data_dir.join("objects").join(key)
-}
-
-/// Instances made by `gen.py` with `args` in `dir`, in name order.
-async fn generated(dir: &std::path::Path, args: &[&str]) -> Vec<PathBuf> {
-    let dir_arg = dir.to_str().expect("utf8");
-    let out = run_peer("gen.py", &[&[dir_arg][..], args].concat()).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("dir")
-        .map(|e| e.expect("entry").path())
-        .collect();
-    files.sort();
-    files
 }
 
 /// Send one file with pynetdicom's `send.py`, whose failures are expected:
