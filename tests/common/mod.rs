@@ -904,6 +904,19 @@ pub fn object_files(root: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// Send `files` to `archive` with DCMTK `storescu` and `extra` options
+/// (callers check that it is installed).
+pub async fn storescu(archive: &Archive, extra: &[&str], files: &[PathBuf]) -> Output {
+    let tool = dcmtk("storescu").expect("checked by caller");
+    tokio::process::Command::new(tool)
+        .args(archive.ae_args())
+        .args(extra)
+        .args(files)
+        .output()
+        .await
+        .expect("storescu runs")
+}
+
 /// Instances made by `gen.py` with `args` in `dir`, in name order.
 pub async fn generated(dir: &Path, args: &[&str]) -> Vec<PathBuf> {
     let out = run_peer(

@@ -10,7 +10,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{dcmtk, generated, python, skip, Archive, Backend};
+use common::{dcmtk, generated, python, skip, storescu, Archive, Backend};
 use sha2::{Digest, Sha256};
 
 /// A ramfs mounted on a temporary folder, unmounted when dropped.
@@ -47,7 +47,7 @@ impl Drop for Ramfs {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_system_without_direct_io_keeps_every_instance() {
-    let (Some(storescu), Some(_)) = (dcmtk("storescu"), python()) else {
+    let (Some(_), Some(_)) = (dcmtk("storescu"), python()) else {
         return skip(
             "a_file_system_without_direct_io_keeps_every_instance",
             "DCMTK or pydicom missing",
@@ -94,12 +94,7 @@ async fn a_file_system_without_direct_io_keeps_every_instance() {
         )
         .await,
     );
-    let out = tokio::process::Command::new(storescu)
-        .args(archive.ae_args())
-        .args(&files)
-        .output()
-        .await
-        .expect("storescu runs");
+    let out = storescu(&archive, &[], &files).await;
     assert!(
         out.status.success(),
         "{}",

@@ -6,7 +6,7 @@ use crate::common;
 
 use std::path::PathBuf;
 
-use common::{dcmtk, generated, python, run_peer, skip, Archive, Backend};
+use common::{dcmtk, generated, python, run_peer, skip, storescu, Archive, Backend};
 use sha2::{Digest, Sha256};
 use tessera::index::FrameLocation;
 
@@ -52,17 +52,6 @@ async fn send_expecting_failures(archive: &Archive, file: &std::path::Path) -> S
     )
     .await;
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-async fn storescu(archive: &Archive, extra: &[&str], files: &[PathBuf]) -> std::process::Output {
-    let tool = dcmtk("storescu").expect("checked by caller");
-    tokio::process::Command::new(tool)
-        .args(archive.ae_args())
-        .args(extra)
-        .args(files)
-        .output()
-        .await
-        .expect("storescu runs")
 }
 
 async fn echo(backend: Backend) {
