@@ -917,6 +917,18 @@ pub async fn storescu(archive: &Archive, extra: &[&str], files: &[PathBuf]) -> O
         .expect("storescu runs")
 }
 
+/// Send `files` with DCMTK `storescu` and fail the test unless every one
+/// was stored.
+pub async fn store_all(archive: &Archive, extra: &[&str], files: &[PathBuf]) {
+    let out = storescu(archive, extra, files).await;
+    assert!(
+        out.status.success(),
+        "storescu {extra:?} {files:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Instances made by `gen.py` with `args` in `dir`, in name order.
 pub async fn generated(dir: &Path, args: &[&str]) -> Vec<PathBuf> {
     let out = run_peer(

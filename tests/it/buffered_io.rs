@@ -10,7 +10,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{dcmtk, generated, python, skip, storescu, Archive, Backend};
+use common::{dcmtk, generated, python, skip, store_all, Archive, Backend};
 use sha2::{Digest, Sha256};
 
 /// A ramfs mounted on a temporary folder, unmounted when dropped.
@@ -94,12 +94,7 @@ async fn a_file_system_without_direct_io_keeps_every_instance() {
         )
         .await,
     );
-    let out = storescu(&archive, &[], &files).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    store_all(&archive, &[], &files).await;
     archive.wait_placed().await;
 
     for round in ["before a restart", "after a restart"] {

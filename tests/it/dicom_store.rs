@@ -6,7 +6,7 @@ use crate::common;
 
 use std::path::PathBuf;
 
-use common::{dcmtk, generated, python, run_peer, skip, storescu, Archive, Backend};
+use common::{dcmtk, generated, python, run_peer, skip, store_all, storescu, Archive, Backend};
 use sha2::{Digest, Sha256};
 use tessera::index::FrameLocation;
 
@@ -461,8 +461,7 @@ async fn duplicates_follow_policy(backend: Backend) {
         let original = dir.join("original.dcm");
         let variant = dir.join("variant.dcm");
         for _ in 0..2 {
-            let out = storescu(&archive, &[], std::slice::from_ref(&original)).await;
-            assert!(out.status.success());
+            store_all(&archive, &[], std::slice::from_ref(&original)).await;
         }
         let index = archive.index().await;
         let uid = describe(std::slice::from_ref(&original)).remove(0).0;
@@ -574,12 +573,7 @@ async fn character_sets_decoded_to_utf8(backend: Backend) {
     let index = archive.index().await;
     let mut checked = 0;
     for (uid, (file, name)) in &expected {
-        let out = storescu(&archive, &["-R"], &[PathBuf::from(file)]).await;
-        assert!(
-            out.status.success(),
-            "storescu {file}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        store_all(&archive, &["-R"], &[PathBuf::from(file)]).await;
         let record = index
             .instance(uid)
             .await
@@ -719,8 +713,7 @@ async fn a_series_under_another_study_is_refused(backend: Backend) {
     let out = run_peer("variant.py", &[dir.to_str().expect("utf8")]).await;
     assert!(out.status.success());
     let original = dir.join("original.dcm");
-    let out = storescu(&archive, &[], std::slice::from_ref(&original)).await;
-    assert!(out.status.success());
+    store_all(&archive, &[], std::slice::from_ref(&original)).await;
     let misfiled = dir.join("misfiled.dcm");
     let summary = send_expecting_failures(&archive, &misfiled).await;
     assert!(summary.contains(r#""0xA900": 1"#), "{summary}");
@@ -759,8 +752,7 @@ async fn refused_versions_are_never_written(backend: Backend) {
         let dir = archive.dir.path().join("refused");
         let out = run_peer("variant.py", &[dir.to_str().expect("utf8")]).await;
         assert!(out.status.success());
-        let out = storescu(&archive, &[], &[dir.join("original.dcm")]).await;
-        assert!(out.status.success());
+        store_all(&archive, &[], &[dir.join("original.dcm")]).await;
         for (file, expected) in [("variant.dcm", status), ("misfiled.dcm", "0xA900")] {
             let summary = send_expecting_failures(&archive, &dir.join(file)).await;
             assert!(
@@ -832,13 +824,7 @@ async fn frames_located_in_every_instance_of_a_series(backend: Backend) {
             }
         }
         // One association: every instance after the first finds its series.
-        let out = storescu(&archive, &["-R", "-xr"], &files).await;
-        assert!(
-            out.status.success(),
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        store_all(&archive, &["-R", "-xr"], &files).await;
         let index = archive.index().await;
         let count: u32 = frames.parse().expect("number");
         for uid in common::sop_uids(&files) {
@@ -1011,12 +997,7 @@ async fn deflated_slices_walked_while_they_arrive(backend: Backend) {
     // Beyond what an object held in memory for the journal may be.
     let largest = std::fs::metadata(&files[3]).expect("file").len();
     assert!(largest > 4 << 20, "the large one is {largest} bytes");
-    let out = storescu(&archive, &["-xd"], &files).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    store_all(&archive, &["-xd"], &files).await;
     archive.wait_placed().await;
     let index = archive.index().await;
     for (n, (file, (sop_uid, ts))) in files.iter().zip(describe(&files)).enumerate() {
@@ -1072,12 +1053,7 @@ async fn large_objects_in_a_row_kept_whole(backend: Backend) {
         .collect();
     // Over the 4 MiB an object may take through the journal.
     assert!(sizes[0] > 5 << 20 && sizes[1] > 5 << 20, "{sizes:?}");
-    let out = storescu(&archive, &[], &files).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    store_all(&archive, &[], &files).await;
     archive.wait_placed().await;
     let index = archive.index().await;
     for (file, (sop_uid, _)) in files.iter().zip(describe(&files)) {
